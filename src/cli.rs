@@ -1,0 +1,80 @@
+//! The command line (clap derive). Doc comments are the help text. Flags here are runtime
+//! choices only; what changes the data lives in the run config.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+/// Distill a teacher text-to-image model into a compact synthetic corpus and train a
+/// LightGen student on it.
+#[derive(Debug, Parser)]
+#[command(name = "lightgen", version, max_term_width = 100)]
+pub struct Cli {
+    /// More log output (-v info, -vv debug).
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    pub verbose: u8,
+    /// Only errors; no progress bars.
+    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    pub quiet: bool,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Expand a prompt taxonomy into diverse, deduplicated prompts (runs/<name>/expand).
+    Expand(StageArgs),
+    /// Run every data stage that exists so far (today: expand, then the prompt report).
+    Distill(StageArgs),
+    /// Reports over a run folder, as a table, JSON and PNG.
+    #[command(subcommand)]
+    Report(ReportCommand),
+    /// Check a taxonomy file and print its slots, templates and capacity.
+    Taxonomy {
+        /// A taxonomy file, or builtin:shapes|geneval|general.
+        taxonomy: String,
+        /// Print as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Write the JSON Schemas of the run config and taxonomy formats.
+    Schema {
+        /// Folder to write them to.
+        #[arg(long, default_value = "schemas")]
+        out: PathBuf,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct StageArgs {
+    /// The run config (TOML), e.g. configs/shapes.toml.
+    #[arg(short, long)]
+    pub config: PathBuf,
+    /// Override prompts.count (recorded in the run's resolved config).
+    #[arg(long)]
+    pub count: Option<u64>,
+    /// Override run.output_dir.
+    #[arg(long)]
+    pub output_dir: Option<PathBuf>,
+    /// Print the resolved config and exit.
+    #[arg(long)]
+    pub show_config: bool,
+    /// Discard stage folders written by a different config instead of refusing.
+    #[arg(long)]
+    pub force: bool,
+    /// Print the summary as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ReportCommand {
+    /// Diversity of the expanded prompts: slot coverage and entropy, pair coverage, distinct-n.
+    Prompts {
+        /// The run folder, e.g. runs/shapes.
+        run: PathBuf,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}

@@ -1,0 +1,206 @@
+//! Thin: parse the command line, resolve config, dispatch, map errors to exit codes.
+
+mod cli;
+
+use std::io::IsTerminal;
+use std::path::Path;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use clap::Parser;
+
+use cli::{Cli, Command, ReportCommand, StageArgs};
+use lightgen::config::{Overrides, Plan};
+use lightgen::pipeline::expand::{self, ExpandOptions, ExpandSummary};
+use lightgen::report::prompts;
+use lightgen::taxonomy::Taxonomy;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let level = match (cli.quiet, cli.verbose) {
+        (true, _) => tracing::Level::ERROR,
+        (false, 0) => tracing::Level::WARN,
+        (false, 1) => tracing::Level::INFO,
+        _ => tracing::Level::DEBUG,
+    };
+    tracing_subscriber::fmt()
+        .with_max_level(level)
+        .with_target(false)
+        .without_time()
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_writer(std::io::stderr)
+        .init();
+    let progress = !cli.quiet;
+    match run(cli.command, progress) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            // The whole cause chain, one line each.
+            eprintln!("error: {e}");
+            for cause in e.chain().skip(1) {
+                eprintln!("  caused by: {cause}");
+            }
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(command: Command, progress: bool) -> Result<()> {
+    match command {
+        Command::Expand(args) => {
+            if let Some(plan) = plan(&args)? {
+                let summary = expand::run(
+                    &plan,
+                    &ExpandOptions {
+                        force: args.force,
+                        progress,
+                    },
+                )?;
+                print_expand(&summary, args.json);
+            }
+        }
+        Command::Distill(args) => {
+            if let Some(plan) = plan(&args)? {
+                let summary = expand::run(
+                    &plan,
+                    &ExpandOptions {
+                        force: args.force,
+                        progress,
+                    },
+                )?;
+                print_expand(&summary, args.json);
+                let (report, out) = prompts::run(&plan.run_dir)?;
+                if !args.json {
+                    println!("\n{}", prompts::table(&report));
+                    println!("reports: {}", out.display());
+                }
+            }
+        }
+        Command::Report(ReportCommand::Prompts { run, json }) => {
+            let (report, out) = prompts::run(&run)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                print!("{}", prompts::table(&report));
+                println!(
+                    "written: {}/prompts.json, {}/prompts_coverage.png",
+                    out.display(),
+                    out.display()
+                );
+            }
+        }
+        Command::Taxonomy { taxonomy, json } => {
+            let tax = Taxonomy::load(&taxonomy, Path::new("."))?;
+            describe_taxonomy(&tax, json)?;
+        }
+        Command::Schema { out } => {
+            std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
+            for (name, text) in lightgen::schema::all() {
+                let path = out.join(name);
+                std::fs::write(&path, text)
+                    .with_context(|| format!("writing {}", path.display()))?;
+                println!("wrote {}", path.display());
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Resolves the plan; `None` when `--show-config` printed it.
+fn plan(args: &StageArgs) -> Result<Option<Plan>> {
+    let overrides = Overrides {
+        count: args.count,
+        output_dir: args.output_dir.clone(),
+    };
+    let plan = Plan::load(&args.config, &overrides)?;
+    if args.show_config {
+        print!("{}", plan.show());
+        return Ok(None);
+    }
+    Ok(Some(plan))
+}
+
+fn print_expand(s: &ExpandSummary, json: bool) {
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(s).expect("summary serialises")
+        );
+        return;
+    }
+    println!(
+        "expand    {} prompts in {} parts ({} reused) in {:.1}s → {}/expand",
+        s.produced, s.parts, s.parts_reused, s.seconds, s.run_dir
+    );
+    println!(
+        "taxonomy  {}, capacity {:.0} distinct prompts",
+        s.taxonomy, s.capacity
+    );
+    if s.capped {
+        println!(
+            "note      asked for {}, the taxonomy can produce only {}: stopped there",
+            s.requested, s.produced
+        );
+    }
+    let fams: Vec<String> = s
+        .per_family
+        .iter()
+        .map(|(k, v)| format!("{k} {v}"))
+        .collect();
+    println!("families  {}", fams.join(", "));
+    println!("dropped   {} duplicate draws", s.duplicates_dropped);
+}
+
+fn describe_taxonomy(tax: &Taxonomy, json: bool) -> Result<()> {
+    if json {
+        let v = serde_json::json!({
+            "name": tax.name,
+            "version": tax.version,
+            "hash": tax.hash,
+            "slots": tax.slots.iter().map(|s| serde_json::json!({"name": s.name, "values": s.values.len()})).collect::<Vec<_>>(),
+            "templates": tax.templates.iter().map(|t| serde_json::json!({
+                "id": t.id, "family": tax.families[t.family].name, "share": t.share, "capacity": t.capacity
+            })).collect::<Vec<_>>(),
+            "capacity": tax.total_capacity(),
+        });
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(());
+    }
+    let values: usize = tax.slots.iter().map(|s| s.values.len()).sum();
+    println!(
+        "taxonomy  {} v{} ({}), {} slots, {} values",
+        tax.name,
+        tax.version,
+        tax.source,
+        tax.slots.len(),
+        values
+    );
+    for s in &tax.slots {
+        let cats: std::collections::BTreeSet<&str> = s
+            .values
+            .iter()
+            .map(|v| v.path.split('/').next().unwrap_or(""))
+            .collect();
+        let cats = cats.into_iter().filter(|c| !c.is_empty()).count();
+        println!(
+            "  slot {:<16} {:>4} values{}",
+            s.name,
+            s.values.len(),
+            if cats > 0 {
+                format!(" in {cats} categories")
+            } else {
+                String::new()
+            }
+        );
+    }
+    for t in &tax.templates {
+        println!(
+            "  template {:<28} family {:<14} share {:>6.2}%  capacity {:.0}",
+            t.id,
+            tax.families[t.family].name,
+            t.share * 100.0,
+            t.capacity
+        );
+    }
+    println!("capacity  {:.0} distinct prompts", tax.total_capacity());
+    Ok(())
+}

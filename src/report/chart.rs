@@ -1,0 +1,164 @@
+//! Small PNG charts drawn directly with `image` and an 8×8 bitmap font, so that reports need
+//! no plotting stack or system fonts.
+
+use std::path::Path;
+
+use font8x8::UnicodeFonts;
+use image::{Rgb, RgbImage};
+
+use crate::error::{Error, Result};
+
+const SCALE: u32 = 2; // font pixels per glyph pixel
+const GLYPH: u32 = 8 * SCALE;
+const BG: Rgb<u8> = Rgb([255, 255, 255]);
+const INK: Rgb<u8> = Rgb([30, 30, 30]);
+const GRID: Rgb<u8> = Rgb([225, 225, 225]);
+/// Series colours (colour-blind safe: blue, orange, green).
+pub const SERIES: [Rgb<u8>; 3] = [Rgb([0, 114, 178]), Rgb([230, 159, 0]), Rgb([0, 158, 115])];
+
+/// Draws `text` with its top-left corner at (x, y).
+pub fn text(img: &mut RgbImage, x: u32, y: u32, s: &str, color: Rgb<u8>) {
+    for (i, ch) in s.chars().enumerate() {
+        let glyph = font8x8::BASIC_FONTS
+            .get(ch)
+            .or_else(|| font8x8::BASIC_FONTS.get('?'))
+            .unwrap_or([0; 8]);
+        for (row, bits) in glyph.iter().enumerate() {
+            for col in 0..8u32 {
+                if bits & (1 << col) != 0 {
+                    fill(
+                        img,
+                        x + i as u32 * GLYPH + col * SCALE,
+                        y + row as u32 * SCALE,
+                        SCALE,
+                        SCALE,
+                        color,
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// Fills a rectangle, clipped to the image.
+pub fn fill(img: &mut RgbImage, x: u32, y: u32, w: u32, h: u32, color: Rgb<u8>) {
+    for yy in y..(y + h).min(img.height()) {
+        for xx in x..(x + w).min(img.width()) {
+            img.put_pixel(xx, yy, color);
+        }
+    }
+}
+
+/// A horizontal grouped bar chart of values in [0, 1]: one group per row label, one bar per
+/// series. Saved as PNG.
+pub fn bars(path: &Path, title: &str, series: &[&str], rows: &[(String, Vec<f64>)]) -> Result<()> {
+    let label_w = rows
+        .iter()
+        .map(|(l, _)| l.chars().count())
+        .max()
+        .unwrap_or(4)
+        .clamp(4, 28) as u32
+        * GLYPH
+        + 16;
+    let bar_w = 520u32;
+    let bar_h = GLYPH - 4;
+    let group_h = series.len() as u32 * bar_h + 10;
+    let top = GLYPH * 2 + 24 + GLYPH;
+    let width = label_w + bar_w + 8 * GLYPH;
+    let height = top + rows.len() as u32 * group_h + GLYPH + 24;
+    let mut img = RgbImage::from_pixel(width, height, BG);
+    text(&mut img, 12, 10, title, INK);
+    // Legend.
+    let mut lx = 12;
+    for (s, name) in series.iter().enumerate() {
+        fill(
+            &mut img,
+            lx,
+            16 + GLYPH,
+            GLYPH,
+            GLYPH,
+            SERIES[s % SERIES.len()],
+        );
+        text(&mut img, lx + GLYPH + 6, 16 + GLYPH, name, INK);
+        lx += GLYPH + 6 + (name.chars().count() as u32 + 3) * GLYPH;
+    }
+    // Grid at 0, 25, 50, 75, 100 %.
+    for q in 0..=4u32 {
+        let x = label_w + bar_w * q / 4;
+        fill(
+            &mut img,
+            x,
+            top - 4,
+            1,
+            rows.len() as u32 * group_h + 4,
+            GRID,
+        );
+        let label = format!("{}%", q * 25);
+        text(
+            &mut img,
+            x.saturating_sub(GLYPH),
+            top + rows.len() as u32 * group_h + 4,
+            &label,
+            INK,
+        );
+    }
+    for (r, (label, values)) in rows.iter().enumerate() {
+        let y = top + r as u32 * group_h;
+        let shown: String = label.chars().take(28).collect();
+        text(&mut img, 8, y + (group_h - GLYPH) / 2, &shown, INK);
+        for (s, v) in values.iter().enumerate() {
+            let w = (v.clamp(0.0, 1.0) * bar_w as f64).round() as u32;
+            let by = y + s as u32 * bar_h;
+            fill(
+                &mut img,
+                label_w,
+                by,
+                w.max(1),
+                bar_h - 2,
+                SERIES[s % SERIES.len()],
+            );
+            text(
+                &mut img,
+                label_w + w + 6,
+                by,
+                &format!("{:.1}", v * 100.0),
+                INK,
+            );
+        }
+    }
+    img.save(path).map_err(|e| Error::Image {
+        path: path.to_path_buf(),
+        source: e,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bars_draw_proportional_lengths() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.png");
+        bars(
+            &path,
+            "t",
+            &["a"],
+            &[("full".into(), vec![1.0]), ("half".into(), vec![0.5])],
+        )
+        .unwrap();
+        let img = image::open(&path).unwrap().to_rgb8();
+        let count = |row: u32| {
+            (0..img.width())
+                .filter(|&x| *img.get_pixel(x, row) == SERIES[0])
+                .count()
+        };
+        let top = GLYPH * 2 + 24 + GLYPH;
+        let group_h = GLYPH - 4 + 10;
+        let (full, half) = (count(top + 2), count(top + group_h + 2));
+        assert!(
+            full > 500 && (half as f64 / full as f64 - 0.5).abs() < 0.02,
+            "full {full}, half {half}"
+        );
+    }
+}

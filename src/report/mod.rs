@@ -1,0 +1,4 @@
+//! Reports over a run folder: readable tables, JSON for machines, PNG charts for people.
+
+pub mod chart;
+pub mod prompts;

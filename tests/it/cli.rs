@@ -1,0 +1,151 @@
+//! The command line: help text and error messages (snapshots).
+
+use crate::{lightgen, scrub, stderr, stdout, write_config};
+
+#[test]
+fn help_lists_the_commands() {
+    let out = lightgen(&["--help"]);
+    assert!(out.status.success());
+    insta::assert_snapshot!("help", stdout(&out));
+}
+
+#[test]
+fn expand_help() {
+    let out = lightgen(&["expand", "--help"]);
+    assert!(out.status.success());
+    insta::assert_snapshot!("expand_help", stdout(&out));
+}
+
+fn taxonomy_error(name: &str, taxonomy: &str) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("prompts")).unwrap();
+    let tax = dir.path().join("prompts").join(format!("{name}.toml"));
+    std::fs::write(&tax, taxonomy).unwrap();
+    let cfg = write_config(dir.path(), name, tax.to_str().unwrap(), 10, "");
+    let out = lightgen(&["expand", "-q", "--config", cfg.to_str().unwrap()]);
+    assert!(!out.status.success(), "a bad taxonomy must fail");
+    assert!(
+        !dir.path().join("runs").exists(),
+        "nothing is written for a bad taxonomy"
+    );
+    scrub(&stderr(&out), dir.path())
+}
+
+const HEAD: &str = "[taxonomy]\nname = \"t\"\nversion = \"1\"\n\n[slots.shape]\nvalues = [\"circle\", \"square\"]\n\n[slots.color]\nvalues = [\"red\"]\n\n";
+
+#[test]
+fn malformed_toml_names_file_line_and_column() {
+    let err = taxonomy_error("malformed", &format!("{HEAD}[[families]\nname = \"f\"\n"));
+    assert!(err.contains("malformed.toml:11:"), "{err}");
+    insta::assert_snapshot!("err_malformed_toml", err);
+}
+
+#[test]
+fn unknown_slot_names_template_slot_and_known_slots() {
+    let err = taxonomy_error(
+        "unknown_slot",
+        &format!("{HEAD}[[families]]\nname = \"f\"\n\n[[families.templates]]\nid = \"two_object\"\ntext = \"{{a}} and {{b}}\"\nvars = {{ a = \"shape\", b = \"shap\" }}\n"),
+    );
+    assert!(err.contains("unknown_slot.toml:17:8"), "{err}");
+    assert!(
+        err.contains("\"shap\"") && err.contains("known slots: color, shape"),
+        "{err}"
+    );
+    insta::assert_snapshot!("err_unknown_slot", err);
+}
+
+#[test]
+fn impossible_distinct_constraint_is_an_error() {
+    let err = taxonomy_error(
+        "impossible",
+        &format!("{HEAD}[[families]]\nname = \"f\"\n\n[[families.templates]]\nid = \"color_attr\"\ntext = \"{{a}} and {{b}}\"\nvars = {{ a = \"color\", b = \"color\" }}\ndistinct = [[\"a\", \"b\"]]\n"),
+    );
+    assert!(
+        err.contains("must be distinct") && err.contains("\"red\""),
+        "{err}"
+    );
+    insta::assert_snapshot!("err_impossible", err);
+}
+
+#[test]
+fn undeclared_var_in_text_is_an_error() {
+    let err = taxonomy_error(
+        "undeclared",
+        &format!("{HEAD}[[families]]\nname = \"f\"\n\n[[families.templates]]\nid = \"x\"\ntext = \"a {{a}} and a {{c}}\"\nvars = {{ a = \"shape\" }}\n"),
+    );
+    assert!(
+        err.contains("undeclared var \"c\"") && err.contains("declared vars: a"),
+        "{err}"
+    );
+    insta::assert_snapshot!("err_undeclared_var", err);
+}
+
+#[test]
+fn unknown_config_field_is_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write_config(dir.path(), "x", "builtin:shapes", 10, "cuont = 3");
+    let out = lightgen(&["expand", "--config", cfg.to_str().unwrap()]);
+    assert!(!out.status.success());
+    let err = scrub(&stderr(&out), dir.path());
+    assert!(err.contains("x.toml:9:1") && err.contains("cuont"), "{err}");
+    insta::assert_snapshot!("err_unknown_config_field", err);
+}
+
+#[test]
+fn count_above_capacity_stops_at_the_maximum() {
+    // Two templates over 3 shapes: 3 + 3·2 = 9 distinct prompts at most.
+    let dir = tempfile::tempdir().unwrap();
+    let tax = dir.path().join("small_taxonomy.toml");
+    std::fs::write(
+        &tax,
+        "[taxonomy]\nname = \"small\"\nversion = \"1\"\n[slots.shape]\nvalues = [\"circle\", \"square\", \"star\"]\n\
+         [[families]]\nname = \"single_object\"\n[[families.templates]]\nid = \"one\"\ntext = \"a {a}\"\nvars = { a = \"shape\" }\n\
+         [[families]]\nname = \"two_object\"\n[[families.templates]]\nid = \"two\"\ntext = \"a {a} and a {b}\"\nvars = { a = \"shape\", b = \"shape\" }\ndistinct = [[\"a\", \"b\"]]\n",
+    )
+    .unwrap();
+    let cfg = write_config(dir.path(), "small", tax.to_str().unwrap(), 1000, "");
+    let out = lightgen(&["expand", "--config", cfg.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let err = scrub(&stderr(&out), dir.path());
+    assert!(
+        err.contains("asked for 1000 prompts") && err.contains("only 9 distinct"),
+        "{err}"
+    );
+    insta::assert_snapshot!("warn_count_above_capacity", err);
+    let df = crate::read_parts(&dir.path().join("runs/small/expand"));
+    assert_eq!(df.height(), 9);
+    assert_eq!(
+        df.column("prompt").unwrap().n_unique().unwrap(),
+        9,
+        "never duplicates"
+    );
+}
+
+#[test]
+fn unknown_builtin_taxonomy_lists_the_known_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write_config(dir.path(), "x", "builtin:shape", 10, "");
+    let out = lightgen(&["expand", "--config", cfg.to_str().unwrap()]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("known: builtin:shapes, builtin:geneval, builtin:general"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn show_config_prints_the_resolved_plan() {
+    let out = lightgen(&[
+        "expand",
+        "--config",
+        "configs/shapes.toml",
+        "--count",
+        "77",
+        "--show-config",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(text.contains("count = 77"), "{text}");
+    assert!(text.contains("taxonomy: shapes v1.0.0"), "{text}");
+}

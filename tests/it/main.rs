@@ -1,0 +1,64 @@
+//! One integration binary: runs the real `lightgen` binary on the shipped taxonomies.
+
+mod cli;
+mod expand;
+mod report;
+mod schemas;
+mod taxonomies;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// The repository root (tests read the shipped `prompts/` and `configs/`).
+pub fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+pub fn lightgen(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_lightgen"))
+        .args(args)
+        .current_dir(root())
+        .output()
+        .expect("runs lightgen")
+}
+
+/// Writes a run config into `dir` whose taxonomy is `taxonomy` (absolute or builtin:).
+pub fn write_config(dir: &Path, name: &str, taxonomy: &str, count: u64, extra: &str) -> PathBuf {
+    let path = dir.join(format!("{name}.toml"));
+    let text = format!(
+        "[run]\nname = \"{name}\"\noutput_dir = \"runs\"\nseed = 42\n\n[prompts]\ntaxonomy = \"{taxonomy}\"\ncount = {count}\n{extra}\n"
+    );
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// Reads every committed part of a stage as one DataFrame.
+pub fn read_parts(stage_dir: &Path) -> polars::prelude::DataFrame {
+    use polars::prelude::*;
+    let mut frames = Vec::new();
+    for p in lightgen::pipeline::shard::committed_parts(stage_dir).unwrap() {
+        frames.push(
+            ParquetReader::new(std::fs::File::open(p).unwrap())
+                .finish()
+                .unwrap(),
+        );
+    }
+    let mut df = frames.remove(0);
+    for f in frames {
+        df.vstack_mut(&f).unwrap();
+    }
+    df
+}
+
+/// Replaces a temp folder path in output so snapshots are stable.
+pub fn scrub(text: &str, dir: &Path) -> String {
+    text.replace(&dir.display().to_string(), "[TMP]")
+}
