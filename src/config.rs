@@ -79,6 +79,26 @@ pub struct Overrides {
     pub output_dir: Option<PathBuf>,
 }
 
+/// Lexically removes `.` and `name/..` from a path, so `configs/../runs` prints as `runs`.
+pub fn normalize(path: &Path) -> PathBuf {
+    use std::path::Component;
+    let mut out: Vec<Component> = Vec::new();
+    for c in path.components() {
+        match c {
+            Component::CurDir => {}
+            Component::ParentDir if matches!(out.last(), Some(Component::Normal(_))) => {
+                out.pop();
+            }
+            other => out.push(other),
+        }
+    }
+    if out.is_empty() {
+        PathBuf::from(".")
+    } else {
+        out.iter().collect()
+    }
+}
+
 impl RunConfig {
     pub fn from_file(path: &Path) -> Result<RunConfig> {
         let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
@@ -129,9 +149,10 @@ impl Plan {
         }
         let output_dir = match &overrides.output_dir {
             Some(d) => d.clone(),
-            None => base.join(&config.run.output_dir),
+            None => normalize(&base.join(&config.run.output_dir)),
         };
         let taxonomy = Taxonomy::load(&p.taxonomy, base)?;
+        let output_dir = normalize(&output_dir);
         let run_dir = output_dir.join(name);
         let mut h = blake3::Hasher::new();
         h.update(
@@ -168,5 +189,18 @@ impl Plan {
             self.taxonomy.templates.len(),
             self.taxonomy.total_capacity(),
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn normalize_is_lexical() {
+        assert_eq!(normalize(Path::new("configs/../runs")), PathBuf::from("runs"));
+        assert_eq!(normalize(Path::new("./a/./b/../c")), PathBuf::from("a/c"));
+        assert_eq!(normalize(Path::new("../x")), PathBuf::from("../x"));
+        assert_eq!(normalize(Path::new("a/..")), PathBuf::from("."));
     }
 }

@@ -10,6 +10,8 @@ use crate::error::{Error, Result};
 
 const SCALE: u32 = 2; // font pixels per glyph pixel
 const GLYPH: u32 = 8 * SCALE;
+/// One bar's row height: a glyph plus a gap, so value labels never overlap.
+const BAR_H: u32 = GLYPH + 2;
 const BG: Rgb<u8> = Rgb([255, 255, 255]);
 const INK: Rgb<u8> = Rgb([30, 30, 30]);
 const GRID: Rgb<u8> = Rgb([225, 225, 225]);
@@ -61,8 +63,7 @@ pub fn bars(path: &Path, title: &str, series: &[&str], rows: &[(String, Vec<f64>
         * GLYPH
         + 16;
     let bar_w = 520u32;
-    let bar_h = GLYPH - 4;
-    let group_h = series.len() as u32 * bar_h + 10;
+    let group_h = series.len() as u32 * BAR_H + 10;
     let top = GLYPH * 2 + 24 + GLYPH;
     let width = label_w + bar_w + 8 * GLYPH;
     let height = top + rows.len() as u32 * group_h + GLYPH + 24;
@@ -108,13 +109,13 @@ pub fn bars(path: &Path, title: &str, series: &[&str], rows: &[(String, Vec<f64>
         text(&mut img, 8, y + (group_h - GLYPH) / 2, &shown, INK);
         for (s, v) in values.iter().enumerate() {
             let w = (v.clamp(0.0, 1.0) * bar_w as f64).round() as u32;
-            let by = y + s as u32 * bar_h;
+            let by = y + s as u32 * BAR_H;
             fill(
                 &mut img,
                 label_w,
                 by,
                 w.max(1),
-                bar_h - 2,
+                BAR_H - 2,
                 SERIES[s % SERIES.len()],
             );
             text(
@@ -154,7 +155,7 @@ mod tests {
                 .count()
         };
         let top = GLYPH * 2 + 24 + GLYPH;
-        let group_h = GLYPH - 4 + 10;
+        let group_h = BAR_H + 10;
         let (full, half) = (count(top + 2), count(top + group_h + 2));
         assert!(
             full > 500 && (half as f64 / full as f64 - 0.5).abs() < 0.02,

@@ -124,7 +124,7 @@ impl Taxonomy {
                 })?;
             return Taxonomy::parse(spec, text);
         }
-        let path = base.join(spec);
+        let path = crate::config::normalize(&base.join(spec));
         let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
         Taxonomy::parse(&path.display().to_string(), &text)
     }
