@@ -198,7 +198,10 @@ mod tests {
 
     #[test]
     fn normalize_is_lexical() {
-        assert_eq!(normalize(Path::new("configs/../runs")), PathBuf::from("runs"));
+        assert_eq!(
+            normalize(Path::new("configs/../runs")),
+            PathBuf::from("runs")
+        );
         assert_eq!(normalize(Path::new("./a/./b/../c")), PathBuf::from("a/c"));
         assert_eq!(normalize(Path::new("../x")), PathBuf::from("../x"));
         assert_eq!(normalize(Path::new("a/..")), PathBuf::from("."));
