@@ -18,6 +18,7 @@ pub mod progress;
 pub mod report;
 pub mod schema;
 pub mod taxonomy;
+pub mod world;
 
 /// The tool's version, recorded in every artifact.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

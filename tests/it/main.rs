@@ -5,6 +5,7 @@ mod expand;
 mod report;
 mod schemas;
 mod taxonomies;
+mod world;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

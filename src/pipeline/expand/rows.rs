@@ -56,6 +56,18 @@ pub fn spec_json(tax: &Taxonomy, t: &Template, values: &[u32], text: &str) -> Op
     }))
 }
 
+/// slot name → the values a prompt took from it, in var order (the `slot_*` columns).
+pub fn slot_values(tax: &Taxonomy, p: &Prompt) -> std::collections::BTreeMap<String, Vec<String>> {
+    let t = &tax.templates[p.template];
+    let mut m: std::collections::BTreeMap<String, Vec<String>> = Default::default();
+    for (v, &i) in t.vars.iter().zip(&p.values) {
+        m.entry(tax.slots[v.slot].name.clone())
+            .or_default()
+            .push(tax.slots[v.slot].values[i as usize].text.clone());
+    }
+    m
+}
+
 /// Builds one row group's DataFrame.
 pub fn frame(tax: &Taxonomy, batch: &[Prompt]) -> PolarsResult<DataFrame> {
     let n = batch.len();
