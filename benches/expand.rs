@@ -18,20 +18,12 @@ fn bench(c: &mut Criterion) {
     for name in ["general", "shapes"] {
         let tax = Taxonomy::load(&format!("builtin:{name}"), Path::new(".")).unwrap();
         g.bench_function(format!("generate_{name}_100k"), |b| {
-            b.iter(|| {
-                Generator::new(&tax, N, 42)
-                    .map(|p| p.text.len())
-                    .sum::<usize>()
-            })
+            b.iter(|| Generator::new(&tax, N, 42).map(|p| p.text.len()).sum::<usize>())
         });
     }
     let dir = tempfile::tempdir().unwrap();
     let config = RunConfig {
-        run: RunSection {
-            name: "bench".into(),
-            output_dir: dir.path().to_path_buf(),
-            seed: 42,
-        },
+        run: RunSection { name: "bench".into(), output_dir: dir.path().to_path_buf(), seed: 42 },
         prompts: PromptsConfig {
             taxonomy: "builtin:general".into(),
             count: N,
@@ -39,24 +31,11 @@ fn bench(c: &mut Criterion) {
             row_group_size: 16_384,
             write_geneval: false,
         },
+        generate: None,
     };
-    let plan = Plan::resolve(
-        config,
-        &dir.path().join("bench.toml"),
-        &Overrides::default(),
-    )
-    .unwrap();
+    let plan = Plan::resolve(config, &dir.path().join("bench.toml"), &Overrides::default()).unwrap();
     g.bench_function("parquet_general_100k", |b| {
-        b.iter(|| {
-            expand::run(
-                &plan,
-                &ExpandOptions {
-                    force: true,
-                    progress: false,
-                },
-            )
-            .unwrap()
-        })
+        b.iter(|| expand::run(&plan, &ExpandOptions { force: true, progress: false }).unwrap())
     });
     g.finish();
 }

@@ -24,7 +24,9 @@ pub struct Cli {
 pub enum Command {
     /// Expand a prompt taxonomy into diverse, deduplicated prompts (runs/<name>/expand).
     Expand(StageArgs),
-    /// Run every data stage that exists so far (today: expand, then the prompt report).
+    /// Render every prompt with the configured teacher (runs/<name>/generate).
+    Generate(StageArgs),
+    /// Run every data stage that exists so far (expand, generate), then their reports.
     Distill(StageArgs),
     /// Reports over a run folder, as a table, JSON and PNG.
     #[command(subcommand)]
@@ -65,12 +67,24 @@ pub struct StageArgs {
     /// Print the summary as JSON.
     #[arg(long)]
     pub json: bool,
+    /// Worker threads for image stages (0 = one per core).
+    #[arg(long, default_value_t = 0)]
+    pub threads: usize,
 }
 
 #[derive(Debug, Subcommand)]
 pub enum ReportCommand {
     /// Diversity of the expanded prompts: slot coverage and entropy, pair coverage, distinct-n.
     Prompts {
+        /// The run folder, e.g. runs/shapes.
+        run: PathBuf,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// What the teacher made; for the shapes world, the analyzer's precision and recall
+    /// against the teacher's ground-truth record, and an image grid.
+    Generate {
         /// The run folder, e.g. runs/shapes.
         run: PathBuf,
         /// Print the report as JSON.

@@ -15,6 +15,9 @@ use crate::taxonomy::Taxonomy;
 pub struct RunConfig {
     pub run: RunSection,
     pub prompts: PromptsConfig,
+    /// The `generate` stage; a run without it stops after `expand`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub generate: Option<GenerateConfig>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
@@ -53,6 +56,55 @@ pub struct PromptsConfig {
     pub write_geneval: bool,
 }
 
+/// The `generate` stage: a teacher renders each prompt.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct GenerateConfig {
+    /// Teacher id: `builtin:shapes` (HTTP and ONNX teachers come with their issue).
+    pub teacher: String,
+    /// Images per prompt, each with its own seed (default 4).
+    #[serde(default = "default_images_per_prompt")]
+    pub images_per_prompt: u32,
+    /// Width and height in pixels (default 64; 16 to 512).
+    #[serde(default = "default_resolution")]
+    pub resolution: u32,
+    /// Image encoding (default png).
+    #[serde(default)]
+    pub format: ImageFormat,
+    /// JPEG quality, 1 to 100 (default 90).
+    #[serde(default = "default_quality")]
+    pub quality: u8,
+    /// Samples per part file (default 20000).
+    #[serde(default = "default_generate_part")]
+    pub part_size: u64,
+    /// Failure rates of the shapes world's teacher.
+    #[serde(default)]
+    pub shapes: crate::world::render::Imperfections,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum ImageFormat {
+    #[default]
+    Png,
+    Jpeg,
+    /// Lossless WebP.
+    Webp,
+}
+
+fn default_images_per_prompt() -> u32 {
+    4
+}
+fn default_resolution() -> u32 {
+    64
+}
+fn default_quality() -> u8 {
+    90
+}
+fn default_generate_part() -> u64 {
+    20_000
+}
+
 fn default_part_size() -> u64 {
     100_000
 }
@@ -70,6 +122,9 @@ pub struct Plan {
     pub taxonomy: Taxonomy,
     /// blake3 over the resolved config and the taxonomy bytes.
     pub hash: String,
+    /// Per stage: blake3 over what decides that stage's output (its section, the seed and the
+    /// upstream stage's hash), so changing a later stage's settings keeps earlier stages.
+    pub stage_hashes: std::collections::BTreeMap<String, String>,
 }
 
 /// Runtime overrides from the command line.
@@ -99,6 +154,35 @@ pub fn normalize(path: &Path) -> PathBuf {
     }
 }
 
+/// The teachers this build knows.
+pub const TEACHERS: &[&str] = &["builtin:shapes"];
+
+fn validate_generate(g: &GenerateConfig) -> std::result::Result<(), String> {
+    if !TEACHERS.contains(&g.teacher.as_str()) {
+        return Err(format!("generate.teacher = \"{}\": unknown teacher; known: {}", g.teacher, TEACHERS.join(", ")));
+    }
+    if !(16..=512).contains(&g.resolution) {
+        return Err(format!("generate.resolution = {}: expected 16 to 512", g.resolution));
+    }
+    if g.images_per_prompt == 0 || g.part_size == 0 {
+        return Err("generate.images_per_prompt and generate.part_size must be at least 1".into());
+    }
+    if !(1..=100).contains(&g.quality) {
+        return Err(format!("generate.quality = {}: expected 1 to 100", g.quality));
+    }
+    let mut total = 0.0;
+    for (name, rate) in g.shapes.rates() {
+        if !(0.0..=1.0).contains(&rate) {
+            return Err(format!("generate.shapes.{name} = {rate}: expected a rate from 0 to 1"));
+        }
+        total += rate;
+    }
+    if total > 1.0 {
+        return Err(format!("generate.shapes: the failure rates add up to {total}, more than 1"));
+    }
+    Ok(())
+}
+
 impl RunConfig {
     pub fn from_file(path: &Path) -> Result<RunConfig> {
         let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
@@ -110,13 +194,26 @@ impl RunConfig {
     }
 }
 
+/// Canonical JSON of a config section, for hashing.
+mod erased {
+    pub trait Ser {
+        fn json(&self) -> String;
+    }
+    impl<T: serde::Serialize> Ser for T {
+        fn json(&self) -> String {
+            serde_json::to_string(self).expect("config serialises")
+        }
+    }
+}
+
 impl Plan {
+    /// The hash of one stage (see `stage_hashes`); the whole plan's hash for an unknown stage.
+    pub fn stage_hash(&self, stage: &str) -> &str {
+        self.stage_hashes.get(stage).map_or(&self.hash, String::as_str)
+    }
+
     /// Validates `config` (read from `config_path`) and resolves paths and the taxonomy.
-    pub fn resolve(
-        mut config: RunConfig,
-        config_path: &Path,
-        overrides: &Overrides,
-    ) -> Result<Plan> {
+    pub fn resolve(mut config: RunConfig, config_path: &Path, overrides: &Overrides) -> Result<Plan> {
         let src = config_path.display().to_string();
         let base = config_path.parent().unwrap_or(Path::new("."));
         if let Some(c) = overrides.count {
@@ -124,9 +221,7 @@ impl Plan {
         }
         let name = &config.run.name;
         if name.is_empty()
-            || !name
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
+            || !name.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
             || name.starts_with('.')
         {
             return Err(Error::invalid(
@@ -136,16 +231,13 @@ impl Plan {
         }
         let p = &config.prompts;
         if p.count == 0 {
-            return Err(Error::invalid(
-                &src,
-                "prompts.count = 0: expected at least 1",
-            ));
+            return Err(Error::invalid(&src, "prompts.count = 0: expected at least 1"));
         }
         if p.part_size == 0 || p.row_group_size == 0 {
-            return Err(Error::invalid(
-                &src,
-                "prompts.part_size and prompts.row_group_size must be at least 1",
-            ));
+            return Err(Error::invalid(&src, "prompts.part_size and prompts.row_group_size must be at least 1"));
+        }
+        if let Some(g) = &config.generate {
+            validate_generate(g).map_err(|m| Error::invalid(&src, m))?;
         }
         let output_dir = match &overrides.output_dir {
             Some(d) => d.clone(),
@@ -155,19 +247,19 @@ impl Plan {
         let output_dir = normalize(&output_dir);
         let run_dir = output_dir.join(name);
         let mut h = blake3::Hasher::new();
-        h.update(
-            serde_json::to_string(&config)
-                .expect("config serialises")
-                .as_bytes(),
-        );
+        h.update(serde_json::to_string(&config).expect("config serialises").as_bytes());
         h.update(taxonomy.hash.as_bytes());
         let hash = h.finalize().to_hex().to_string();
-        Ok(Plan {
-            config,
-            run_dir,
-            taxonomy,
-            hash,
-        })
+        let json = |v: &dyn erased::Ser| v.json();
+        let mut stage_hashes = std::collections::BTreeMap::new();
+        let expand =
+            blake3::hash(format!("{}|{}|{}", config.run.seed, json(&config.prompts), taxonomy.hash).as_bytes());
+        stage_hashes.insert("expand".to_string(), expand.to_hex().to_string());
+        if let Some(g) = &config.generate {
+            let gen = blake3::hash(format!("{}|{}", expand.to_hex(), json(g)).as_bytes());
+            stage_hashes.insert("generate".to_string(), gen.to_hex().to_string());
+        }
+        Ok(Plan { config, run_dir, taxonomy, hash, stage_hashes })
     }
 
     /// Loads and resolves a config file.
@@ -198,10 +290,7 @@ mod tests {
 
     #[test]
     fn normalize_is_lexical() {
-        assert_eq!(
-            normalize(Path::new("configs/../runs")),
-            PathBuf::from("runs")
-        );
+        assert_eq!(normalize(Path::new("configs/../runs")), PathBuf::from("runs"));
         assert_eq!(normalize(Path::new("./a/./b/../c")), PathBuf::from("a/c"));
         assert_eq!(normalize(Path::new("../x")), PathBuf::from("../x"));
         assert_eq!(normalize(Path::new("a/..")), PathBuf::from("."));

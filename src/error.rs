@@ -39,24 +39,15 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {
     pub fn io(path: impl AsRef<Path>, source: std::io::Error) -> Self {
-        Error::Io {
-            path: path.as_ref().to_path_buf(),
-            source,
-        }
+        Error::Io { path: path.as_ref().to_path_buf(), source }
     }
 
     pub fn invalid(location: impl Into<String>, message: impl Into<String>) -> Self {
-        Error::Invalid {
-            location: location.into(),
-            message: message.into(),
-        }
+        Error::Invalid { location: location.into(), message: message.into() }
     }
 
     pub fn polars(path: impl AsRef<Path>, source: polars::error::PolarsError) -> Self {
-        Error::Polars {
-            path: path.as_ref().to_path_buf(),
-            source,
-        }
+        Error::Polars { path: path.as_ref().to_path_buf(), source }
     }
 }
 

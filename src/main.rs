@@ -12,7 +12,8 @@ use clap::Parser;
 use cli::{Cli, Command, ReportCommand, StageArgs};
 use lightgen::config::{Overrides, Plan};
 use lightgen::pipeline::expand::{self, ExpandOptions, ExpandSummary};
-use lightgen::report::prompts;
+use lightgen::pipeline::generate::{self, GenerateOptions, GenerateSummary};
+use lightgen::report::{generate as generate_report, prompts};
 use lightgen::taxonomy::Taxonomy;
 
 fn main() -> ExitCode {
@@ -48,29 +49,34 @@ fn run(command: Command, progress: bool) -> Result<()> {
     match command {
         Command::Expand(args) => {
             if let Some(plan) = plan(&args)? {
-                let summary = expand::run(
-                    &plan,
-                    &ExpandOptions {
-                        force: args.force,
-                        progress,
-                    },
-                )?;
+                let summary = expand::run(&plan, &ExpandOptions { force: args.force, progress })?;
                 print_expand(&summary, args.json);
+            }
+        }
+        Command::Generate(args) => {
+            if let Some(plan) = plan(&args)? {
+                let opts = GenerateOptions { force: args.force, progress, threads: args.threads };
+                print_generate(&generate::run(&plan, &opts)?, args.json);
             }
         }
         Command::Distill(args) => {
             if let Some(plan) = plan(&args)? {
-                let summary = expand::run(
-                    &plan,
-                    &ExpandOptions {
-                        force: args.force,
-                        progress,
-                    },
-                )?;
+                let summary = expand::run(&plan, &ExpandOptions { force: args.force, progress })?;
                 print_expand(&summary, args.json);
                 let (report, out) = prompts::run(&plan.run_dir)?;
                 if !args.json {
                     println!("\n{}", prompts::table(&report));
+                }
+                if plan.config.generate.is_some() {
+                    let opts = GenerateOptions { force: args.force, progress, threads: args.threads };
+                    let summary = generate::run(&plan, &opts)?;
+                    print_generate(&summary, args.json);
+                    let (report, _) = generate_report::run(&plan.run_dir)?;
+                    if !args.json {
+                        println!("\n{}", generate_report::table(&report));
+                    }
+                }
+                if !args.json {
                     println!("reports: {}", out.display());
                 }
             }
@@ -81,11 +87,16 @@ fn run(command: Command, progress: bool) -> Result<()> {
                 println!("{}", serde_json::to_string_pretty(&report)?);
             } else {
                 print!("{}", prompts::table(&report));
-                println!(
-                    "written: {}/prompts.json, {}/prompts_coverage.png",
-                    out.display(),
-                    out.display()
-                );
+                println!("written: {}/prompts.json, {}/prompts_coverage.png", out.display(), out.display());
+            }
+        }
+        Command::Report(ReportCommand::Generate { run, json }) => {
+            let (report, out) = generate_report::run(&run)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                print!("{}", generate_report::table(&report));
+                println!("written: {}/generate.json, {}/generate_grid.png", out.display(), out.display());
             }
         }
         Command::Taxonomy { taxonomy, json } => {
@@ -96,8 +107,7 @@ fn run(command: Command, progress: bool) -> Result<()> {
             std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
             for (name, text) in lightgen::schema::all() {
                 let path = out.join(name);
-                std::fs::write(&path, text)
-                    .with_context(|| format!("writing {}", path.display()))?;
+                std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
                 println!("wrote {}", path.display());
             }
         }
@@ -107,10 +117,7 @@ fn run(command: Command, progress: bool) -> Result<()> {
 
 /// Resolves the plan; `None` when `--show-config` printed it.
 fn plan(args: &StageArgs) -> Result<Option<Plan>> {
-    let overrides = Overrides {
-        count: args.count,
-        output_dir: args.output_dir.clone(),
-    };
+    let overrides = Overrides { count: args.count, output_dir: args.output_dir.clone() };
     let plan = Plan::load(&args.config, &overrides)?;
     if args.show_config {
         print!("{}", plan.show());
@@ -121,33 +128,35 @@ fn plan(args: &StageArgs) -> Result<Option<Plan>> {
 
 fn print_expand(s: &ExpandSummary, json: bool) {
     if json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(s).expect("summary serialises")
-        );
+        println!("{}", serde_json::to_string_pretty(s).expect("summary serialises"));
         return;
     }
     println!(
         "expand    {} prompts in {} parts ({} reused) in {:.1}s → {}/expand",
         s.produced, s.parts, s.parts_reused, s.seconds, s.run_dir
     );
-    println!(
-        "taxonomy  {}, capacity {:.0} distinct prompts",
-        s.taxonomy, s.capacity
-    );
+    println!("taxonomy  {}, capacity {:.0} distinct prompts", s.taxonomy, s.capacity);
     if s.capped {
-        println!(
-            "note      asked for {}, the taxonomy can produce only {}: stopped there",
-            s.requested, s.produced
-        );
+        println!("note      asked for {}, the taxonomy can produce only {}: stopped there", s.requested, s.produced);
     }
-    let fams: Vec<String> = s
-        .per_family
-        .iter()
-        .map(|(k, v)| format!("{k} {v}"))
-        .collect();
+    let fams: Vec<String> = s.per_family.iter().map(|(k, v)| format!("{k} {v}")).collect();
     println!("families  {}", fams.join(", "));
     println!("dropped   {} duplicate draws", s.duplicates_dropped);
+}
+
+fn print_generate(s: &GenerateSummary, json: bool) {
+    if json {
+        println!("{}", serde_json::to_string_pretty(s).expect("summary serialises"));
+        return;
+    }
+    println!(
+        "generate  {} images of {} prompts ({} ok, {} failed) by {} in {:.1}s → {}/generate",
+        s.samples, s.prompts, s.ok, s.failed, s.teacher, s.seconds, s.run_dir
+    );
+    println!(
+        "parts     {} ({} reused, {} repaired); made {} images at {:.0} images/s",
+        s.parts, s.parts_reused, s.parts_repaired, s.made, s.images_per_second
+    );
 }
 
 fn describe_taxonomy(tax: &Taxonomy, json: bool) -> Result<()> {
@@ -166,30 +175,16 @@ fn describe_taxonomy(tax: &Taxonomy, json: bool) -> Result<()> {
         return Ok(());
     }
     let values: usize = tax.slots.iter().map(|s| s.values.len()).sum();
-    println!(
-        "taxonomy  {} v{} ({}), {} slots, {} values",
-        tax.name,
-        tax.version,
-        tax.source,
-        tax.slots.len(),
-        values
-    );
+    println!("taxonomy  {} v{} ({}), {} slots, {} values", tax.name, tax.version, tax.source, tax.slots.len(), values);
     for s in &tax.slots {
-        let cats: std::collections::BTreeSet<&str> = s
-            .values
-            .iter()
-            .map(|v| v.path.split('/').next().unwrap_or(""))
-            .collect();
+        let cats: std::collections::BTreeSet<&str> =
+            s.values.iter().map(|v| v.path.split('/').next().unwrap_or("")).collect();
         let cats = cats.into_iter().filter(|c| !c.is_empty()).count();
         println!(
             "  slot {:<16} {:>4} values{}",
             s.name,
             s.values.len(),
-            if cats > 0 {
-                format!(" in {cats} categories")
-            } else {
-                String::new()
-            }
+            if cats > 0 { format!(" in {cats} categories") } else { String::new() }
         );
     }
     for t in &tax.templates {

@@ -8,14 +8,8 @@ pub fn bar(total: u64, prefix: &str, unit: &str, visible: bool) -> ProgressBar {
         return ProgressBar::hidden();
     }
     let pb = ProgressBar::new(total);
-    let template = format!(
-        "{{prefix:>8}} [{{bar:30}}] {{human_pos}}/{{human_len}} {unit} {{per_sec}} ETA {{eta}}"
-    );
-    pb.set_style(
-        ProgressStyle::with_template(&template)
-            .expect("static template")
-            .progress_chars("=> "),
-    );
+    let template = format!("{{prefix:>8}} [{{bar:30}}] {{human_pos}}/{{human_len}} {unit} {{per_sec}} ETA {{eta}}");
+    pb.set_style(ProgressStyle::with_template(&template).expect("static template").progress_chars("=> "));
     pb.set_prefix(prefix.to_string());
     pb
 }

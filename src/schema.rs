@@ -5,16 +5,9 @@ use crate::taxonomy::format::TaxonomyFile;
 
 /// (file name, schema JSON) for every format in `schemas/`.
 pub fn all() -> Vec<(&'static str, String)> {
-    let pretty =
-        |s: schemars::Schema| serde_json::to_string_pretty(&s).expect("schema serialises") + "\n";
+    let pretty = |s: schemars::Schema| serde_json::to_string_pretty(&s).expect("schema serialises") + "\n";
     vec![
-        (
-            "run-config.schema.json",
-            pretty(schemars::schema_for!(RunConfig)),
-        ),
-        (
-            "taxonomy.schema.json",
-            pretty(schemars::schema_for!(TaxonomyFile)),
-        ),
+        ("run-config.schema.json", pretty(schemars::schema_for!(RunConfig))),
+        ("taxonomy.schema.json", pretty(schemars::schema_for!(TaxonomyFile))),
     ]
 }

@@ -2,7 +2,9 @@
 //! protocol of [`shard`]; a stage folder remembers the plan that made it and refuses another.
 
 pub mod expand;
+pub mod generate;
 pub mod shard;
+pub mod teacher;
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -31,20 +33,17 @@ pub fn open_stage(plan: &Plan, stage: &str, force: bool) -> Result<PathBuf> {
     let marker_path = dir.join("stage.json");
     match fs::read(&marker_path) {
         Ok(bytes) => {
-            let marker: StageMarker =
-                serde_json::from_slice(&bytes).map_err(|e| Error::Conflict {
-                    path: marker_path.clone(),
-                    message: format!(
-                        "unreadable stage marker ({e}); use --force to discard this stage"
-                    ),
-                })?;
-            if marker.plan != plan.hash {
+            let marker: StageMarker = serde_json::from_slice(&bytes).map_err(|e| Error::Conflict {
+                path: marker_path.clone(),
+                message: format!("unreadable stage marker ({e}); use --force to discard this stage"),
+            })?;
+            if marker.plan != plan.stage_hash(stage) {
                 return Err(Error::Conflict {
                     path: dir,
                     message: format!(
                         "was written by another config (plan {}), this config is plan {}; use a new run name, or --force to discard it",
                         short(&marker.plan),
-                        short(&plan.hash)
+                        short(plan.stage_hash(stage))
                     ),
                 });
             }
@@ -52,13 +51,10 @@ pub fn open_stage(plan: &Plan, stage: &str, force: bool) -> Result<PathBuf> {
         Err(_) => {
             let marker = StageMarker {
                 stage: stage.into(),
-                plan: plan.hash.clone(),
+                plan: plan.stage_hash(stage).into(),
                 tool_version: crate::VERSION.into(),
             };
-            shard::write_atomic(
-                &marker_path,
-                &serde_json::to_vec_pretty(&marker).expect("marker serialises"),
-            )?;
+            shard::write_atomic(&marker_path, &serde_json::to_vec_pretty(&marker).expect("marker serialises"))?;
         }
     }
     shard::clean_temporaries(&dir)?;
@@ -69,14 +65,8 @@ pub fn open_stage(plan: &Plan, stage: &str, force: bool) -> Result<PathBuf> {
 /// Saves the resolved config (and the taxonomy it names) in the run folder.
 fn save_config(plan: &Plan) -> Result<()> {
     let text = toml::to_string_pretty(&plan.config).expect("config serialises");
-    shard::write_atomic(
-        &plan.run_dir.join("config.toml"),
-        format!("# plan {}\n{text}", plan.hash).as_bytes(),
-    )?;
-    shard::write_atomic(
-        &plan.run_dir.join("taxonomy.toml"),
-        plan.taxonomy.text.as_bytes(),
-    )
+    shard::write_atomic(&plan.run_dir.join("config.toml"), format!("# plan {}\n{text}", plan.hash).as_bytes())?;
+    shard::write_atomic(&plan.run_dir.join("taxonomy.toml"), plan.taxonomy.text.as_bytes())
 }
 
 fn short(hash: &str) -> &str {
@@ -89,10 +79,7 @@ pub fn stage_dir(run_dir: &Path, stage: &str) -> Result<PathBuf> {
     if !dir.is_dir() {
         return Err(Error::invalid(
             run_dir.display().to_string(),
-            format!(
-                "no '{stage}' stage here (expected {}); run `lightgen {stage}` first",
-                dir.display()
-            ),
+            format!("no '{stage}' stage here (expected {}); run `lightgen {stage}` first", dir.display()),
         ));
     }
     Ok(dir)

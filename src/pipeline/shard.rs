@@ -48,11 +48,7 @@ impl AtomicFile {
         name.push(format!(".tmp-{}", std::process::id()));
         let tmp = dest.with_file_name(name);
         let file = File::create(&tmp).map_err(|e| Error::io(&tmp, e))?;
-        Ok(AtomicFile {
-            tmp,
-            dest: dest.to_path_buf(),
-            file,
-        })
+        Ok(AtomicFile { tmp, dest: dest.to_path_buf(), file })
     }
 
     pub fn file(&mut self) -> &mut File {
@@ -94,23 +90,10 @@ pub fn hash_file(path: &Path) -> io::Result<(String, u64)> {
 }
 
 /// Commits part `k`'s marker after its file; returns the stats written.
-pub fn commit_part(
-    dir: &Path,
-    k: u64,
-    rows: u64,
-    plan: &str,
-    extra: serde_json::Value,
-) -> Result<PartStats> {
+pub fn commit_part(dir: &Path, k: u64, rows: u64, plan: &str, extra: serde_json::Value) -> Result<PartStats> {
     let path = dir.join(part_name(k));
     let (blake3, bytes) = hash_file(&path).map_err(|e| Error::io(&path, e))?;
-    let stats = PartStats {
-        part: k,
-        rows,
-        bytes,
-        blake3,
-        plan: plan.to_string(),
-        extra,
-    };
+    let stats = PartStats { part: k, rows, bytes, blake3, plan: plan.to_string(), extra };
     let json = serde_json::to_vec_pretty(&stats).expect("stats serialise");
     write_atomic(&dir.join(stats_name(k)), &json)?;
     Ok(stats)
@@ -152,13 +135,8 @@ pub fn committed_parts(dir: &Path) -> Result<Vec<PathBuf>> {
             name.starts_with("part-") && name.ends_with(".parquet")
         })
         .filter(|p| {
-            p.with_file_name(
-                p.file_name()
-                    .unwrap_or_default()
-                    .to_string_lossy()
-                    .replace(".parquet", "_stats.json"),
-            )
-            .exists()
+            p.with_file_name(p.file_name().unwrap_or_default().to_string_lossy().replace(".parquet", "_stats.json"))
+                .exists()
         })
         .collect();
     parts.sort();
@@ -185,10 +163,7 @@ mod tests {
         assert_eq!(done_part(dir.path(), 0, "p").unwrap().rows, 1);
         assert!(done_part(dir.path(), 0, "other-plan").is_none());
         fs::write(dir.path().join(part_name(0)), b"hellO").unwrap();
-        assert!(
-            done_part(dir.path(), 0, "p").is_none(),
-            "a changed file is not done"
-        );
+        assert!(done_part(dir.path(), 0, "p").is_none(), "a changed file is not done");
     }
 
     #[test]

@@ -21,21 +21,11 @@ pub const SERIES: [Rgb<u8>; 3] = [Rgb([0, 114, 178]), Rgb([230, 159, 0]), Rgb([0
 /// Draws `text` with its top-left corner at (x, y).
 pub fn text(img: &mut RgbImage, x: u32, y: u32, s: &str, color: Rgb<u8>) {
     for (i, ch) in s.chars().enumerate() {
-        let glyph = font8x8::BASIC_FONTS
-            .get(ch)
-            .or_else(|| font8x8::BASIC_FONTS.get('?'))
-            .unwrap_or([0; 8]);
+        let glyph = font8x8::BASIC_FONTS.get(ch).or_else(|| font8x8::BASIC_FONTS.get('?')).unwrap_or([0; 8]);
         for (row, bits) in glyph.iter().enumerate() {
             for col in 0..8u32 {
                 if bits & (1 << col) != 0 {
-                    fill(
-                        img,
-                        x + i as u32 * GLYPH + col * SCALE,
-                        y + row as u32 * SCALE,
-                        SCALE,
-                        SCALE,
-                        color,
-                    );
+                    fill(img, x + i as u32 * GLYPH + col * SCALE, y + row as u32 * SCALE, SCALE, SCALE, color);
                 }
             }
         }
@@ -54,14 +44,7 @@ pub fn fill(img: &mut RgbImage, x: u32, y: u32, w: u32, h: u32, color: Rgb<u8>) 
 /// A horizontal grouped bar chart of values in [0, 1]: one group per row label, one bar per
 /// series. Saved as PNG.
 pub fn bars(path: &Path, title: &str, series: &[&str], rows: &[(String, Vec<f64>)]) -> Result<()> {
-    let label_w = rows
-        .iter()
-        .map(|(l, _)| l.chars().count())
-        .max()
-        .unwrap_or(4)
-        .clamp(4, 28) as u32
-        * GLYPH
-        + 16;
+    let label_w = rows.iter().map(|(l, _)| l.chars().count()).max().unwrap_or(4).clamp(4, 28) as u32 * GLYPH + 16;
     let bar_w = 520u32;
     let group_h = series.len() as u32 * BAR_H + 10;
     let top = GLYPH * 2 + 24 + GLYPH;
@@ -72,36 +55,16 @@ pub fn bars(path: &Path, title: &str, series: &[&str], rows: &[(String, Vec<f64>
     // Legend.
     let mut lx = 12;
     for (s, name) in series.iter().enumerate() {
-        fill(
-            &mut img,
-            lx,
-            16 + GLYPH,
-            GLYPH,
-            GLYPH,
-            SERIES[s % SERIES.len()],
-        );
+        fill(&mut img, lx, 16 + GLYPH, GLYPH, GLYPH, SERIES[s % SERIES.len()]);
         text(&mut img, lx + GLYPH + 6, 16 + GLYPH, name, INK);
         lx += GLYPH + 6 + (name.chars().count() as u32 + 3) * GLYPH;
     }
     // Grid at 0, 25, 50, 75, 100 %.
     for q in 0..=4u32 {
         let x = label_w + bar_w * q / 4;
-        fill(
-            &mut img,
-            x,
-            top - 4,
-            1,
-            rows.len() as u32 * group_h + 4,
-            GRID,
-        );
+        fill(&mut img, x, top - 4, 1, rows.len() as u32 * group_h + 4, GRID);
         let label = format!("{}%", q * 25);
-        text(
-            &mut img,
-            x.saturating_sub(GLYPH),
-            top + rows.len() as u32 * group_h + 4,
-            &label,
-            INK,
-        );
+        text(&mut img, x.saturating_sub(GLYPH), top + rows.len() as u32 * group_h + 4, &label, INK);
     }
     for (r, (label, values)) in rows.iter().enumerate() {
         let y = top + r as u32 * group_h;
@@ -110,27 +73,11 @@ pub fn bars(path: &Path, title: &str, series: &[&str], rows: &[(String, Vec<f64>
         for (s, v) in values.iter().enumerate() {
             let w = (v.clamp(0.0, 1.0) * bar_w as f64).round() as u32;
             let by = y + s as u32 * BAR_H;
-            fill(
-                &mut img,
-                label_w,
-                by,
-                w.max(1),
-                BAR_H - 2,
-                SERIES[s % SERIES.len()],
-            );
-            text(
-                &mut img,
-                label_w + w + 6,
-                by,
-                &format!("{:.1}", v * 100.0),
-                INK,
-            );
+            fill(&mut img, label_w, by, w.max(1), BAR_H - 2, SERIES[s % SERIES.len()]);
+            text(&mut img, label_w + w + 6, by, &format!("{:.1}", v * 100.0), INK);
         }
     }
-    img.save(path).map_err(|e| Error::Image {
-        path: path.to_path_buf(),
-        source: e,
-    })
+    img.save(path).map_err(|e| Error::Image { path: path.to_path_buf(), source: e })
 }
 
 #[cfg(test)]
@@ -141,25 +88,12 @@ mod tests {
     fn bars_draw_proportional_lengths() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("c.png");
-        bars(
-            &path,
-            "t",
-            &["a"],
-            &[("full".into(), vec![1.0]), ("half".into(), vec![0.5])],
-        )
-        .unwrap();
+        bars(&path, "t", &["a"], &[("full".into(), vec![1.0]), ("half".into(), vec![0.5])]).unwrap();
         let img = image::open(&path).unwrap().to_rgb8();
-        let count = |row: u32| {
-            (0..img.width())
-                .filter(|&x| *img.get_pixel(x, row) == SERIES[0])
-                .count()
-        };
+        let count = |row: u32| (0..img.width()).filter(|&x| *img.get_pixel(x, row) == SERIES[0]).count();
         let top = GLYPH * 2 + 24 + GLYPH;
         let group_h = BAR_H + 10;
         let (full, half) = (count(top + 2), count(top + group_h + 2));
-        assert!(
-            full > 500 && (half as f64 / full as f64 - 0.5).abs() < 0.02,
-            "full {full}, half {half}"
-        );
+        assert!(full > 500 && (half as f64 / full as f64 - 0.5).abs() < 0.02, "full {full}, half {half}");
     }
 }

@@ -67,10 +67,7 @@ pub fn run(run_dir: &Path) -> Result<(PromptReport, PathBuf)> {
     let tax = Taxonomy::parse(&tax_path.display().to_string(), &tax_text)?;
     let parts = shard::committed_parts(&dir)?;
     if parts.is_empty() {
-        return Err(Error::invalid(
-            dir.display().to_string(),
-            "no committed part: run `lightgen expand` first",
-        ));
+        return Err(Error::invalid(dir.display().to_string(), "no committed part: run `lightgen expand` first"));
     }
     let pe = |e| Error::polars(&dir, e);
     let scans = parts
@@ -82,22 +79,13 @@ pub fn run(run_dir: &Path) -> Result<(PromptReport, PathBuf)> {
         .collect::<Result<Vec<_>>>()?;
     let lf = concat(scans, UnionArgs::default()).map_err(pe)?;
 
-    let head = lf
-        .clone()
-        .select([
-            len().alias("rows"),
-            col("prompt").n_unique().alias("unique"),
-        ])
-        .collect()
-        .map_err(pe)?;
+    let head =
+        lf.clone().select([len().alias("rows"), col("prompt").n_unique().alias("unique")]).collect().map_err(pe)?;
     let rows = scalar_u64(&head, "rows").map_err(pe)?;
     let unique = scalar_u64(&head, "unique").map_err(pe)?;
 
     let families = counts(lf.clone().select([col("family").alias("v")])).map_err(pe)?;
-    let opts = ExplodeOptions {
-        empty_as_null: false,
-        keep_nulls: false,
-    };
+    let opts = ExplodeOptions { empty_as_null: false, keep_nulls: false };
     let mut slots = Vec::new();
     let usable = usable_values(&tax);
     for (si, slot) in tax.slots.iter().enumerate() {
@@ -105,19 +93,11 @@ pub fn run(run_dir: &Path) -> Result<(PromptReport, PathBuf)> {
             continue; // a slot no template uses
         }
         let name = format!("slot_{}", slot.name);
-        let c = counts(
-            lf.clone()
-                .select([col(name.as_str()).explode(opts).alias("v")]),
-        )
-        .map_err(pe)?;
+        let c = counts(lf.clone().select([col(name.as_str()).explode(opts).alias("v")])).map_err(pe)?;
         let defined = usable[si].len();
         let occurrences: u64 = c.values().sum();
         let entropy = if defined > 1 && occurrences > 0 {
-            let h: f64 = c
-                .values()
-                .map(|&n| n as f64 / occurrences as f64)
-                .map(|p| -p * p.ln())
-                .sum();
+            let h: f64 = c.values().map(|&n| n as f64 / occurrences as f64).map(|p| -p * p.ln()).sum();
             h / (defined as f64).ln()
         } else {
             1.0
@@ -142,10 +122,7 @@ pub fn run(run_dir: &Path) -> Result<(PromptReport, PathBuf)> {
 
     let mut pairs = Vec::new();
     for (a, b, possible) in possible_pairs(&tax) {
-        let (ca, cb) = (
-            format!("slot_{}", tax.slots[a].name),
-            format!("slot_{}", tax.slots[b].name),
-        );
+        let (ca, cb) = (format!("slot_{}", tax.slots[a].name), format!("slot_{}", tax.slots[b].name));
         let seen = lf
             .clone()
             .select([col(ca.as_str()), col(cb.as_str())])
@@ -165,17 +142,10 @@ pub fn run(run_dir: &Path) -> Result<(PromptReport, PathBuf)> {
             coverage: seen as f64 / possible as f64,
         });
     }
-    let (seen_all, possible_all) = pairs
-        .iter()
-        .fold((0, 0), |(s, p), x| (s + x.seen, p + x.possible));
+    let (seen_all, possible_all) = pairs.iter().fold((0, 0), |(s, p), x| (s + x.seen, p + x.possible));
 
     let texts = lf.select([col("prompt")]).collect().map_err(pe)?;
-    let texts = texts
-        .column("prompt")
-        .map_err(pe)?
-        .str()
-        .map_err(pe)?
-        .clone();
+    let texts = texts.column("prompt").map_err(pe)?.str().map_err(pe)?.clone();
     let d = distinct_n(texts.iter().flatten());
 
     let report = PromptReport {
@@ -183,45 +153,26 @@ pub fn run(run_dir: &Path) -> Result<(PromptReport, PathBuf)> {
         taxonomy: format!("{}@{}", tax.name, tax.version),
         rows,
         unique_prompts: unique,
-        duplicate_rate: if rows == 0 {
-            0.0
-        } else {
-            1.0 - unique as f64 / rows as f64
-        },
+        duplicate_rate: if rows == 0 { 0.0 } else { 1.0 - unique as f64 / rows as f64 },
         distinct_1: d[0],
         distinct_2: d[1],
         distinct_3: d[2],
-        pairwise_coverage: if possible_all == 0 {
-            1.0
-        } else {
-            seen_all as f64 / possible_all as f64
-        },
+        pairwise_coverage: if possible_all == 0 { 1.0 } else { seen_all as f64 / possible_all as f64 },
         families,
         slots,
         pairs,
     };
     let out = run_dir.join("reports");
     std::fs::create_dir_all(&out).map_err(|e| Error::io(&out, e))?;
-    shard::write_atomic(
-        &out.join("prompts.json"),
-        &serde_json::to_vec_pretty(&report).expect("report serialises"),
-    )?;
+    shard::write_atomic(&out.join("prompts.json"), &serde_json::to_vec_pretty(&report).expect("report serialises"))?;
     let bars: Vec<(String, Vec<f64>)> = report
         .slots
         .iter()
         .map(|s| (s.slot.clone(), vec![s.coverage, s.normalized_entropy]))
-        .chain(
-            report
-                .pairs
-                .iter()
-                .map(|p| (format!("{} x {}", p.a, p.b), vec![p.coverage, f64::NAN])),
-        )
+        .chain(report.pairs.iter().map(|p| (format!("{} x {}", p.a, p.b), vec![p.coverage, f64::NAN])))
         .map(|(l, v)| (l, v.into_iter().filter(|x| !x.is_nan()).collect()))
         .collect();
-    let title = format!(
-        "{}: slot coverage and evenness ({} prompts)",
-        report.taxonomy, report.rows
-    );
+    let title = format!("{}: slot coverage and evenness ({} prompts)", report.taxonomy, report.rows);
     super::chart::bars(
         &out.join("prompts_coverage.png"),
         &title,
@@ -242,10 +193,7 @@ fn counts(lf: LazyFrame) -> PolarsResult<BTreeMap<String, u64>> {
     let v = df.column("v")?.str()?.clone();
     let n = df.column("n")?.cast(&DataType::UInt64)?;
     let n = n.u64()?;
-    Ok(v.iter()
-        .zip(n.iter())
-        .filter_map(|(v, n)| Some((v?.to_string(), n?)))
-        .collect())
+    Ok(v.iter().zip(n.iter()).filter_map(|(v, n)| Some((v?.to_string(), n?))).collect())
 }
 
 /// Per slot, the values some template var may take.
@@ -269,11 +217,7 @@ pub fn possible_pairs(tax: &Taxonomy) -> Vec<(usize, usize, usize)> {
                 if vi.slot == vj.slot {
                     continue;
                 }
-                let (x, y) = if vi.slot < vj.slot {
-                    (vi, vj)
-                } else {
-                    (vj, vi)
-                };
+                let (x, y) = if vi.slot < vj.slot { (vi, vj) } else { (vj, vi) };
                 let set = sets.entry((x.slot, y.slot)).or_default();
                 for &a in &x.allowed {
                     for &b in &y.allowed {
@@ -283,9 +227,7 @@ pub fn possible_pairs(tax: &Taxonomy) -> Vec<(usize, usize, usize)> {
             }
         }
     }
-    sets.into_iter()
-        .map(|((a, b), s)| (a, b, s.len()))
-        .collect()
+    sets.into_iter().map(|((a, b), s)| (a, b, s.len())).collect()
 }
 
 /// distinct-1/2/3 over lowercased words (punctuation stripped).
@@ -297,10 +239,7 @@ pub fn distinct_n<'a>(texts: impl Iterator<Item = &'a str>) -> [f64; 3] {
         words.clear();
         words.extend(
             t.split_whitespace()
-                .map(|w| {
-                    w.trim_matches(|c: char| !c.is_alphanumeric())
-                        .to_lowercase()
-                })
+                .map(|w| w.trim_matches(|c: char| !c.is_alphanumeric()).to_lowercase())
                 .filter(|w| !w.is_empty()),
         );
         for n in 1..=3 {
@@ -312,13 +251,7 @@ pub fn distinct_n<'a>(texts: impl Iterator<Item = &'a str>) -> [f64; 3] {
             }
         }
     }
-    [0, 1, 2].map(|i| {
-        if totals[i] == 0 {
-            0.0
-        } else {
-            sets[i].len() as f64 / totals[i] as f64
-        }
-    })
+    [0, 1, 2].map(|i| if totals[i] == 0 { 0.0 } else { sets[i].len() as f64 / totals[i] as f64 })
 }
 
 /// The one-screen table.
@@ -357,11 +290,7 @@ pub fn table(r: &PromptReport) -> String {
             x.max_count
         );
     }
-    let _ = writeln!(
-        s,
-        "\n{:<34} {:>9} {:>9} {:>9}",
-        "slot pair", "possible", "seen", "coverage"
-    );
+    let _ = writeln!(s, "\n{:<34} {:>9} {:>9} {:>9}", "slot pair", "possible", "seen", "coverage");
     for p in &r.pairs {
         let _ = writeln!(
             s,
@@ -372,12 +301,7 @@ pub fn table(r: &PromptReport) -> String {
             p.coverage * 100.0
         );
     }
-    let _ = writeln!(
-        s,
-        "pairwise coverage {:.1}% over {} slot pairs",
-        r.pairwise_coverage * 100.0,
-        r.pairs.len()
-    );
+    let _ = writeln!(s, "pairwise coverage {:.1}% over {} slot pairs", r.pairwise_coverage * 100.0, r.pairs.len());
     s
 }
 

@@ -12,16 +12,8 @@ const MAX_PAIRS: usize = 16;
 /// Exact number of valid assignments of `t` (an upper bound if it has over 16 distinct pairs).
 pub fn capacity(t: &Template, slots: &[Slot]) -> f64 {
     // Value ids per var, so that equality is by text across slots.
-    let ids: Vec<HashSet<u32>> = t
-        .vars
-        .iter()
-        .map(|v| {
-            v.allowed
-                .iter()
-                .map(|&i| slots[v.slot].values[i as usize].id)
-                .collect()
-        })
-        .collect();
+    let ids: Vec<HashSet<u32>> =
+        t.vars.iter().map(|v| v.allowed.iter().map(|&i| slots[v.slot].values[i as usize].id).collect()).collect();
     let pairs: Vec<(usize, usize)> = {
         let mut p = t.distinct.clone();
         p.sort_unstable();
@@ -54,20 +46,11 @@ pub fn capacity(t: &Template, slots: &[Slot]) -> f64 {
             if find(&mut parent, root) != root {
                 continue;
             }
-            let members: Vec<usize> = (0..ids.len())
-                .filter(|&v| find(&mut parent, v) == root)
-                .collect();
-            let common = ids[members[0]]
-                .iter()
-                .filter(|id| members[1..].iter().all(|&m| ids[m].contains(id)))
-                .count();
+            let members: Vec<usize> = (0..ids.len()).filter(|&v| find(&mut parent, v) == root).collect();
+            let common = ids[members[0]].iter().filter(|id| members[1..].iter().all(|&m| ids[m].contains(id))).count();
             term *= common as f64;
         }
-        total += if mask.count_ones() % 2 == 0 {
-            term
-        } else {
-            -term
-        };
+        total += if mask.count_ones() % 2 == 0 { term } else { -term };
     }
     total.max(0.0)
 }
@@ -107,22 +90,13 @@ distinct = {distinct}
     #[test]
     fn distinct_pairs_by_inclusion_exclusion() {
         // a ≠ b among 3 shapes: 3·2 = 6, times 2 colours.
-        let t = tax(
-            r#"{ a = "shape", b = "shape", c = "color" }"#,
-            r#"[["a", "b"]]"#,
-        );
+        let t = tax(r#"{ a = "shape", b = "shape", c = "color" }"#, r#"[["a", "b"]]"#);
         assert_eq!(t.templates[0].capacity, 12.0);
         // All three shapes different: 3! = 6.
-        let t = tax(
-            r#"{ a = "shape", b = "shape", c = "shape" }"#,
-            r#"[["a", "b", "c"]]"#,
-        );
+        let t = tax(r#"{ a = "shape", b = "shape", c = "shape" }"#, r#"[["a", "b", "c"]]"#);
         assert_eq!(t.templates[0].capacity, 6.0);
         // Different slots share no text: the constraint removes nothing.
-        let t = tax(
-            r#"{ a = "shape", b = "color", c = "color" }"#,
-            r#"[["a", "b"]]"#,
-        );
+        let t = tax(r#"{ a = "shape", b = "color", c = "color" }"#, r#"[["a", "b"]]"#);
         assert_eq!(t.templates[0].capacity, 12.0);
     }
 }

@@ -3,9 +3,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use super::format::{
-    CategoryDef, CountDef, SpecObjectDef, TaxonomyFile, TemplateDef, ValueDef, VarDef,
-};
+use super::format::{CategoryDef, CountDef, SpecObjectDef, TaxonomyFile, TemplateDef, ValueDef, VarDef};
 use super::{english, template, Family, Piece, Slot, SpecObject, Taxonomy, Template, Value, Var};
 use crate::error::{from_toml, locate, Error, Result};
 
@@ -13,23 +11,16 @@ pub(super) fn compile(source: &str, text: &str) -> Result<Taxonomy> {
     let file: TaxonomyFile = toml::from_str(text).map_err(|e| from_toml(source, text, &e))?;
     let at = |offset: usize| locate(source, text, offset);
     if file.taxonomy.name.trim().is_empty() || file.taxonomy.version.trim().is_empty() {
-        return Err(Error::invalid(
-            source,
-            "[taxonomy] needs a non-empty name and version",
-        ));
+        return Err(Error::invalid(source, "[taxonomy] needs a non-empty name and version"));
     }
 
     let mut interner: HashMap<String, u32> = HashMap::new();
     let mut slots = Vec::new();
     for (name, def) in &file.slots {
         let mut flat = Vec::new();
-        flatten(name, &def.values, &def.categories, "", 1.0, &mut flat)
-            .map_err(|m| Error::invalid(source, m))?;
+        flatten(name, &def.values, &def.categories, "", 1.0, &mut flat).map_err(|m| Error::invalid(source, m))?;
         if flat.is_empty() {
-            return Err(Error::invalid(
-                source,
-                format!("slot \"{name}\" has no value with a positive weight"),
-            ));
+            return Err(Error::invalid(source, format!("slot \"{name}\" has no value with a positive weight")));
         }
         let mut seen = HashMap::new();
         for v in &flat {
@@ -47,47 +38,24 @@ pub(super) fn compile(source: &str, text: &str) -> Result<Taxonomy> {
             let next = interner.len() as u32;
             v.id = *interner.entry(v.text.clone()).or_insert(next);
         }
-        slots.push(Slot {
-            name: name.clone(),
-            values: flat,
-        });
+        slots.push(Slot { name: name.clone(), values: flat });
     }
-    let slot_index: HashMap<&str, usize> = slots
-        .iter()
-        .enumerate()
-        .map(|(i, s)| (s.name.as_str(), i))
-        .collect();
-    let known_slots = || {
-        slots
-            .iter()
-            .map(|s| s.name.as_str())
-            .collect::<Vec<_>>()
-            .join(", ")
-    };
+    let slot_index: HashMap<&str, usize> = slots.iter().enumerate().map(|(i, s)| (s.name.as_str(), i)).collect();
+    let known_slots = || slots.iter().map(|s| s.name.as_str()).collect::<Vec<_>>().join(", ");
 
     if file.families.is_empty() {
-        return Err(Error::invalid(
-            source,
-            "no [[families]]: a taxonomy needs at least one task family",
-        ));
+        return Err(Error::invalid(source, "no [[families]]: a taxonomy needs at least one task family"));
     }
-    let family_total = positive_sum(file.families.iter().map(|f| f.weight)).ok_or_else(|| {
-        Error::invalid(source, "family weights must be finite, ≥ 0 and not all 0")
-    })?;
+    let family_total = positive_sum(file.families.iter().map(|f| f.weight))
+        .ok_or_else(|| Error::invalid(source, "family weights must be finite, ≥ 0 and not all 0"))?;
     let mut families = Vec::new();
     let mut templates: Vec<Template> = Vec::new();
     for (fi, fam) in file.families.iter().enumerate() {
-        families.push(Family {
-            name: fam.name.clone(),
-            share: fam.weight / family_total,
-        });
+        families.push(Family { name: fam.name.clone(), share: fam.weight / family_total });
         let tpl_total = positive_sum(fam.templates.iter().map(|t| t.weight)).ok_or_else(|| {
             Error::invalid(
                 source,
-                format!(
-                    "family \"{}\": needs templates with finite, ≥ 0, not all 0 weights",
-                    fam.name
-                ),
+                format!("family \"{}\": needs templates with finite, ≥ 0, not all 0 weights", fam.name),
             )
         })?;
         for def in &fam.templates {
@@ -101,10 +69,7 @@ pub(super) fn compile(source: &str, text: &str) -> Result<Taxonomy> {
             let mut t = compile_template(def, fi, share, &slots, &slot_index, &known_slots, &at)?;
             t.capacity = super::capacity(&t, &slots);
             if t.capacity == 0.0 && share > 0.0 {
-                return Err(Error::invalid(
-                    at(def.vars.span().start),
-                    impossible_reason(&t, &slots),
-                ));
+                return Err(Error::invalid(at(def.vars.span().start), impossible_reason(&t, &slots)));
             }
             templates.push(t);
         }
@@ -146,17 +111,12 @@ fn flatten(
         ValueDef::Plain(_) => 1.0,
         ValueDef::Full(f) => f.weight,
     };
-    let weights = values
-        .iter()
-        .map(weight_of)
-        .chain(categories.values().map(category_weight));
+    let weights = values.iter().map(weight_of).chain(categories.values().map(category_weight));
     let Some(total) = positive_sum(weights) else {
         if values.is_empty() && categories.is_empty() {
             return Ok(());
         }
-        return Err(format!(
-            "slot \"{slot}\" at \"{path}\": weights must be finite, ≥ 0 and not all 0"
-        ));
+        return Err(format!("slot \"{slot}\" at \"{path}\": weights must be finite, ≥ 0 and not all 0"));
     };
     for v in values {
         let (text, weight) = match v {
@@ -181,30 +141,13 @@ fn flatten(
             }
             forms.extend(f.forms.iter().map(|(k, v)| (k.clone(), v.clone())));
         }
-        out.push(Value {
-            text: text.to_string(),
-            path: path.to_string(),
-            prob: mass * weight / total,
-            forms,
-            id: 0,
-        });
+        out.push(Value { text: text.to_string(), path: path.to_string(), prob: mass * weight / total, forms, id: 0 });
     }
     for (name, cat) in categories {
-        let sub = if path.is_empty() {
-            name.clone()
-        } else {
-            format!("{path}/{name}")
-        };
+        let sub = if path.is_empty() { name.clone() } else { format!("{path}/{name}") };
         let w = category_weight(cat);
         if w > 0.0 {
-            flatten(
-                slot,
-                &cat.values,
-                &cat.subcategories,
-                &sub,
-                mass * w / total,
-                out,
-            )?;
+            flatten(slot, &cat.values, &cat.subcategories, &sub, mass * w / total, out)?;
         }
     }
     Ok(())
@@ -246,10 +189,7 @@ fn compile_template(
         let Some(&slot) = slot_index.get(slot_name) else {
             return Err(Error::invalid(
                 &vars_at,
-                format!(
-                    "template \"{id}\" uses unknown slot \"{slot_name}\"; known slots: {}",
-                    known_slots()
-                ),
+                format!("template \"{id}\" uses unknown slot \"{slot_name}\"; known slots: {}", known_slots()),
             ));
         };
         let values = &slots[slot].values;
@@ -283,7 +223,9 @@ fn compile_template(
                 if !values.iter().any(|v| &v.text == listed) {
                     return Err(Error::invalid(
                         &vars_at,
-                        format!("template \"{id}\" var \"{name}\": \"{listed}\" is not a value of slot \"{slot_name}\""),
+                        format!(
+                            "template \"{id}\" var \"{name}\": \"{listed}\" is not a value of slot \"{slot_name}\""
+                        ),
                     ));
                 }
             }
@@ -295,29 +237,16 @@ fn compile_template(
             ));
         }
         let total: f64 = allowed.iter().map(|&i| values[i as usize].prob).sum();
-        let probs = allowed
-            .iter()
-            .map(|&i| values[i as usize].prob / total)
-            .collect();
-        vars.push(Var {
-            name: name.clone(),
-            slot,
-            allowed,
-            probs,
-        });
+        let probs = allowed.iter().map(|&i| values[i as usize].prob / total).collect();
+        vars.push(Var { name: name.clone(), slot, allowed, probs });
     }
 
     let var_index = |name: &str| vars.iter().position(|v| v.name == name);
-    let declared = || {
-        vars.iter()
-            .map(|v| v.name.as_str())
-            .collect::<Vec<_>>()
-            .join(", ")
-    };
+    let declared = || vars.iter().map(|v| v.name.as_str()).collect::<Vec<_>>().join(", ");
     // Parses a string with placeholders, checking vars and forms; `offset` locates errors.
     let pieces_of = |s: &str, offset: usize| -> Result<Vec<Piece>> {
-        let parsed = template::parse(s)
-            .map_err(|(i, m)| Error::invalid(at(offset + i), format!("template \"{id}\": {m}")))?;
+        let parsed =
+            template::parse(s).map_err(|(i, m)| Error::invalid(at(offset + i), format!("template \"{id}\": {m}")))?;
         parsed
             .into_iter()
             .map(|p| match p {
@@ -350,16 +279,10 @@ fn compile_template(
     // Spans of the text string include the quote; +1 points inside it.
     let pieces = pieces_of(def.text.get_ref(), text_at + 1)?;
     for v in &vars {
-        if !pieces
-            .iter()
-            .any(|p| matches!(p, Piece::Var { var, .. } if vars[*var].name == v.name))
-        {
+        if !pieces.iter().any(|p| matches!(p, Piece::Var { var, .. } if vars[*var].name == v.name)) {
             return Err(Error::invalid(
                 at(text_at),
-                format!(
-                    "template \"{id}\" declares var \"{}\" but its text never uses it",
-                    v.name
-                ),
+                format!("template \"{id}\" declares var \"{}\" but its text never uses it", v.name),
             ));
         }
     }
@@ -370,7 +293,10 @@ fn compile_template(
             .iter()
             .map(|n| {
                 var_index(n).ok_or_else(|| {
-                    Error::invalid(&vars_at, format!("template \"{id}\": distinct names unknown var \"{n}\"; declared vars: {}", declared()))
+                    Error::invalid(
+                        &vars_at,
+                        format!("template \"{id}\": distinct names unknown var \"{n}\"; declared vars: {}", declared()),
+                    )
                 })
             })
             .collect::<Result<_>>()?;
@@ -392,11 +318,7 @@ fn compile_template(
                 Ok(SpecObject {
                     class: pieces_of(&o.class, def.vars.span().start)?,
                     count,
-                    color: o
-                        .color
-                        .as_deref()
-                        .map(|c| pieces_of(c, def.vars.span().start))
-                        .transpose()?,
+                    color: o.color.as_deref().map(|c| pieces_of(c, def.vars.span().start)).transpose()?,
                     position: match &o.position {
                         Some((rel, idx)) => Some((pieces_of(rel, def.vars.span().start)?, *idx)),
                         None => None,
@@ -407,31 +329,14 @@ fn compile_template(
     };
     let include = spec(&def.include)?;
     let exclude = spec(&def.exclude)?;
-    if let Some((_, idx)) = include
-        .iter()
-        .filter_map(|o| o.position.as_ref())
-        .find(|(_, i)| *i >= include.len())
-    {
+    if let Some((_, idx)) = include.iter().filter_map(|o| o.position.as_ref()).find(|(_, i)| *i >= include.len()) {
         return Err(Error::invalid(
             &vars_at,
-            format!(
-                "template \"{id}\": position refers to include object {idx}, but there are {}",
-                include.len()
-            ),
+            format!("template \"{id}\": position refers to include object {idx}, but there are {}", include.len()),
         ));
     }
 
-    let t = Template {
-        id: id.clone(),
-        family,
-        share,
-        pieces,
-        vars,
-        distinct,
-        include,
-        exclude,
-        capacity: 0.0,
-    };
+    let t = Template { id: id.clone(), family, share, pieces, vars, distinct, include, exclude, capacity: 0.0 };
     check_counts(&t, slots).map_err(|m| Error::invalid(&vars_at, m))?;
     Ok(t)
 }
@@ -442,12 +347,9 @@ fn check_counts(t: &Template, slots: &[Slot]) -> Result<(), String> {
         for p in obj.count.iter().flatten() {
             if let Piece::Var { var, .. } = p {
                 let v = &t.vars[*var];
-                if let Some(&bad) = v.allowed.iter().find(|&&i| {
-                    slots[v.slot].values[i as usize]
-                        .text
-                        .parse::<u32>()
-                        .is_err()
-                }) {
+                if let Some(&bad) =
+                    v.allowed.iter().find(|&&i| slots[v.slot].values[i as usize].text.parse::<u32>().is_err())
+                {
                     return Err(format!(
                         "template \"{}\": a spec count uses var \"{}\", whose value \"{}\" is not a whole number",
                         t.id, v.name, slots[v.slot].values[bad as usize].text
@@ -463,12 +365,7 @@ fn check_counts(t: &Template, slots: &[Slot]) -> Result<(), String> {
 fn impossible_reason(t: &Template, slots: &[Slot]) -> String {
     for &(a, b) in &t.distinct {
         let (va, vb) = (&t.vars[a], &t.vars[b]);
-        let ids = |v: &Var| {
-            v.allowed
-                .iter()
-                .map(|&i| slots[v.slot].values[i as usize].id)
-                .collect::<Vec<_>>()
-        };
+        let ids = |v: &Var| v.allowed.iter().map(|&i| slots[v.slot].values[i as usize].id).collect::<Vec<_>>();
         let (ia, ib) = (ids(va), ids(vb));
         if ia.len() == 1 && ib == ia {
             let only = &slots[va.slot].values[va.allowed[0] as usize].text;
@@ -478,10 +375,7 @@ fn impossible_reason(t: &Template, slots: &[Slot]) -> String {
             );
         }
     }
-    format!(
-        "template \"{}\": its constraints (distinct groups) admit no prompt at all",
-        t.id
-    )
+    format!("template \"{}\": its constraints (distinct groups) admit no prompt at all", t.id)
 }
 
 #[cfg(test)]
@@ -493,7 +387,8 @@ mod tests {
         Taxonomy::parse("t.toml", &text).map_err(|e| e.to_string())
     }
 
-    const FAMILY: &str = "[[families]]\nname = \"f\"\n[[families.templates]]\nid = \"t\"\ntext = \"{a}\"\nvars = { a = \"x\" }\n";
+    const FAMILY: &str =
+        "[[families]]\nname = \"f\"\n[[families.templates]]\nid = \"t\"\ntext = \"{a}\"\nvars = { a = \"x\" }\n";
 
     #[test]
     fn default_weights_make_values_equally_likely_across_categories() {
@@ -524,10 +419,7 @@ mod tests {
             "[slots.x]\nvalues = [{ value = \"2\", forms = { word = \"two\" } }, \"3\"]\n[[families]]\nname = \"f\"\n[[families.templates]]\nid = \"t\"\ntext = \"{a.word}\"\nvars = { a = \"x\" }\n",
         )
         .unwrap_err();
-        assert!(
-            err.contains("form \"word\"") && err.contains("\"3\""),
-            "{err}"
-        );
+        assert!(err.contains("form \"word\"") && err.contains("\"3\""), "{err}");
     }
 
     #[test]
@@ -536,10 +428,7 @@ mod tests {
             "[slots.x]\nvalues = [\"two\"]\n[[families]]\nname = \"f\"\n[[families.templates]]\nid = \"t\"\ntext = \"{a}\"\nvars = { a = { slot = \"x\", min = 2 } }\n",
         )
         .unwrap_err();
-        assert!(
-            err.contains("min/max need numeric values") && err.contains("\"two\""),
-            "{err}"
-        );
+        assert!(err.contains("min/max need numeric values") && err.contains("\"two\""), "{err}");
     }
 
     #[test]
@@ -548,10 +437,7 @@ mod tests {
             "[slots.x]\nvalues = [\"a\"]\n[[families]]\nname = \"f\"\n[[families.templates]]\nid = \"t\"\ntext = \"{a}\"\nvars = { a = \"x\", b = \"x\" }\n",
         )
         .unwrap_err();
-        assert!(
-            err.contains("declares var \"b\" but its text never uses it"),
-            "{err}"
-        );
+        assert!(err.contains("declares var \"b\" but its text never uses it"), "{err}");
         let err = parse(&format!("[slots.x]\nvalues = [\"a\", \"a\"]\n{FAMILY}")).unwrap_err();
         assert!(err.contains("value \"a\" appears twice"), "{err}");
     }

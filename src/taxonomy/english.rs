@@ -3,12 +3,7 @@
 
 /// "an" before a vowel letter, else "a" ("an apple", "a banana").
 pub fn article(value: &str) -> &'static str {
-    match value
-        .trim_start()
-        .chars()
-        .next()
-        .map(|c| c.to_ascii_lowercase())
-    {
+    match value.trim_start().chars().next().map(|c| c.to_ascii_lowercase()) {
         Some('a' | 'e' | 'i' | 'o' | 'u') => "an",
         _ => "a",
     }
@@ -25,12 +20,8 @@ pub fn plural(value: &str) -> String {
 
 fn plural_word(word: &str) -> String {
     let lower = word.to_ascii_lowercase();
-    let consonant_before = |suffix_len: usize| {
-        lower[..lower.len() - suffix_len]
-            .chars()
-            .last()
-            .is_some_and(|c| !"aeiou".contains(c))
-    };
+    let consonant_before =
+        |suffix_len: usize| lower[..lower.len() - suffix_len].chars().last().is_some_and(|c| !"aeiou".contains(c));
     if lower.ends_with("s")
         || lower.ends_with('x')
         || lower.ends_with('z')

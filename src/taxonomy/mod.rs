@@ -108,20 +108,10 @@ impl Taxonomy {
     /// Loads `spec`: `builtin:<name>` or a path (relative paths against `base`).
     pub fn load(spec: &str, base: &Path) -> Result<Taxonomy> {
         if let Some(name) = spec.strip_prefix("builtin:") {
-            let text = BUILTIN
-                .iter()
-                .find(|(n, _)| *n == name)
-                .map(|(_, t)| *t)
-                .ok_or_else(|| {
-                    let known: Vec<_> = BUILTIN
-                        .iter()
-                        .map(|(n, _)| format!("builtin:{n}"))
-                        .collect();
-                    Error::invalid(
-                        spec,
-                        format!("unknown built-in taxonomy; known: {}", known.join(", ")),
-                    )
-                })?;
+            let text = BUILTIN.iter().find(|(n, _)| *n == name).map(|(_, t)| *t).ok_or_else(|| {
+                let known: Vec<_> = BUILTIN.iter().map(|(n, _)| format!("builtin:{n}")).collect();
+                Error::invalid(spec, format!("unknown built-in taxonomy; known: {}", known.join(", ")))
+            })?;
             return Taxonomy::parse(spec, text);
         }
         let path = crate::config::normalize(&base.join(spec));
@@ -144,9 +134,7 @@ impl Taxonomy {
                     match form {
                         None => out.push_str(&v.text),
                         // Validated at compile time: every allowed value has every used form.
-                        Some(f) => {
-                            out.push_str(v.forms.get(f).map(String::as_str).unwrap_or(&v.text))
-                        }
+                        Some(f) => out.push_str(v.forms.get(f).map(String::as_str).unwrap_or(&v.text)),
                     }
                 }
             }

@@ -35,22 +35,14 @@ pub fn parse(text: &str) -> Result<Vec<Piece>, (usize, String)> {
                     Some((n, f)) => (n, Some(f.to_string())),
                     None => (inner, None),
                 };
-                let ident = |s: &str| {
-                    !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
-                };
+                let ident = |s: &str| !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
                 if !ident(name) || form.as_deref().is_some_and(|f| !ident(f)) {
-                    return Err((
-                        i,
-                        format!("bad placeholder '{{{inner}}}': expected {{var}} or {{var.form}}"),
-                    ));
+                    return Err((i, format!("bad placeholder '{{{inner}}}': expected {{var}} or {{var.form}}")));
                 }
                 if !lit.is_empty() {
                     pieces.push(Piece::Lit(std::mem::take(&mut lit)));
                 }
-                pieces.push(Piece::Var {
-                    name: name.to_string(),
-                    form,
-                });
+                pieces.push(Piece::Var { name: name.to_string(), form });
                 while chars.peek().is_some_and(|&(j, _)| j <= i + close) {
                     chars.next();
                 }
@@ -88,15 +80,9 @@ mod tests {
             p,
             vec![
                 Piece::Lit("a photo of ".into()),
-                Piece::Var {
-                    name: "a".into(),
-                    form: Some("article".into())
-                },
+                Piece::Var { name: "a".into(), form: Some("article".into()) },
                 Piece::Lit(" ".into()),
-                Piece::Var {
-                    name: "a".into(),
-                    form: None
-                },
+                Piece::Var { name: "a".into(), form: None },
                 Piece::Lit(" {x}".into()),
             ]
         );

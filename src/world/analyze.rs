@@ -23,11 +23,7 @@ pub const RELATIONS: [&str; 4] = ["left of", "right of", "above", "below"];
 /// GenEval's `relative_position` of box a to box b, boxes as (centre x, centre y, w, h):
 /// the centre offset shrunk by 0.1·(dims) per axis, normalised by the offset's length.
 /// `strict` > 0 demands a clearer cut than GenEval's 0.5 (used when placing objects).
-pub fn relations(
-    a: (f32, f32, f32, f32),
-    b: (f32, f32, f32, f32),
-    strict: f32,
-) -> Vec<&'static str> {
+pub fn relations(a: (f32, f32, f32, f32), b: (f32, f32, f32, f32), strict: f32) -> Vec<&'static str> {
     let off = (a.0 - b.0, a.1 - b.1);
     let norm = (off.0 * off.0 + off.1 * off.1).sqrt();
     let shrink = |o: f32, da: f32, db: f32| (o.abs() - 0.1 * (da + db)).max(0.0) * o.signum();
@@ -101,38 +97,25 @@ impl Analyzer {
         if w < 3 || h < 3 {
             return vec![];
         }
-        let px: Vec<[f32; 3]> = img
-            .pixels()
-            .map(|p| p.0.map(|c| c as f32 / 255.0))
-            .collect();
+        let px: Vec<[f32; 3]> = img.pixels().map(|p| p.0.map(|c| c as f32 / 255.0)).collect();
         let bg = fit_background(&px, w, h);
         let dist: Vec<f32> = (0..w * h)
             .map(|i| {
                 let b = bg.at((i % w) as f32, (i / w) as f32);
-                (0..3)
-                    .map(|k| (px[i][k] - b[k]).powi(2))
-                    .sum::<f32>()
-                    .sqrt()
+                (0..3).map(|k| (px[i][k] - b[k]).powi(2)).sum::<f32>().sqrt()
             })
             .collect();
         let fg: Vec<bool> = dist.iter().map(|&d| d > FG_THRESHOLD).collect();
         let unit = w.min(h) as f32 / 64.0;
         let min_area = (12.0 * unit * unit).max(4.0) as usize;
-        let comps: Vec<Vec<usize>> = components(&fg, w, h)
-            .into_iter()
-            .filter(|c| c.len() >= min_area)
-            .collect();
+        let comps: Vec<Vec<usize>> = components(&fg, w, h).into_iter().filter(|c| c.len() >= min_area).collect();
         let mut label = vec![u32::MAX; w * h];
         for (k, c) in comps.iter().enumerate() {
             for &i in c {
                 label[i] = k as u32;
             }
         }
-        comps
-            .iter()
-            .enumerate()
-            .map(|(k, c)| describe(k as u32, c, &px, &dist, &bg, &label, w, h))
-            .collect()
+        comps.iter().enumerate().map(|(k, c)| describe(k as u32, c, &px, &dist, &bg, &label, w, h)).collect()
     }
 
     /// Detects and judges an image against a spec.
@@ -157,43 +140,19 @@ fn describe(
     let (ci, color_conf) = color::name(fill);
     // Soft coverage in a window around the component: distance from the background relative
     // to the fill's own distance (other components' pixels excluded).
-    let x0 = pixels
-        .iter()
-        .map(|&i| i % w)
-        .min()
-        .unwrap_or(0)
-        .saturating_sub(2);
+    let x0 = pixels.iter().map(|&i| i % w).min().unwrap_or(0).saturating_sub(2);
     let x1 = (pixels.iter().map(|&i| i % w).max().unwrap_or(0) + 3).min(w);
-    let y0 = pixels
-        .iter()
-        .map(|&i| i / w)
-        .min()
-        .unwrap_or(0)
-        .saturating_sub(2);
+    let y0 = pixels.iter().map(|&i| i / w).min().unwrap_or(0).saturating_sub(2);
     let y1 = (pixels.iter().map(|&i| i / w).max().unwrap_or(0) + 3).min(h);
-    let centre = (
-        pixels.iter().map(|&i| (i % w) as f32).sum::<f32>() / pixels.len() as f32,
-        0.0,
-    );
-    let fb = bg.at(
-        centre.0,
-        (pixels.iter().map(|&i| i / w).sum::<usize>() / pixels.len()) as f32,
-    );
-    let full = ((0..3)
-        .map(|c| (fill[c] - fb[c]).powi(2))
-        .sum::<f32>()
-        .sqrt())
-    .max(FG_THRESHOLD);
+    let centre = (pixels.iter().map(|&i| (i % w) as f32).sum::<f32>() / pixels.len() as f32, 0.0);
+    let fb = bg.at(centre.0, (pixels.iter().map(|&i| i / w).sum::<usize>() / pixels.len()) as f32);
+    let full = ((0..3).map(|c| (fill[c] - fb[c]).powi(2)).sum::<f32>().sqrt()).max(FG_THRESHOLD);
     let mut cov = Vec::with_capacity((x1 - x0) * (y1 - y0));
     let (mut a, mut sx, mut sy) = (0.0f32, 0.0f32, 0.0f32);
     for y in y0..y1 {
         for x in x0..x1 {
             let i = y * w + x;
-            let alpha = if label[i] != u32::MAX && label[i] != k {
-                0.0
-            } else {
-                (dist[i] / full).clamp(0.0, 1.0)
-            };
+            let alpha = if label[i] != u32::MAX && label[i] != k { 0.0 } else { (dist[i] / full).clamp(0.0, 1.0) };
             cov.push(alpha);
             a += alpha;
             sx += alpha * (x as f32 + 0.5);
@@ -202,13 +161,7 @@ fn describe(
     }
     let (cx, cy) = (sx / a.max(1e-6), sy / a.max(1e-6));
     // Each class at the scale and centre that give it this area and centroid; least error wins.
-    let window = Window {
-        x0,
-        x1,
-        y0,
-        y1,
-        cov: &cov,
-    };
+    let window = Window { x0, x1, y0, y1, cov: &cov };
     let mut errors = [f32::MAX; 10];
     let mut fits = [(0.0f32, 0.0f32, 0.0f32); 10];
     for c in 0..10 {
@@ -333,18 +286,13 @@ fn fit_background(px: &[[f32; 3]], w: usize, h: usize) -> Plane {
         add(w - 1, y);
     }
     let inv = invert3(m);
-    Plane(
-        [0, 1, 2]
-            .map(|k| [0, 1, 2].map(|i| (0..3).map(|j| inv[i][j] * rhs[k][j]).sum::<f64>() as f32)),
-    )
+    Plane([0, 1, 2].map(|k| [0, 1, 2].map(|i| (0..3).map(|j| inv[i][j] * rhs[k][j]).sum::<f64>() as f32)))
 }
 
 fn invert3(m: [[f64; 3]; 3]) -> [[f64; 3]; 3] {
-    let det = m[0][0] * (m[1][1] * m[2][2] - m[1][2] * m[2][1])
-        - m[0][1] * (m[1][0] * m[2][2] - m[1][2] * m[2][0])
+    let det = m[0][0] * (m[1][1] * m[2][2] - m[1][2] * m[2][1]) - m[0][1] * (m[1][0] * m[2][2] - m[1][2] * m[2][0])
         + m[0][2] * (m[1][0] * m[2][1] - m[1][1] * m[2][0]);
-    let c =
-        |r0: usize, c0: usize, r1: usize, c1: usize| m[r0][c0] * m[r1][c1] - m[r0][c1] * m[r1][c0];
+    let c = |r0: usize, c0: usize, r1: usize, c1: usize| m[r0][c0] * m[r1][c1] - m[r0][c1] * m[r1][c0];
     let adj = [
         [c(1, 1, 2, 2), -c(0, 1, 2, 2), c(0, 1, 1, 2)],
         [-c(1, 0, 2, 2), c(0, 0, 2, 2), -c(0, 0, 1, 2)],
@@ -400,10 +348,7 @@ pub fn blur(img: &RgbImage) -> RgbImage {
         let mut total = 0;
         for dy in -1..=1i64 {
             for dx in -1..=1i64 {
-                let (sx, sy) = (
-                    (x as i64 + dx).clamp(0, w - 1),
-                    (y as i64 + dy).clamp(0, h - 1),
-                );
+                let (sx, sy) = ((x as i64 + dx).clamp(0, w - 1), (y as i64 + dy).clamp(0, h - 1));
                 let k = (2 - dx.abs()) * (2 - dy.abs());
                 let p = img.get_pixel(sx as u32, sy as u32);
                 for c in 0..3 {
@@ -436,9 +381,7 @@ pub fn judge_detections(spec: &Spec, detections: Vec<Detection>) -> Judgement {
     let (mut ok, mut errors) = (0usize, 0usize);
     for (i, o) in &expected {
         let exact = (0..detections.len()).find(|&d| {
-            !used[d]
-                && detections[d].class == o.class
-                && o.color.as_ref().is_none_or(|c| *c == detections[d].color)
+            !used[d] && detections[d].class == o.class && o.color.as_ref().is_none_or(|c| *c == detections[d].color)
         });
         let any = (0..detections.len()).find(|&d| !used[d] && detections[d].class == o.class);
         match exact.or(any) {
@@ -464,25 +407,14 @@ pub fn judge_detections(spec: &Spec, detections: Vec<Detection>) -> Judgement {
             }
         }
     }
-    let score = if ok + errors == 0 {
-        0.0
-    } else {
-        ok as f32 / (ok + errors) as f32
-    };
-    Judgement {
-        score,
-        verdict,
-        detections,
-    }
+    let score = if ok + errors == 0 { 0.0 } else { ok as f32 / (ok + errors) as f32 };
+    Judgement { score, verdict, detections }
 }
 
 /// GenEval's rules: each include object found at least `count` times (the most confident
 /// `count` of them in the asked colour, placed as asked); each exclude found fewer times.
 fn geneval_verdict(spec: &Spec, dets: &[Detection]) -> Verdict {
-    let fail = |reason: String| Verdict {
-        pass: false,
-        reason,
-    };
+    let fail = |reason: String| Verdict { pass: false, reason };
     let of_class = |o: &ObjectSpec| {
         let mut v: Vec<&Detection> = dets.iter().filter(|d| d.class == o.class).collect();
         v.sort_by(|a, b| b.class_conf.total_cmp(&a.class_conf));
@@ -491,61 +423,35 @@ fn geneval_verdict(spec: &Spec, dets: &[Detection]) -> Verdict {
     for o in &spec.include {
         let found = of_class(o);
         if found.len() < o.count as usize {
-            return fail(format!(
-                "expected {} {}, found {}",
-                o.count,
-                o.class,
-                found.len()
-            ));
+            return fail(format!("expected {} {}, found {}", o.count, o.class, found.len()));
         }
         if let Some(c) = &o.color {
             if let Some(bad) = found.iter().take(o.count as usize).find(|d| &d.color != c) {
-                return fail(format!(
-                    "expected a {c} {}, found a {} one",
-                    o.class, bad.color
-                ));
+                return fail(format!("expected a {c} {}, found a {} one", o.class, bad.color));
             }
         }
         if let Some((rel, j)) = &o.position {
             let refs = of_class(&spec.include[*j]);
             if let (Some(a), Some(b)) = (found.first(), refs.first()) {
                 if !relations(bx(a), bx(b), 0.0).contains(&rel.as_str()) {
-                    return fail(format!(
-                        "expected {} {rel} {}",
-                        o.class, spec.include[*j].class
-                    ));
+                    return fail(format!("expected {} {rel} {}", o.class, spec.include[*j].class));
                 }
             }
         }
     }
     for o in &spec.exclude {
-        let found = of_class(o)
-            .into_iter()
-            .filter(|d| o.color.as_ref().is_none_or(|c| *c == d.color))
-            .count();
+        let found = of_class(o).into_iter().filter(|d| o.color.as_ref().is_none_or(|c| *c == d.color)).count();
         if found >= o.count as usize {
-            return fail(format!(
-                "expected fewer than {} {}, found {found}",
-                o.count, o.class
-            ));
+            return fail(format!("expected fewer than {} {}, found {found}", o.count, o.class));
         }
     }
-    Verdict {
-        pass: true,
-        reason: "ok".into(),
-    }
+    Verdict { pass: true, reason: "ok".into() }
 }
 
 /// Whether detections show exactly the drawn scene: the same multiset of (class, colour).
 pub fn agrees(detections: &[Detection], truth: &[SceneObject]) -> bool {
-    let mut a: Vec<(&str, &str)> = detections
-        .iter()
-        .map(|d| (d.class.as_str(), d.color.as_str()))
-        .collect();
-    let mut b: Vec<(&str, &str)> = truth
-        .iter()
-        .map(|o| (o.class.as_str(), o.color.as_str()))
-        .collect();
+    let mut a: Vec<(&str, &str)> = detections.iter().map(|d| (d.class.as_str(), d.color.as_str())).collect();
+    let mut b: Vec<(&str, &str)> = truth.iter().map(|o| (o.class.as_str(), o.color.as_str())).collect();
     a.sort_unstable();
     b.sort_unstable();
     a == b

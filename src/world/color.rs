@@ -3,9 +3,7 @@
 
 use rand::{Rng, RngExt};
 
-pub const NAMES: [&str; 10] = [
-    "red", "orange", "yellow", "green", "blue", "purple", "pink", "brown", "black", "white",
-];
+pub const NAMES: [&str; 10] = ["red", "orange", "yellow", "green", "blue", "purple", "pink", "brown", "black", "white"];
 
 /// Canonical sRGB values in [0, 1], chosen far apart in CIELAB and from the neutral greys
 /// that backgrounds use.
@@ -98,10 +96,7 @@ pub fn name(rgb: [f32; 3]) -> (usize, f32) {
         .enumerate()
         .map(|(i, c)| {
             let p = lab(*c);
-            (
-                (q[0] - p[0]).powi(2) + (q[1] - p[1]).powi(2) + (q[2] - p[2]).powi(2),
-                i,
-            )
+            ((q[0] - p[0]).powi(2) + (q[1] - p[1]).powi(2) + (q[2] - p[2]).powi(2), i)
         })
         .collect();
     d.sort_by(|a, b| a.0.total_cmp(&b.0));
@@ -139,10 +134,7 @@ mod tests {
     #[test]
     fn lab_of_white_and_black() {
         let w = lab([1.0, 1.0, 1.0]);
-        assert!(
-            (w[0] - 100.0).abs() < 0.1 && w[1].abs() < 0.5 && w[2].abs() < 0.5,
-            "{w:?}"
-        );
+        assert!((w[0] - 100.0).abs() < 0.1 && w[1].abs() < 0.5 && w[2].abs() < 0.5, "{w:?}");
         assert!(lab([0.0, 0.0, 0.0])[0].abs() < 1e-3);
     }
 }

@@ -4,10 +4,8 @@
 use std::sync::OnceLock;
 
 /// The classes the world can draw, in `prompts/shapes.toml`'s vocabulary.
-pub const CLASSES: [&str; 10] = [
-    "circle", "square", "triangle", "hexagon", "diamond", "star", "cross", "ring", "heart",
-    "crescent",
-];
+pub const CLASSES: [&str; 10] =
+    ["circle", "square", "triangle", "hexagon", "diamond", "star", "cross", "ring", "heart", "crescent"];
 
 pub fn class_index(name: &str) -> Option<usize> {
     CLASSES.iter().position(|c| *c == name)
@@ -82,10 +80,7 @@ fn polys() -> &'static Polys {
             .map(|i| {
                 let t = i as f32 * std::f32::consts::TAU / 48.0;
                 let x = 16.0 * t.sin().powi(3);
-                let y = 13.0 * t.cos()
-                    - 5.0 * (2.0 * t).cos()
-                    - 2.0 * (3.0 * t).cos()
-                    - (4.0 * t).cos();
+                let y = 13.0 * t.cos() - 5.0 * (2.0 * t).cos() - 2.0 * (3.0 * t).cos() - (4.0 * t).cos();
                 (x / 17.0, -(y + 2.5) / 17.0)
             })
             .collect();
@@ -138,10 +133,7 @@ pub fn unit_shape(class: usize) -> &'static UnitShape {
                 let (mut n, mut sx, mut sy) = (0usize, 0.0f64, 0.0f64);
                 for i in 0..N {
                     for j in 0..N {
-                        let p = (
-                            -1.1 + (i as f32 + 0.5) * step,
-                            -1.1 + (j as f32 + 0.5) * step,
-                        );
+                        let p = (-1.1 + (i as f32 + 0.5) * step, -1.1 + (j as f32 + 0.5) * step);
                         if sdf(c, p) <= 0.0 {
                             b = [b[0].min(p.0), b[1].min(p.1), b[2].max(p.0), b[3].max(p.1)];
                             n += 1;
@@ -180,11 +172,7 @@ mod tests {
             let far = sdf(c, (1.6, 1.6));
             assert!(far > 0.0, "{name}");
             // Ring and crescent are hollow or open at the centre; the others are filled.
-            assert_eq!(
-                centre < 0.0,
-                !matches!(*name, "ring" | "crescent"),
-                "{name}: {centre}"
-            );
+            assert_eq!(centre < 0.0, !matches!(*name, "ring" | "crescent"), "{name}: {centre}");
         }
     }
 

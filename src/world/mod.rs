@@ -78,13 +78,10 @@ pub const STYLES: [&str; 2] = ["flat", "outlined"];
 
 impl SceneRequest {
     /// Reads a prompt row's spec and slot values; says why when the world cannot draw it.
-    pub fn from_prompt(
-        spec: Option<&str>,
-        slots: &BTreeMap<String, Vec<String>>,
-    ) -> Result<SceneRequest, String> {
-        let spec = spec.ok_or("the prompt has no GenEval spec: the shapes world draws only prompts from a shapes taxonomy")?;
-        let spec: Spec =
-            serde_json::from_str(spec).map_err(|e| format!("unreadable spec ({e})"))?;
+    pub fn from_prompt(spec: Option<&str>, slots: &BTreeMap<String, Vec<String>>) -> Result<SceneRequest, String> {
+        let spec =
+            spec.ok_or("the prompt has no GenEval spec: the shapes world draws only prompts from a shapes taxonomy")?;
+        let spec: Spec = serde_json::from_str(spec).map_err(|e| format!("unreadable spec ({e})"))?;
         if spec.include.is_empty() {
             return Err("the spec includes no object".into());
         }
@@ -98,10 +95,7 @@ impl SceneRequest {
             }
             if let Some(c) = &o.color {
                 if color::index(c).is_none() {
-                    return Err(format!(
-                        "unknown colour \"{c}\"; known: {}",
-                        color::NAMES.join(", ")
-                    ));
+                    return Err(format!("unknown colour \"{c}\"; known: {}", color::NAMES.join(", ")));
                 }
             }
             if let Some((rel, idx)) = &o.position {
@@ -110,19 +104,13 @@ impl SceneRequest {
                 }
             }
             if o.count == 0 || o.count > 6 {
-                return Err(format!(
-                    "count {} of \"{}\" is outside 1..=6",
-                    o.count, o.class
-                ));
+                return Err(format!("count {} of \"{}\" is outside 1..=6", o.count, o.class));
             }
         }
         let pick = |slot: &str, known: &[&str]| -> Result<Vec<String>, String> {
             let vals = slots.get(slot).cloned().unwrap_or_default();
             match vals.iter().find(|v| !known.contains(&v.as_str())) {
-                Some(bad) => Err(format!(
-                    "unknown {slot} \"{bad}\"; known: {}",
-                    known.join(", ")
-                )),
+                Some(bad) => Err(format!("unknown {slot} \"{bad}\"; known: {}", known.join(", "))),
                 None => Ok(vals),
             }
         };

@@ -27,25 +27,13 @@ pub struct Imperfections {
 
 impl Default for Imperfections {
     fn default() -> Self {
-        Imperfections {
-            wrong_color: 0.05,
-            count: 0.05,
-            relation: 0.05,
-            missing: 0.05,
-            distractor: 0.05,
-        }
+        Imperfections { wrong_color: 0.05, count: 0.05, relation: 0.05, missing: 0.05, distractor: 0.05 }
     }
 }
 
 impl Imperfections {
     pub fn none() -> Self {
-        Imperfections {
-            wrong_color: 0.0,
-            count: 0.0,
-            relation: 0.0,
-            missing: 0.0,
-            distractor: 0.0,
-        }
+        Imperfections { wrong_color: 0.0, count: 0.0, relation: 0.0, missing: 0.0, distractor: 0.0 }
     }
 
     /// Names of the fields and their values, for validation messages.
@@ -75,12 +63,7 @@ struct Planned {
 /// Bounding box (centre x, centre y, w, h) in pixels of an object.
 pub fn bbox(class: usize, x: f32, y: f32, r: f32) -> (f32, f32, f32, f32) {
     let b = unit_shape(class).bbox;
-    (
-        x + (b[0] + b[2]) / 2.0 * r,
-        y + (b[1] + b[3]) / 2.0 * r,
-        (b[2] - b[0]) * r,
-        (b[3] - b[1]) * r,
-    )
+    (x + (b[0] + b[2]) / 2.0 * r, y + (b[1] + b[3]) / 2.0 * r, (b[2] - b[0]) * r, (b[3] - b[1]) * r)
 }
 
 fn opposite(rel: &str) -> &'static str {
@@ -108,20 +91,12 @@ pub struct Rendered {
 }
 
 /// Renders a request at `size`×`size` pixels.
-pub fn render(
-    req: &SceneRequest,
-    seed: u64,
-    size: u32,
-    imp: &Imperfections,
-) -> Result<Rendered, String> {
+pub fn render(req: &SceneRequest, seed: u64, size: u32, imp: &Imperfections) -> Result<Rendered, String> {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let u = size as f32 / 64.0;
     let (mut objects, imperfection) = plan(req, u, imp, &mut rng);
     place(&mut objects, size as f32, u, &mut rng)?;
-    let background = req
-        .background
-        .clone()
-        .unwrap_or_else(|| super::BACKGROUNDS[rng.random_range(0..3)].to_string());
+    let background = req.background.clone().unwrap_or_else(|| super::BACKGROUNDS[rng.random_range(0..3)].to_string());
     let style = req.style.clone().unwrap_or_else(|| "flat".to_string());
     let mut px = paint_background(&background, size, u, &mut rng);
     let mut drawn = Vec::new();
@@ -129,28 +104,13 @@ pub fn render(
         let fill = color::jitter(o.color, &mut rng);
         paint_object(&mut px, size, o, fill, style == "outlined", u);
         let (x, y, w, h) = bbox(o.class, o.x, o.y, o.radius);
-        drawn.push(SceneObject {
-            class: CLASSES[o.class].into(),
-            color: color::NAMES[o.color].into(),
-            x,
-            y,
-            w,
-            h,
-        });
+        drawn.push(SceneObject { class: CLASSES[o.class].into(), color: color::NAMES[o.color].into(), x, y, w, h });
     }
     let image = RgbImage::from_fn(size, size, |x, y| {
         let p = px[(y * size + x) as usize];
         image::Rgb(p.map(|c| (c.clamp(0.0, 1.0) * 255.0).round() as u8))
     });
-    Ok(Rendered {
-        image,
-        scene: Scene {
-            objects: drawn,
-            background,
-            style,
-            imperfection,
-        },
-    })
+    Ok(Rendered { image, scene: Scene { objects: drawn, background, style, imperfection } })
 }
 
 fn radius(name: Option<&str>, u: f32, rng: &mut impl Rng) -> f32 {
@@ -164,12 +124,7 @@ fn radius(name: Option<&str>, u: f32, rng: &mut impl Rng) -> f32 {
 }
 
 /// The objects to draw, after at most one injected failure.
-fn plan(
-    req: &SceneRequest,
-    u: f32,
-    imp: &Imperfections,
-    rng: &mut impl Rng,
-) -> (Vec<Planned>, Option<String>) {
+fn plan(req: &SceneRequest, u: f32, imp: &Imperfections, rng: &mut impl Rng) -> (Vec<Planned>, Option<String>) {
     let inc = &req.spec.include;
     let mut objects = Vec::new();
     let mut first = Vec::new();
@@ -182,19 +137,8 @@ fn plan(
         };
         first.push(objects.len());
         for _ in 0..o.count {
-            let color = o
-                .color
-                .as_deref()
-                .and_then(color::index)
-                .unwrap_or_else(|| rng.random_range(0..10));
-            objects.push(Planned {
-                class,
-                color,
-                radius: radius(size, u, rng),
-                anchor: None,
-                x: 0.0,
-                y: 0.0,
-            });
+            let color = o.color.as_deref().and_then(color::index).unwrap_or_else(|| rng.random_range(0..10));
+            objects.push(Planned { class, color, radius: radius(size, u, rng), anchor: None, x: 0.0, y: 0.0 });
         }
     }
     for (i, o) in inc.iter().enumerate() {
@@ -205,11 +149,8 @@ fn plan(
     // Which failures would make this image wrong, and at what rate.
     let colored: Vec<usize> = (0..inc.len()).filter(|&i| inc[i].color.is_some()).collect();
     let counted: Vec<usize> = (0..inc.len()).filter(|&i| inc[i].count >= 2).collect();
-    let positioned: Vec<usize> = (0..inc.len())
-        .filter(|&i| inc[i].position.is_some())
-        .collect();
-    let mut kinds: Vec<(&str, f64)> =
-        vec![("missing", imp.missing), ("distractor", imp.distractor)];
+    let positioned: Vec<usize> = (0..inc.len()).filter(|&i| inc[i].position.is_some()).collect();
+    let mut kinds: Vec<(&str, f64)> = vec![("missing", imp.missing), ("distractor", imp.distractor)];
     if !colored.is_empty() {
         kinds.push(("wrong_color", imp.wrong_color));
     }
@@ -281,9 +222,7 @@ fn plan(
 /// Places objects without overlap, anchors before the objects relative to them, and each
 /// relation clear by GenEval's own test. Shrinks everything and retries when crowded.
 fn place(objects: &mut [Planned], size: f32, u: f32, rng: &mut impl Rng) -> Result<(), String> {
-    let mut order: Vec<usize> = (0..objects.len())
-        .filter(|&i| objects[i].anchor.is_none())
-        .collect();
+    let mut order: Vec<usize> = (0..objects.len()).filter(|&i| objects[i].anchor.is_none()).collect();
     order.extend((0..objects.len()).filter(|&i| objects[i].anchor.is_some()));
     let margin = 2.0 * u;
     let gap = 3.0 * u;
@@ -295,11 +234,23 @@ fn place(objects: &mut [Planned], size: f32, u: f32, rng: &mut impl Rng) -> Resu
             let lo = margin + r;
             let hi = size - margin - r;
             let mut found = false;
-            for _ in 0..300 {
-                let (x, y) = (
-                    rng.random_range(lo..hi.max(lo + 0.01)),
-                    rng.random_range(lo..hi.max(lo + 0.01)),
-                );
+            for attempt in 0..300 {
+                let (mut x, mut y) = (rng.random_range(lo..hi.max(lo + 0.01)), rng.random_range(lo..hi.max(lo + 0.01)));
+                // Most tries for an object with a relation start from its anchor, in the
+                // relation's direction; the rest are uniform.
+                if let (Some((j, rel)), true) = (objects[i].anchor, attempt % 4 != 3) {
+                    let (dx, dy) = match rel {
+                        "left of" => (-1.0, 0.0),
+                        "right of" => (1.0, 0.0),
+                        "above" => (0.0, -1.0),
+                        _ => (0.0, 1.0),
+                    };
+                    let near = r + objects[j].radius + gap;
+                    let dist = rng.random_range(near..(near + 0.5 * size).max(near + 0.01));
+                    let side = rng.random_range(-0.3f32..0.3) * dist;
+                    x = (objects[j].x + dx * dist + dy * side).clamp(lo, hi.max(lo));
+                    y = (objects[j].y + dy * dist + dx * side).clamp(lo, hi.max(lo));
+                }
                 let clear = placed.iter().all(|&j| {
                     let d = ((x - objects[j].x).powi(2) + (y - objects[j].y).powi(2)).sqrt();
                     d >= r + objects[j].radius + gap
@@ -307,12 +258,7 @@ fn place(objects: &mut [Planned], size: f32, u: f32, rng: &mut impl Rng) -> Resu
                 let related = match objects[i].anchor {
                     Some((j, rel)) => {
                         let a = bbox(objects[i].class, x, y, r);
-                        let b = bbox(
-                            objects[j].class,
-                            objects[j].x,
-                            objects[j].y,
-                            objects[j].radius,
-                        );
+                        let b = bbox(objects[j].class, objects[j].x, objects[j].y, objects[j].radius);
                         let rels = relations(a, b, 0.25);
                         rels.len() == 1 && rels[0] == rel
                     }
@@ -338,36 +284,27 @@ fn place(objects: &mut [Planned], size: f32, u: f32, rng: &mut impl Rng) -> Resu
             o.radius *= 0.9;
         }
     }
-    Err(format!(
-        "could not place {} objects without overlap at {size} px",
-        objects.len()
-    ))
+    Err(format!("could not place {} objects without overlap at {size} px", objects.len()))
 }
 
 fn paint_background(kind: &str, size: u32, u: f32, rng: &mut impl Rng) -> Vec<[f32; 3]> {
     let g: f32 = rng.random_range(0.42..0.66);
-    let tint = [
-        rng.random_range(-0.015f32..0.015),
-        rng.random_range(-0.015f32..0.015),
-        rng.random_range(-0.015f32..0.015),
-    ];
+    let tint =
+        [rng.random_range(-0.015f32..0.015), rng.random_range(-0.015f32..0.015), rng.random_range(-0.015f32..0.015)];
     let n = size as usize;
     let mut px = vec![[0.0f32; 3]; n * n];
     let angle: f32 = rng.random_range(0.0..std::f32::consts::TAU);
     let span: f32 = rng.random_range(0.06..0.1);
     let cell = (2.0 * u).max(1.0) as usize;
     let cells = n / cell + 1;
-    let noise: Vec<f32> = (0..cells * cells)
-        .map(|_| rng.random_range(-0.035f32..0.035))
-        .collect();
+    let noise: Vec<f32> = (0..cells * cells).map(|_| rng.random_range(-0.035f32..0.035)).collect();
     for y in 0..n {
         for x in 0..n {
             let mut v = g;
             match kind {
                 "gradient" => {
-                    let t = ((x as f32 / n as f32 - 0.5) * angle.cos()
-                        + (y as f32 / n as f32 - 0.5) * angle.sin())
-                        * 2.0;
+                    let t =
+                        ((x as f32 / n as f32 - 0.5) * angle.cos() + (y as f32 / n as f32 - 0.5) * angle.sin()) * 2.0;
                     v += span * t;
                 }
                 "textured" => v += noise[(y / cell) * cells + x / cell],
@@ -381,23 +318,13 @@ fn paint_background(kind: &str, size: u32, u: f32, rng: &mut impl Rng) -> Vec<[f
 
 /// Composites one object with exact coverage from its signed distance. Outlined objects get a
 /// darker border of their own hue, so their silhouette and fill colour are unchanged.
-fn paint_object(
-    px: &mut [[f32; 3]],
-    size: u32,
-    o: &Planned,
-    fill: [f32; 3],
-    outlined: bool,
-    u: f32,
-) {
+fn paint_object(px: &mut [[f32; 3]], size: u32, o: &Planned, fill: [f32; 3], outlined: bool, u: f32) {
     let r = o.radius;
     let border = (0.12 * r).max(1.0 * u).max(1.0);
     // A darker border of the fill's hue; a grey one (from white) would vanish into the
     // neutral background, so it goes darker still.
     let mut line = fill.map(|c| c * 0.55);
-    let (lo, hi) = (
-        line.iter().cloned().fold(1.0, f32::min),
-        line.iter().cloned().fold(0.0, f32::max),
-    );
+    let (lo, hi) = (line.iter().cloned().fold(1.0, f32::min), line.iter().cloned().fold(0.0, f32::max));
     if hi - lo < 0.15 && (0.3..0.75).contains(&((lo + hi) / 2.0)) {
         line = fill.map(|c| c * 0.3);
     }
@@ -434,24 +361,14 @@ mod tests {
 
     fn req(include: Vec<ObjectSpec>) -> SceneRequest {
         SceneRequest {
-            spec: Spec {
-                tag: "t".into(),
-                include,
-                exclude: vec![],
-                prompt: String::new(),
-            },
+            spec: Spec { tag: "t".into(), include, exclude: vec![], prompt: String::new() },
             sizes: vec![],
             background: None,
             style: None,
         }
     }
 
-    fn obj(
-        class: &str,
-        count: u32,
-        color: Option<&str>,
-        position: Option<(&str, usize)>,
-    ) -> ObjectSpec {
+    fn obj(class: &str, count: u32, color: Option<&str>, position: Option<(&str, usize)>) -> ObjectSpec {
         ObjectSpec {
             class: class.into(),
             count,
@@ -473,18 +390,12 @@ mod tests {
 
     #[test]
     fn clean_renders_follow_the_spec_and_relations() {
-        let r = req(vec![
-            obj("circle", 1, Some("blue"), None),
-            obj("square", 1, Some("red"), Some(("left of", 0))),
-        ]);
+        let r = req(vec![obj("circle", 1, Some("blue"), None), obj("square", 1, Some("red"), Some(("left of", 0)))]);
         for seed in 0..200 {
             let out = render(&r, seed, 64, &Imperfections::none()).unwrap();
             let s = &out.scene;
             assert_eq!(s.objects.len(), 2);
-            assert_eq!(
-                (s.objects[0].class.as_str(), s.objects[0].color.as_str()),
-                ("circle", "blue")
-            );
+            assert_eq!((s.objects[0].class.as_str(), s.objects[0].color.as_str()), ("circle", "blue"));
             let (a, b) = (&s.objects[1], &s.objects[0]);
             let rels = relations((a.x, a.y, a.w, a.h), (b.x, b.y, b.w, b.h), 0.0);
             assert!(rels.contains(&"left of"), "seed {seed}: {rels:?}");
@@ -494,23 +405,9 @@ mod tests {
     #[test]
     fn imperfection_rates_are_honoured() {
         let r = req(vec![obj("heart", 2, Some("pink"), None)]);
-        let imp = Imperfections {
-            wrong_color: 0.1,
-            count: 0.1,
-            relation: 0.1,
-            missing: 0.1,
-            distractor: 0.1,
-        };
+        let imp = Imperfections { wrong_color: 0.1, count: 0.1, relation: 0.1, missing: 0.1, distractor: 0.1 };
         let n = 2000;
-        let failed = (0..n)
-            .filter(|&s| {
-                render(&r, s, 64, &imp)
-                    .unwrap()
-                    .scene
-                    .imperfection
-                    .is_some()
-            })
-            .count();
+        let failed = (0..n).filter(|&s| render(&r, s, 64, &imp).unwrap().scene.imperfection.is_some()).count();
         // wrong_color, count, missing, distractor apply (relation does not): 40% expected.
         let rate = failed as f64 / n as f64;
         assert!((rate - 0.4).abs() < 0.04, "{rate}");
@@ -521,14 +418,7 @@ mod tests {
         let mut r = req(vec![obj("hexagon", 4, None, None)]);
         r.sizes = vec!["large".into()];
         for seed in 0..100 {
-            assert_eq!(
-                render(&r, seed, 64, &Imperfections::none())
-                    .unwrap()
-                    .scene
-                    .objects
-                    .len(),
-                4
-            );
+            assert_eq!(render(&r, seed, 64, &Imperfections::none()).unwrap().scene.objects.len(), 4);
         }
     }
 }

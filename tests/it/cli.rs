@@ -24,10 +24,7 @@ fn taxonomy_error(name: &str, taxonomy: &str) -> String {
     let cfg = write_config(dir.path(), name, tax.to_str().unwrap(), 10, "");
     let out = lightgen(&["expand", "-q", "--config", cfg.to_str().unwrap()]);
     assert!(!out.status.success(), "a bad taxonomy must fail");
-    assert!(
-        !dir.path().join("runs").exists(),
-        "nothing is written for a bad taxonomy"
-    );
+    assert!(!dir.path().join("runs").exists(), "nothing is written for a bad taxonomy");
     scrub(&stderr(&out), dir.path())
 }
 
@@ -47,10 +44,7 @@ fn unknown_slot_names_template_slot_and_known_slots() {
         &format!("{HEAD}[[families]]\nname = \"f\"\n\n[[families.templates]]\nid = \"two_object\"\ntext = \"{{a}} and {{b}}\"\nvars = {{ a = \"shape\", b = \"shap\" }}\n"),
     );
     assert!(err.contains("unknown_slot.toml:17:8"), "{err}");
-    assert!(
-        err.contains("\"shap\"") && err.contains("known slots: color, shape"),
-        "{err}"
-    );
+    assert!(err.contains("\"shap\"") && err.contains("known slots: color, shape"), "{err}");
     insta::assert_snapshot!("err_unknown_slot", err);
 }
 
@@ -60,10 +54,7 @@ fn impossible_distinct_constraint_is_an_error() {
         "impossible",
         &format!("{HEAD}[[families]]\nname = \"f\"\n\n[[families.templates]]\nid = \"color_attr\"\ntext = \"{{a}} and {{b}}\"\nvars = {{ a = \"color\", b = \"color\" }}\ndistinct = [[\"a\", \"b\"]]\n"),
     );
-    assert!(
-        err.contains("must be distinct") && err.contains("\"red\""),
-        "{err}"
-    );
+    assert!(err.contains("must be distinct") && err.contains("\"red\""), "{err}");
     insta::assert_snapshot!("err_impossible", err);
 }
 
@@ -73,10 +64,7 @@ fn undeclared_var_in_text_is_an_error() {
         "undeclared",
         &format!("{HEAD}[[families]]\nname = \"f\"\n\n[[families.templates]]\nid = \"x\"\ntext = \"a {{a}} and a {{c}}\"\nvars = {{ a = \"shape\" }}\n"),
     );
-    assert!(
-        err.contains("undeclared var \"c\"") && err.contains("declared vars: a"),
-        "{err}"
-    );
+    assert!(err.contains("undeclared var \"c\"") && err.contains("declared vars: a"), "{err}");
     insta::assert_snapshot!("err_undeclared_var", err);
 }
 
@@ -107,18 +95,11 @@ fn count_above_capacity_stops_at_the_maximum() {
     let out = lightgen(&["expand", "--config", cfg.to_str().unwrap()]);
     assert!(out.status.success(), "{}", stderr(&out));
     let err = scrub(&stderr(&out), dir.path());
-    assert!(
-        err.contains("asked for 1000 prompts") && err.contains("only 9 distinct"),
-        "{err}"
-    );
+    assert!(err.contains("asked for 1000 prompts") && err.contains("only 9 distinct"), "{err}");
     insta::assert_snapshot!("warn_count_above_capacity", err);
     let df = crate::read_parts(&dir.path().join("runs/small/expand"));
     assert_eq!(df.height(), 9);
-    assert_eq!(
-        df.column("prompt").unwrap().n_unique().unwrap(),
-        9,
-        "never duplicates"
-    );
+    assert_eq!(df.column("prompt").unwrap().n_unique().unwrap(), 9, "never duplicates");
 }
 
 #[test]
@@ -127,23 +108,12 @@ fn unknown_builtin_taxonomy_lists_the_known_ones() {
     let cfg = write_config(dir.path(), "x", "builtin:shape", 10, "");
     let out = lightgen(&["expand", "--config", cfg.to_str().unwrap()]);
     assert!(!out.status.success());
-    assert!(
-        stderr(&out).contains("known: builtin:shapes, builtin:geneval, builtin:general"),
-        "{}",
-        stderr(&out)
-    );
+    assert!(stderr(&out).contains("known: builtin:shapes, builtin:geneval, builtin:general"), "{}", stderr(&out));
 }
 
 #[test]
 fn show_config_prints_the_resolved_plan() {
-    let out = lightgen(&[
-        "expand",
-        "--config",
-        "configs/shapes.toml",
-        "--count",
-        "77",
-        "--show-config",
-    ]);
+    let out = lightgen(&["expand", "--config", "configs/shapes.toml", "--count", "77", "--show-config"]);
     assert!(out.status.success(), "{}", stderr(&out));
     let text = stdout(&out);
     assert!(text.contains("count = 77"), "{text}");

@@ -14,10 +14,7 @@ fn part_hashes(stage: &Path) -> BTreeMap<String, String> {
         .filter(|e| e.file_name().to_string_lossy().ends_with(".parquet"))
         .map(|e| {
             let bytes = std::fs::read(e.path()).unwrap();
-            (
-                e.file_name().to_string_lossy().into_owned(),
-                blake3::hash(&bytes).to_hex().to_string(),
-            )
+            (e.file_name().to_string_lossy().into_owned(), blake3::hash(&bytes).to_hex().to_string())
         })
         .collect()
 }
@@ -36,22 +33,8 @@ fn small_expansion_snapshot() {
     let df = read_parts(&dir.path().join("runs/snap/expand"));
     let rows: Vec<String> = (0..df.height())
         .map(|i| {
-            let get = |c: &str| {
-                df.column(c)
-                    .unwrap()
-                    .str()
-                    .unwrap()
-                    .get(i)
-                    .unwrap_or("null")
-                    .to_string()
-            };
-            format!(
-                "{} | {} | {} | {}",
-                get("family"),
-                get("prompt"),
-                get("vars"),
-                get("spec")
-            )
+            let get = |c: &str| df.column(c).unwrap().str().unwrap().get(i).unwrap_or("null").to_string();
+            format!("{} | {} | {} | {}", get("family"), get("prompt"), get("vars"), get("spec"))
         })
         .collect();
     insta::assert_snapshot!("shapes_12", rows.join("\n"));
@@ -64,52 +47,30 @@ fn same_seed_same_bytes_other_seed_other_prompts() {
     let b = write_config(dir.path(), "b", "builtin:general", 3000, "part_size = 1000");
     expand(&a);
     expand(&b);
-    let (ha, hb) = (
-        part_hashes(&dir.path().join("runs/a/expand")),
-        part_hashes(&dir.path().join("runs/b/expand")),
-    );
+    let (ha, hb) = (part_hashes(&dir.path().join("runs/a/expand")), part_hashes(&dir.path().join("runs/b/expand")));
     assert_eq!(ha.len(), 3);
     assert_eq!(ha, hb, "same config and seed give byte-identical parts");
     let c = dir.path().join("c.toml");
     std::fs::write(
         &c,
-        std::fs::read_to_string(&a)
-            .unwrap()
-            .replace("name = \"a\"", "name = \"c\"")
-            .replace("seed = 42", "seed = 43"),
+        std::fs::read_to_string(&a).unwrap().replace("name = \"a\"", "name = \"c\"").replace("seed = 42", "seed = 43"),
     )
     .unwrap();
     expand(&c);
-    let (da, dc) = (
-        read_parts(&dir.path().join("runs/a/expand")),
-        read_parts(&dir.path().join("runs/c/expand")),
-    );
+    let (da, dc) = (read_parts(&dir.path().join("runs/a/expand")), read_parts(&dir.path().join("runs/c/expand")));
     assert_ne!(da.column("prompt").unwrap(), dc.column("prompt").unwrap());
 }
 
 #[test]
 fn rows_are_unique_and_ids_stable() {
     let dir = tempfile::tempdir().unwrap();
-    let cfg = write_config(
-        dir.path(),
-        "u",
-        "builtin:shapes",
-        5000,
-        "part_size = 2000\nrow_group_size = 700",
-    );
+    let cfg = write_config(dir.path(), "u", "builtin:shapes", 5000, "part_size = 2000\nrow_group_size = 700");
     expand(&cfg);
     let df = read_parts(&dir.path().join("runs/u/expand"));
     assert_eq!(df.height(), 5000);
     assert_eq!(df.column("prompt").unwrap().n_unique().unwrap(), 5000);
     assert_eq!(df.column("prompt_id").unwrap().n_unique().unwrap(), 5000);
-    let idx: Vec<u64> = df
-        .column("index")
-        .unwrap()
-        .u64()
-        .unwrap()
-        .iter()
-        .flatten()
-        .collect();
+    let idx: Vec<u64> = df.column("index").unwrap().u64().unwrap().iter().flatten().collect();
     assert_eq!(idx, (0..5000).collect::<Vec<_>>());
     // Every row carries its taxonomy version and a GenEval spec that names its family.
     let fam = df.column("family").unwrap().str().unwrap();
@@ -118,10 +79,7 @@ fn rows_are_unique_and_ids_stable() {
         let s: serde_json::Value = serde_json::from_str(spec.get(i).unwrap()).unwrap();
         assert_eq!(s["tag"], fam.get(i).unwrap());
     }
-    assert_eq!(
-        df.column("taxonomy_version").unwrap().str().unwrap().get(0),
-        Some("shapes@1.0.0")
-    );
+    assert_eq!(df.column("taxonomy_version").unwrap().str().unwrap().get(0), Some("shapes@1.0.0"));
 }
 
 #[test]
@@ -152,18 +110,8 @@ fn another_config_is_refused_unless_forced() {
     let other = write_config(dir.path(), "f", "builtin:shapes", 200, "");
     let out = lightgen(&["expand", "--config", other.to_str().unwrap()]);
     assert!(!out.status.success());
-    assert!(
-        stderr(&out).contains("was written by another config"),
-        "{}",
-        stderr(&out)
-    );
-    let out = lightgen(&[
-        "expand",
-        "-q",
-        "--force",
-        "--config",
-        other.to_str().unwrap(),
-    ]);
+    assert!(stderr(&out).contains("was written by another config"), "{}", stderr(&out));
+    let out = lightgen(&["expand", "-q", "--force", "--config", other.to_str().unwrap()]);
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(read_parts(&dir.path().join("runs/f/expand")).height(), 200);
 }
@@ -182,10 +130,7 @@ fn kill_9_then_rerun_gives_the_uninterrupted_result() {
         .unwrap();
     let start = Instant::now();
     while !stage.join("part-00002_stats.json").exists() {
-        assert!(
-            start.elapsed() < Duration::from_secs(120),
-            "no part committed in 2 minutes"
-        );
+        assert!(start.elapsed() < Duration::from_secs(120), "no part committed in 2 minutes");
         std::thread::sleep(Duration::from_millis(5));
     }
     child.kill().unwrap(); // SIGKILL
@@ -197,22 +142,13 @@ fn kill_9_then_rerun_gives_the_uninterrupted_result() {
         .count();
     assert!(done < 20, "killed before the end ({done} of 20 parts done)");
     expand(&killed);
-    assert_eq!(
-        part_hashes(&stage),
-        part_hashes(&dir.path().join("runs/whole/expand"))
-    );
+    assert_eq!(part_hashes(&stage), part_hashes(&dir.path().join("runs/whole/expand")));
 }
 
 #[test]
 fn geneval_expansion_follows_genevals_rules() {
     let dir = tempfile::tempdir().unwrap();
-    let cfg = write_config(
-        dir.path(),
-        "g",
-        "builtin:geneval",
-        553,
-        "write_geneval = true",
-    );
+    let cfg = write_config(dir.path(), "g", "builtin:geneval", 553, "write_geneval = true");
     expand(&cfg);
     let stage = dir.path().join("runs/g/expand");
     let df = read_parts(&stage);
@@ -240,10 +176,7 @@ fn geneval_expansion_follows_genevals_rules() {
         let inc = m["include"].as_array().unwrap();
         match m["tag"].as_str().unwrap() {
             "colors" | "color_attr" => {
-                assert!(
-                    inc.iter().all(|o| o["class"] != "person"),
-                    "no coloured person: {line}"
-                );
+                assert!(inc.iter().all(|o| o["class"] != "person"), "no coloured person: {line}");
                 if m["tag"] == "color_attr" {
                     assert_ne!(inc[0]["color"], inc[1]["color"], "{line}");
                 }
@@ -258,10 +191,5 @@ fn geneval_expansion_follows_genevals_rules() {
         }
     }
     // Single objects: all 80 classes exactly once (the family's capacity is 80).
-    assert_eq!(
-        meta.lines()
-            .filter(|l| l.contains("\"single_object\""))
-            .count(),
-        80
-    );
+    assert_eq!(meta.lines().filter(|l| l.contains("\"single_object\"")).count(), 80);
 }

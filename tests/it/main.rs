@@ -2,6 +2,7 @@
 
 mod cli;
 mod expand;
+mod generate;
 mod report;
 mod schemas;
 mod taxonomies;
@@ -16,11 +17,7 @@ pub fn root() -> PathBuf {
 }
 
 pub fn lightgen(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_lightgen"))
-        .args(args)
-        .current_dir(root())
-        .output()
-        .expect("runs lightgen")
+    Command::new(env!("CARGO_BIN_EXE_lightgen")).args(args).current_dir(root()).output().expect("runs lightgen")
 }
 
 /// Writes a run config into `dir` whose taxonomy is `taxonomy` (absolute or builtin:).
@@ -46,11 +43,7 @@ pub fn read_parts(stage_dir: &Path) -> polars::prelude::DataFrame {
     use polars::prelude::*;
     let mut frames = Vec::new();
     for p in lightgen::pipeline::shard::committed_parts(stage_dir).unwrap() {
-        frames.push(
-            ParquetReader::new(std::fs::File::open(p).unwrap())
-                .finish()
-                .unwrap(),
-        );
+        frames.push(ParquetReader::new(std::fs::File::open(p).unwrap()).finish().unwrap());
     }
     let mut df = frames.remove(0);
     for f in frames {

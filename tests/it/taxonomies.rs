@@ -10,43 +10,20 @@ fn load(name: &str) -> Taxonomy {
 }
 
 fn slot<'a>(t: &'a Taxonomy, name: &str) -> Vec<&'a str> {
-    t.slots
-        .iter()
-        .find(|s| s.name == name)
-        .unwrap()
-        .values
-        .iter()
-        .map(|v| v.text.as_str())
-        .collect()
+    t.slots.iter().find(|s| s.name == name).unwrap().values.iter().map(|v| v.text.as_str()).collect()
 }
 
-const COLORS: [&str; 10] = [
-    "red", "orange", "yellow", "green", "blue", "purple", "pink", "brown", "black", "white",
-];
-const FAMILIES: [&str; 6] = [
-    "single_object",
-    "two_object",
-    "counting",
-    "colors",
-    "position",
-    "color_attr",
-];
+const COLORS: [&str; 10] = ["red", "orange", "yellow", "green", "blue", "purple", "pink", "brown", "black", "white"];
+const FAMILIES: [&str; 6] = ["single_object", "two_object", "counting", "colors", "position", "color_attr"];
 
 #[test]
 fn shapes_world_covers_genevals_axes() {
     let t = load("shapes");
     assert!(slot(&t, "shape").len() >= 10);
-    assert_eq!(
-        slot(&t, "color").into_iter().collect::<BTreeSet<_>>(),
-        COLORS.into_iter().collect()
-    );
+    assert_eq!(slot(&t, "color").into_iter().collect::<BTreeSet<_>>(), COLORS.into_iter().collect());
     assert_eq!(slot(&t, "count"), vec!["1", "2", "3", "4"]);
     assert_eq!(slot(&t, "relation").len(), 4);
-    assert!(
-        slot(&t, "size").len() >= 2
-            && slot(&t, "background").len() >= 2
-            && slot(&t, "style").len() >= 2
-    );
+    assert!(slot(&t, "size").len() >= 2 && slot(&t, "background").len() >= 2 && slot(&t, "style").len() >= 2);
     let fams: BTreeSet<&str> = t.families.iter().map(|f| f.name.as_str()).collect();
     assert_eq!(fams, FAMILIES.into_iter().collect());
 }
@@ -71,9 +48,7 @@ fn general_is_broad() {
 #[test]
 fn builtins_are_the_shipped_files() {
     for (name, text) in lightgen::taxonomy::BUILTIN {
-        let file =
-            std::fs::read_to_string(crate::root().join("prompts").join(format!("{name}.toml")))
-                .unwrap();
+        let file = std::fs::read_to_string(crate::root().join("prompts").join(format!("{name}.toml"))).unwrap();
         assert_eq!(&file, text);
         Taxonomy::load(&format!("builtin:{name}"), Path::new(".")).unwrap();
     }

@@ -32,28 +32,14 @@ fn analyzer_agrees_with_clean_renders() {
         if agrees(&dets, &r.scene.objects) {
             agree += 1;
         } else if misses.len() < 15 {
-            let d: Vec<(String, String)> = dets
-                .iter()
-                .map(|d| (d.class.clone(), d.color.clone()))
-                .collect();
-            let t: Vec<(String, String)> = r
-                .scene
-                .objects
-                .iter()
-                .map(|d| (d.class.clone(), d.color.clone()))
-                .collect();
-            misses.push(format!(
-                "{:?} style {} -> truth {t:?} found {d:?}",
-                req.spec.prompt, r.scene.style
-            ));
+            let d: Vec<(String, String)> = dets.iter().map(|d| (d.class.clone(), d.color.clone())).collect();
+            let t: Vec<(String, String)> = r.scene.objects.iter().map(|d| (d.class.clone(), d.color.clone())).collect();
+            misses.push(format!("{:?} style {} -> truth {t:?} found {d:?}", req.spec.prompt, r.scene.style));
         }
     }
     let rate = agree as f64 / reqs.len() as f64;
     eprintln!("agreement {rate:.4}\n{}", misses.join("\n"));
-    assert!(
-        rate >= 0.99,
-        "analyzer agrees with the drawn scene on {rate:.4} of clean images"
-    );
+    assert!(rate >= 0.99, "analyzer agrees with the drawn scene on {rate:.4} of clean images");
 }
 
 #[test]
@@ -78,10 +64,7 @@ fn analyzer_catches_injected_failures() {
     eprintln!("injected {bad}, caught {recall:.4}; correct {good}, rejected {false_reject:.4}");
     assert!(bad > 150, "the default rates inject failures ({bad})");
     assert!(recall >= 0.95, "caught {recall:.4} of injected failures");
-    assert!(
-        false_reject <= 0.02,
-        "rejected {false_reject:.4} of correct images"
-    );
+    assert!(false_reject <= 0.02, "rejected {false_reject:.4} of correct images");
 }
 
 /// Agreement of the analyzer with the drawn scene after `degrade`, over 600 clean renders.
@@ -106,11 +89,7 @@ fn analyzer_reads_degraded_student_like_images() {
         // Uniform noise of ±8/255 per channel, seeded per image.
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
         image::RgbImage::from_fn(img.width(), img.height(), |x, y| {
-            image::Rgb(
-                img.get_pixel(x, y)
-                    .0
-                    .map(|c| (c as i32 + rng.random_range(-8..=8)).clamp(0, 255) as u8),
-            )
+            image::Rgb(img.get_pixel(x, y).0.map(|c| (c as i32 + rng.random_range(-8..=8)).clamp(0, 255) as u8))
         })
     };
     let shifted = |img: image::RgbImage, _| {
@@ -124,11 +103,7 @@ fn analyzer_reads_degraded_student_like_images() {
     // (what, agreement, bar). Measured when written: 0.985, 0.91, 0.998, 0.997, 0.995, 0.975.
     let results = [
         ("3x3 blur", agreement_after(64, |i, _| blur(&i)), 0.97),
-        (
-            "blur twice",
-            agreement_after(64, |i, _| blur(&blur(&i))),
-            0.88,
-        ),
+        ("blur twice", agreement_after(64, |i, _| blur(&blur(&i))), 0.88),
         ("noise", agreement_after(64, noisy), 0.98),
         ("colour shift", agreement_after(64, shifted), 0.98),
         ("48 px", agreement_after(48, |i, _| i), 0.98),

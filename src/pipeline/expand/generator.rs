@@ -27,24 +27,15 @@ pub struct Prompt {
 /// redistributing what a capped item cannot take (water-filling).
 pub fn allocate(target: u64, share: &[f64], cap: &[f64]) -> Vec<u64> {
     let mut quota = vec![0u64; share.len()];
-    let mut open: Vec<usize> = (0..share.len())
-        .filter(|&i| cap[i] >= 1.0 && share[i] > 0.0)
-        .collect();
+    let mut open: Vec<usize> = (0..share.len()).filter(|&i| cap[i] >= 1.0 && share[i] > 0.0).collect();
     let mut left = target;
     while left > 0 && !open.is_empty() {
         let total: f64 = open.iter().map(|&i| share[i]).sum();
-        let exact: Vec<f64> = open
-            .iter()
-            .map(|&i| left as f64 * share[i] / total)
-            .collect();
+        let exact: Vec<f64> = open.iter().map(|&i| left as f64 * share[i] / total).collect();
         let mut give: Vec<u64> = exact.iter().map(|x| x.floor() as u64).collect();
         let mut rest = left - give.iter().sum::<u64>();
         let mut order: Vec<usize> = (0..open.len()).collect();
-        order.sort_by(|&a, &b| {
-            (exact[b] - exact[b].floor())
-                .total_cmp(&(exact[a] - exact[a].floor()))
-                .then(a.cmp(&b))
-        });
+        order.sort_by(|&a, &b| (exact[b] - exact[b].floor()).total_cmp(&(exact[a] - exact[a].floor())).then(a.cmp(&b)));
         for &o in order.iter().cycle().take(open.len().max(rest as usize)) {
             if rest == 0 {
                 break;
@@ -110,11 +101,7 @@ impl<'a> Generator<'a> {
         let n = tax.templates.len();
         let mut g = Generator {
             tax,
-            samplers: tax
-                .templates
-                .iter()
-                .map(|t| TemplateSampler::new(tax, t, seed))
-                .collect(),
+            samplers: tax.templates.iter().map(|t| TemplateSampler::new(tax, t, seed)).collect(),
             quota,
             produced: vec![0; n],
             exhausted: vec![false; n],
@@ -160,13 +147,7 @@ impl<'a> Generator<'a> {
             .templates
             .iter()
             .enumerate()
-            .map(|(t, tp)| {
-                if self.exhausted[t] {
-                    0.0
-                } else {
-                    (tp.capacity - self.produced[t] as f64).max(0.0)
-                }
-            })
+            .map(|(t, tp)| if self.exhausted[t] { 0.0 } else { (tp.capacity - self.produced[t] as f64).max(0.0) })
             .collect();
         let extra = allocate(left, &share, &cap);
         for t in 0..self.quota.len() {
@@ -184,11 +165,7 @@ impl<'a> Generator<'a> {
 
     /// Renders an assignment given as local indices into each var's allowed values.
     fn assemble(&self, t: &Template, local: &[u32]) -> (Vec<u32>, String) {
-        let values: Vec<u32> = local
-            .iter()
-            .zip(&t.vars)
-            .map(|(&l, v)| v.allowed[l as usize])
-            .collect();
+        let values: Vec<u32> = local.iter().zip(&t.vars).map(|(&l, v)| v.allowed[l as usize]).collect();
         let mut text = String::with_capacity(64);
         self.tax.render(t, &t.pieces, &values, &mut text);
         (values, text)
@@ -214,11 +191,7 @@ impl<'a> Generator<'a> {
                 let seen = &self.seen;
                 let tax = self.tax;
                 self.samplers[ti].enumerate_rest(|l| {
-                    let values: Vec<u32> = l
-                        .iter()
-                        .zip(&t.vars)
-                        .map(|(&x, v)| v.allowed[x as usize])
-                        .collect();
+                    let values: Vec<u32> = l.iter().zip(&t.vars).map(|(&x, v)| v.allowed[x as usize]).collect();
                     let mut text = String::new();
                     tax.render(t, &t.pieces, &values, &mut text);
                     !seen.contains(&Self::text_key(&text))
@@ -231,10 +204,7 @@ impl<'a> Generator<'a> {
     /// Stable id: blake3 over taxonomy name and version, template id and the assignment.
     pub fn prompt_id(tax: &Taxonomy, t: &Template, values: &[u32]) -> String {
         let mut h = blake3::Hasher::new();
-        h.update(tax.name.as_bytes())
-            .update(b"\0")
-            .update(tax.version.as_bytes())
-            .update(b"\0");
+        h.update(tax.name.as_bytes()).update(b"\0").update(tax.version.as_bytes()).update(b"\0");
         h.update(t.id.as_bytes());
         for (v, &i) in t.vars.iter().zip(values) {
             h.update(b"\0").update(v.name.as_bytes()).update(b"=");
@@ -254,10 +224,7 @@ impl Iterator for Generator<'_> {
                 Some((values, text)) => {
                     self.produced[ti] += 1;
                     if self.produced[ti] < self.quota[ti] {
-                        self.heap.push(Due(
-                            (self.produced[ti] as f64 + 0.5) / self.quota[ti] as f64,
-                            ti,
-                        ));
+                        self.heap.push(Due((self.produced[ti] as f64 + 0.5) / self.quota[ti] as f64, ti));
                     }
                     let t = &self.tax.templates[ti];
                     let prompt = Prompt {
@@ -328,10 +295,7 @@ vars = { x = "x", y = "y", z = "y" }
         // Asking for more than exists stops at the maximum (3 + 3·8·8 = 195).
         let all: Vec<Prompt> = Generator::new(&tax, 1000, 1).collect();
         assert_eq!(all.len(), 195);
-        assert_eq!(
-            all.iter().map(|p| &p.text).collect::<HashSet<_>>().len(),
-            195
-        );
+        assert_eq!(all.iter().map(|p| &p.text).collect::<HashSet<_>>().len(), 195);
     }
 
     #[test]

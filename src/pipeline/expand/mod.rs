@@ -70,16 +70,14 @@ pub fn run(plan: &Plan, opts: &ExpandOptions) -> Result<ExpandSummary> {
     let mut batch: Vec<Prompt> = Vec::with_capacity(cfg.row_group_size as usize);
     let mut per_family: BTreeMap<String, u64> = BTreeMap::new();
     loop {
-        let done = shard::done_part(&dir, part, &plan.hash).is_some();
+        let done = shard::done_part(&dir, part, plan.stage_hash("expand")).is_some();
         let mut writer: Option<(AtomicFile, Option<ParquetBatchedWriter>)> = None;
         let mut rows = 0u64;
         let mut fam_counts: BTreeMap<String, u64> = BTreeMap::new();
         while rows < cfg.part_size {
             let Some(p) = generator.next() else { break };
             rows += 1;
-            *fam_counts
-                .entry(tax.families[tax.templates[p.template].family].name.clone())
-                .or_default() += 1;
+            *fam_counts.entry(tax.families[tax.templates[p.template].family].name.clone()).or_default() += 1;
             if done {
                 continue; // regenerate to keep the stream's state, write nothing
             }
@@ -105,15 +103,13 @@ pub fn run(plan: &Plan, opts: &ExpandOptions) -> Result<ExpandSummary> {
             write_batch(&dir, part, tax, &mut batch, &mut writer, cfg.row_group_size)?;
             let (file, bw) = writer.take().expect("a part with rows has a writer");
             let path = file.path().to_path_buf();
-            bw.expect("writer was opened")
-                .finish()
-                .map_err(|e| Error::polars(&path, e))?;
+            bw.expect("writer was opened").finish().map_err(|e| Error::polars(&path, e))?;
             file.commit()?;
             shard::commit_part(
                 &dir,
                 part,
                 rows,
-                &plan.hash,
+                plan.stage_hash("expand"),
                 serde_json::json!({ "families": fam_counts }),
             )?;
         }
@@ -138,10 +134,7 @@ pub fn run(plan: &Plan, opts: &ExpandOptions) -> Result<ExpandSummary> {
     };
     let mut json = serde_json::to_value(&summary).expect("summary serialises");
     json["seconds"] = serde_json::Value::Null; // keep the file identical across reruns
-    shard::write_atomic(
-        &dir.join("summary.json"),
-        &serde_json::to_vec_pretty(&json).expect("json"),
-    )?;
+    shard::write_atomic(&dir.join("summary.json"), &serde_json::to_vec_pretty(&json).expect("json"))?;
     Ok(summary)
 }
 
@@ -165,10 +158,7 @@ fn write_batch(
     }
     let (file, bw) = writer.as_mut().expect("just set");
     if bw.is_none() {
-        let f = file
-            .file()
-            .try_clone()
-            .map_err(|e| Error::io(file.path(), e))?;
+        let f = file.file().try_clone().map_err(|e| Error::io(file.path(), e))?;
         let w = ParquetWriter::new(f)
             .with_compression(ParquetCompression::Zstd(None))
             .with_row_group_size(Some(row_group as usize))
@@ -176,10 +166,7 @@ fn write_batch(
             .map_err(|e| Error::polars(&dest, e))?;
         *bw = Some(w);
     }
-    bw.as_mut()
-        .expect("just set")
-        .write_batch(&df)
-        .map_err(|e| Error::polars(&dest, e))
+    bw.as_mut().expect("just set").write_batch(&df).map_err(|e| Error::polars(&dest, e))
 }
 
 /// Writes GenEval's `evaluation_metadata.jsonl` (one spec per line) and
@@ -190,10 +177,8 @@ fn export_geneval(dir: &std::path::Path) -> Result<()> {
     for path in shard::committed_parts(dir)? {
         let pe = |e| Error::polars(&path, e);
         let file = std::fs::File::open(&path).map_err(|e| Error::io(&path, e))?;
-        let df = ParquetReader::new(file)
-            .with_columns(Some(vec!["prompt".into(), "spec".into()]))
-            .finish()
-            .map_err(pe)?;
+        let df =
+            ParquetReader::new(file).with_columns(Some(vec!["prompt".into(), "spec".into()])).finish().map_err(pe)?;
         let texts = df.column("prompt").map_err(pe)?.str().map_err(pe)?.clone();
         let specs = df.column("spec").map_err(pe)?.str().map_err(pe)?.clone();
         for (t, s) in texts.iter().zip(specs.iter()) {

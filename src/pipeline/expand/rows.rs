@@ -8,16 +8,8 @@ use super::generator::Prompt;
 use crate::taxonomy::{Piece, SpecObject, Taxonomy, Template};
 
 /// Column names, in file order. Slot columns follow as `slot_<name>` (list of strings).
-pub const COLUMNS: &[&str] = &[
-    "index",
-    "prompt_id",
-    "prompt",
-    "family",
-    "template",
-    "vars",
-    "spec",
-    "taxonomy_version",
-];
+pub const COLUMNS: &[&str] =
+    &["index", "prompt_id", "prompt", "family", "template", "vars", "spec", "taxonomy_version"];
 
 /// The GenEval-style metadata of a prompt, or `None` for templates without a spec.
 pub fn spec_json(tax: &Taxonomy, t: &Template, values: &[u32], text: &str) -> Option<Json> {
@@ -33,12 +25,8 @@ pub fn spec_json(tax: &Taxonomy, t: &Template, values: &[u32], text: &str) -> Op
         let mut m = Map::new();
         m.insert("class".into(), json!(render(&o.class)));
         // "{n}+1" renders as "3+1": a sum of whole numbers (validated at compile time).
-        let count: u64 = o.count.as_ref().map_or(1, |c| {
-            render(c)
-                .split('+')
-                .filter_map(|x| x.trim().parse::<u64>().ok())
-                .sum()
-        });
+        let count: u64 =
+            o.count.as_ref().map_or(1, |c| render(c).split('+').filter_map(|x| x.trim().parse::<u64>().ok()).sum());
         m.insert("count".into(), json!(count));
         if let Some(c) = &o.color {
             m.insert("color".into(), json!(render(c)));
@@ -61,9 +49,7 @@ pub fn slot_values(tax: &Taxonomy, p: &Prompt) -> std::collections::BTreeMap<Str
     let t = &tax.templates[p.template];
     let mut m: std::collections::BTreeMap<String, Vec<String>> = Default::default();
     for (v, &i) in t.vars.iter().zip(&p.values) {
-        m.entry(tax.slots[v.slot].name.clone())
-            .or_default()
-            .push(tax.slots[v.slot].values[i as usize].text.clone());
+        m.entry(tax.slots[v.slot].name.clone()).or_default().push(tax.slots[v.slot].values[i as usize].text.clone());
     }
     m
 }
@@ -78,11 +64,8 @@ pub fn frame(tax: &Taxonomy, batch: &[Prompt]) -> PolarsResult<DataFrame> {
     let mut templates = Vec::with_capacity(n);
     let mut vars = Vec::with_capacity(n);
     let mut specs: Vec<Option<String>> = Vec::with_capacity(n);
-    let mut slot_lists: Vec<ListStringChunkedBuilder> = tax
-        .slots
-        .iter()
-        .map(|s| ListStringChunkedBuilder::new(format!("slot_{}", s.name).into(), n, n))
-        .collect();
+    let mut slot_lists: Vec<ListStringChunkedBuilder> =
+        tax.slots.iter().map(|s| ListStringChunkedBuilder::new(format!("slot_{}", s.name).into(), n, n)).collect();
     for p in batch {
         let t = &tax.templates[p.template];
         index.push(p.index);
@@ -98,9 +81,7 @@ pub fn frame(tax: &Taxonomy, batch: &[Prompt]) -> PolarsResult<DataFrame> {
         specs.push(spec_json(tax, t, &p.values, &p.text).map(|j| j.to_string()));
         for (s, builder) in slot_lists.iter_mut().enumerate() {
             let vals = t.vars.iter().zip(&p.values).filter(|(v, _)| v.slot == s);
-            builder.append_values_iter(
-                vals.map(|(v, &i)| tax.slots[v.slot].values[i as usize].text.as_str()),
-            );
+            builder.append_values_iter(vals.map(|(v, &i)| tax.slots[v.slot].values[i as usize].text.as_str()));
         }
     }
     let version = format!("{}@{}", tax.name, tax.version);
@@ -114,10 +95,6 @@ pub fn frame(tax: &Taxonomy, batch: &[Prompt]) -> PolarsResult<DataFrame> {
         Column::new("spec".into(), specs),
         Column::new("taxonomy_version".into(), vec![version.as_str(); n]),
     ];
-    columns.extend(
-        slot_lists
-            .iter_mut()
-            .map(|b| b.finish().into_series().into_column()),
-    );
+    columns.extend(slot_lists.iter_mut().map(|b| b.finish().into_series().into_column()));
     DataFrame::new(n, columns)
 }

@@ -59,12 +59,7 @@ impl TemplateSampler {
         let ids: Vec<Vec<u32>> = t
             .vars
             .iter()
-            .map(|v| {
-                v.allowed
-                    .iter()
-                    .map(|&i| tax.slots[v.slot].values[i as usize].id)
-                    .collect()
-            })
+            .map(|v| v.allowed.iter().map(|&i| tax.slots[v.slot].values[i as usize].id).collect())
             .collect();
         let mut differ = vec![Vec::new(); n];
         for &(a, b) in &t.distinct {
@@ -79,11 +74,7 @@ impl TemplateSampler {
                 if cells <= MAX_PAIR_CELLS {
                     pair_of[a][b] = Some(pairs.len());
                     pair_of[b][a] = Some(pairs.len());
-                    pairs.push(PairTable {
-                        a,
-                        b,
-                        counts: vec![0; cells],
-                    });
+                    pairs.push(PairTable { a, b, counts: vec![0; cells] });
                 }
             }
         }
@@ -94,12 +85,7 @@ impl TemplateSampler {
             probs: t.vars.iter().map(|v| v.probs.clone()).collect(),
             ids,
             differ,
-            decks: (0..n)
-                .map(|_| Deck {
-                    cards: Vec::new(),
-                    pos: 0,
-                })
-                .collect(),
+            decks: (0..n).map(|_| Deck { cards: Vec::new(), pos: 0 }).collect(),
             pair_of,
             pairs,
             draws: 0,
@@ -137,11 +123,8 @@ impl TemplateSampler {
         let mut all = Vec::new();
         let mut cur = vec![0u32; sizes.len()];
         'outer: loop {
-            let valid = (0..cur.len()).all(|j| {
-                self.differ[j]
-                    .iter()
-                    .all(|&i| self.ids[i][cur[i] as usize] != self.ids[j][cur[j] as usize])
-            });
+            let valid = (0..cur.len())
+                .all(|j| self.differ[j].iter().all(|&i| self.ids[i][cur[i] as usize] != self.ids[j][cur[j] as usize]));
             if valid && keep(&cur) {
                 all.push(cur.clone());
             }
@@ -186,9 +169,7 @@ impl TemplateSampler {
         // Every card in the window clashes with a `distinct` partner: take any value that does not.
         let k = self.ids[j].len() as u32;
         let start = self.rng.random_range(0..k);
-        (0..k)
-            .map(|o| (start + o) % k)
-            .find(|&c| !self.conflicts(j, c, chosen))
+        (0..k).map(|o| (start + o) % k).find(|&c| !self.conflicts(j, c, chosen))
     }
 
     /// How often the pairs of `card` (for var j) with the vars chosen so far were seen.
@@ -210,9 +191,7 @@ impl TemplateSampler {
 
     fn conflicts(&self, j: usize, card: u32, chosen: &[u32]) -> bool {
         let id = self.ids[j][card as usize];
-        self.differ[j]
-            .iter()
-            .any(|&i| chosen[i] != UNSET && self.ids[i][chosen[i] as usize] == id)
+        self.differ[j].iter().any(|&i| chosen[i] != UNSET && self.ids[i][chosen[i] as usize] == id)
     }
 
     /// A new shuffled deck: each value once when weights are equal, else about 2k cards
@@ -237,8 +216,7 @@ impl TemplateSampler {
                 deck.cards.extend(std::iter::repeat_n(c as u32, copies));
             }
             if deck.cards.is_empty() {
-                deck.cards
-                    .push(sample_weighted(&mut self.rng, probs) as u32);
+                deck.cards.push(sample_weighted(&mut self.rng, probs) as u32);
             }
         }
         deck.cards.shuffle(&mut self.rng);
@@ -329,21 +307,13 @@ distinct = {}
         let mut total = 0;
         for seed in 0..20 {
             let draws = draw(&t, 35, seed);
-            let seen: std::collections::HashSet<(u32, u32)> =
-                draws.iter().map(|d| (d[0], d[2])).collect();
+            let seen: std::collections::HashSet<(u32, u32)> = draws.iter().map(|d| (d[0], d[2])).collect();
             worst = worst.min(seen.len());
             total += seen.len();
         }
-        eprintln!(
-            "pairs covered after 35 draws: worst {worst}, mean {}",
-            total as f64 / 20.0
-        );
+        eprintln!("pairs covered after 35 draws: worst {worst}, mean {}", total as f64 / 20.0);
         assert!(worst >= 27, "worst seed covers only {worst} of 35 pairs");
-        assert!(
-            total >= 30 * 20,
-            "mean coverage {} below 30 of 35",
-            total as f64 / 20.0
-        );
+        assert!(total >= 30 * 20, "mean coverage {} below 30 of 35", total as f64 / 20.0);
         // And after 3 × 35 draws, all of them, on every seed.
         for seed in 0..20 {
             let seen: std::collections::HashSet<(u32, u32)> =

@@ -1,0 +1,47 @@
+//! `builtin:shapes`: the shapes world as a teacher.
+
+use serde_json::json;
+
+use super::{Output, Request, Teacher};
+use crate::world::render::{render, Imperfections};
+use crate::world::SceneRequest;
+
+pub struct ShapesTeacher {
+    imperfections: Imperfections,
+}
+
+impl ShapesTeacher {
+    pub fn new(imperfections: Imperfections) -> ShapesTeacher {
+        ShapesTeacher { imperfections }
+    }
+
+    fn one(&self, r: &Request<'_>) -> Result<Output, String> {
+        if r.width != r.height {
+            return Err(format!("the shapes world draws square images; asked for {}x{}", r.width, r.height));
+        }
+        let req = SceneRequest::from_prompt(r.prompt.spec.as_deref(), &r.prompt.slots)?;
+        let out = render(&req, r.seed, r.width, &self.imperfections)?;
+        Ok(Output {
+            image: out.image,
+            params: json!({
+                "teacher": self.id(),
+                "prompt": r.prompt.text,
+                "seed": r.seed,
+                "width": r.width,
+                "height": r.height,
+                "imperfections": self.imperfections,
+            }),
+            truth: Some(serde_json::to_value(&out.scene).expect("scene serialises")),
+        })
+    }
+}
+
+impl Teacher for ShapesTeacher {
+    fn id(&self) -> &str {
+        "builtin:shapes"
+    }
+
+    fn generate(&self, batch: &[Request<'_>]) -> Vec<Result<Output, String>> {
+        batch.iter().map(|r| self.one(r)).collect()
+    }
+}

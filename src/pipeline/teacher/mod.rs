@@ -1,0 +1,66 @@
+//! Teachers: whatever turns a prompt into an image. The `generate` stage sees only this trait;
+//! the built-in shapes world is the first implementation (HTTP and ONNX teachers follow).
+
+pub mod builtin;
+
+use std::collections::BTreeMap;
+
+use image::RgbImage;
+
+use crate::config::GenerateConfig;
+use crate::error::{Error, Result};
+
+/// A prompt as the teacher sees it: text, and for structured worlds the spec and slot values.
+#[derive(Debug, Clone)]
+pub struct PromptRow {
+    pub index: u64,
+    pub prompt_id: String,
+    pub text: String,
+    pub family: String,
+    /// GenEval-style spec (JSON), when the taxonomy declares one.
+    pub spec: Option<String>,
+    /// slot → values taken, from the `slot_*` columns.
+    pub slots: BTreeMap<String, Vec<String>>,
+}
+
+/// One image to make.
+#[derive(Debug, Clone, Copy)]
+pub struct Request<'a> {
+    pub prompt: &'a PromptRow,
+    pub seed: u64,
+    pub width: u32,
+    pub height: u32,
+}
+
+/// A teacher's answer for one request.
+#[derive(Debug, Clone)]
+pub struct Output {
+    pub image: RgbImage,
+    /// The exact request parameters as the teacher used them (recorded per sample).
+    pub params: serde_json::Value,
+    /// What the teacher knows it drew (the shapes world's ground truth), if anything.
+    pub truth: Option<serde_json::Value>,
+}
+
+/// Makes images. One failed request is a per-sample error, never a failed batch.
+pub trait Teacher: Send + Sync {
+    /// Stable id recorded in every sample, e.g. `builtin:shapes`.
+    fn id(&self) -> &str;
+    /// How many requests the teacher prefers per call.
+    fn batch_size(&self) -> usize {
+        1
+    }
+    /// One result per request, in order.
+    fn generate(&self, batch: &[Request<'_>]) -> Vec<std::result::Result<Output, String>>;
+}
+
+/// The teacher a config names.
+pub fn from_config(cfg: &GenerateConfig) -> Result<Box<dyn Teacher>> {
+    match cfg.teacher.as_str() {
+        "builtin:shapes" => Ok(Box::new(builtin::ShapesTeacher::new(cfg.shapes.clone()))),
+        other => Err(Error::invalid(
+            "generate.teacher",
+            format!("unknown teacher \"{other}\"; known: {}", crate::config::TEACHERS.join(", ")),
+        )),
+    }
+}
