@@ -66,7 +66,8 @@ fn generates_every_sample_with_its_record() {
     assert_ne!(all[0].blake3, all[1].blake3);
     let out = lightgen(&["report", "generate", dir.path().join("runs/g").to_str().unwrap()]);
     assert!(out.status.success(), "{}", stderr(&out));
-    let report: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.path().join("runs/g/reports/generate.json")).unwrap()).unwrap();
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("runs/g/reports/generate.json")).unwrap()).unwrap();
     assert_eq!(report["filter"]["judged"], 300);
     assert!(report["filter"]["recall"].as_f64().unwrap() >= 0.95, "{}", stdout(&out));
     assert!(dir.path().join("runs/g/reports/generate_grid.png").exists());
@@ -115,7 +116,8 @@ fn rerun_makes_only_the_failed_samples_again() {
         broken[i].error = Some("HTTP 503".into());
     }
     write_part(&stage, 0, &broken).unwrap();
-    let stats: shard::PartStats = serde_json::from_slice(&std::fs::read(stage.join(shard::stats_name(0))).unwrap()).unwrap();
+    let stats: shard::PartStats =
+        serde_json::from_slice(&std::fs::read(stage.join(shard::stats_name(0))).unwrap()).unwrap();
     shard::commit_part(&stage, 0, 100, &stats.plan, serde_json::json!({ "ok": 98, "failed": 2 })).unwrap();
     let summary = run(&["generate", "-q", "--json", "--config", cfg.to_str().unwrap()]);
     assert_eq!(summary["parts_repaired"], 1);
@@ -160,7 +162,8 @@ fn changing_generate_settings_keeps_the_expand_stage() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = config(dir.path(), "k", "builtin:shapes", 30, 100);
     run(&["distill", "-q", "--config", cfg.to_str().unwrap()]);
-    let other = write_config(dir.path(), "k", "builtin:shapes", 30, &format!("{GENERATE}part_size = 100\nformat = \"jpeg\"\n"));
+    let other =
+        write_config(dir.path(), "k", "builtin:shapes", 30, &format!("{GENERATE}part_size = 100\nformat = \"jpeg\"\n"));
     let out = lightgen(&["distill", "-q", "--config", other.to_str().unwrap()]);
     assert!(!out.status.success(), "generate settings changed: its stage is refused");
     assert!(stderr(&out).contains("runs/k/generate: was written by another config"), "{}", stderr(&out));
