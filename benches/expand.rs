@@ -32,6 +32,7 @@ fn bench(c: &mut Criterion) {
             write_geneval: false,
         },
         generate: None,
+        curate: None,
     };
     let plan = Plan::resolve(config, &dir.path().join("bench.toml"), &Overrides::default()).unwrap();
     g.bench_function("parquet_general_100k", |b| {

@@ -26,7 +26,10 @@ pub enum Command {
     Expand(StageArgs),
     /// Render every prompt with the configured teacher (runs/<name>/generate).
     Generate(StageArgs),
-    /// Run every data stage that exists so far (expand, generate), then their reports.
+    /// Remove duplicates and filter by prompt–image score; every sample gets a decision
+    /// (runs/<name>/curate).
+    Curate(StageArgs),
+    /// Run every data stage that exists so far (expand, generate, curate), then their reports.
     Distill(StageArgs),
     /// Reports over a run folder, as a table, JSON and PNG.
     #[command(subcommand)]
@@ -76,6 +79,15 @@ pub struct StageArgs {
 pub enum ReportCommand {
     /// Diversity of the expanded prompts: slot coverage and entropy, pair coverage, distinct-n.
     Prompts {
+        /// The run folder, e.g. runs/shapes.
+        run: PathBuf,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Curation: counts per reason, pass rates per family and slot value, share changes, score
+    /// histograms, borderline images and, for the shapes world, precision and recall.
+    Curate {
         /// The run folder, e.g. runs/shapes.
         run: PathBuf,
         /// Print the report as JSON.

@@ -11,9 +11,10 @@ use clap::Parser;
 
 use cli::{Cli, Command, ReportCommand, StageArgs};
 use lightgen::config::{Overrides, Plan};
+use lightgen::pipeline::curate::{self, CurateOptions, CurateSummary};
 use lightgen::pipeline::expand::{self, ExpandOptions, ExpandSummary};
 use lightgen::pipeline::generate::{self, GenerateOptions, GenerateSummary};
-use lightgen::report::{generate as generate_report, prompts};
+use lightgen::report::{curate as curate_report, generate as generate_report, prompts};
 use lightgen::taxonomy::Taxonomy;
 
 fn main() -> ExitCode {
@@ -59,6 +60,12 @@ fn run(command: Command, progress: bool) -> Result<()> {
                 print_generate(&generate::run(&plan, &opts)?, args.json);
             }
         }
+        Command::Curate(args) => {
+            if let Some(plan) = plan(&args)? {
+                let opts = CurateOptions { force: args.force, progress, threads: args.threads };
+                print_curate(&curate::run(&plan, &opts)?, args.json);
+            }
+        }
         Command::Distill(args) => {
             if let Some(plan) = plan(&args)? {
                 let summary = expand::run(&plan, &ExpandOptions { force: args.force, progress })?;
@@ -75,6 +82,14 @@ fn run(command: Command, progress: bool) -> Result<()> {
                     if !args.json {
                         println!("\n{}", generate_report::table(&report));
                     }
+                    if plan.config.curate.is_some() {
+                        let opts = CurateOptions { force: args.force, progress, threads: args.threads };
+                        print_curate(&curate::run(&plan, &opts)?, args.json);
+                        let (report, _) = curate_report::run(&plan.run_dir)?;
+                        if !args.json {
+                            println!("\n{}", curate_report::table(&report));
+                        }
+                    }
                 }
                 if !args.json {
                     println!("reports: {}", out.display());
@@ -88,6 +103,15 @@ fn run(command: Command, progress: bool) -> Result<()> {
             } else {
                 print!("{}", prompts::table(&report));
                 println!("written: {}/prompts.json, {}/prompts_coverage.png", out.display(), out.display());
+            }
+        }
+        Command::Report(ReportCommand::Curate { run, json }) => {
+            let (report, out) = curate_report::run(&run)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                print!("{}", curate_report::table(&report));
+                println!("written: {}/curate.json, curate_scores.png, curate_borderline.png", out.display());
             }
         }
         Command::Report(ReportCommand::Generate { run, json }) => {
@@ -142,6 +166,19 @@ fn print_expand(s: &ExpandSummary, json: bool) {
     let fams: Vec<String> = s.per_family.iter().map(|(k, v)| format!("{k} {v}")).collect();
     println!("families  {}", fams.join(", "));
     println!("dropped   {} duplicate draws", s.duplicates_dropped);
+}
+
+fn print_curate(s: &CurateSummary, json: bool) {
+    if json {
+        println!("{}", serde_json::to_string_pretty(s).expect("summary serialises"));
+        return;
+    }
+    println!(
+        "curate    {} samples: {} kept, {} rejected, scored by {} in {:.1}s ({:.0} images/s measured) → {}/curate",
+        s.samples, s.kept, s.rejected, s.scorer, s.seconds, s.images_per_second, s.run_dir
+    );
+    let reasons: Vec<String> = s.reasons.iter().map(|(k, v)| format!("{k} {v}")).collect();
+    println!("reasons   {}", reasons.join(", "));
 }
 
 fn print_generate(s: &GenerateSummary, json: bool) {

@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 use std::io::Cursor;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::Instant;
@@ -17,6 +17,7 @@ use image::{ExtendedColorType, ImageEncoder, RgbImage};
 use polars::prelude::*;
 use serde::Serialize;
 
+use super::prompts::PromptCursor;
 use super::shard::{self, AtomicFile};
 use super::teacher::{self, PromptRow, Request, Teacher};
 use crate::config::{GenerateConfig, ImageFormat, Plan};
@@ -310,86 +311,6 @@ pub fn encode(img: &RgbImage, cfg: &GenerateConfig) -> std::result::Result<Vec<u
     };
     res.map_err(|e| format!("encoding failed: {e}"))?;
     Ok(buf)
-}
-
-/// Reads prompts by index from the expand parts, one part in memory at a time.
-struct PromptCursor {
-    parts: Vec<PathBuf>,
-    /// (first index, rows) of the loaded part.
-    loaded: Option<(usize, u64, Vec<PromptRow>)>,
-    starts: Vec<u64>,
-}
-
-impl PromptCursor {
-    fn new(parts: Vec<PathBuf>) -> PromptCursor {
-        PromptCursor { parts, loaded: None, starts: Vec::new() }
-    }
-
-    /// Total prompts (from the parts' markers), and each part's first index.
-    fn count(&mut self) -> Result<u64> {
-        let mut n = 0;
-        self.starts.clear();
-        for p in &self.parts {
-            let stats_path = p
-                .with_file_name(p.file_name().unwrap_or_default().to_string_lossy().replace(".parquet", "_stats.json"));
-            let bytes = std::fs::read(&stats_path).map_err(|e| Error::io(&stats_path, e))?;
-            let st: shard::PartStats = serde_json::from_slice(&bytes).map_err(|e| {
-                Error::invalid(stats_path.display().to_string(), format!("unreadable part marker: {e}"))
-            })?;
-            self.starts.push(n);
-            n += st.rows;
-        }
-        Ok(n)
-    }
-
-    fn get(&mut self, index: u64) -> Result<PromptRow> {
-        let part = self.starts.partition_point(|&s| s <= index).saturating_sub(1);
-        if self.loaded.as_ref().is_none_or(|(p, _, _)| *p != part) {
-            let rows = read_prompts(&self.parts[part])?;
-            self.loaded = Some((part, self.starts[part], rows));
-        }
-        let (_, first, rows) = self.loaded.as_ref().expect("loaded");
-        rows.get((index - first) as usize).cloned().ok_or_else(|| {
-            Error::invalid(self.parts[part].display().to_string(), format!("prompt {index} is missing from its part"))
-        })
-    }
-}
-
-/// The prompt rows of one expand part.
-fn read_prompts(path: &Path) -> Result<Vec<PromptRow>> {
-    let pe = |e| Error::polars(path, e);
-    let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
-    let df = ParquetReader::new(file).finish().map_err(pe)?;
-    let slot_cols: Vec<String> =
-        df.get_column_names().iter().filter(|n| n.starts_with("slot_")).map(|n| n.to_string()).collect();
-    let index = df.column("index").map_err(pe)?.u64().map_err(pe)?.clone();
-    let text = |c: &str| -> Result<StringChunked> { Ok(df.column(c).map_err(pe)?.str().map_err(pe)?.clone()) };
-    let (ids, prompts, families, specs) = (text("prompt_id")?, text("prompt")?, text("family")?, text("spec")?);
-    let mut lists = Vec::new();
-    for c in &slot_cols {
-        lists.push((c.trim_start_matches("slot_").to_string(), df.column(c).map_err(pe)?.list().map_err(pe)?.clone()));
-    }
-    let mut out = Vec::with_capacity(df.height());
-    for i in 0..df.height() {
-        let mut slots = BTreeMap::new();
-        for (name, l) in &lists {
-            if let Some(s) = l.get_as_series(i) {
-                let vals: Vec<String> = s.str().map_err(pe)?.iter().flatten().map(str::to_string).collect();
-                if !vals.is_empty() {
-                    slots.insert(name.clone(), vals);
-                }
-            }
-        }
-        out.push(PromptRow {
-            index: index.get(i).unwrap_or(i as u64),
-            prompt_id: ids.get(i).unwrap_or_default().to_string(),
-            text: prompts.get(i).unwrap_or_default().to_string(),
-            family: families.get(i).unwrap_or_default().to_string(),
-            spec: specs.get(i).map(str::to_string),
-            slots,
-        });
-    }
-    Ok(out)
 }
 
 /// Writes samples as part `k` (atomically; the marker comes after, from the caller).

@@ -1,8 +1,10 @@
 //! The staged data pipeline. Each stage writes `runs/<name>/<stage>/` through the commit
 //! protocol of [`shard`]; a stage folder remembers the plan that made it and refuses another.
 
+pub mod curate;
 pub mod expand;
 pub mod generate;
+pub mod prompts;
 pub mod shard;
 pub mod teacher;
 

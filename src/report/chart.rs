@@ -80,6 +80,25 @@ pub fn bars(path: &Path, title: &str, series: &[&str], rows: &[(String, Vec<f64>
     img.save(path).map_err(|e| Error::Image { path: path.to_path_buf(), source: e })
 }
 
+/// Images in an 8-wide grid at 2× (nearest), framed green (`true`) or orange (`false`).
+pub fn grid(images: &[(RgbImage, bool)]) -> RgbImage {
+    let cell = images.iter().map(|(i, _)| i.width().max(i.height())).max().unwrap_or(64) * 2 + 6;
+    let cols = 8u32;
+    let rows = (images.len() as u32).div_ceil(cols).max(1);
+    let mut sheet = RgbImage::from_pixel(cols * cell, rows * cell, BG);
+    for (n, (img, ok)) in images.iter().enumerate() {
+        let (ox, oy) = ((n as u32 % cols) * cell, (n as u32 / cols) * cell);
+        let frame = if *ok { SERIES[2] } else { Rgb([213, 94, 0]) };
+        fill(&mut sheet, ox + 1, oy + 1, cell - 2, cell - 2, frame);
+        for y in 0..img.height() * 2 {
+            for x in 0..img.width() * 2 {
+                sheet.put_pixel(ox + 3 + x, oy + 3 + y, *img.get_pixel(x / 2, y / 2));
+            }
+        }
+    }
+    sheet
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

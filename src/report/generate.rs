@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
-use image::{Rgb, RgbImage};
+use image::RgbImage;
 use serde::Serialize;
 
 use crate::error::{Error, Result};
@@ -108,7 +108,9 @@ pub fn run(run_dir: &Path) -> Result<(GenerateReport, PathBuf)> {
     std::fs::create_dir_all(&out).map_err(|e| Error::io(&out, e))?;
     shard::write_atomic(&out.join("generate.json"), &serde_json::to_vec_pretty(&r).expect("report serialises"))?;
     let grid_path = out.join("generate_grid.png");
-    contact_sheet(&grid).save(&grid_path).map_err(|e| Error::Image { path: grid_path, source: e })?;
+    super::chart::grid(&grid.iter().map(|(i, ok)| (i.clone(), *ok)).collect::<Vec<_>>())
+        .save(&grid_path)
+        .map_err(|e| Error::Image { path: grid_path, source: e })?;
     Ok((r, out))
 }
 
@@ -160,26 +162,6 @@ fn filter_stats(judged: &[Judged]) -> FilterStats {
         agreement: ratio(good.iter().filter(|j| j.agrees).count(), good.len()),
         recall_by_kind: kinds.into_iter().map(|(k, (c, n))| (k, ratio(c, n))).collect(),
     }
-}
-
-/// Up to 64 images in an 8-wide grid at 2× (nearest), framed green if the analyzer accepts
-/// the image for its prompt, red if it rejects it.
-fn contact_sheet(images: &[(RgbImage, bool)]) -> RgbImage {
-    let cell = images.iter().map(|(i, _)| i.width().max(i.height())).max().unwrap_or(64) * 2 + 6;
-    let cols = 8u32;
-    let rows = (images.len() as u32).div_ceil(cols).max(1);
-    let mut sheet = RgbImage::from_pixel(cols * cell, rows * cell, Rgb([255, 255, 255]));
-    for (n, (img, ok)) in images.iter().enumerate() {
-        let (ox, oy) = ((n as u32 % cols) * cell, (n as u32 / cols) * cell);
-        let frame = if *ok { Rgb([0, 158, 115]) } else { Rgb([213, 94, 0]) };
-        super::chart::fill(&mut sheet, ox + 1, oy + 1, cell - 2, cell - 2, frame);
-        for y in 0..img.height() * 2 {
-            for x in 0..img.width() * 2 {
-                sheet.put_pixel(ox + 3 + x, oy + 3 + y, *img.get_pixel(x / 2, y / 2));
-            }
-        }
-    }
-    sheet
 }
 
 /// The one-screen table.

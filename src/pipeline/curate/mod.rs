@@ -1,0 +1,349 @@
+//! `curate`: exact and near-duplicate removal, then a prompt–image score filter. Every sample
+//! of the generate stage ends with one decision — kept, or rejected with its reason — in
+//! `runs/<name>/curate/part-NNNNN.parquet`, row for row beside the generate part of the same
+//! number. Nothing is deleted.
+//!
+//! Two phases. *Measure* (per part, across cores, resumable): decode, hash, score →
+//! `curate/scores/part-NNNNN.parquet`. *Decide* (global, cheap, deterministic): duplicates
+//! across the whole run, then the filter policy → the decision parts.
+
+pub mod decide;
+pub mod hashes;
+pub mod score;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Instant;
+
+use polars::prelude::*;
+use serde::Serialize;
+
+use super::generate::{read_part, Sample};
+use super::prompts::PromptCursor;
+use super::shard::{self, AtomicFile};
+use crate::config::Plan;
+use crate::error::{Error, Result};
+use decide::{Decision, Record};
+use hashes::ImageHashes;
+use score::{ScoreInput, Scorer};
+
+#[derive(Debug, Clone)]
+pub struct CurateOptions {
+    pub force: bool,
+    pub progress: bool,
+    pub threads: usize,
+}
+
+#[derive(Debug, Serialize)]
+pub struct CurateSummary {
+    pub run_dir: String,
+    pub scorer: String,
+    pub samples: u64,
+    pub kept: u64,
+    pub rejected: u64,
+    pub reasons: BTreeMap<String, u64>,
+    pub parts: u64,
+    pub parts_measured: u64,
+    pub images_per_second: f64,
+    pub seconds: f64,
+}
+
+/// Runs `curate` for a plan.
+pub fn run(plan: &Plan, opts: &CurateOptions) -> Result<CurateSummary> {
+    let start = Instant::now();
+    let cfg = plan.config.curate.as_ref().ok_or_else(|| {
+        Error::invalid("config", "no [curate] section: add one to run the curate stage (see configs/shapes.toml)")
+    })?;
+    let gen_dir = super::stage_dir(&plan.run_dir, "generate")?;
+    if !gen_dir.join("summary.json").exists() {
+        return Err(Error::invalid(
+            gen_dir.display().to_string(),
+            "the generate stage has not finished: run `lightgen generate` first",
+        ));
+    }
+    let scorer = score::from_id(&cfg.scorer)?;
+    let dir = super::open_stage(plan, "curate", opts.force)?;
+    let scores_dir = dir.join("scores");
+    std::fs::create_dir_all(&scores_dir).map_err(|e| Error::io(&scores_dir, e))?;
+    shard::clean_temporaries(&scores_dir)?;
+    let hash = plan.stage_hash("curate").to_string();
+    let gen_parts = shard::committed_parts(&gen_dir)?;
+    let threads =
+        if opts.threads == 0 { std::thread::available_parallelism().map_or(1, |n| n.get()) } else { opts.threads };
+
+    // Measure.
+    let total: u64 = gen_parts.iter().map(|p| part_rows(p)).sum::<Result<u64>>()?;
+    let pb = crate::progress::bar(total, "curate", "images", opts.progress);
+    let (mut measured, mut made) = (0u64, 0u64);
+    let measure_start = Instant::now();
+    for (k, path) in gen_parts.iter().enumerate() {
+        let k = k as u64;
+        if let Some(st) = shard::done_part(&scores_dir, k, &hash) {
+            pb.inc(st.rows);
+            continue;
+        }
+        let samples = read_part(path)?;
+        let records = measure(&samples, scorer.as_ref(), threads, &pb);
+        write_frame(&scores_dir.join(shard::part_name(k)), records_frame(&records, scorer.id(), None))?;
+        shard::commit_part(&scores_dir, k, records.len() as u64, &hash, serde_json::json!({}))?;
+        measured += 1;
+        made += records.len() as u64;
+    }
+    let rate = made as f64 / measure_start.elapsed().as_secs_f64().max(1e-9);
+    pb.finish_and_clear();
+
+    // Decide, over the whole run.
+    let mut records = Vec::new();
+    let mut sizes = Vec::new();
+    for k in 0..gen_parts.len() as u64 {
+        let r = read_records(&scores_dir.join(shard::part_name(k)))?;
+        sizes.push(r.len());
+        records.extend(r);
+    }
+    let strata = strata(&records, &cfg.filter.stratum, &plan.run_dir)?;
+    let decisions = decide::decide(&records, cfg, &strata);
+    let mut s = CurateSummary {
+        run_dir: plan.run_dir.display().to_string(),
+        scorer: scorer.id().to_string(),
+        samples: records.len() as u64,
+        kept: 0,
+        rejected: 0,
+        reasons: BTreeMap::new(),
+        parts: gen_parts.len() as u64,
+        parts_measured: measured,
+        images_per_second: rate,
+        seconds: 0.0,
+    };
+    let mut offset = 0;
+    for (k, n) in sizes.into_iter().enumerate() {
+        let (recs, decs) = (&records[offset..offset + n], &decisions[offset..offset + n]);
+        offset += n;
+        let mut reasons: BTreeMap<String, u64> = BTreeMap::new();
+        for d in decs {
+            *reasons.entry(d.reason.clone()).or_default() += 1;
+        }
+        let kept = reasons.get("kept").copied().unwrap_or(0);
+        s.kept += kept;
+        s.rejected += n as u64 - kept;
+        for (r, c) in &reasons {
+            *s.reasons.entry(r.clone()).or_default() += c;
+        }
+        if shard::done_part(&dir, k as u64, &hash).is_none() {
+            write_frame(&dir.join(shard::part_name(k as u64)), records_frame(recs, scorer.id(), Some(decs)))?;
+            shard::commit_part(
+                &dir,
+                k as u64,
+                n as u64,
+                &hash,
+                serde_json::json!({ "kept": kept, "reasons": reasons }),
+            )?;
+        }
+    }
+    s.seconds = start.elapsed().as_secs_f64();
+    let mut json = serde_json::to_value(&s).expect("summary serialises");
+    for k in ["seconds", "images_per_second", "parts_measured"] {
+        json[k] = serde_json::Value::Null;
+    }
+    shard::write_atomic(&dir.join("summary.json"), &serde_json::to_vec_pretty(&json).expect("json"))?;
+    Ok(s)
+}
+
+fn part_rows(path: &Path) -> Result<u64> {
+    let stats =
+        path.with_file_name(path.file_name().unwrap_or_default().to_string_lossy().replace(".parquet", "_stats.json"));
+    let bytes = std::fs::read(&stats).map_err(|e| Error::io(&stats, e))?;
+    let st: shard::PartStats = serde_json::from_slice(&bytes)
+        .map_err(|e| Error::invalid(stats.display().to_string(), format!("unreadable part marker: {e}")))?;
+    Ok(st.rows)
+}
+
+/// Decodes, hashes and scores samples across threads, in order.
+fn measure(samples: &[Sample], scorer: &dyn Scorer, threads: usize, pb: &indicatif::ProgressBar) -> Vec<Record> {
+    const CHUNK: usize = 64;
+    let next = AtomicUsize::new(0);
+    let results = std::sync::Mutex::new(Vec::new());
+    std::thread::scope(|scope| {
+        for _ in 0..threads.max(1) {
+            scope.spawn(|| {
+                let hasher = ImageHashes::default();
+                loop {
+                    let c = next.fetch_add(1, Ordering::Relaxed);
+                    let lo = c * CHUNK;
+                    if lo >= samples.len() {
+                        break;
+                    }
+                    let done: Vec<Record> = samples[lo..(lo + CHUNK).min(samples.len())]
+                        .iter()
+                        .map(|s| measure_one(s, scorer, &hasher))
+                        .collect();
+                    pb.inc(done.len() as u64);
+                    results.lock().unwrap_or_else(|p| p.into_inner()).push((c, done));
+                }
+            });
+        }
+    });
+    let mut parts = results.into_inner().unwrap_or_else(|p| p.into_inner());
+    parts.sort_by_key(|(c, _)| *c);
+    parts.into_iter().flat_map(|(_, v)| v).collect()
+}
+
+fn measure_one(s: &Sample, scorer: &dyn Scorer, hasher: &ImageHashes) -> Record {
+    let mut r = Record {
+        sample_id: s.sample_id.clone(),
+        prompt_id: s.prompt_id.clone(),
+        prompt_index: s.prompt_index,
+        family: s.family.clone(),
+        status: "ok".into(),
+        error: None,
+        width: s.width,
+        height: s.height,
+        exact: None,
+        phash: None,
+        dhash: None,
+        score: None,
+        verdict_pass: None,
+        verdict_reason: None,
+    };
+    let Some(bytes) = s.image.as_deref().filter(|_| s.status == "ok") else {
+        r.status = "generate_failed".into();
+        r.error = s.error.clone();
+        return r;
+    };
+    let img = match image::load_from_memory(bytes) {
+        Ok(i) => i.to_rgb8(),
+        Err(e) => {
+            r.status = "decode_failed".into();
+            r.error = Some(e.to_string());
+            return r;
+        }
+    };
+    (r.width, r.height) = img.dimensions();
+    let h = hasher.hash(&img);
+    r.exact = Some(blake3::Hash::from_bytes(h.exact).to_hex().to_string());
+    (r.phash, r.dhash) = (Some(h.phash), Some(h.dhash));
+    let input = ScoreInput { image: &img, prompt: &s.prompt, spec: s.spec.as_deref() };
+    match scorer.score(std::slice::from_ref(&input)).pop() {
+        Some(Ok(sc)) => {
+            r.score = Some(sc.score);
+            if let Some((pass, reason)) = sc.verdict {
+                r.verdict_pass = Some(pass);
+                r.verdict_reason = Some(reason);
+            }
+        }
+        Some(Err(e)) => {
+            r.status = "score_failed".into();
+            r.error = Some(e);
+        }
+        None => {
+            r.status = "score_failed".into();
+            r.error = Some("the scorer returned nothing".into());
+        }
+    }
+    r
+}
+
+/// Each record's stratum: its family, or the values it took from a slot (`slot:<name>`).
+fn strata(records: &[Record], stratum: &str, run_dir: &Path) -> Result<Vec<String>> {
+    let Some(slot) = stratum.strip_prefix("slot:") else {
+        return Ok(records.iter().map(|r| r.family.clone()).collect());
+    };
+    let mut prompts = PromptCursor::new(shard::committed_parts(&super::stage_dir(run_dir, "expand")?)?);
+    prompts.count()?;
+    let mut cache: BTreeMap<u64, String> = BTreeMap::new();
+    let mut out = Vec::with_capacity(records.len());
+    for r in records {
+        if let Some(s) = cache.get(&r.prompt_index) {
+            out.push(s.clone());
+            continue;
+        }
+        let p = prompts.get(r.prompt_index)?;
+        let s = p.slots.get(slot).map(|v| v.join("+")).unwrap_or_default();
+        cache.insert(r.prompt_index, s.clone());
+        out.push(s);
+    }
+    Ok(out)
+}
+
+fn records_frame(recs: &[Record], scorer: &str, decisions: Option<&[Decision]>) -> PolarsResult<DataFrame> {
+    let n = recs.len();
+    let st = |f: fn(&Record) -> &str| recs.iter().map(f).collect::<Vec<_>>();
+    let op = |f: fn(&Record) -> Option<&str>| recs.iter().map(f).collect::<Vec<_>>();
+    let mut cols = vec![
+        Column::new("sample_id".into(), st(|r| &r.sample_id)),
+        Column::new("prompt_id".into(), st(|r| &r.prompt_id)),
+        Column::new("prompt_index".into(), recs.iter().map(|r| r.prompt_index).collect::<Vec<_>>()),
+        Column::new("family".into(), st(|r| &r.family)),
+        Column::new("status".into(), st(|r| &r.status)),
+        Column::new("error".into(), op(|r| r.error.as_deref())),
+        Column::new("width".into(), recs.iter().map(|r| r.width).collect::<Vec<_>>()),
+        Column::new("height".into(), recs.iter().map(|r| r.height).collect::<Vec<_>>()),
+        Column::new("exact".into(), op(|r| r.exact.as_deref())),
+        Column::new("phash".into(), recs.iter().map(|r| r.phash).collect::<Vec<_>>()),
+        Column::new("dhash".into(), recs.iter().map(|r| r.dhash).collect::<Vec<_>>()),
+        Column::new("score".into(), recs.iter().map(|r| r.score).collect::<Vec<_>>()),
+        Column::new("scorer".into(), vec![scorer; n]),
+        Column::new("verdict_pass".into(), recs.iter().map(|r| r.verdict_pass).collect::<Vec<_>>()),
+        Column::new("verdict_reason".into(), op(|r| r.verdict_reason.as_deref())),
+    ];
+    if let Some(d) = decisions {
+        cols.extend([
+            Column::new(
+                "decision".into(),
+                d.iter().map(|x| if x.kept { "kept" } else { "rejected" }).collect::<Vec<_>>(),
+            ),
+            Column::new("reason".into(), d.iter().map(|x| x.reason.as_str()).collect::<Vec<_>>()),
+            Column::new("detail".into(), d.iter().map(|x| x.detail.as_str()).collect::<Vec<_>>()),
+            Column::new("dup_of".into(), d.iter().map(|x| x.dup_of.as_deref()).collect::<Vec<_>>()),
+            Column::new("distance".into(), d.iter().map(|x| x.distance).collect::<Vec<_>>()),
+        ]);
+    }
+    DataFrame::new(n, cols)
+}
+
+fn write_frame(dest: &Path, df: PolarsResult<DataFrame>) -> Result<()> {
+    let mut df = df.map_err(|e| Error::polars(dest, e))?;
+    let mut file = AtomicFile::create(dest)?;
+    let f = file.file().try_clone().map_err(|e| Error::io(dest, e))?;
+    ParquetWriter::new(f)
+        .with_compression(ParquetCompression::Zstd(None))
+        .finish(&mut df)
+        .map_err(|e| Error::polars(dest, e))?;
+    file.commit()
+}
+
+/// Reads a scores or decisions part back into records.
+pub fn read_records(path: &Path) -> Result<Vec<Record>> {
+    let pe = |e| Error::polars(path, e);
+    let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+    let df = ParquetReader::new(file).finish().map_err(pe)?;
+    let s = |c: &str| -> Result<StringChunked> { Ok(df.column(c).map_err(pe)?.str().map_err(pe)?.clone()) };
+    let u64c = |c: &str| -> Result<UInt64Chunked> { Ok(df.column(c).map_err(pe)?.u64().map_err(pe)?.clone()) };
+    let u32c = |c: &str| -> Result<UInt32Chunked> { Ok(df.column(c).map_err(pe)?.u32().map_err(pe)?.clone()) };
+    let (sid, pid, fam, status, error, exact, vr) =
+        (s("sample_id")?, s("prompt_id")?, s("family")?, s("status")?, s("error")?, s("exact")?, s("verdict_reason")?);
+    let (pidx, ph, dh) = (u64c("prompt_index")?, u64c("phash")?, u64c("dhash")?);
+    let (w, h) = (u32c("width")?, u32c("height")?);
+    let score = df.column("score").map_err(pe)?.f32().map_err(pe)?.clone();
+    let vp = df.column("verdict_pass").map_err(pe)?.bool().map_err(pe)?.clone();
+    let txt = |c: &StringChunked, i: usize| c.get(i).unwrap_or_default().to_string();
+    let opt = |c: &StringChunked, i: usize| c.get(i).map(str::to_string);
+    Ok((0..df.height())
+        .map(|i| Record {
+            sample_id: txt(&sid, i),
+            prompt_id: txt(&pid, i),
+            prompt_index: pidx.get(i).unwrap_or(0),
+            family: txt(&fam, i),
+            status: txt(&status, i),
+            error: opt(&error, i),
+            width: w.get(i).unwrap_or(0),
+            height: h.get(i).unwrap_or(0),
+            exact: opt(&exact, i),
+            phash: ph.get(i),
+            dhash: dh.get(i),
+            score: score.get(i),
+            verdict_pass: vp.get(i),
+            verdict_reason: opt(&vr, i),
+        })
+        .collect())
+}
