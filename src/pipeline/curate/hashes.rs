@@ -36,36 +36,57 @@ impl ImageHashes {
         let mut h = blake3::Hasher::new();
         h.update(&img.width().to_le_bytes()).update(&img.height().to_le_bytes()).update(img.as_raw());
         let word = |b: &[u8]| u64::from_be_bytes(b.try_into().expect("8-byte hash"));
-        Hashes {
-            exact: *h.finalize().as_bytes(),
-            phash: word(self.phash.hash_image(img).as_bytes()),
-            dhash: word(self.dhash.hash_image(img).as_bytes()),
-        }
+        // Both perceptual hashes look at 16×16 or smaller; an area-averaged 64×64 thumbnail
+        // first makes large images as cheap as small ones (9 ms → under 1 ms at 512 px).
+        let (phash, dhash) = if img.width().max(img.height()) > 64 {
+            let small = image::imageops::thumbnail(img, 64, 64);
+            (self.phash.hash_image(&small), self.dhash.hash_image(&small))
+        } else {
+            (self.phash.hash_image(img), self.dhash.hash_image(img))
+        };
+        Hashes { exact: *h.finalize().as_bytes(), phash: word(phash.as_bytes()), dhash: word(dhash.as_bytes()) }
     }
 }
 
-/// Multi-index hashing (Norouzi et al.): each 64-bit hash is filed under its four 16-bit
-/// chunks. Two hashes within distance d agree within ⌊d/4⌋ bits on at least one chunk
-/// (pigeonhole), so a query probes only the buckets that close to its own chunks.
+/// Multi-index hashing (Norouzi et al.): each 64-bit hash is filed under m disjoint chunks.
+/// Two hashes within distance d differ in at most ⌊d/m⌋ bits on at least one chunk
+/// (pigeonhole), so a query probes only the buckets that close to its own chunks. m is chosen
+/// so that ⌊d/m⌋ ≤ 1 where chunks stay ≥ 8 bits wide (d = 10: six chunks of 10–11 bits, 12
+/// probes each): few random bucket visits, each a contiguous scan.
 pub struct NearIndex {
     max_distance: u32,
-    /// 4 × 65536 buckets of (hash, id).
-    buckets: Vec<Vec<(u64, u32)>>,
-    /// Every 16-bit mask with at most ⌊d/4⌋ bits set.
-    probes: Vec<u16>,
+    /// (shift, width) of each chunk.
+    chunks: Vec<(u32, u32)>,
+    /// Per chunk, 2^width buckets of (hash, id).
+    buckets: Vec<Vec<Vec<(u64, u32)>>>,
+    /// Per chunk, every mask of its width with at most ⌊d/m⌋ bits set.
+    probes: Vec<Vec<u32>>,
 }
 
 impl NearIndex {
     pub fn new(max_distance: u32) -> NearIndex {
-        let r = (max_distance / 4).min(16);
-        let probes = (0..=u16::MAX).filter(|m| m.count_ones() <= r).collect();
-        NearIndex { max_distance, buckets: vec![Vec::new(); 4 * 65536], probes }
+        let m = (max_distance / 2 + 1).clamp(4, 8);
+        let radius = max_distance / m;
+        let mut chunks = Vec::new();
+        let mut shift = 0;
+        for i in 0..m {
+            let width = 64 / m + u32::from(i < 64 % m);
+            chunks.push((shift, width));
+            shift += width;
+        }
+        let buckets = chunks.iter().map(|&(_, w)| vec![Vec::new(); 1 << w]).collect();
+        let probes =
+            chunks.iter().map(|&(_, w)| (0..1u32 << w).filter(|p| p.count_ones() <= radius).collect()).collect();
+        NearIndex { max_distance, chunks, buckets, probes }
+    }
+
+    fn chunk(hash: u64, (shift, width): (u32, u32)) -> u32 {
+        ((hash >> shift) & ((1u64 << width) - 1)) as u32
     }
 
     pub fn insert(&mut self, hash: u64, id: u32) {
-        for c in 0..4 {
-            let chunk = (hash >> (16 * c)) as u16;
-            self.buckets[c * 65536 + chunk as usize].push((hash, id));
+        for (c, &ch) in self.chunks.iter().enumerate() {
+            self.buckets[c][Self::chunk(hash, ch) as usize].push((hash, id));
         }
     }
 
@@ -73,10 +94,10 @@ impl NearIndex {
     /// `accept` can veto a candidate (e.g. a second hash that must agree too).
     pub fn nearest(&self, hash: u64, mut accept: impl FnMut(u32) -> bool) -> Option<(u32, u32)> {
         let mut best: Option<(u32, u32)> = None;
-        for c in 0..4 {
-            let chunk = (hash >> (16 * c)) as u16;
-            for &m in &self.probes {
-                for &(h, id) in &self.buckets[c * 65536 + (chunk ^ m) as usize] {
+        for (c, &ch) in self.chunks.iter().enumerate() {
+            let own = Self::chunk(hash, ch);
+            for &m in &self.probes[c] {
+                for &(h, id) in &self.buckets[c][(own ^ m) as usize] {
                     let d = (h ^ hash).count_ones();
                     if d <= self.max_distance && best.is_none_or(|(bi, bd)| (d, id) < (bd, bi)) && accept(id) {
                         best = Some((id, d));
@@ -106,19 +127,21 @@ mod tests {
             }
             stored.push(h);
         }
-        let mut idx = NearIndex::new(10);
-        for (i, &h) in stored.iter().enumerate().take(2000) {
-            idx.insert(h, i as u32);
-        }
-        for &q in &stored[2000..] {
-            let brute = stored[..2000]
-                .iter()
-                .enumerate()
-                .map(|(i, &h)| ((h ^ q).count_ones(), i as u32))
-                .filter(|&(d, _)| d <= 10)
-                .min()
-                .map(|(d, i)| (i, d));
-            assert_eq!(idx.nearest(q, |_| true), brute);
+        for max in [0, 3, 4, 10, 12, 20] {
+            let mut idx = NearIndex::new(max);
+            for (i, &h) in stored.iter().enumerate().take(2000) {
+                idx.insert(h, i as u32);
+            }
+            for &q in &stored[2000..] {
+                let brute = stored[..2000]
+                    .iter()
+                    .enumerate()
+                    .map(|(i, &h)| ((h ^ q).count_ones(), i as u32))
+                    .filter(|&(d, _)| d <= max)
+                    .min()
+                    .map(|(d, i)| (i, d));
+                assert_eq!(idx.nearest(q, |_| true), brute, "distance {max}");
+            }
         }
     }
 
