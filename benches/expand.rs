@@ -33,6 +33,7 @@ fn bench(c: &mut Criterion) {
         },
         generate: None,
         curate: None,
+        encode: None,
     };
     let plan = Plan::resolve(config, &dir.path().join("bench.toml"), &Overrides::default()).unwrap();
     g.bench_function("parquet_general_100k", |b| {

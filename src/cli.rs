@@ -29,8 +29,13 @@ pub enum Command {
     /// Remove duplicates and filter by prompt–image score; every sample gets a decision
     /// (runs/<name>/curate).
     Curate(StageArgs),
-    /// Run every data stage that exists so far (expand, generate, curate), then their reports.
+    /// Crop and tokenize kept images into shards, prompts into text features (runs/<name>/encode).
+    Encode(StageArgs),
+    /// expand → generate → curate → encode → manifest, resumable end to end, with reports.
     Distill(StageArgs),
+    /// Dataset manifests: build, show, verify.
+    #[command(subcommand)]
+    Manifest(ManifestCommand),
     /// Reports over a run folder, as a table, JSON and PNG.
     #[command(subcommand)]
     Report(ReportCommand),
@@ -73,6 +78,25 @@ pub struct StageArgs {
     /// Worker threads for image stages (0 = one per core).
     #[arg(long, default_value_t = 0)]
     pub threads: usize,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ManifestCommand {
+    /// Write runs/<name>/manifest.json for a run whose data stages are done.
+    Build(StageArgs),
+    /// A readable summary of a manifest.
+    Show {
+        /// The manifest, e.g. runs/shapes/manifest.json.
+        manifest: PathBuf,
+        /// Print it as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Check schema, id, every shard's size, hash and rows; exit non-zero on any mismatch.
+    Verify {
+        /// The manifest, e.g. runs/shapes/manifest.json.
+        manifest: PathBuf,
+    },
 }
 
 #[derive(Debug, Subcommand)]

@@ -21,6 +21,89 @@ pub struct RunConfig {
     /// The `curate` stage; a run without it stops after `generate`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub curate: Option<CurateConfig>,
+    /// The `encode` stage (latent shards); a run without it stops after `curate`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub encode: Option<EncodeConfig>,
+}
+
+/// The `encode` stage: kept images → token shards, prompts → text features.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EncodeConfig {
+    /// Square crop size in pixels (ADM centre crop; default 64).
+    #[serde(default = "default_resolution")]
+    pub resolution: u32,
+    /// `pixels` (the ONNX VAE comes with ONNX Runtime loading).
+    #[serde(default = "default_tokenizer")]
+    pub tokenizer: String,
+    /// Patch size: tokens are patch×patch×channels values (default 4).
+    #[serde(default = "default_patch")]
+    pub patch: u32,
+    /// f16 | bf16 | f32 (default f16).
+    #[serde(default = "default_dtype")]
+    pub dtype: String,
+    /// Also store the horizontally flipped copy (default true).
+    #[serde(default = "yes")]
+    pub flip: bool,
+    /// `vocab` (T5 features come with ONNX Runtime loading).
+    #[serde(default = "default_text")]
+    pub text: String,
+    /// Text tokens kept per prompt (default 32).
+    #[serde(default = "default_max_text_len")]
+    pub max_text_len: u32,
+    /// Samples per shard (default 2048).
+    #[serde(default = "default_shard_size")]
+    pub shard_size: u64,
+    /// Share of prompts kept out of training for evaluation, chosen by prompt id (default 0.05).
+    #[serde(default = "default_held_out")]
+    pub held_out: f64,
+}
+
+fn default_tokenizer() -> String {
+    "pixels".into()
+}
+fn default_patch() -> u32 {
+    4
+}
+fn default_dtype() -> String {
+    "f16".into()
+}
+fn default_text() -> String {
+    "vocab".into()
+}
+fn default_max_text_len() -> u32 {
+    32
+}
+fn default_shard_size() -> u64 {
+    2048
+}
+fn default_held_out() -> f64 {
+    0.05
+}
+
+fn validate_encode(e: &EncodeConfig) -> std::result::Result<(), String> {
+    if e.tokenizer != "pixels" {
+        return Err(format!("encode.tokenizer = \"{}\": unknown tokenizer; known: pixels", e.tokenizer));
+    }
+    if e.text != "vocab" {
+        return Err(format!("encode.text = \"{}\": unknown text encoder; known: vocab", e.text));
+    }
+    if !["f16", "bf16", "f32"].contains(&e.dtype.as_str()) {
+        return Err(format!("encode.dtype = \"{}\": expected f16, bf16 or f32", e.dtype));
+    }
+    if !(16..=1024).contains(&e.resolution) || e.patch == 0 || e.resolution % e.patch != 0 {
+        return Err(format!(
+            "encode.resolution = {} and encode.patch = {}: the patch must divide a resolution of 16 to 1024",
+            e.resolution, e.patch
+        ));
+    }
+    if e.max_text_len == 0 || e.shard_size == 0 {
+        return Err("encode.max_text_len and encode.shard_size must be at least 1".into());
+    }
+    if !(0.0..=0.5).contains(&e.held_out) {
+        return Err(format!("encode.held_out = {}: expected a share from 0 to 0.5", e.held_out));
+    }
+    Ok(())
 }
 
 /// The `curate` stage: duplicates out, then a prompt–image score filter. Every sample ends
@@ -380,6 +463,9 @@ impl Plan {
         if let Some(c) = &config.curate {
             validate_curate(c).map_err(|m| Error::invalid(&src, m))?;
         }
+        if let Some(e) = &config.encode {
+            validate_encode(e).map_err(|m| Error::invalid(&src, m))?;
+        }
         let output_dir = match &overrides.output_dir {
             Some(d) => d.clone(),
             None => normalize(&base.join(&config.run.output_dir)),
@@ -402,6 +488,10 @@ impl Plan {
             if let Some(c) = &config.curate {
                 let cur = blake3::hash(format!("{}|{}", gen.to_hex(), json(c)).as_bytes());
                 stage_hashes.insert("curate".to_string(), cur.to_hex().to_string());
+                if let Some(e) = &config.encode {
+                    let enc = blake3::hash(format!("{}|{}", cur.to_hex(), json(e)).as_bytes());
+                    stage_hashes.insert("encode".to_string(), enc.to_hex().to_string());
+                }
             }
         }
         Ok(Plan { config, run_dir, taxonomy, hash, stage_hashes })

@@ -9,11 +9,13 @@ use std::process::ExitCode;
 use anyhow::{Context, Result};
 use clap::Parser;
 
-use cli::{Cli, Command, ReportCommand, StageArgs};
+use cli::{Cli, Command, ManifestCommand, ReportCommand, StageArgs};
 use lightgen::config::{Overrides, Plan};
 use lightgen::pipeline::curate::{self, CurateOptions, CurateSummary};
+use lightgen::pipeline::encode::{self, EncodeOptions, EncodeSummary};
 use lightgen::pipeline::expand::{self, ExpandOptions, ExpandSummary};
 use lightgen::pipeline::generate::{self, GenerateOptions, GenerateSummary};
+use lightgen::pipeline::manifest;
 use lightgen::report::{curate as curate_report, generate as generate_report, prompts};
 use lightgen::taxonomy::Taxonomy;
 
@@ -66,6 +68,35 @@ fn run(command: Command, progress: bool) -> Result<()> {
                 print_curate(&curate::run(&plan, &opts)?, args.json);
             }
         }
+        Command::Encode(args) => {
+            if let Some(plan) = plan(&args)? {
+                let opts = EncodeOptions { force: args.force, progress, threads: args.threads };
+                print_encode(&encode::run(&plan, &opts)?, args.json);
+            }
+        }
+        Command::Manifest(ManifestCommand::Build(args)) => {
+            if let Some(plan) = plan(&args)? {
+                let m = manifest::build(&plan)?;
+                print!("{}", manifest::show(&m));
+            }
+        }
+        Command::Manifest(ManifestCommand::Show { manifest: path, json }) => {
+            let m = manifest::verify(&path)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&m)?);
+            } else {
+                print!("{}", manifest::show(&m));
+            }
+        }
+        Command::Manifest(ManifestCommand::Verify { manifest: path }) => {
+            let m = manifest::verify(&path)?;
+            println!(
+                "ok        {} ({} shards, {} rows): schema, id, sizes, hashes and rows all match",
+                path.display(),
+                m.shards.len(),
+                m.shards.iter().map(|s| s.rows).sum::<u64>()
+            );
+        }
         Command::Distill(args) => {
             if let Some(plan) = plan(&args)? {
                 let summary = expand::run(&plan, &ExpandOptions { force: args.force, progress })?;
@@ -88,6 +119,20 @@ fn run(command: Command, progress: bool) -> Result<()> {
                         let (report, _) = curate_report::run(&plan.run_dir)?;
                         if !args.json {
                             println!("\n{}", curate_report::table(&report));
+                        }
+                        if plan.config.encode.is_some() {
+                            let opts = EncodeOptions { force: args.force, progress, threads: args.threads };
+                            print_encode(&encode::run(&plan, &opts)?, args.json);
+                            let m = manifest::build(&plan)?;
+                            if args.json {
+                                println!(
+                                    "{}",
+                                    serde_json::json!({ "manifest": plan.run_dir.join("manifest.json"), "id": m.id })
+                                );
+                            } else {
+                                println!("\n{}", manifest::show(&m));
+                                println!("manifest: {}", plan.run_dir.join("manifest.json").display());
+                            }
                         }
                     }
                 }
@@ -166,6 +211,17 @@ fn print_expand(s: &ExpandSummary, json: bool) {
     let fams: Vec<String> = s.per_family.iter().map(|(k, v)| format!("{k} {v}")).collect();
     println!("families  {}", fams.join(", "));
     println!("dropped   {} duplicate draws", s.duplicates_dropped);
+}
+
+fn print_encode(s: &EncodeSummary, json: bool) {
+    if json {
+        println!("{}", serde_json::to_string_pretty(s).expect("summary serialises"));
+        return;
+    }
+    println!(
+        "encode    {} kept → {} training samples in {} shards ({} reused); {} prompts ({} samples) held out; {:.1}s ({:.0} images/s) → {}/encode",
+        s.kept, s.train_samples, s.shards, s.shards_reused, s.held_out_prompts, s.held_out_samples, s.seconds, s.images_per_second, s.run_dir
+    );
 }
 
 fn print_curate(s: &CurateSummary, json: bool) {

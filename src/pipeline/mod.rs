@@ -2,8 +2,10 @@
 //! protocol of [`shard`]; a stage folder remembers the plan that made it and refuses another.
 
 pub mod curate;
+pub mod encode;
 pub mod expand;
 pub mod generate;
+pub mod manifest;
 pub mod prompts;
 pub mod shard;
 pub mod teacher;

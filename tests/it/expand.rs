@@ -126,6 +126,7 @@ fn kill_9_then_rerun_gives_the_uninterrupted_result() {
     let stage = dir.path().join("runs/killed/expand");
     let mut child = Command::new(env!("CARGO_BIN_EXE_lightgen"))
         .args(["expand", "-q", "--config", killed.to_str().unwrap()])
+        .stdout(std::process::Stdio::null())
         .spawn()
         .unwrap();
     let start = Instant::now();

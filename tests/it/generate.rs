@@ -84,6 +84,7 @@ fn kill_9_then_rerun_gives_the_same_samples() {
     let stage = dir.path().join("runs/killed/generate");
     let mut child = Command::new(env!("CARGO_BIN_EXE_lightgen"))
         .args(["generate", "-q", "--threads", "1", "--config", killed.to_str().unwrap()])
+        .stdout(std::process::Stdio::null())
         .spawn()
         .unwrap();
     let start = Instant::now();

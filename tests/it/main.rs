@@ -2,6 +2,7 @@
 
 mod cli;
 mod curate;
+mod distill;
 mod expand;
 mod generate;
 mod report;

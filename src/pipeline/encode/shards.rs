@@ -1,0 +1,191 @@
+//! Latent shards: safetensors files, memory-mapped for reading. Each holds `latents`
+//! (N, L, D), optionally `latents_flip` (N, L, D), `text_ids` (N, T) u32 and `text_len` (N,)
+//! u32. A row is a fixed-size slice at a computed offset: the trainer reads any sample with
+//! no parsing beyond the header, which is read once per shard.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use memmap2::Mmap;
+use safetensors::tensor::TensorView;
+use safetensors::{Dtype, SafeTensors};
+
+use crate::error::{Error, Result};
+
+/// One shard's contents before writing.
+pub struct ShardData {
+    pub rows: usize,
+    pub tokens: usize,
+    pub token_dim: usize,
+    pub text_len_max: usize,
+    /// rows · tokens · token_dim values.
+    pub latents: Vec<f32>,
+    pub latents_flip: Option<Vec<f32>>,
+    pub text_ids: Vec<u32>,
+    pub text_len: Vec<u32>,
+}
+
+fn dtype_of(name: &str) -> Result<Dtype> {
+    match name {
+        "f16" => Ok(Dtype::F16),
+        "bf16" => Ok(Dtype::BF16),
+        "f32" => Ok(Dtype::F32),
+        other => Err(Error::invalid("encode.dtype", format!("\"{other}\": expected f16, bf16 or f32"))),
+    }
+}
+
+fn to_bytes(values: &[f32], dtype: Dtype) -> Vec<u8> {
+    match dtype {
+        Dtype::F16 => values.iter().flat_map(|&v| half::f16::from_f32(v).to_le_bytes()).collect(),
+        Dtype::BF16 => values.iter().flat_map(|&v| half::bf16::from_f32(v).to_le_bytes()).collect(),
+        _ => values.iter().flat_map(|v| v.to_le_bytes()).collect(),
+    }
+}
+
+/// Serialises a shard (safetensors bytes); `meta` goes into the header's metadata.
+pub fn serialize(d: &ShardData, dtype: &str, meta: HashMap<String, String>) -> Result<Vec<u8>> {
+    let dt = dtype_of(dtype)?;
+    let shape = vec![d.rows, d.tokens, d.token_dim];
+    let lat = to_bytes(&d.latents, dt);
+    let flip = d.latents_flip.as_ref().map(|f| to_bytes(f, dt));
+    let ids: Vec<u8> = d.text_ids.iter().flat_map(|v| v.to_le_bytes()).collect();
+    let lens: Vec<u8> = d.text_len.iter().flat_map(|v| v.to_le_bytes()).collect();
+    let bad = |e: safetensors::SafeTensorError| Error::invalid("shard", e.to_string());
+    let mut views = vec![
+        ("latents", TensorView::new(dt, shape.clone(), &lat).map_err(bad)?),
+        ("text_ids", TensorView::new(Dtype::U32, vec![d.rows, d.text_len_max], &ids).map_err(bad)?),
+        ("text_len", TensorView::new(Dtype::U32, vec![d.rows], &lens).map_err(bad)?),
+    ];
+    if let Some(f) = &flip {
+        views.push(("latents_flip", TensorView::new(dt, shape, f).map_err(bad)?));
+    }
+    safetensors::serialize(views, Some(meta)).map_err(bad)
+}
+
+/// A memory-mapped shard.
+pub struct Shard {
+    map: Mmap,
+    /// (byte offset, bytes per row) of each tensor.
+    latents: (usize, usize),
+    flip: Option<(usize, usize)>,
+    ids: (usize, usize),
+    lens: usize,
+    pub rows: usize,
+    pub tokens: usize,
+    pub token_dim: usize,
+    pub text_max: usize,
+    dtype: Dtype,
+}
+
+impl Shard {
+    pub fn open(path: &Path) -> Result<Shard> {
+        let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+        // Safety: the shard is immutable once committed (written under a temporary name and
+        // renamed); nothing writes to it while it is mapped.
+        let map = unsafe { Mmap::map(&file) }.map_err(|e| Error::io(path, e))?;
+        let bad = |m: String| Error::invalid(path.display().to_string(), m);
+        let st = SafeTensors::deserialize(&map).map_err(|e| bad(format!("not a readable safetensors shard: {e}")))?;
+        let base = map.as_ptr() as usize;
+        let place = |name: &str| -> Result<Option<(usize, usize, Vec<usize>, Dtype)>> {
+            match st.tensor(name) {
+                Ok(t) => {
+                    let rows = t.shape().first().copied().unwrap_or(0).max(1);
+                    Ok(Some((t.data().as_ptr() as usize - base, t.data().len() / rows, t.shape().to_vec(), t.dtype())))
+                }
+                Err(safetensors::SafeTensorError::TensorNotFound(_)) => Ok(None),
+                Err(e) => Err(bad(e.to_string())),
+            }
+        };
+        let (lo, lrow, lshape, dtype) = place("latents")?.ok_or_else(|| bad("no `latents` tensor".into()))?;
+        let (io, irow, ishape, _) = place("text_ids")?.ok_or_else(|| bad("no `text_ids` tensor".into()))?;
+        let (no, _, _, _) = place("text_len")?.ok_or_else(|| bad("no `text_len` tensor".into()))?;
+        let flip = place("latents_flip")?.map(|(o, r, _, _)| (o, r));
+        if lshape.len() != 3 || ishape.len() != 2 || ishape[0] != lshape[0] {
+            return Err(bad(format!("unexpected shapes: latents {lshape:?}, text_ids {ishape:?}")));
+        }
+        drop(st);
+        Ok(Shard {
+            latents: (lo, lrow),
+            flip,
+            ids: (io, irow),
+            lens: no,
+            rows: lshape[0],
+            tokens: lshape[1],
+            token_dim: lshape[2],
+            text_max: ishape[1],
+            dtype,
+            map,
+        })
+    }
+
+    /// Row `i`'s tokens (or its flipped copy's) as f32, into `out` (tokens · token_dim).
+    pub fn latents_into(&self, i: usize, flip: bool, out: &mut Vec<f32>) {
+        let (off, row) = if flip { self.flip.unwrap_or(self.latents) } else { self.latents };
+        let bytes = &self.map[off + i * row..off + (i + 1) * row];
+        out.clear();
+        match self.dtype {
+            Dtype::F16 => out.extend(bytes.chunks_exact(2).map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32())),
+            Dtype::BF16 => out.extend(bytes.chunks_exact(2).map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32())),
+            _ => out.extend(bytes.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))),
+        }
+    }
+
+    pub fn has_flip(&self) -> bool {
+        self.flip.is_some()
+    }
+
+    /// Row `i`'s text ids (padded) and true length.
+    pub fn text(&self, i: usize) -> (Vec<u32>, u32) {
+        let (off, row) = self.ids;
+        let ids = self.map[off + i * row..off + (i + 1) * row]
+            .chunks_exact(4)
+            .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect();
+        let l = &self.map[self.lens + i * 4..self.lens + i * 4 + 4];
+        (ids, u32::from_le_bytes([l[0], l[1], l[2], l[3]]))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rows_read_back_as_written() {
+        let (rows, tokens, dim) = (3, 4, 2);
+        let latents: Vec<f32> = (0..rows * tokens * dim).map(|i| i as f32 / 32.0 - 0.5).collect();
+        let flip: Vec<f32> = latents.iter().map(|v| -v).collect();
+        let d = ShardData {
+            rows,
+            tokens,
+            token_dim: dim,
+            text_len_max: 3,
+            latents: latents.clone(),
+            latents_flip: Some(flip),
+            text_ids: vec![5, 6, 0, 7, 0, 0, 8, 9, 10],
+            text_len: vec![2, 1, 3],
+        };
+        for dtype in ["f32", "f16"] {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("s.safetensors");
+            std::fs::write(&path, serialize(&d, dtype, HashMap::new()).unwrap()).unwrap();
+            let s = Shard::open(&path).unwrap();
+            assert_eq!((s.rows, s.tokens, s.token_dim, s.text_max), (3, 4, 2, 3));
+            let mut out = Vec::new();
+            s.latents_into(1, false, &mut out);
+            assert_eq!(out, latents[8..16].to_vec(), "{dtype}");
+            s.latents_into(1, true, &mut out);
+            assert_eq!(out, latents[8..16].iter().map(|v| -v).collect::<Vec<_>>());
+            assert_eq!(s.text(1), (vec![7, 0, 0], 1));
+        }
+    }
+
+    #[test]
+    fn garbage_is_an_error_not_a_crash() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("bad.safetensors");
+        std::fs::write(&path, b"\x10\x00\x00\x00\x00\x00\x00\x00{not json").unwrap();
+        let err = Shard::open(&path).err().unwrap().to_string();
+        assert!(err.contains("bad.safetensors") && err.contains("not a readable safetensors shard"), "{err}");
+    }
+}

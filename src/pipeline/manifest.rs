@@ -1,0 +1,339 @@
+//! The dataset manifest (`runs/<name>/manifest.json`, schema `schemas/manifest.schema.json`):
+//! versioned, content-hashed, with the lineage of every stage. Immutable once written; the
+//! trainer verifies it before it reads a byte.
+
+use std::collections::BTreeMap;
+use std::path::{Component, Path, PathBuf};
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::encode::text::TextSpec;
+use super::encode::tokenizer::LatentSpec;
+use super::encode::{self, ShardEntry};
+use super::shard::{hash_file, write_atomic};
+use crate::config::Plan;
+use crate::error::{Error, Result};
+
+pub const SCHEMA_VERSION: u32 = 1;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Manifest {
+    pub schema_version: u32,
+    pub name: String,
+    pub version: String,
+    /// blake3 over everything below except `created_at` (and `id` itself).
+    pub id: String,
+    /// UTC, RFC 3339.
+    pub created_at: String,
+    pub lineage: Lineage,
+    pub counts: Counts,
+    pub coverage: Coverage,
+    pub latent: LatentSpec,
+    pub text: TextSpec,
+    pub shards: Vec<ShardEntry>,
+    pub splits: Splits,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct Lineage {
+    pub tool_version: String,
+    pub git_commit: String,
+    /// The resolved run config (TOML) and its hash.
+    pub config: String,
+    pub config_hash: String,
+    /// Stage → the hash of what decided its output.
+    pub stage_hashes: BTreeMap<String, String>,
+    pub taxonomy: String,
+    pub taxonomy_blake3: String,
+    pub teacher: String,
+    pub scorer: String,
+    pub image_tokenizer: String,
+    pub text_encoder: String,
+    /// blake3 of every model file used (none for the built-in world).
+    pub model_files: BTreeMap<String, String>,
+    /// Curation thresholds as configured (JSON).
+    pub thresholds: serde_json::Value,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct Counts {
+    pub prompts: u64,
+    pub samples: u64,
+    pub kept: u64,
+    /// Curation decisions by reason (kept included).
+    pub reasons: BTreeMap<String, u64>,
+    pub train_samples: u64,
+    pub held_out_prompts: u64,
+    pub held_out_samples: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct Coverage {
+    /// Slot → share of its usable values present in the prompts.
+    pub slots: BTreeMap<String, f64>,
+    pub pairwise: f64,
+    pub families: BTreeMap<String, u64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct Splits {
+    /// Every shard is training data.
+    pub train_samples: u64,
+    /// Held-out prompts for evaluation: a JSON-lines file (prompt_id, prompt, family, spec).
+    pub held_out: String,
+    pub held_out_blake3: String,
+    pub held_out_prompts: u64,
+}
+
+/// Builds and writes `manifest.json` for a run whose data stages are done; returns it.
+pub fn build(plan: &Plan) -> Result<Manifest> {
+    let run = &plan.run_dir;
+    let enc_dir = encode::dir_of(run);
+    let summary = |stage: &str| -> Result<serde_json::Value> {
+        let p = run.join(stage).join("summary.json");
+        let bytes = std::fs::read(&p).map_err(|_| {
+            Error::invalid(
+                p.display().to_string(),
+                format!("the {stage} stage has not finished: run `lightgen {stage}` first"),
+            )
+        })?;
+        serde_json::from_slice(&bytes).map_err(|e| Error::invalid(p.display().to_string(), e.to_string()))
+    };
+    let (exp, gen, cur, enc) = (summary("expand")?, summary("generate")?, summary("curate")?, summary("encode")?);
+    let spec: encode::EncodeSpec = serde_json::from_slice(
+        &std::fs::read(enc_dir.join("spec.json")).map_err(|e| Error::io(enc_dir.join("spec.json"), e))?,
+    )
+    .map_err(|e| Error::invalid("encode/spec.json", e.to_string()))?;
+    let shards = encode::committed_shards(&enc_dir, plan.stage_hash("encode"))?;
+    let (held_hash, _) =
+        hash_file(&enc_dir.join("held_out.jsonl")).map_err(|e| Error::io(enc_dir.join("held_out.jsonl"), e))?;
+    let (prompt_report, _) = crate::report::prompts::run(run)?;
+    let g = plan.config.generate.as_ref();
+    let c = plan.config.curate.as_ref();
+    let u = |v: &serde_json::Value, k: &str| v[k].as_u64().unwrap_or(0);
+    let mut m = Manifest {
+        schema_version: SCHEMA_VERSION,
+        name: plan.config.run.name.clone(),
+        version: "1".into(),
+        id: String::new(),
+        created_at: now_rfc3339(),
+        lineage: Lineage {
+            tool_version: crate::VERSION.into(),
+            git_commit: env!("LIGHTGEN_GIT_COMMIT").into(),
+            config: toml::to_string_pretty(&plan.config).expect("config serialises"),
+            config_hash: plan.hash.clone(),
+            stage_hashes: plan.stage_hashes.clone(),
+            taxonomy: format!("{}@{}", plan.taxonomy.name, plan.taxonomy.version),
+            taxonomy_blake3: plan.taxonomy.hash.clone(),
+            teacher: g.map(|g| g.teacher.clone()).unwrap_or_default(),
+            scorer: c.map(|c| c.scorer.clone()).unwrap_or_default(),
+            image_tokenizer: spec.latent.tokenizer.clone(),
+            text_encoder: spec.text.encoder.clone(),
+            model_files: BTreeMap::new(),
+            thresholds: c.map(|c| serde_json::to_value(c).expect("config serialises")).unwrap_or_default(),
+        },
+        counts: Counts {
+            prompts: u(&exp, "produced"),
+            samples: u(&gen, "samples"),
+            kept: u(&cur, "kept"),
+            reasons: encode::reject_counts(&run.join("curate"))?,
+            train_samples: u(&enc, "train_samples"),
+            held_out_prompts: u(&enc, "held_out_prompts"),
+            held_out_samples: u(&enc, "held_out_samples"),
+        },
+        coverage: Coverage {
+            slots: prompt_report.slots.iter().map(|s| (s.slot.clone(), s.coverage)).collect(),
+            pairwise: prompt_report.pairwise_coverage,
+            families: prompt_report.families.clone(),
+        },
+        latent: spec.latent,
+        text: spec.text,
+        shards,
+        splits: Splits {
+            train_samples: u(&enc, "train_samples"),
+            held_out: "encode/held_out.jsonl".into(),
+            held_out_blake3: held_hash,
+            held_out_prompts: u(&enc, "held_out_prompts"),
+        },
+    };
+    m.id = content_id(&m);
+    // Rewriting an identical manifest keeps its first creation time.
+    let path = run.join("manifest.json");
+    if let Ok(old) = load_unverified(&path) {
+        if old.id == m.id {
+            return Ok(old);
+        }
+    }
+    write_atomic(&path, &serde_json::to_vec_pretty(&m).expect("manifest serialises"))?;
+    Ok(m)
+}
+
+/// blake3 over the manifest's content, `id` and `created_at` left out.
+pub fn content_id(m: &Manifest) -> String {
+    let mut v = serde_json::to_value(m).expect("manifest serialises");
+    v["id"] = serde_json::Value::Null;
+    v["created_at"] = serde_json::Value::Null;
+    blake3::hash(v.to_string().as_bytes()).to_hex().to_string()
+}
+
+fn load_unverified(path: &Path) -> Result<Manifest> {
+    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    let raw: serde_json::Value = serde_json::from_slice(&bytes)
+        .map_err(|e| Error::invalid(path.display().to_string(), format!("not JSON: {e}")))?;
+    let v = raw["schema_version"].as_u64();
+    if v != Some(SCHEMA_VERSION as u64) {
+        return Err(Error::invalid(
+            path.display().to_string(),
+            format!("schema_version {}: this lightgen reads schema_version {SCHEMA_VERSION}", raw["schema_version"]),
+        ));
+    }
+    serde_json::from_value(raw)
+        .map_err(|e| Error::invalid(path.display().to_string(), format!("does not match the manifest schema: {e}")))
+}
+
+/// A path from the manifest, checked to stay inside `root` (relative, no `..`, no link out).
+fn inside(root: &Path, rel: &str, what: &str) -> Result<PathBuf> {
+    let p = Path::new(rel);
+    let bad = |m: &str| {
+        Error::invalid(format!("{} ({what})", root.join("manifest.json").display()), format!("path \"{rel}\" {m}"))
+    };
+    if p.is_absolute() || p.components().any(|c| !matches!(c, Component::Normal(_))) {
+        return Err(bad("must be relative, without '..' or '.'"));
+    }
+    let full = root.join(p);
+    if let (Ok(real), Ok(real_root)) = (full.canonicalize(), root.canonicalize()) {
+        if !real.starts_with(&real_root) {
+            return Err(bad("leads out of the manifest's folder (a symbolic link?)"));
+        }
+    }
+    Ok(full)
+}
+
+/// Loads a manifest and checks everything: schema, id, every path, size and hash, and the
+/// rows of every shard. The error names the file and the problem.
+pub fn verify(path: &Path) -> Result<Manifest> {
+    let m = load_unverified(path)?;
+    let root = path.parent().unwrap_or(Path::new("."));
+    let fail = |what: &str, m: String| Err(Error::invalid(what.to_string(), m));
+    if content_id(&m) != m.id {
+        return fail(
+            &path.display().to_string(),
+            format!("id {} does not match its content ({}): the manifest was changed", m.id, content_id(&m)),
+        );
+    }
+    for s in &m.shards {
+        for (rel, bytes, blake3) in [(&s.path, s.bytes, &s.blake3), (&s.index, s.index_bytes, &s.index_blake3)] {
+            let full = inside(root, rel, "shard")?;
+            let (h, n) = match hash_file(&full) {
+                Ok(x) => x,
+                Err(e) => return fail(&full.display().to_string(), format!("missing or unreadable shard file: {e}")),
+            };
+            if n != bytes {
+                return fail(&full.display().to_string(), format!("{n} bytes, the manifest says {bytes}"));
+            }
+            if &h != blake3 {
+                return fail(
+                    &full.display().to_string(),
+                    format!("blake3 {h}, the manifest says {blake3}: the shard was changed"),
+                );
+            }
+        }
+        let full = inside(root, &s.path, "shard")?;
+        let shard = encode::shards::Shard::open(&full)?;
+        if shard.rows as u64 != s.rows {
+            return fail(&full.display().to_string(), format!("{} rows, the manifest says {}", shard.rows, s.rows));
+        }
+    }
+    let held = inside(root, &m.splits.held_out, "split")?;
+    match hash_file(&held) {
+        Ok((h, _)) if h == m.splits.held_out_blake3 => {}
+        Ok((h, _)) => {
+            return fail(
+                &held.display().to_string(),
+                format!("blake3 {h}, the manifest says {}", m.splits.held_out_blake3),
+            )
+        }
+        Err(e) => return fail(&held.display().to_string(), format!("missing held-out split: {e}")),
+    }
+    Ok(m)
+}
+
+/// A readable summary.
+pub fn show(m: &Manifest) -> String {
+    let rows: u64 = m.shards.iter().map(|s| s.rows).sum();
+    let bytes: u64 = m.shards.iter().map(|s| s.bytes).sum();
+    let reasons: Vec<String> = m.counts.reasons.iter().map(|(k, v)| format!("{k} {v}")).collect();
+    format!(
+        "manifest  {} v{} (schema {}), id {}\ncreated   {} by lightgen {} ({})\ntaxonomy  {}; teacher {}; scorer {}\ncounts    {} prompts → {} images → {} kept → {} training samples; {} prompts held out\nreasons   {}\nlatents   {} {}x{} tokens of {} ({} px, patch {}, {}{})\ntext      {} (dim {}, max {} tokens)\nshards    {} ({} rows, {:.1} MiB)\ncoverage  pairwise {:.1}%\n",
+        m.name,
+        m.version,
+        m.schema_version,
+        m.id,
+        m.created_at,
+        m.lineage.tool_version,
+        &m.lineage.git_commit[..m.lineage.git_commit.len().min(12)],
+        m.lineage.taxonomy,
+        m.lineage.teacher,
+        m.lineage.scorer,
+        m.counts.prompts,
+        m.counts.samples,
+        m.counts.kept,
+        m.counts.train_samples,
+        m.counts.held_out_prompts,
+        reasons.join(", "),
+        m.latent.tokenizer,
+        m.latent.grid,
+        m.latent.grid,
+        m.latent.token_dim,
+        m.latent.resolution,
+        m.latent.patch,
+        m.latent.dtype,
+        if m.latent.flip { ", with flips" } else { "" },
+        m.text.encoder,
+        m.text.dim,
+        m.text.max_len,
+        m.shards.len(),
+        rows,
+        bytes as f64 / (1024.0 * 1024.0),
+        m.coverage.pairwise * 100.0,
+    )
+}
+
+/// Now, UTC, as RFC 3339 (days to civil date: Howard Hinnant's algorithm).
+fn now_rfc3339() -> String {
+    let secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs()) as i64;
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", rem / 3600, rem % 3600 / 60, rem % 60)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_must_stay_inside() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(inside(dir.path(), "encode/shard-00000.safetensors", "x").is_ok());
+        for bad in ["/etc/passwd", "../x", "encode/../../x", "./x"] {
+            assert!(inside(dir.path(), bad, "x").is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn rfc3339_shape() {
+        let t = now_rfc3339();
+        assert_eq!(t.len(), 20);
+        assert!(t.starts_with("20") && t.ends_with('Z'), "{t}");
+    }
+}

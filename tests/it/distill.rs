@@ -1,0 +1,187 @@
+//! `lightgen distill` end to end (expand → generate → curate → encode → manifest), the
+//! manifest's verification, and kill -9 at several points giving the same manifest id.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use lightgen::pipeline::encode::shards::Shard;
+use lightgen::pipeline::encode::tokenizer::{ImageTokenizer, Pixels};
+use lightgen::pipeline::generate::read_part;
+use lightgen::pipeline::shard;
+use polars::prelude::*;
+
+use crate::{lightgen, stderr, stdout, write_config};
+
+const STAGES: &str = "
+[generate]
+teacher = \"builtin:shapes\"
+images_per_prompt = 2
+part_size = 300
+
+[curate]
+scorer = \"builtin:shapes\"
+near_dup = false
+
+[curate.filter]
+threshold = 1.0
+
+[encode]
+resolution = 64
+patch = 4
+dtype = \"f16\"
+flip = true
+shard_size = 256
+held_out = 0.1
+";
+
+fn config(dir: &Path, count: u64) -> PathBuf {
+    write_config(dir, "d", "builtin:shapes", count, STAGES)
+}
+
+fn distill(cfg: &Path, out: &Path) {
+    let o = lightgen(&["distill", "-q", "--config", cfg.to_str().unwrap(), "--output-dir", out.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+}
+
+fn manifest_id(run: &Path) -> String {
+    let m: serde_json::Value = serde_json::from_slice(&std::fs::read(run.join("manifest.json")).unwrap()).unwrap();
+    m["id"].as_str().unwrap().to_string()
+}
+
+#[test]
+fn distill_writes_a_verified_manifest_whose_shards_decode_to_the_images() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path(), 200);
+    distill(&cfg, &dir.path().join("out"));
+    let run = dir.path().join("out/d");
+    let o = lightgen(&["manifest", "verify", run.join("manifest.json").to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let m: serde_json::Value = serde_json::from_slice(&std::fs::read(run.join("manifest.json")).unwrap()).unwrap();
+    let rows: u64 = m["shards"].as_array().unwrap().iter().map(|s| s["rows"].as_u64().unwrap()).sum();
+    assert_eq!(rows, m["counts"]["train_samples"].as_u64().unwrap());
+    assert_eq!(m["counts"]["samples"], 400);
+    assert!(m["counts"]["held_out_prompts"].as_u64().unwrap() > 5);
+
+    // Row 0 of shard 0 decodes to exactly the generated image of its sample.
+    let index =
+        ParquetReader::new(std::fs::File::open(run.join("encode/shard-00000.parquet")).unwrap()).finish().unwrap();
+    let sid = index.column("sample_id").unwrap().str().unwrap().get(0).unwrap().to_string();
+    let sample = read_part(&run.join("generate").join(shard::part_name(0)))
+        .unwrap()
+        .into_iter()
+        .find(|s| s.sample_id == sid)
+        .unwrap();
+    let original = image::load_from_memory(sample.image.as_deref().unwrap()).unwrap().to_rgb8();
+    let shard = Shard::open(&run.join("encode/shard-00000.safetensors")).unwrap();
+    let mut tokens = Vec::new();
+    shard.latents_into(0, false, &mut tokens);
+    let pixels = Pixels::new(64, 4, "f16", true).unwrap();
+    assert_eq!(pixels.decode(&tokens), original);
+    shard.latents_into(0, true, &mut tokens);
+    assert_eq!(pixels.decode(&tokens), image::imageops::flip_horizontal(&original));
+    let (ids, n) = shard.text(0);
+    assert!(n > 2 && ids[..n as usize].iter().all(|&i| i >= 2), "every word of a shapes prompt is in the vocabulary");
+
+    // No held-out prompt reaches a shard.
+    let held: Vec<String> = std::fs::read_to_string(run.join("encode/held_out.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["prompt_id"].as_str().unwrap().to_string())
+        .collect();
+    for k in 0..m["shards"].as_array().unwrap().len() as u64 {
+        let idx = ParquetReader::new(std::fs::File::open(run.join(format!("encode/shard-{k:05}.parquet"))).unwrap())
+            .finish()
+            .unwrap();
+        for p in idx.column("prompt_id").unwrap().str().unwrap().iter().flatten() {
+            assert!(!held.iter().any(|h| h == p), "held-out prompt {p} in shard {k}");
+        }
+    }
+    let o = lightgen(&["manifest", "show", run.join("manifest.json").to_str().unwrap()]);
+    assert!(stdout(&o).contains("training samples"), "{}", stdout(&o));
+}
+
+#[test]
+fn verify_refuses_a_changed_byte_a_missing_shard_an_unknown_schema_and_an_escaping_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path(), 120);
+    distill(&cfg, &dir.path().join("out"));
+    let run = dir.path().join("out/d");
+    let manifest = run.join("manifest.json");
+    let good = std::fs::read(&manifest).unwrap();
+    let verify = || {
+        let o = lightgen(&["manifest", "verify", manifest.to_str().unwrap()]);
+        assert!(!o.status.success(), "verify must fail");
+        stderr(&o)
+    };
+    // A changed byte in a shard.
+    let shard0 = run.join("encode/shard-00000.safetensors");
+    let bytes = std::fs::read(&shard0).unwrap();
+    let mut changed = bytes.clone();
+    let last = changed.len() - 1;
+    changed[last] ^= 1;
+    std::fs::write(&shard0, &changed).unwrap();
+    let e = verify();
+    assert!(e.contains("shard-00000.safetensors") && e.contains("the shard was changed"), "{e}");
+    // A missing shard.
+    std::fs::remove_file(&shard0).unwrap();
+    let e = verify();
+    assert!(e.contains("shard-00000.safetensors") && e.contains("missing"), "{e}");
+    std::fs::write(&shard0, &bytes).unwrap();
+    assert!(lightgen(&["manifest", "verify", manifest.to_str().unwrap()]).status.success());
+    // An unknown schema version.
+    let mut v: serde_json::Value = serde_json::from_slice(&good).unwrap();
+    v["schema_version"] = 99.into();
+    std::fs::write(&manifest, v.to_string()).unwrap();
+    assert!(verify().contains("schema_version 99"));
+    // A path escaping the root (with the id recomputed, so only the path is wrong).
+    let mut v: serde_json::Value = serde_json::from_slice(&good).unwrap();
+    v["shards"][0]["path"] = "../../etc/passwd".into();
+    let mut m: lightgen::pipeline::manifest::Manifest = serde_json::from_value(v).unwrap();
+    m.id = lightgen::pipeline::manifest::content_id(&m);
+    std::fs::write(&manifest, serde_json::to_string(&m).unwrap()).unwrap();
+    assert!(verify().contains("must be relative"), "escaping path");
+    // A changed count without a new id.
+    let mut v: serde_json::Value = serde_json::from_slice(&good).unwrap();
+    v["counts"]["kept"] = 1.into();
+    std::fs::write(&manifest, v.to_string()).unwrap();
+    assert!(verify().contains("does not match its content"));
+}
+
+#[test]
+fn kill_9_at_several_points_then_rerun_gives_the_same_manifest_id() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path(), 900);
+    distill(&cfg, &dir.path().join("whole"));
+    let want = manifest_id(&dir.path().join("whole/d"));
+    let out = dir.path().join("killed");
+    let run = out.join("d");
+    for marker in
+        ["generate/part-00001_stats.json", "curate/scores/part-00001_stats.json", "encode/shard-00001_stats.json"]
+    {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_lightgen"))
+            .args([
+                "distill",
+                "-q",
+                "--threads",
+                "1",
+                "--config",
+                cfg.to_str().unwrap(),
+                "--output-dir",
+                out.to_str().unwrap(),
+            ])
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let start = Instant::now();
+        while !run.join(marker).exists() {
+            assert!(start.elapsed() < Duration::from_secs(120), "{marker} never appeared");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        child.kill().unwrap();
+        child.wait().unwrap();
+        assert!(!run.join("manifest.json").exists(), "killed after {marker}, before the manifest");
+    }
+    distill(&cfg, &out);
+    assert_eq!(manifest_id(&run), want);
+}
