@@ -120,13 +120,39 @@ impl Shard {
 
     /// Row `i`'s tokens (or its flipped copy's) as f32, into `out` (tokens · token_dim).
     pub fn latents_into(&self, i: usize, flip: bool, out: &mut Vec<f32>) {
+        out.resize(self.tokens * self.token_dim, 0.0);
+        self.latents_into_slice(i, flip, out);
+    }
+
+    /// Like [`Shard::latents_into`], into a slice of exactly tokens · token_dim values (a row of
+    /// a batch buffer). f16 converts with the CPU's half-float instructions where it has them.
+    pub fn latents_into_slice(&self, i: usize, flip: bool, out: &mut [f32]) {
+        use half::slice::{HalfBitsSliceExt, HalfFloatSliceExt};
         let (off, row) = if flip { self.flip.unwrap_or(self.latents) } else { self.latents };
         let bytes = &self.map[off + i * row..off + (i + 1) * row];
-        out.clear();
         match self.dtype {
-            Dtype::F16 => out.extend(bytes.chunks_exact(2).map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32())),
-            Dtype::BF16 => out.extend(bytes.chunks_exact(2).map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32())),
-            _ => out.extend(bytes.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))),
+            Dtype::F16 | Dtype::BF16 => {
+                // Safety: f16 and bf16 are plain 2-byte values (repr(transparent) u16); align_to
+                // only yields the aligned middle, and rows of a shard start 2-aligned.
+                let (pre, mid, post) = unsafe { bytes.align_to::<u16>() };
+                if pre.is_empty() && post.is_empty() {
+                    if self.dtype == Dtype::F16 {
+                        mid.reinterpret_cast::<half::f16>().convert_to_f32_slice(out);
+                    } else {
+                        mid.reinterpret_cast::<half::bf16>().convert_to_f32_slice(out);
+                    }
+                } else {
+                    let conv = |b: &[u8]| u16::from_le_bytes([b[0], b[1]]);
+                    for (o, b) in out.iter_mut().zip(bytes.chunks_exact(2)) {
+                        *o = if self.dtype == Dtype::F16 { half::f16::from_bits(conv(b)).to_f32() } else { half::bf16::from_bits(conv(b)).to_f32() };
+                    }
+                }
+            }
+            _ => {
+                for (o, b) in out.iter_mut().zip(bytes.chunks_exact(4)) {
+                    *o = f32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+                }
+            }
         }
     }
 
