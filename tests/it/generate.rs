@@ -169,3 +169,19 @@ fn changing_generate_settings_keeps_the_expand_stage() {
     assert!(!out.status.success(), "generate settings changed: its stage is refused");
     assert!(stderr(&out).contains("runs/k/generate: was written by another config"), "{}", stderr(&out));
 }
+
+#[test]
+fn jpeg_and_webp_encodings_decode_to_the_right_size() {
+    for (format, magic) in [("jpeg", &[0xFF, 0xD8][..]), ("webp", &b"RIFF"[..])] {
+        let dir = tempfile::tempdir().unwrap();
+        let extra = format!("\n[generate]\nteacher = \"builtin:shapes\"\nimages_per_prompt = 1\nresolution = 96\nformat = \"{format}\"\nquality = 80\n");
+        let cfg = write_config(dir.path(), "f", "builtin:shapes", 12, &extra);
+        run(&["expand", "-q", "--config", cfg.to_str().unwrap()]);
+        run(&["generate", "-q", "--config", cfg.to_str().unwrap()]);
+        for s in samples(&dir.path().join("runs/f/generate")) {
+            let bytes = s.image.unwrap();
+            assert!(bytes.starts_with(magic), "{format}");
+            assert_eq!(image::load_from_memory(&bytes).unwrap().width(), 96);
+        }
+    }
+}

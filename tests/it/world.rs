@@ -114,3 +114,24 @@ fn analyzer_reads_degraded_student_like_images() {
         assert!(rate >= bar, "{what}: agreement {rate:.3} < {bar}");
     }
 }
+
+#[test]
+fn large_resolutions_render_and_read_back() {
+    // The world works up to 512 px; the analyzer reads what it draws at any size.
+    for size in [128, 512] {
+        let rate = {
+            let an = Analyzer::new();
+            let reqs = requests(60);
+            let ok = reqs
+                .iter()
+                .filter(|(req, seed)| {
+                    let r = render(req, *seed, size, &Imperfections::none()).unwrap();
+                    assert_eq!(r.image.dimensions(), (size, size));
+                    agrees(&an.detect(&r.image), &r.scene.objects)
+                })
+                .count();
+            ok as f64 / reqs.len() as f64
+        };
+        assert!(rate >= 0.98, "{size} px: agreement {rate}");
+    }
+}

@@ -144,7 +144,11 @@ impl Shard {
                 } else {
                     let conv = |b: &[u8]| u16::from_le_bytes([b[0], b[1]]);
                     for (o, b) in out.iter_mut().zip(bytes.chunks_exact(2)) {
-                        *o = if self.dtype == Dtype::F16 { half::f16::from_bits(conv(b)).to_f32() } else { half::bf16::from_bits(conv(b)).to_f32() };
+                        *o = if self.dtype == Dtype::F16 {
+                            half::f16::from_bits(conv(b)).to_f32()
+                        } else {
+                            half::bf16::from_bits(conv(b)).to_f32()
+                        };
                     }
                 }
             }
