@@ -6,8 +6,6 @@
 use std::collections::BTreeMap;
 use std::io::Cursor;
 use std::path::Path;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Mutex;
 use std::time::Instant;
 
 use image::codecs::jpeg::JpegEncoder;
@@ -201,29 +199,18 @@ fn make(
         }
     }
     let chunk = 32.max(teacher.batch_size());
-    let next = AtomicUsize::new(0);
-    let out: Mutex<Vec<(usize, Vec<Sample>)>> = Mutex::new(Vec::new());
-    std::thread::scope(|scope| {
-        for _ in 0..threads.max(1) {
-            scope.spawn(|| loop {
-                let c = next.fetch_add(1, Ordering::Relaxed);
-                let lo = c * chunk;
-                if lo >= reqs.len() {
-                    break;
-                }
-                let mine = &reqs[lo..(lo + chunk).min(reqs.len())];
-                let done: Vec<Sample> = mine
-                    .chunks(teacher.batch_size().max(1))
-                    .flat_map(|batch| one_batch(batch, &rows, plan, cfg, teacher))
-                    .collect();
-                pb.inc(done.len() as u64);
-                out.lock().unwrap_or_else(|p| p.into_inner()).push((c, done));
-            });
-        }
-    });
-    let mut parts = out.into_inner().unwrap_or_else(|p| p.into_inner());
-    parts.sort_by_key(|(c, _)| *c);
-    Ok(parts.into_iter().flat_map(|(_, v)| v).collect())
+    Ok(super::par::map_chunks(
+        reqs,
+        threads,
+        chunk,
+        || (),
+        |_, mine| {
+            mine.chunks(teacher.batch_size().max(1))
+                .flat_map(|batch| one_batch(batch, &rows, plan, cfg, teacher))
+                .collect()
+        },
+        |n| pb.inc(n),
+    ))
 }
 
 fn one_batch(

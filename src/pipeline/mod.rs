@@ -6,6 +6,7 @@ pub mod encode;
 pub mod expand;
 pub mod generate;
 pub mod manifest;
+pub mod par;
 pub mod prompts;
 pub mod shard;
 pub mod teacher;

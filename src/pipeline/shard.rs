@@ -111,6 +111,15 @@ pub fn done_part(dir: &Path, k: u64, plan: &str) -> Option<PartStats> {
     (hash == stats.blake3 && bytes == stats.bytes).then_some(stats)
 }
 
+/// The marker of a committed part, given the part's path.
+pub fn read_stats(part: &Path) -> Result<PartStats> {
+    let path =
+        part.with_file_name(part.file_name().unwrap_or_default().to_string_lossy().replace(".parquet", "_stats.json"));
+    let bytes = fs::read(&path).map_err(|e| Error::io(&path, e))?;
+    serde_json::from_slice(&bytes)
+        .map_err(|e| Error::invalid(path.display().to_string(), format!("unreadable part marker: {e}")))
+}
+
 /// Removes temporary files left by a killed writer.
 pub fn clean_temporaries(dir: &Path) -> Result<()> {
     let Ok(entries) = fs::read_dir(dir) else {

@@ -13,7 +13,6 @@ pub mod score;
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
 use polars::prelude::*;
@@ -73,7 +72,7 @@ pub fn run(plan: &Plan, opts: &CurateOptions) -> Result<CurateSummary> {
         if opts.threads == 0 { std::thread::available_parallelism().map_or(1, |n| n.get()) } else { opts.threads };
 
     // Measure.
-    let total: u64 = gen_parts.iter().map(|p| part_rows(p)).sum::<Result<u64>>()?;
+    let total: u64 = gen_parts.iter().map(|p| shard::read_stats(p).map(|s| s.rows)).sum::<Result<u64>>()?;
     let pb = crate::progress::bar(total, "curate", "images", opts.progress);
     let (mut measured, mut made) = (0u64, 0u64);
     let measure_start = Instant::now();
@@ -149,43 +148,16 @@ pub fn run(plan: &Plan, opts: &CurateOptions) -> Result<CurateSummary> {
     Ok(s)
 }
 
-fn part_rows(path: &Path) -> Result<u64> {
-    let stats =
-        path.with_file_name(path.file_name().unwrap_or_default().to_string_lossy().replace(".parquet", "_stats.json"));
-    let bytes = std::fs::read(&stats).map_err(|e| Error::io(&stats, e))?;
-    let st: shard::PartStats = serde_json::from_slice(&bytes)
-        .map_err(|e| Error::invalid(stats.display().to_string(), format!("unreadable part marker: {e}")))?;
-    Ok(st.rows)
-}
-
 /// Decodes, hashes and scores samples across threads, in order.
 fn measure(samples: &[Sample], scorer: &dyn Scorer, threads: usize, pb: &indicatif::ProgressBar) -> Vec<Record> {
-    const CHUNK: usize = 64;
-    let next = AtomicUsize::new(0);
-    let results = std::sync::Mutex::new(Vec::new());
-    std::thread::scope(|scope| {
-        for _ in 0..threads.max(1) {
-            scope.spawn(|| {
-                let hasher = ImageHashes::default();
-                loop {
-                    let c = next.fetch_add(1, Ordering::Relaxed);
-                    let lo = c * CHUNK;
-                    if lo >= samples.len() {
-                        break;
-                    }
-                    let done: Vec<Record> = samples[lo..(lo + CHUNK).min(samples.len())]
-                        .iter()
-                        .map(|s| measure_one(s, scorer, &hasher))
-                        .collect();
-                    pb.inc(done.len() as u64);
-                    results.lock().unwrap_or_else(|p| p.into_inner()).push((c, done));
-                }
-            });
-        }
-    });
-    let mut parts = results.into_inner().unwrap_or_else(|p| p.into_inner());
-    parts.sort_by_key(|(c, _)| *c);
-    parts.into_iter().flat_map(|(_, v)| v).collect()
+    super::par::map_chunks(
+        samples,
+        threads,
+        64,
+        ImageHashes::default,
+        |hasher, chunk| chunk.iter().map(|s| measure_one(s, scorer, hasher)).collect(),
+        |n| pb.inc(n),
+    )
 }
 
 fn measure_one(s: &Sample, scorer: &dyn Scorer, hasher: &ImageHashes) -> Record {

@@ -11,7 +11,6 @@ pub mod tokenizer;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
 use polars::prelude::*;
@@ -226,28 +225,25 @@ fn encode_batch(
 ) -> Result<ShardData> {
     let spec = tok.spec();
     let (tokens, dim) = ((spec.grid * spec.grid) as usize, spec.token_dim as usize);
-    let next = AtomicUsize::new(0);
-    let results: std::sync::Mutex<Vec<(usize, std::result::Result<(Vec<f32>, Option<Vec<f32>>), String>)>> =
-        Default::default();
-    std::thread::scope(|scope| {
-        for _ in 0..threads.max(1) {
-            scope.spawn(|| loop {
-                let i = next.fetch_add(1, Ordering::Relaxed);
-                let Some(s) = batch.get(i) else { break };
-                let r = (|| {
+    let results = super::par::map_chunks(
+        batch,
+        threads,
+        16,
+        || (),
+        |_, chunk| {
+            chunk
+                .iter()
+                .map(|s| -> std::result::Result<(Vec<f32>, Option<Vec<f32>>), String> {
                     let bytes = s.image.as_deref().ok_or("a kept sample has no image")?;
                     let img = image::load_from_memory(bytes).map_err(|e| e.to_string())?.to_rgb8();
                     let img = crop::center_crop(&img, cfg.resolution)?;
                     let flip = cfg.flip.then(|| tok.encode(&image::imageops::flip_horizontal(&img)));
                     Ok((tok.encode(&img), flip))
-                })();
-                pb.inc(1);
-                results.lock().unwrap_or_else(|p| p.into_inner()).push((i, r));
-            });
-        }
-    });
-    let mut results = results.into_inner().unwrap_or_else(|p| p.into_inner());
-    results.sort_by_key(|(i, _)| *i);
+                })
+                .collect()
+        },
+        |n| pb.inc(n),
+    );
     let mut d = ShardData {
         rows: batch.len(),
         tokens,
@@ -258,7 +254,7 @@ fn encode_batch(
         text_ids: Vec::with_capacity(batch.len() * cfg.max_text_len as usize),
         text_len: Vec::with_capacity(batch.len()),
     };
-    for ((_, r), s) in results.into_iter().zip(batch) {
+    for (r, s) in results.into_iter().zip(batch) {
         let (lat, flip) =
             r.map_err(|m| Error::invalid(s.sample_id.clone(), format!("cannot encode a kept image: {m}")))?;
         d.latents.extend(lat);
