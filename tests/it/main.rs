@@ -22,7 +22,8 @@ pub fn lightgen(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_lightgen")).args(args).current_dir(root()).output().expect("runs lightgen")
 }
 
-/// Writes a run config into `dir` whose taxonomy is `taxonomy` (absolute or builtin:).
+/// Writes a run config into `dir` whose taxonomy is `taxonomy` (absolute or builtin:), with the
+/// seed fixed at 42 for every test that uses it.
 pub fn write_config(dir: &Path, name: &str, taxonomy: &str, count: u64, extra: &str) -> PathBuf {
     let path = dir.join(format!("{name}.toml"));
     let text = format!(
