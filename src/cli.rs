@@ -92,6 +92,8 @@ pub enum ManifestCommand {
         #[arg(long)]
         json: bool,
     },
+    /// What changed from manifest A to B: lineage, counts, specs, shards.
+    Diff { a: PathBuf, b: PathBuf },
     /// Check schema, id, every shard's size, hash and rows; exit non-zero on any mismatch.
     Verify {
         /// The manifest, e.g. runs/shapes/manifest.json.

@@ -88,6 +88,18 @@ fn run(command: Command, progress: bool) -> Result<()> {
                 print!("{}", manifest::show(&m));
             }
         }
+        Command::Manifest(ManifestCommand::Diff { a, b }) => {
+            let (ma, mb) = (manifest::load(&a)?, manifest::load(&b)?);
+            let changes = manifest::diff(&ma, &mb);
+            if changes.is_empty() {
+                println!("identical: both are {}", ma.id);
+            } else {
+                println!("{} → {}: {} differences", &ma.id[..12], &mb.id[..12], changes.len());
+                for c in changes {
+                    println!("  {c}");
+                }
+            }
+        }
         Command::Manifest(ManifestCommand::Verify { manifest: path }) => {
             let m = manifest::verify(&path)?;
             println!(

@@ -337,3 +337,67 @@ mod tests {
         assert!(t.starts_with("20") && t.ends_with('Z'), "{t}");
     }
 }
+
+/// What changed from manifest `a` to `b`: lineage fields, counts, shards. Empty when the ids match.
+pub fn diff(a: &Manifest, b: &Manifest) -> Vec<String> {
+    if a.id == b.id {
+        return vec![];
+    }
+    let mut out = Vec::new();
+    let flat = |m: &Manifest, part: &str| -> BTreeMap<String, String> {
+        let v = serde_json::to_value(m).expect("manifest serialises");
+        let mut map = BTreeMap::new();
+        flatten(part, &v[part], &mut map);
+        map
+    };
+    for part in ["lineage", "counts", "coverage", "latent", "text", "splits"] {
+        let (x, y) = (flat(a, part), flat(b, part));
+        for k in x.keys().chain(y.keys()).collect::<std::collections::BTreeSet<_>>() {
+            let (vx, vy) = (x.get(k), y.get(k));
+            if vx != vy {
+                let show = |v: Option<&String>| {
+                    v.map_or(
+                        "(absent)".to_string(),
+                        |s| if s.len() > 60 { format!("{}…", &s[..60]) } else { s.clone() },
+                    )
+                };
+                out.push(format!("{k}: {} → {}", show(vx), show(vy)));
+            }
+        }
+    }
+    let shards = |m: &Manifest| {
+        m.shards.iter().map(|s| (s.path.clone(), (s.rows, s.blake3.clone()))).collect::<BTreeMap<_, _>>()
+    };
+    let (sa, sb) = (shards(a), shards(b));
+    for (p, (rows, h)) in &sa {
+        match sb.get(p) {
+            None => out.push(format!("shard {p}: removed ({rows} rows)")),
+            Some((r2, h2)) if h2 != h => out.push(format!("shard {p}: changed ({rows} → {r2} rows)")),
+            _ => {}
+        }
+    }
+    for (p, (rows, _)) in &sb {
+        if !sa.contains_key(p) {
+            out.push(format!("shard {p}: added ({rows} rows)"));
+        }
+    }
+    out
+}
+
+fn flatten(prefix: &str, v: &serde_json::Value, out: &mut BTreeMap<String, String>) {
+    match v {
+        serde_json::Value::Object(m) => {
+            for (k, x) in m {
+                flatten(&format!("{prefix}.{k}"), x, out);
+            }
+        }
+        other => {
+            out.insert(prefix.to_string(), other.to_string());
+        }
+    }
+}
+
+/// Loads a manifest for reading (schema checked; files not verified).
+pub fn load(path: &Path) -> Result<Manifest> {
+    load_unverified(path)
+}

@@ -99,6 +99,25 @@ fn distill_writes_a_verified_manifest_whose_shards_decode_to_the_images() {
     }
     let o = lightgen(&["manifest", "show", run.join("manifest.json").to_str().unwrap()]);
     assert!(stdout(&o).contains("training samples"), "{}", stdout(&o));
+
+    // diff: identical with itself; another seed changes lineage, counts and every shard.
+    let path = run.join("manifest.json");
+    let o = lightgen(&["manifest", "diff", path.to_str().unwrap(), path.to_str().unwrap()]);
+    assert!(stdout(&o).starts_with("identical"), "{}", stdout(&o));
+    let other = dir.path().join("other.toml");
+    std::fs::write(&other, std::fs::read_to_string(&cfg).unwrap().replace("seed = 42", "seed = 7")).unwrap();
+    distill(&other, &dir.path().join("out2"));
+    let o = lightgen(&[
+        "manifest",
+        "diff",
+        path.to_str().unwrap(),
+        dir.path().join("out2/d/manifest.json").to_str().unwrap(),
+    ]);
+    let text = stdout(&o);
+    assert!(
+        text.contains("lineage.config_hash") && text.contains("shard encode/shard-00000.safetensors: changed"),
+        "{text}"
+    );
 }
 
 #[test]
