@@ -92,6 +92,34 @@ pub enum ManifestCommand {
         #[arg(long)]
         json: bool,
     },
+    /// A new manifest over some of a manifest's samples (no data copied): by count or
+    /// fraction, per stratum, filtered on family or slot values, at random or coverage-first.
+    Subset {
+        /// The parent manifest.
+        manifest: PathBuf,
+        /// Name of the subset: writes manifest-<name>.json and subsets/<name>/ beside the parent.
+        #[arg(long)]
+        name: String,
+        /// How many samples (per stratum with --per).
+        #[arg(long, conflicts_with = "fraction")]
+        count: Option<u64>,
+        /// Which share of the samples (per stratum with --per).
+        #[arg(long)]
+        fraction: Option<f64>,
+        /// random, or coverage: every slot value and value pair first.
+        #[arg(long, default_value = "random")]
+        strategy: lightgen::pipeline::subset::Strategy,
+        /// Keep samples whose family or slot has one of the values: family=counting,
+        /// slot:color=red,blue (repeatable; all must hold).
+        #[arg(long = "where")]
+        filters: Vec<String>,
+        /// Apply the count or fraction within each stratum: family or slot:<name>.
+        #[arg(long)]
+        per: Option<String>,
+        /// Seed for the random draw.
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+    },
     /// What changed from manifest A to B: lineage, counts, specs, shards.
     Diff { a: PathBuf, b: PathBuf },
     /// Check schema, id, every shard's size, hash and rows; exit non-zero on any mismatch.

@@ -88,6 +88,37 @@ fn run(command: Command, progress: bool) -> Result<()> {
                 print!("{}", manifest::show(&m));
             }
         }
+        Command::Manifest(ManifestCommand::Subset {
+            manifest: path,
+            name,
+            count,
+            fraction,
+            strategy,
+            filters,
+            per,
+            seed,
+        }) => {
+            use lightgen::pipeline::subset::{self, Rule};
+            if let Some(f) = fraction {
+                anyhow::ensure!(f > 0.0 && f <= 1.0, "--fraction {f}: expected more than 0 and at most 1");
+            }
+            if let Some(p) = &per {
+                anyhow::ensure!(p == "family" || p.starts_with("slot:"), "--per {p}: expected family or slot:<name>");
+            }
+            let parent = manifest::verify(&path)?;
+            let filters = filters.iter().map(|f| Rule::parse_filter(f)).collect::<Result<Vec<_>, _>>()?;
+            let rule = Rule { count, fraction, strategy, filters, stratum: per, seed };
+            let rows = subset::select(&path, &parent, &rule)?;
+            let (out, m) = manifest::write_subset(&path, &parent, &name, &rule.describe(), &rows)?;
+            print!("{}", manifest::show(&m));
+            println!(
+                "subset    of {} by {}
+manifest: {}",
+                &parent.id[..12],
+                rule.describe(),
+                out.display()
+            );
+        }
         Command::Manifest(ManifestCommand::Diff { a, b }) => {
             let (ma, mb) = (manifest::load(&a)?, manifest::load(&b)?);
             let changes = manifest::diff(&ma, &mb);

@@ -34,6 +34,17 @@ pub struct Manifest {
     pub text: TextSpec,
     pub shards: Vec<ShardEntry>,
     pub splits: Splits,
+    /// For a subset: the manifest it was cut from and the rule (no data is copied).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent: Option<Parent>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct Parent {
+    pub id: String,
+    /// Relative to this manifest's folder.
+    pub path: String,
+    pub rule: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -157,6 +168,7 @@ pub fn build(plan: &Plan) -> Result<Manifest> {
             held_out_blake3: held_hash,
             held_out_prompts: u(&enc, "held_out_prompts"),
         },
+        parent: None,
     };
     m.id = content_id(&m);
     // Rewriting an identical manifest keeps its first creation time.
@@ -245,6 +257,26 @@ pub fn verify(path: &Path) -> Result<Manifest> {
         if shard.rows as u64 != s.rows {
             return fail(&full.display().to_string(), format!("{} rows, the manifest says {}", shard.rows, s.rows));
         }
+        if let Some(sel) = &s.selection {
+            let sp = inside(root, &sel.path, "selection")?;
+            let bytes = match std::fs::read(&sp) {
+                Ok(b) => b,
+                Err(e) => return fail(&sp.display().to_string(), format!("missing row selection: {e}")),
+            };
+            if blake3::hash(&bytes).to_hex().as_str() != sel.blake3 {
+                return fail(&sp.display().to_string(), "the row selection was changed (blake3 mismatch)".into());
+            }
+            let rows = selection_rows(&bytes);
+            if rows.len() as u64 != sel.rows
+                || rows.iter().any(|&r| r as u64 >= s.rows)
+                || rows.windows(2).any(|w| w[0] >= w[1])
+            {
+                return fail(
+                    &sp.display().to_string(),
+                    format!("expected {} ascending rows below {}", sel.rows, s.rows),
+                );
+            }
+        }
     }
     let held = inside(root, &m.splits.held_out, "split")?;
     match hash_file(&held) {
@@ -331,6 +363,16 @@ mod tests {
     }
 
     #[test]
+    fn floats_round_trip_exactly_through_json() {
+        // The manifest id hashes its JSON value; a float that parsed back one ULP off made a
+        // written manifest fail its own verification (serde_json needs float_roundtrip).
+        for x in [0.9982014388489209f64, 0.1, 1.0 / 3.0, 2.0f64.sqrt()] {
+            let back: f64 = serde_json::from_str(&serde_json::to_string(&x).unwrap()).unwrap();
+            assert_eq!(back.to_bits(), x.to_bits(), "{x}");
+        }
+    }
+
+    #[test]
     fn rfc3339_shape() {
         let t = now_rfc3339();
         assert_eq!(t.len(), 20);
@@ -400,4 +442,61 @@ fn flatten(prefix: &str, v: &serde_json::Value, out: &mut BTreeMap<String, Strin
 /// Loads a manifest for reading (schema checked; files not verified).
 pub fn load(path: &Path) -> Result<Manifest> {
     load_unverified(path)
+}
+
+/// Row indices of a selection file.
+pub fn selection_rows(bytes: &[u8]) -> Vec<u32> {
+    bytes.chunks_exact(4).map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect()
+}
+
+/// The root folder a manifest's paths are relative to.
+pub fn root_of(path: &Path) -> &Path {
+    path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."))
+}
+
+/// Writes a subset manifest of `parent` (at `parent_path`) that uses `rows[k]` of shard k:
+/// selection files under `subsets/<name>/`, the manifest as `manifest-<name>.json`, both in
+/// the parent's folder. No shard is copied.
+pub fn write_subset(
+    parent_path: &Path,
+    parent: &Manifest,
+    name: &str,
+    rule: &str,
+    rows: &[Vec<u32>],
+) -> Result<(PathBuf, Manifest)> {
+    if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || "_-".contains(c)) {
+        return Err(Error::invalid("--name", format!("\"{name}\": expected letters, digits, '_' or '-'")));
+    }
+    let root = root_of(parent_path);
+    let dir = root.join("subsets").join(name);
+    std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+    let mut m = parent.clone();
+    m.shards.clear();
+    let mut total = 0;
+    for (k, (s, sel)) in parent.shards.iter().zip(rows).enumerate() {
+        if sel.is_empty() {
+            continue;
+        }
+        let bytes: Vec<u8> = sel.iter().flat_map(|r| r.to_le_bytes()).collect();
+        let rel = format!("subsets/{name}/shard-{k:05}.rows");
+        write_atomic(&root.join(&rel), &bytes)?;
+        let mut e = s.clone();
+        e.selection = Some(encode::RowSelection {
+            path: rel,
+            rows: sel.len() as u64,
+            blake3: blake3::hash(&bytes).to_hex().to_string(),
+        });
+        total += sel.len() as u64;
+        m.shards.push(e);
+    }
+    m.name = format!("{}-{name}", parent.name);
+    m.counts.train_samples = total;
+    m.splits.train_samples = total;
+    m.created_at = now_rfc3339();
+    let parent_rel = parent_path.file_name().map_or("manifest.json".into(), |f| f.to_string_lossy().into_owned());
+    m.parent = Some(Parent { id: parent.id.clone(), path: parent_rel, rule: rule.to_string() });
+    m.id = content_id(&m);
+    let path = root.join(format!("manifest-{name}.json"));
+    write_atomic(&path, &serde_json::to_vec_pretty(&m).expect("manifest serialises"))?;
+    Ok((path, m))
 }

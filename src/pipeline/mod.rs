@@ -9,6 +9,7 @@ pub mod manifest;
 pub mod par;
 pub mod prompts;
 pub mod shard;
+pub mod subset;
 pub mod teacher;
 
 use std::fs;

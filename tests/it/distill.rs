@@ -204,3 +204,150 @@ fn kill_9_at_several_points_then_rerun_gives_the_same_manifest_id() {
     distill(&cfg, &out);
     assert_eq!(manifest_id(&run), want);
 }
+
+/// (family, prompt_id) of every sample a manifest uses.
+fn used_samples(manifest: &Path) -> Vec<(String, String)> {
+    let m = lightgen::pipeline::manifest::verify(manifest).unwrap();
+    let root = manifest.parent().unwrap();
+    let mut out = Vec::new();
+    for s in &m.shards {
+        let idx = ParquetReader::new(std::fs::File::open(root.join(&s.index)).unwrap()).finish().unwrap();
+        let fam = idx.column("family").unwrap().str().unwrap().clone();
+        let pid = idx.column("prompt_id").unwrap().str().unwrap().clone();
+        let keep: Option<Vec<u32>> = s
+            .selection
+            .as_ref()
+            .map(|sel| lightgen::pipeline::manifest::selection_rows(&std::fs::read(root.join(&sel.path)).unwrap()));
+        for i in 0..idx.height() {
+            if keep.as_ref().is_none_or(|k| k.contains(&(i as u32))) {
+                out.push((fam.get(i).unwrap().to_string(), pid.get(i).unwrap().to_string()));
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn subsets_select_without_copying_and_verify() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path(), 300);
+    distill(&cfg, &dir.path().join("out"));
+    let run = dir.path().join("out/d");
+    let parent = run.join("manifest.json");
+    let p = parent.to_str().unwrap();
+    let subset = |args: &[&str]| {
+        let mut all = vec!["manifest", "subset", p];
+        all.extend_from_slice(args);
+        let o = lightgen(&all);
+        assert!(o.status.success(), "{}", stderr(&o));
+    };
+    subset(&["--name", "r50", "--count", "50", "--seed", "1"]);
+    let m = lightgen::pipeline::manifest::verify(&run.join("manifest-r50.json")).unwrap();
+    assert_eq!(m.counts.train_samples, 50);
+    assert_eq!(used_samples(&run.join("manifest-r50.json")).len(), 50);
+    let parent_id = lightgen::pipeline::manifest::verify(&parent).unwrap().id;
+    assert_eq!(m.parent.as_ref().unwrap().id, parent_id);
+    assert!(m.shards.iter().all(|s| s.path.starts_with("encode/")), "no shard is copied");
+
+    subset(&["--name", "counting", "--where", "family=counting"]);
+    let used = used_samples(&run.join("manifest-counting.json"));
+    assert!(!used.is_empty() && used.iter().all(|(f, _)| f == "counting"));
+
+    subset(&["--name", "per5", "--count", "5", "--per", "family"]);
+    let used = used_samples(&run.join("manifest-per5.json"));
+    let mut per: BTreeMap<String, usize> = BTreeMap::new();
+    used.iter().for_each(|(f, _)| *per.entry(f.clone()).or_default() += 1);
+    assert_eq!(per.len(), 6);
+    assert!(per.values().all(|&n| n == 5), "{per:?}");
+
+    // A subset of a subset stays inside it.
+    let o = lightgen(&[
+        "manifest",
+        "subset",
+        run.join("manifest-counting.json").to_str().unwrap(),
+        "--name",
+        "c10",
+        "--count",
+        "10",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let inner = used_samples(&run.join("manifest-c10.json"));
+    assert_eq!(inner.len(), 10);
+    assert!(inner.iter().all(|(f, _)| f == "counting"));
+
+    // A changed selection file is refused.
+    let sel = std::fs::read_dir(run.join("subsets/r50")).unwrap().next().unwrap().unwrap().path();
+    let mut bytes = std::fs::read(&sel).unwrap();
+    bytes[0] ^= 1;
+    std::fs::write(&sel, bytes).unwrap();
+    let o = lightgen(&["manifest", "verify", run.join("manifest-r50.json").to_str().unwrap()]);
+    assert!(!o.status.success() && stderr(&o).contains("row selection was changed"), "{}", stderr(&o));
+}
+
+#[test]
+fn coverage_subsets_keep_every_slot_value_that_random_ones_lose() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path(), 600);
+    distill(&cfg, &dir.path().join("out"));
+    let run = dir.path().join("out/d");
+    let p = run.join("manifest.json");
+    // Slot values per prompt, from the expand stage.
+    let mut values: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for part in lightgen::pipeline::shard::committed_parts(&run.join("expand")).unwrap() {
+        for row in lightgen::pipeline::prompts::read_prompts(&part).unwrap() {
+            values.insert(
+                row.prompt_id,
+                row.slots.iter().flat_map(|(k, vs)| vs.iter().map(move |v| format!("{k}={v}"))).collect(),
+            );
+        }
+    }
+    let covered = |name: &str| -> usize {
+        let used = used_samples(&run.join(format!("manifest-{name}.json")));
+        used.iter().flat_map(|(_, pid)| values[pid].clone()).collect::<std::collections::BTreeSet<_>>().len()
+    };
+    let all = covered_all(&values);
+    let mut random_total = 0;
+    for seed in 0..3 {
+        let name = format!("rnd{seed}");
+        let o = lightgen(&[
+            "manifest",
+            "subset",
+            p.to_str().unwrap(),
+            "--name",
+            &name,
+            "--count",
+            "12",
+            "--seed",
+            &seed.to_string(),
+        ]);
+        assert!(o.status.success(), "{}", stderr(&o));
+        random_total += covered(&name);
+        let name = format!("cov{seed}");
+        let o = lightgen(&[
+            "manifest",
+            "subset",
+            p.to_str().unwrap(),
+            "--name",
+            &name,
+            "--count",
+            "12",
+            "--strategy",
+            "coverage",
+            "--seed",
+            &seed.to_string(),
+        ]);
+        assert!(o.status.success(), "{}", stderr(&o));
+        let c = covered(&name);
+        assert!(c as f64 >= 0.9 * all as f64, "coverage subset of 12 covers {c} of {all} slot values");
+    }
+    assert!(
+        (random_total as f64 / 3.0) < 0.9 * all as f64,
+        "random subsets should not cover as much ({random_total}/3 of {all})"
+    );
+}
+
+fn covered_all(values: &BTreeMap<String, Vec<String>>) -> usize {
+    values.values().flatten().collect::<std::collections::BTreeSet<_>>().len()
+}
+
+use std::collections::BTreeMap;

@@ -41,6 +41,17 @@ pub struct ShardEntry {
     pub blake3: String,
     pub index_bytes: u64,
     pub index_blake3: String,
+    /// In a subset manifest: the rows of this shard it uses (else all of them).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub selection: Option<RowSelection>,
+}
+
+/// A file of little-endian u32 row indices (ascending) into one shard.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct RowSelection {
+    pub path: String,
+    pub rows: u64,
+    pub blake3: String,
 }
 
 /// A held-out prompt (evaluation split).
@@ -324,6 +335,7 @@ fn write_shard(
         blake3: blake3::hash(&bytes).to_hex().to_string(),
         index_bytes: ib,
         index_blake3: ih,
+        selection: None,
     };
     let marker = ShardMarker { plan: plan.to_string(), entry };
     write_atomic(&dir.join(marker_name(k)), &serde_json::to_vec_pretty(&marker).expect("marker serialises"))
