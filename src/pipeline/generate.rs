@@ -83,13 +83,7 @@ pub fn run(plan: &Plan, opts: &GenerateOptions) -> Result<GenerateSummary> {
     let cfg = plan.config.generate.as_ref().ok_or_else(|| {
         Error::invalid("config", "no [generate] section: add one to run the generate stage (see configs/shapes.toml)")
     })?;
-    let expand_dir = super::stage_dir(&plan.run_dir, "expand")?;
-    if !expand_dir.join("summary.json").exists() {
-        return Err(Error::invalid(
-            expand_dir.display().to_string(),
-            "the expand stage has not finished: run `lightgen expand` first",
-        ));
-    }
+    let expand_dir = super::finished_stage(&plan.run_dir, "expand")?;
     let teacher = teacher::from_config(cfg)?;
     let dir = super::open_stage(plan, "generate", opts.force)?;
     let hash = plan.stage_hash("generate").to_string();

@@ -79,6 +79,18 @@ fn short(hash: &str) -> &str {
     &hash[..hash.len().min(12)]
 }
 
+/// The folder of a stage that has finished (its `summary.json` is written last).
+pub fn finished_stage(run_dir: &Path, stage: &str) -> Result<PathBuf> {
+    let dir = stage_dir(run_dir, stage)?;
+    if !dir.join("summary.json").exists() {
+        return Err(Error::invalid(
+            dir.display().to_string(),
+            format!("the {stage} stage has not finished: run `lightgen {stage}` first"),
+        ));
+    }
+    Ok(dir)
+}
+
 /// The stage folder of a run folder, checked to exist.
 pub fn stage_dir(run_dir: &Path, stage: &str) -> Result<PathBuf> {
     let dir = run_dir.join(stage);

@@ -54,13 +54,7 @@ pub fn run(plan: &Plan, opts: &CurateOptions) -> Result<CurateSummary> {
     let cfg = plan.config.curate.as_ref().ok_or_else(|| {
         Error::invalid("config", "no [curate] section: add one to run the curate stage (see configs/shapes.toml)")
     })?;
-    let gen_dir = super::stage_dir(&plan.run_dir, "generate")?;
-    if !gen_dir.join("summary.json").exists() {
-        return Err(Error::invalid(
-            gen_dir.display().to_string(),
-            "the generate stage has not finished: run `lightgen generate` first",
-        ));
-    }
+    let gen_dir = super::finished_stage(&plan.run_dir, "generate")?;
     let scorer = score::from_id(&cfg.scorer)?;
     let dir = super::open_stage(plan, "curate", opts.force)?;
     let scores_dir = dir.join("scores");

@@ -96,13 +96,7 @@ pub fn run(plan: &Plan, opts: &EncodeOptions) -> Result<EncodeSummary> {
     let cfg = plan.config.encode.as_ref().ok_or_else(|| {
         Error::invalid("config", "no [encode] section: add one to run the encode stage (see configs/shapes.toml)")
     })?;
-    let cur_dir = super::stage_dir(&plan.run_dir, "curate")?;
-    if !cur_dir.join("summary.json").exists() {
-        return Err(Error::invalid(
-            cur_dir.display().to_string(),
-            "the curate stage has not finished: run `lightgen curate` first",
-        ));
-    }
+    let cur_dir = super::finished_stage(&plan.run_dir, "curate")?;
     let gen_dir = super::stage_dir(&plan.run_dir, "generate")?;
     let dir = super::open_stage(plan, "encode", opts.force)?;
     let hash = plan.stage_hash("encode").to_string();
