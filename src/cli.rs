@@ -47,6 +47,8 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// What this build can do here: version, commit, cores, teachers, scorers, tokenizers.
+    Doctor,
     /// Write the JSON Schemas of the run config and taxonomy formats.
     Schema {
         /// Folder to write them to.

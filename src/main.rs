@@ -215,6 +215,18 @@ manifest: {}",
             let tax = Taxonomy::load(&taxonomy, Path::new("."))?;
             describe_taxonomy(&tax, json)?;
         }
+        Command::Doctor => {
+            let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+            println!("lightgen  {} ({})", lightgen::VERSION, env!("LIGHTGEN_GIT_COMMIT"));
+            println!("cores     {cores} (image stages use one worker each unless --threads)");
+            println!("teachers  {}", lightgen::config::TEACHERS.join(", "));
+            println!("scorers   {}", lightgen::config::SCORERS.join(", "));
+            println!("tokenizer pixels; text encoder vocab");
+            let builtins: Vec<String> =
+                lightgen::taxonomy::BUILTIN.iter().map(|(n, _)| format!("builtin:{n}")).collect();
+            println!("taxonomies {}", builtins.join(", "));
+            println!("onnx      not in this build yet (HTTP and ONNX teachers, CLIP, VAE and T5 come with ONNX Runtime loading)");
+        }
         Command::Schema { out } => {
             std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
             for (name, text) in lightgen::schema::all() {

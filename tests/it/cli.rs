@@ -119,3 +119,11 @@ fn show_config_prints_the_resolved_plan() {
     assert!(text.contains("count = 77"), "{text}");
     assert!(text.contains("taxonomy: shapes v1.0.0"), "{text}");
 }
+
+#[test]
+fn doctor_lists_what_this_build_can_do() {
+    let out = lightgen(&["doctor"]);
+    assert!(out.status.success());
+    let text = stdout(&out);
+    assert!(text.contains("teachers  builtin:shapes") && text.contains("builtin:geneval"), "{text}");
+}
