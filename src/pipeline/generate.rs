@@ -340,22 +340,16 @@ fn frame(rows: &[Sample]) -> PolarsResult<DataFrame> {
 
 /// Reads a generate part back into samples.
 pub fn read_part(path: &Path) -> Result<Vec<Sample>> {
-    let pe = |e| Error::polars(path, e);
-    let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
-    let df = ParquetReader::new(file).finish().map_err(pe)?;
-    let text = |c: &str| -> Result<StringChunked> { Ok(df.column(c).map_err(pe)?.str().map_err(pe)?.clone()) };
-    let u64c = |c: &str| -> Result<UInt64Chunked> { Ok(df.column(c).map_err(pe)?.u64().map_err(pe)?.clone()) };
-    let u32c = |c: &str| -> Result<UInt32Chunked> { Ok(df.column(c).map_err(pe)?.u32().map_err(pe)?.clone()) };
+    use super::frame::{opt_text as opt, text as st, Frame};
+    let f = Frame::read(path, None)?;
     let (sid, pid, prompt, family, spec) =
-        (text("sample_id")?, text("prompt_id")?, text("prompt")?, text("family")?, text("spec")?);
+        (f.str("sample_id")?, f.str("prompt_id")?, f.str("prompt")?, f.str("family")?, f.str("spec")?);
     let (teacher, request, status, error, hash, truth) =
-        (text("teacher")?, text("request")?, text("status")?, text("error")?, text("blake3")?, text("truth")?);
-    let (pidx, seed) = (u64c("prompt_index")?, u64c("seed")?);
-    let (iidx, width, height) = (u32c("image_index")?, u32c("width")?, u32c("height")?);
-    let image = df.column("image").map_err(pe)?.binary().map_err(pe)?.clone();
-    let gen_ms = df.column("gen_ms").map_err(pe)?.f32().map_err(pe)?.clone();
-    let st = |c: &StringChunked, i: usize| c.get(i).unwrap_or_default().to_string();
-    let opt = |c: &StringChunked, i: usize| c.get(i).map(str::to_string);
+        (f.str("teacher")?, f.str("request")?, f.str("status")?, f.str("error")?, f.str("blake3")?, f.str("truth")?);
+    let (pidx, seed) = (f.u64("prompt_index")?, f.u64("seed")?);
+    let (iidx, width, height) = (f.u32("image_index")?, f.u32("width")?, f.u32("height")?);
+    let (image, gen_ms) = (f.binary("image")?, f.f32("gen_ms")?);
+    let df = &f.df;
     Ok((0..df.height())
         .map(|i| Sample {
             sample_id: st(&sid, i),

@@ -4,6 +4,7 @@
 pub mod curate;
 pub mod encode;
 pub mod expand;
+pub mod frame;
 pub mod generate;
 pub mod manifest;
 pub mod par;

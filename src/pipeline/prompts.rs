@@ -3,8 +3,6 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use polars::prelude::*;
-
 use super::shard;
 use super::teacher::PromptRow;
 use crate::error::{Error, Result};
@@ -55,16 +53,15 @@ impl PromptCursor {
 /// The prompt rows of one expand part.
 pub fn read_prompts(path: &Path) -> Result<Vec<PromptRow>> {
     let pe = |e| Error::polars(path, e);
-    let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
-    let df = ParquetReader::new(file).finish().map_err(pe)?;
+    let f = super::frame::Frame::read(path, None)?;
+    let df = &f.df;
     let slot_cols: Vec<String> =
         df.get_column_names().iter().filter(|n| n.starts_with("slot_")).map(|n| n.to_string()).collect();
-    let index = df.column("index").map_err(pe)?.u64().map_err(pe)?.clone();
-    let text = |c: &str| -> Result<StringChunked> { Ok(df.column(c).map_err(pe)?.str().map_err(pe)?.clone()) };
-    let (ids, prompts, families, specs) = (text("prompt_id")?, text("prompt")?, text("family")?, text("spec")?);
+    let index = f.u64("index")?;
+    let (ids, prompts, families, specs) = (f.str("prompt_id")?, f.str("prompt")?, f.str("family")?, f.str("spec")?);
     let mut lists = Vec::new();
     for c in &slot_cols {
-        lists.push((c.trim_start_matches("slot_").to_string(), df.column(c).map_err(pe)?.list().map_err(pe)?.clone()));
+        lists.push((c.trim_start_matches("slot_").to_string(), f.list(c)?));
     }
     let mut out = Vec::with_capacity(df.height());
     for i in 0..df.height() {

@@ -5,7 +5,6 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::Path;
 
-use polars::prelude::*;
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -91,12 +90,9 @@ pub fn select(manifest_path: &Path, m: &Manifest, rule: &Rule) -> Result<Vec<Vec
     let mut prompt_ix: HashMap<String, usize> = HashMap::new();
     for (k, s) in m.shards.iter().enumerate() {
         let path = root.join(&s.index);
-        let pe = |e| Error::polars(&path, e);
-        let df =
-            ParquetReader::new(std::fs::File::open(&path).map_err(|e| Error::io(&path, e))?).finish().map_err(pe)?;
-        let rows = df.column("row").map_err(pe)?.u32().map_err(pe)?.clone();
-        let pids = df.column("prompt_id").map_err(pe)?.str().map_err(pe)?.clone();
-        let fams = df.column("family").map_err(pe)?.str().map_err(pe)?.clone();
+        let f = super::frame::Frame::read(&path, None)?;
+        let (rows, pids, fams) = (f.u32("row")?, f.str("prompt_id")?, f.str("family")?);
+        let df = &f.df;
         let allowed: Option<HashSet<u32>> = s.selection.as_ref().map(|sel| {
             std::fs::read(root.join(&sel.path))
                 .map(|b| super::manifest::selection_rows(&b).into_iter().collect())

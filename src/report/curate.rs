@@ -214,10 +214,8 @@ pub fn run(run_dir: &Path) -> Result<(CurateReport, PathBuf)> {
 }
 
 fn kept_column(path: &Path) -> Result<Vec<bool>> {
-    let pe = |e| Error::polars(path, e);
-    let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
-    let df = ParquetReader::new(file).with_columns(Some(vec!["decision".into()])).finish().map_err(pe)?;
-    Ok(df.column("decision").map_err(pe)?.str().map_err(pe)?.iter().map(|d| d == Some("kept")).collect())
+    let f = crate::pipeline::frame::Frame::read(path, Some(&["decision"]))?;
+    Ok(f.str("decision")?.iter().map(|d| d == Some("kept")).collect())
 }
 
 /// Ten bins over [0, 1]: each group's share per bin.

@@ -306,38 +306,20 @@ fn coverage_subsets_keep_every_slot_value_that_random_ones_lose() {
         used.iter().flat_map(|(_, pid)| values[pid].clone()).collect::<std::collections::BTreeSet<_>>().len()
     };
     let all = covered_all(&values);
+    // Subset of 12 with a strategy and a seed; returns how many slot values it covers.
+    let subset12 = |strategy: &str, seed: u64| -> usize {
+        let name = format!("{strategy}{seed}");
+        let args = ["manifest", "subset", p.to_str().unwrap(), "--name", &name, "--count", "12"];
+        let seed = seed.to_string();
+        let extra = ["--strategy", strategy, "--seed", &seed];
+        let o = lightgen(&[&args[..], &extra[..]].concat());
+        assert!(o.status.success(), "{}", stderr(&o));
+        covered(&name)
+    };
     let mut random_total = 0;
     for seed in 0..3 {
-        let name = format!("rnd{seed}");
-        let o = lightgen(&[
-            "manifest",
-            "subset",
-            p.to_str().unwrap(),
-            "--name",
-            &name,
-            "--count",
-            "12",
-            "--seed",
-            &seed.to_string(),
-        ]);
-        assert!(o.status.success(), "{}", stderr(&o));
-        random_total += covered(&name);
-        let name = format!("cov{seed}");
-        let o = lightgen(&[
-            "manifest",
-            "subset",
-            p.to_str().unwrap(),
-            "--name",
-            &name,
-            "--count",
-            "12",
-            "--strategy",
-            "coverage",
-            "--seed",
-            &seed.to_string(),
-        ]);
-        assert!(o.status.success(), "{}", stderr(&o));
-        let c = covered(&name);
+        random_total += subset12("random", seed);
+        let c = subset12("coverage", seed);
         assert!(c as f64 >= 0.9 * all as f64, "coverage subset of 12 covers {c} of {all} slot values");
     }
     assert!(

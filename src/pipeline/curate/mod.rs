@@ -280,20 +280,21 @@ fn write_frame(dest: &Path, df: PolarsResult<DataFrame>) -> Result<()> {
 
 /// Reads a scores or decisions part back into records.
 pub fn read_records(path: &Path) -> Result<Vec<Record>> {
-    let pe = |e| Error::polars(path, e);
-    let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
-    let df = ParquetReader::new(file).finish().map_err(pe)?;
-    let s = |c: &str| -> Result<StringChunked> { Ok(df.column(c).map_err(pe)?.str().map_err(pe)?.clone()) };
-    let u64c = |c: &str| -> Result<UInt64Chunked> { Ok(df.column(c).map_err(pe)?.u64().map_err(pe)?.clone()) };
-    let u32c = |c: &str| -> Result<UInt32Chunked> { Ok(df.column(c).map_err(pe)?.u32().map_err(pe)?.clone()) };
-    let (sid, pid, fam, status, error, exact, vr) =
-        (s("sample_id")?, s("prompt_id")?, s("family")?, s("status")?, s("error")?, s("exact")?, s("verdict_reason")?);
-    let (pidx, ph, dh) = (u64c("prompt_index")?, u64c("phash")?, u64c("dhash")?);
-    let (w, h) = (u32c("width")?, u32c("height")?);
-    let score = df.column("score").map_err(pe)?.f32().map_err(pe)?.clone();
-    let vp = df.column("verdict_pass").map_err(pe)?.bool().map_err(pe)?.clone();
-    let txt = |c: &StringChunked, i: usize| c.get(i).unwrap_or_default().to_string();
-    let opt = |c: &StringChunked, i: usize| c.get(i).map(str::to_string);
+    use super::frame::{opt_text as opt, text as txt, Frame};
+    let f = Frame::read(path, None)?;
+    let (sid, pid, fam, status, error, exact, vr) = (
+        f.str("sample_id")?,
+        f.str("prompt_id")?,
+        f.str("family")?,
+        f.str("status")?,
+        f.str("error")?,
+        f.str("exact")?,
+        f.str("verdict_reason")?,
+    );
+    let (pidx, ph, dh) = (f.u64("prompt_index")?, f.u64("phash")?, f.u64("dhash")?);
+    let (w, h) = (f.u32("width")?, f.u32("height")?);
+    let (score, vp) = (f.f32("score")?, f.bool("verdict_pass")?);
+    let df = &f.df;
     Ok((0..df.height())
         .map(|i| Record {
             sample_id: txt(&sid, i),

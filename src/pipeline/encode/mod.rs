@@ -196,14 +196,8 @@ fn held_out_prompts(run_dir: &Path, seed: u64, share: f64) -> Result<Vec<HeldOut
 fn train_samples(cur_dir: &Path, held: &std::collections::HashSet<&str>) -> Result<(Vec<(u64, usize)>, u64, u64)> {
     let (mut train, mut kept, mut held_samples) = (Vec::new(), 0u64, 0u64);
     for (k, p) in shard::committed_parts(cur_dir)?.iter().enumerate() {
-        let pe = |e| Error::polars(p, e);
-        let file = std::fs::File::open(p).map_err(|e| Error::io(p, e))?;
-        let df = ParquetReader::new(file)
-            .with_columns(Some(vec!["prompt_id".into(), "decision".into()]))
-            .finish()
-            .map_err(pe)?;
-        let ids = df.column("prompt_id").map_err(pe)?.str().map_err(pe)?.clone();
-        let dec = df.column("decision").map_err(pe)?.str().map_err(pe)?.clone();
+        let f = super::frame::Frame::read(p, Some(&["prompt_id", "decision"]))?;
+        let (ids, dec) = (f.str("prompt_id")?, f.str("decision")?);
         for (row, (id, d)) in ids.iter().zip(dec.iter()).enumerate() {
             if d != Some("kept") {
                 continue;

@@ -175,12 +175,8 @@ fn export_geneval(dir: &std::path::Path) -> Result<()> {
     let mut meta = String::new();
     let mut prompts = String::new();
     for path in shard::committed_parts(dir)? {
-        let pe = |e| Error::polars(&path, e);
-        let file = std::fs::File::open(&path).map_err(|e| Error::io(&path, e))?;
-        let df =
-            ParquetReader::new(file).with_columns(Some(vec!["prompt".into(), "spec".into()])).finish().map_err(pe)?;
-        let texts = df.column("prompt").map_err(pe)?.str().map_err(pe)?.clone();
-        let specs = df.column("spec").map_err(pe)?.str().map_err(pe)?.clone();
+        let f = super::frame::Frame::read(&path, Some(&["prompt", "spec"]))?;
+        let (texts, specs) = (f.str("prompt")?, f.str("spec")?);
         for (t, s) in texts.iter().zip(specs.iter()) {
             if let (Some(t), Some(s)) = (t, s) {
                 meta.push_str(s);
