@@ -31,6 +31,8 @@ fn bench(c: &mut Criterion) {
         quality: 90,
         part_size: 1000,
         shapes: Imperfections::default(),
+        http: None,
+        onnx: None,
     };
     let imp = Imperfections::default();
     let mut g = c.benchmark_group("world");

@@ -6,6 +6,12 @@ if ! command -v cargo >/dev/null; then
   echo "cargo is required (https://rustup.rs)" >&2
   exit 1
 fi
+# The ONNX tests run real ONNX Runtime: its shared library comes with the PyPI wheel, which
+# lightgen finds inside the Python install (or set ORT_DYLIB_PATH yourself).
+if [ -z "${ORT_DYLIB_PATH:-}" ] && ! python3 -c "import onnxruntime" 2>/dev/null; then
+  echo "installing onnxruntime==1.32.0 from PyPI for its libonnxruntime.so" >&2
+  python3 -m pip install --quiet --disable-pip-version-check onnxruntime==1.32.0
+fi
 # Snapshots are checked, never rewritten, here; review changes with `cargo insta review`.
 export INSTA_UPDATE=no
 cargo test --locked "$@"

@@ -47,6 +47,32 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Serve the config's teacher over the OpenAI images protocol (POST /v1/images/generations,
+    /// b64_json), with a bounded queue and GET /health; point `teacher = "http"` at it.
+    Serve {
+        /// A run config whose [generate] section names the teacher.
+        #[arg(short, long)]
+        config: PathBuf,
+        /// Address to listen on (port 0 picks a free one; the bound address is printed).
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        addr: std::net::SocketAddr,
+        /// Requests waiting or running at once; more are answered 429 with Retry-After.
+        #[arg(long, default_value_t = 64)]
+        queue: usize,
+        /// Requests the teacher works on at once (0 = one per core).
+        #[arg(long, default_value_t = 0)]
+        workers: usize,
+        /// Testing: this share of answers goes wrong (429, 500, slow, truncated base64, wrong
+        /// size, dropped connection), reproducibly from --chaos-seed.
+        #[arg(long, default_value_t = 0.0)]
+        chaos: f64,
+        /// Seed of the injected faults.
+        #[arg(long, default_value_t = 0)]
+        chaos_seed: u64,
+        /// How late a slow answer comes, in milliseconds.
+        #[arg(long, default_value_t = 3000)]
+        chaos_delay_ms: u64,
+    },
     /// What this build can do here: version, commit, cores, teachers, scorers, tokenizers.
     Doctor,
     /// Write the JSON Schemas of the run config and taxonomy formats.

@@ -9,6 +9,9 @@ use serde::{Deserialize, Serialize};
 use crate::error::{from_toml, Error, Result};
 use crate::taxonomy::Taxonomy;
 
+mod teachers;
+pub use teachers::{EndpointConfig, HttpConfig, OnnxTeacherConfig, Protocol, SchedulerKind};
+
 /// One file describes a whole run.
 #[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -281,12 +284,12 @@ pub struct PromptsConfig {
 #[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct GenerateConfig {
-    /// Teacher id: `builtin:shapes` (HTTP and ONNX teachers come with their issue).
+    /// Teacher: `builtin:shapes`, `http` (needs `[generate.http]`) or `onnx` (needs `[generate.onnx]`).
     pub teacher: String,
     /// Images per prompt, each with its own seed (default 4).
     #[serde(default = "default_images_per_prompt")]
     pub images_per_prompt: u32,
-    /// Width and height in pixels (default 64; 16 to 512).
+    /// Width and height in pixels (default 64; 16 to 2048).
     #[serde(default = "default_resolution")]
     pub resolution: u32,
     /// Image encoding (default png).
@@ -301,6 +304,27 @@ pub struct GenerateConfig {
     /// Failure rates of the shapes world's teacher.
     #[serde(default)]
     pub shapes: crate::world::render::Imperfections,
+    /// The HTTP teacher: protocol, endpoints, retry policy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http: Option<HttpConfig>,
+    /// The ONNX teacher: a diffusers-style export folder and sampling settings.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub onnx: Option<OnnxTeacherConfig>,
+}
+
+impl GenerateConfig {
+    /// What decides the images, for the stage hash: the fleet settings of the HTTP teacher
+    /// (endpoints, rates, retries) are left out so a long run can change them and resume.
+    pub fn identity(&self) -> serde_json::Value {
+        let mut v = serde_json::to_value(self).expect("config serialises");
+        if let Some(h) = &self.http {
+            v["http"] = h.identity();
+        }
+        if let Some(o) = &self.onnx {
+            v["onnx"] = o.identity();
+        }
+        v
+    }
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Deserialize, Serialize, JsonSchema)]
@@ -376,14 +400,25 @@ pub fn normalize(path: &Path) -> PathBuf {
 }
 
 /// The teachers this build knows.
-pub const TEACHERS: &[&str] = &["builtin:shapes"];
+pub const TEACHERS: &[&str] = &["builtin:shapes", "http", "onnx"];
 
 fn validate_generate(g: &GenerateConfig) -> std::result::Result<(), String> {
     if !TEACHERS.contains(&g.teacher.as_str()) {
         return Err(format!("generate.teacher = \"{}\": unknown teacher; known: {}", g.teacher, TEACHERS.join(", ")));
     }
-    if !(16..=512).contains(&g.resolution) {
-        return Err(format!("generate.resolution = {}: expected 16 to 512", g.resolution));
+    match (g.teacher.as_str(), &g.http, &g.onnx) {
+        ("http", None, _) => return Err("generate.teacher = \"http\" needs a [generate.http] section".into()),
+        ("onnx", _, None) => return Err("generate.teacher = \"onnx\" needs a [generate.onnx] section".into()),
+        _ => {}
+    }
+    if let Some(h) = &g.http {
+        h.validate()?;
+    }
+    if let Some(o) = &g.onnx {
+        o.validate()?;
+    }
+    if !(16..=2048).contains(&g.resolution) {
+        return Err(format!("generate.resolution = {}: expected 16 to 2048", g.resolution));
     }
     if g.images_per_prompt == 0 || g.part_size == 0 {
         return Err("generate.images_per_prompt and generate.part_size must be at least 1".into());
@@ -466,6 +501,12 @@ impl Plan {
         if let Some(e) = &config.encode {
             validate_encode(e).map_err(|m| Error::invalid(&src, m))?;
         }
+        if let Some(o) = config.generate.as_mut().and_then(|g| g.onnx.as_mut()) {
+            o.model = normalize(&base.join(&o.model));
+            if let Some(r) = o.runtime.as_mut() {
+                *r = normalize(&base.join(&*r));
+            }
+        }
         let output_dir = match &overrides.output_dir {
             Some(d) => d.clone(),
             None => normalize(&base.join(&config.run.output_dir)),
@@ -483,7 +524,7 @@ impl Plan {
             blake3::hash(format!("{}|{}|{}", config.run.seed, json(&config.prompts), taxonomy.hash).as_bytes());
         stage_hashes.insert("expand".to_string(), expand.to_hex().to_string());
         if let Some(g) = &config.generate {
-            let gen = blake3::hash(format!("{}|{}", expand.to_hex(), json(g)).as_bytes());
+            let gen = blake3::hash(format!("{}|{}", expand.to_hex(), json(&g.identity())).as_bytes());
             stage_hashes.insert("generate".to_string(), gen.to_hex().to_string());
             if let Some(c) = &config.curate {
                 let cur = blake3::hash(format!("{}|{}", gen.to_hex(), json(c)).as_bytes());

@@ -13,10 +13,12 @@
 
 pub mod config;
 pub mod error;
+pub mod onnx;
 pub mod pipeline;
 pub mod progress;
 pub mod report;
 pub mod schema;
+pub mod serve;
 pub mod taxonomy;
 pub mod world;
 

@@ -215,6 +215,23 @@ manifest: {}",
             let tax = Taxonomy::load(&taxonomy, Path::new("."))?;
             describe_taxonomy(&tax, json)?;
         }
+        Command::Serve { config, addr, queue, workers, chaos, chaos_seed, chaos_delay_ms } => {
+            let plan = Plan::load(&config, &Default::default())?;
+            let gen = plan.config.generate.as_ref().ok_or_else(|| {
+                anyhow::anyhow!("{}: no [generate] section: serve needs one to know its teacher", config.display())
+            })?;
+            if !(0.0..=1.0).contains(&chaos) || queue == 0 {
+                anyhow::bail!("--chaos must be 0 to 1 and --queue at least 1");
+            }
+            let opts = lightgen::serve::ServeOptions {
+                addr,
+                queue,
+                workers,
+                default_size: gen.resolution,
+                chaos: (chaos > 0.0).then_some((chaos, chaos_seed, chaos_delay_ms)),
+            };
+            lightgen::serve::run(gen, &opts)?;
+        }
         Command::Doctor => {
             let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
             println!("lightgen  {} ({})", lightgen::VERSION, env!("LIGHTGEN_GIT_COMMIT"));
@@ -225,7 +242,15 @@ manifest: {}",
             let builtins: Vec<String> =
                 lightgen::taxonomy::BUILTIN.iter().map(|(n, _)| format!("builtin:{n}")).collect();
             println!("taxonomies {}", builtins.join(", "));
-            println!("onnx      not in this build yet (HTTP and ONNX teachers, CLIP, VAE and T5 come with ONNX Runtime loading)");
+            match lightgen::onnx::runtime::get(None) {
+                Ok(rt) => println!(
+                    "onnx      ONNX Runtime {} from {}; execution providers: {}",
+                    rt.version,
+                    rt.library.display(),
+                    rt.providers.join(", ")
+                ),
+                Err(e) => println!("onnx      unavailable: {e}"),
+            }
         }
         Command::Schema { out } => {
             std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;

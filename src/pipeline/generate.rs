@@ -193,6 +193,7 @@ fn make(
         }
     }
     let chunk = 32.max(teacher.batch_size());
+    let threads = teacher.threads().unwrap_or(threads);
     Ok(super::par::map_chunks(
         reqs,
         threads,

@@ -127,3 +127,36 @@ fn doctor_lists_what_this_build_can_do() {
     let text = stdout(&out);
     assert!(text.contains("teachers  builtin:shapes") && text.contains("builtin:geneval"), "{text}");
 }
+
+#[test]
+fn every_shipped_config_resolves() {
+    for entry in std::fs::read_dir(crate::root().join("configs")).unwrap() {
+        let path = entry.unwrap().path();
+        let rel = format!("configs/{}", path.file_name().unwrap().to_str().unwrap());
+        let out = lightgen(&["expand", "--config", &rel, "--show-config"]);
+        assert!(out.status.success(), "{rel}: {}", stderr(&out));
+    }
+}
+
+#[test]
+fn teacher_sections_are_checked_with_their_field_names() {
+    let dir = tempfile::tempdir().unwrap();
+    for (extra, want) in [
+        ("[generate]\nteacher = \"http\"\n", "needs a [generate.http] section"),
+        (
+            "[generate]\nteacher = \"http\"\n[generate.http]\nprotocol = \"openai\"\nendpoints = []\n",
+            "generate.http.endpoints is empty",
+        ),
+        (
+            "[generate]\nteacher = \"http\"\n[generate.http]\nprotocol = \"openai\"\n[[generate.http.endpoints]]\nurl = \"gpu-1:8080\"\n",
+            "generate.http.endpoints[0].url = \"gpu-1:8080\": expected an http:// or https:// URL",
+        ),
+        ("[generate]\nteacher = \"onnx\"\n[generate.onnx]\nmodel = \"m\"\ndevice = \"tpu\"\n", "generate.onnx.device = \"tpu\""),
+        ("[generate]\nteacher = \"http\"\n[generate.http]\nprotocol = \"comfy\"\nendpoints = []\n", "unknown variant `comfy`"),
+    ] {
+        let cfg = write_config(dir.path(), "t", "builtin:shapes", 10, extra);
+        let out = lightgen(&["expand", "--config", cfg.to_str().unwrap()]);
+        assert!(!out.status.success());
+        assert!(stderr(&out).contains(want), "{want}: {}", stderr(&out));
+    }
+}

@@ -5,6 +5,8 @@ mod curate;
 mod distill;
 mod expand;
 mod generate;
+mod http;
+mod onnx;
 mod report;
 mod schemas;
 mod taxonomies;

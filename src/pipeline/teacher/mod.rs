@@ -1,7 +1,10 @@
 //! Teachers: whatever turns a prompt into an image. The `generate` stage sees only this trait;
-//! the built-in shapes world is the first implementation (HTTP and ONNX teachers follow).
+//! the built-in shapes world, a fleet of HTTP image servers and a diffusers-style ONNX
+//! export implement it.
 
 pub mod builtin;
+pub mod http;
+pub mod onnx;
 
 use std::collections::BTreeMap;
 
@@ -50,6 +53,10 @@ pub trait Teacher: Send + Sync {
     fn batch_size(&self) -> usize {
         1
     }
+    /// How many threads should call `generate` at once (default: one per core).
+    fn threads(&self) -> Option<usize> {
+        None
+    }
     /// One result per request, in order.
     fn generate(&self, batch: &[Request<'_>]) -> Vec<std::result::Result<Output, String>>;
 }
@@ -58,6 +65,14 @@ pub trait Teacher: Send + Sync {
 pub fn from_config(cfg: &GenerateConfig) -> Result<Box<dyn Teacher>> {
     match cfg.teacher.as_str() {
         "builtin:shapes" => Ok(Box::new(builtin::ShapesTeacher::new(cfg.shapes.clone()))),
+        "http" => {
+            let h = cfg.http.as_ref().ok_or_else(|| Error::invalid("generate.http", "missing section"))?;
+            Ok(Box::new(http::HttpTeacher::new(h)?))
+        }
+        "onnx" => {
+            let o = cfg.onnx.as_ref().ok_or_else(|| Error::invalid("generate.onnx", "missing section"))?;
+            Ok(Box::new(onnx::OnnxTeacher::load(o)?))
+        }
         other => Err(Error::invalid(
             "generate.teacher",
             format!("unknown teacher \"{other}\"; known: {}", crate::config::TEACHERS.join(", ")),

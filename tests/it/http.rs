@@ -1,0 +1,194 @@
+//! The HTTP teacher against `lightgen serve` with injected faults (429 + Retry-After, 500s,
+//! answers past the deadline, truncated base64, wrong sizes, dropped connections): every
+//! prompt ends as one image or one recorded failure, reruns complete the failures, nothing is
+//! duplicated, the API key never reaches an artifact, and the images equal the built-in
+//! teacher's pixel for pixel.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+
+use lightgen::pipeline::generate::{read_part, Sample};
+use lightgen::pipeline::shard;
+
+use crate::{lightgen, root, stderr, write_config};
+
+/// A `lightgen serve` child, killed on drop.
+struct Server {
+    child: Child,
+    url: String,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn serve(config: &Path, extra: &[&str]) -> Server {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_lightgen"))
+        .args(["serve", "-q", "--config", config.to_str().unwrap(), "--addr", "127.0.0.1:0"])
+        .args(extra)
+        .current_dir(root())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    let url = line.trim().strip_prefix("listening on ").unwrap_or_else(|| panic!("serve printed {line:?}")).to_string();
+    Server { child, url }
+}
+
+/// GET with a raw socket (the tests need no HTTP client of their own).
+fn get(url: &str, path: &str) -> String {
+    let addr = url.trim_start_matches("http://");
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    write!(s, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    out
+}
+
+fn samples(stage: &Path) -> Vec<Sample> {
+    shard::committed_parts(stage).unwrap().iter().flat_map(|p| read_part(p).unwrap()).collect()
+}
+
+fn pixels(s: &Sample) -> Vec<u8> {
+    image::load_from_memory(s.image.as_deref().unwrap()).unwrap().to_rgb8().into_raw()
+}
+
+fn generate(cfg: &str) -> serde_json::Value {
+    let out = Command::new(env!("CARGO_BIN_EXE_lightgen"))
+        .args(["generate", "-q", "--json", "--config", cfg])
+        .env("LIGHTGEN_TEST_KEY", "sk-test-SECRET-4242")
+        .current_dir(root())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+const SHAPES: &str =
+    "\n[generate]\nteacher = \"builtin:shapes\"\nimages_per_prompt = 2\nresolution = 64\npart_size = 40\n";
+
+#[test]
+fn http_teacher_survives_faults_and_reruns_complete_the_failures() {
+    let dir = tempfile::tempdir().unwrap();
+    // The reference: the same prompts drawn by the built-in teacher.
+    let reference = write_config(dir.path(), "ref", "builtin:shapes", 50, SHAPES);
+    let reference = reference.to_str().unwrap();
+    assert!(lightgen(&["expand", "-q", "--config", reference]).status.success());
+    assert_eq!(generate(reference)["failed"], 0);
+
+    let server = serve(Path::new(reference), &["--chaos", "0.35", "--chaos-seed", "3", "--chaos-delay-ms", "1500"]);
+    let health = get(&server.url, "/health");
+    assert!(health.starts_with("HTTP/1.1 200") && health.contains("\"teacher\":\"builtin:shapes\""), "{health}");
+
+    // Deadline 1 s (slow answers take 1.5 s); one retry, so some samples fail on the first run.
+    let http = format!(
+        "\n[generate]\nteacher = \"http\"\nimages_per_prompt = 2\nresolution = 64\npart_size = 40\n\
+         [generate.http]\nprotocol = \"openai\"\nsend_seed = true\nsend_structure = true\ndeadline_s = 1.0\n\
+         retries = 1\nbackoff_ms = 10\nbackoff_max_ms = 50\nbench_after = 4\nbench_s = 0.2\npatience_s = 60\n\
+         [[generate.http.endpoints]]\nurl = \"{}\"\nconcurrency = 8\napi_key_env = \"LIGHTGEN_TEST_KEY\"\n",
+        server.url
+    );
+    let cfg = write_config(dir.path(), "h", "builtin:shapes", 50, &http);
+    let cfg = cfg.to_str().unwrap();
+    assert!(lightgen(&["expand", "-q", "--config", cfg]).status.success());
+    let first = generate(cfg);
+    assert_eq!(first["samples"], 100);
+    assert_eq!(first["ok"].as_u64().unwrap() + first["failed"].as_u64().unwrap(), 100);
+    let mut failed = first["failed"].as_u64().unwrap();
+    assert!(failed > 0, "with 35% faults and one retry some samples fail (fixed chaos seed 3): {first}");
+
+    let stage = dir.path().join("runs/h/generate");
+    let errors: Vec<String> = samples(&stage).into_iter().filter_map(|s| s.error).collect();
+    assert_eq!(errors.len() as u64, failed);
+    let kinds = ["deadline_s", "base64", "wrong image size", "HTTP 500", "connection failed"];
+    let seen: Vec<&str> = kinds.iter().copied().filter(|k| errors.iter().any(|e| e.contains(k))).collect();
+    assert!(seen.len() >= 2, "failures say why: {errors:#?}");
+
+    // Reruns make only the failed samples again, until none is left.
+    for _ in 0..8 {
+        if failed == 0 {
+            break;
+        }
+        let again = generate(cfg);
+        assert_eq!(again["made"].as_u64().unwrap(), failed, "a rerun retries only the failures: {again}");
+        assert_eq!(again["samples"], 100);
+        failed = again["failed"].as_u64().unwrap();
+    }
+    assert_eq!(failed, 0, "reruns complete every failure");
+
+    let got = samples(&stage);
+    let want = samples(&dir.path().join("runs/ref/generate"));
+    assert_eq!(got.len(), 100);
+    let ids: std::collections::HashSet<&str> = got.iter().map(|s| s.sample_id.as_str()).collect();
+    assert_eq!(ids.len(), 100, "no sample is duplicated");
+    for (g, w) in got.iter().zip(&want) {
+        assert_eq!((g.sample_id.as_str(), g.seed), (w.sample_id.as_str(), w.seed));
+        assert_eq!(pixels(g), pixels(w), "{}: the served image equals the built-in teacher's", g.sample_id);
+        let req: serde_json::Value = serde_json::from_str(&g.request).unwrap();
+        assert_eq!(req["endpoint"], server.url.as_str());
+        assert_eq!(req["request"]["seed"], g.seed);
+        assert_eq!(req["request"]["size"], "64x64");
+        assert!(req["attempts"].as_u64().unwrap() >= 1);
+    }
+
+    // The key went to the server but into no artifact.
+    for entry in walk(&dir.path().join("runs/h")) {
+        let bytes = std::fs::read(&entry).unwrap();
+        let needle = b"sk-test-SECRET-4242";
+        assert!(!bytes.windows(needle.len()).any(|w| w == needle), "{} holds the API key", entry.display());
+    }
+}
+
+fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
+
+#[test]
+fn an_unset_api_key_variable_stops_the_run_with_its_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let http = "\n[generate]\nteacher = \"http\"\n[generate.http]\nprotocol = \"a1111\"\n\
+                [[generate.http.endpoints]]\nurl = \"http://127.0.0.1:9\"\napi_key_env = \"LIGHTGEN_NO_SUCH_KEY\"\n";
+    let cfg = write_config(dir.path(), "k", "builtin:shapes", 5, http);
+    let cfg = cfg.to_str().unwrap();
+    assert!(lightgen(&["expand", "-q", "--config", cfg]).status.success());
+    let out = lightgen(&["generate", "-q", "--config", cfg]);
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(err.contains("LIGHTGEN_NO_SUCH_KEY") && err.contains("api_key_env"), "{err}");
+}
+
+#[test]
+fn a_dead_endpoint_is_a_recorded_failure_per_sample() {
+    let dir = tempfile::tempdir().unwrap();
+    // Port 9 (discard) is closed here: every connection is refused.
+    let http = "\n[generate]\nteacher = \"http\"\nimages_per_prompt = 1\n[generate.http]\nprotocol = \"hf\"\n\
+                retries = 2\nbackoff_ms = 1\nbackoff_max_ms = 2\nbench_after = 100\n\
+                [[generate.http.endpoints]]\nurl = \"http://127.0.0.1:9/models/x\"\n";
+    let cfg = write_config(dir.path(), "d", "builtin:shapes", 4, http);
+    let cfg = cfg.to_str().unwrap();
+    assert!(lightgen(&["expand", "-q", "--config", cfg]).status.success());
+    let s = generate(cfg);
+    assert_eq!((s["ok"].as_u64(), s["failed"].as_u64()), (Some(0), Some(4)));
+    for x in samples(&dir.path().join("runs/d/generate")) {
+        let e = x.error.unwrap();
+        assert!(
+            e.contains("http://127.0.0.1:9/models/x") && e.contains("cannot connect") && e.contains("3 attempts"),
+            "{e}"
+        );
+    }
+}
