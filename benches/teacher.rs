@@ -4,7 +4,6 @@
 //! Run with `cargo bench --profile dev --bench teacher`.
 
 use std::collections::BTreeMap;
-use std::time::Instant;
 
 use axum::routing::post;
 use base64::Engine;
@@ -79,32 +78,38 @@ fn bench_http(c: &mut Criterion) {
 
 fn bench_onnx(c: &mut Criterion) {
     let model = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/onnx/sd-tiny");
-    let cfg = OnnxTeacherConfig {
-        model,
-        steps: 4,
-        guidance: 2.0,
-        scheduler: SchedulerKind::Auto,
-        negative_prompt: String::new(),
-        batch: 1,
-        device: "cpu".into(),
-        runtime: None,
-    };
-    let teacher = OnnxTeacher::load(&cfg).unwrap();
     let rows: Vec<PromptRow> = (0..4).map(row).collect();
-    let reqs: Vec<Request<'_>> =
-        rows.iter().map(|p| Request { prompt: p, seed: p.index, width: 64, height: 64 }).collect();
-    let mut g = c.benchmark_group("teacher");
-    g.sample_size(20);
-    g.throughput(Throughput::Elements(reqs.len() as u64));
-    let t0 = Instant::now();
-    g.bench_function("onnx_sd_tiny_64px_4_steps_cfg", |b| b.iter(|| teacher.generate(&reqs)));
-    g.finish();
-    let (model_s, total_s) = teacher.timing();
-    eprintln!(
-        "onnx teacher: {:.1}% of generate time outside model calls ({model_s:.2} s in models, {total_s:.2} s in all, {:.1} s wall)",
-        100.0 * (1.0 - model_s / total_s),
-        t0.elapsed().as_secs_f64()
-    );
+    for size in [64u32, 256] {
+        let cfg = OnnxTeacherConfig {
+            model: model.clone(),
+            steps: 4,
+            guidance: 2.0,
+            scheduler: SchedulerKind::Auto,
+            negative_prompt: String::new(),
+            batch: 1,
+            device: "cpu".into(),
+            runtime: None,
+        };
+        let teacher = OnnxTeacher::load(&cfg).unwrap();
+        let reqs: Vec<Request<'_>> =
+            rows.iter().map(|p| Request { prompt: p, seed: p.index, width: size, height: size }).collect();
+        let mut g = c.benchmark_group("teacher");
+        g.sample_size(20);
+        g.throughput(Throughput::Elements(reqs.len() as u64));
+        g.bench_function(format!("onnx_sd_tiny_{size}px_4_steps_cfg"), |b| b.iter(|| teacher.generate(&reqs)));
+        g.finish();
+        let t = teacher.timing();
+        eprintln!(
+            "onnx teacher, {size} px: denoising steps {:.1}% outside the UNet call ({:.2} s UNet of {:.2} s in \
+             steps); all of generate {:.1}% outside model calls ({:.2} s models of {:.2} s)",
+            100.0 * (1.0 - t.unet_s / t.steps_s),
+            t.unet_s,
+            t.steps_s,
+            100.0 * (1.0 - t.models_s / t.total_s),
+            t.models_s,
+            t.total_s,
+        );
+    }
 }
 
 criterion_group!(benches, bench_http, bench_onnx);

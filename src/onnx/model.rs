@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use half::f16;
-use ort::session::Session;
+use ort::session::{Session, SessionInputValue, SessionOutputs};
 use ort::value::{DynValue, Tensor, TensorElementType};
 
 use super::runtime::Runtime;
@@ -17,6 +17,19 @@ use super::runtime::Runtime;
 pub enum Feed {
     F32(Vec<i64>, Vec<f32>),
     I64(Vec<i64>, Vec<i64>),
+}
+
+/// A model input: a tensor to convert now, or one converted before (see [`Model::value`]) and
+/// reused across calls, e.g. the text conditioning of every denoising step.
+pub enum Arg<'v> {
+    Feed(Feed),
+    Ready(&'v DynValue),
+}
+
+impl From<Feed> for Arg<'_> {
+    fn from(f: Feed) -> Self {
+        Arg::Feed(f)
+    }
 }
 
 /// A float tensor read back from a model: (shape, values).
@@ -55,6 +68,8 @@ pub struct Model {
     pub inputs: Vec<Port>,
     pub outputs: Vec<Port>,
     session: Mutex<Session>,
+    /// Nanoseconds spent inside `Session::run`.
+    run_ns: std::sync::atomic::AtomicU64,
 }
 
 fn ports(outlets: &[ort::value::Outlet]) -> Vec<Port> {
@@ -114,7 +129,18 @@ impl Model {
         let (ins, outs) = (ports(session.inputs()), ports(session.outputs()));
         check(path, "inputs", &ins, inputs)?;
         check(path, "outputs", &outs, outputs)?;
-        Ok(Model { path: path.to_path_buf(), inputs: ins, outputs: outs, session: Mutex::new(session) })
+        Ok(Model {
+            path: path.to_path_buf(),
+            inputs: ins,
+            outputs: outs,
+            session: Mutex::new(session),
+            run_ns: Default::default(),
+        })
+    }
+
+    /// Seconds spent inside ONNX Runtime's `run` so far.
+    pub fn run_seconds(&self) -> f64 {
+        self.run_ns.load(std::sync::atomic::Ordering::Relaxed) as f64 * 1e-9
     }
 
     pub fn has_input(&self, name: &str) -> bool {
@@ -125,22 +151,73 @@ impl Model {
         self.inputs.iter().find(|p| p.name == name)
     }
 
+    /// Converts a feed to the input's own type once, for reuse with [`Arg::Ready`].
+    pub fn value(&self, name: &str, feed: Feed) -> Result<DynValue, String> {
+        let port =
+            self.input(name).ok_or_else(|| format!("{}: the model has no input \"{name}\"", self.path.display()))?;
+        to_value(feed, port.ty).map_err(|e| format!("{}: input {name}: {e}", self.path.display()))
+    }
+
     /// Runs the model; returns the named outputs as f32 (shape, values).
-    pub fn run(&self, feeds: Vec<(&str, Feed)>, want: &[&str]) -> Result<Vec<Tensor32>, String> {
-        let fail = |e: &dyn std::fmt::Display| format!("{}: {e}", self.path.display());
-        let mut values: Vec<(String, DynValue)> = Vec::with_capacity(feeds.len());
-        for (name, feed) in feeds {
-            let port = self.input(name).ok_or_else(|| fail(&format!("the model has no input \"{name}\"")))?;
-            values.push((name.to_string(), to_value(feed, port.ty).map_err(|e| fail(&format!("input {name}: {e}")))?));
+    pub fn run(&self, args: Vec<(&str, Arg<'_>)>, want: &[&str]) -> Result<Vec<Tensor32>, String> {
+        self.run_then(args, |outputs| {
+            want.iter()
+                .map(|name| {
+                    let v = self.output(outputs, name)?;
+                    from_value(v).map_err(|e| format!("{}: output {name}: {e}", self.path.display()))
+                })
+                .collect()
+        })
+    }
+
+    /// Runs the model and hands one f32 output to `f` in place (no copy of a large result,
+    /// such as the VAE's pixels; f16 outputs are converted first).
+    pub fn run_with<R>(
+        &self,
+        args: Vec<(&str, Arg<'_>)>,
+        name: &str,
+        f: impl FnOnce(&[i64], &[f32]) -> R,
+    ) -> Result<R, String> {
+        self.run_then(args, |outputs| {
+            let v = self.output(outputs, name)?;
+            let fail = |e: ort::Error| format!("{}: output {name}: {e}", self.path.display());
+            if v.dtype().tensor_type() == Some(TensorElementType::Float32) {
+                let (shape, data) = v.try_extract_tensor::<f32>().map_err(fail)?;
+                let shape: Vec<i64> = shape.iter().copied().collect();
+                return Ok(f(&shape, data));
+            }
+            let (shape, data) = from_value(v).map_err(|e| format!("{}: output {name}: {e}", self.path.display()))?;
+            Ok(f(&shape, &data))
+        })
+    }
+
+    fn output<'o>(&self, outputs: &'o SessionOutputs<'_>, name: &str) -> Result<&'o DynValue, String> {
+        outputs.get(name).ok_or_else(|| format!("{}: no output \"{name}\"", self.path.display()))
+    }
+
+    fn run_then<R>(
+        &self,
+        args: Vec<(&str, Arg<'_>)>,
+        then: impl FnOnce(&SessionOutputs<'_>) -> Result<R, String>,
+    ) -> Result<R, String> {
+        let mut owned: Vec<(&str, DynValue)> = Vec::new();
+        let mut ready: Vec<(&str, &DynValue)> = Vec::new();
+        for (name, arg) in args {
+            match arg {
+                Arg::Feed(feed) => owned.push((name, self.value(name, feed)?)),
+                Arg::Ready(v) => ready.push((name, v)),
+            }
         }
+        let inputs: Vec<(String, SessionInputValue<'_>)> = owned
+            .iter()
+            .map(|(n, v)| (n.to_string(), SessionInputValue::from(v)))
+            .chain(ready.into_iter().map(|(n, v)| (n.to_string(), SessionInputValue::from(v))))
+            .collect();
         let mut session = self.session.lock().expect("session lock");
-        let outputs = session.run(values).map_err(|e| fail(&e))?;
-        want.iter()
-            .map(|name| {
-                let v = outputs.get(*name).ok_or_else(|| fail(&format!("no output \"{name}\"")))?;
-                from_value(v).map_err(|e| fail(&format!("output {name}: {e}")))
-            })
-            .collect()
+        let t = std::time::Instant::now();
+        let outputs = session.run(inputs).map_err(|e| format!("{}: {e}", self.path.display()))?;
+        self.run_ns.fetch_add(t.elapsed().as_nanos() as u64, std::sync::atomic::Ordering::Relaxed);
+        then(&outputs)
     }
 }
 

@@ -75,8 +75,8 @@ fn every_scheduler_is_deterministic_by_seed_and_follows_the_prompt() {
                     "{model} {s:?}: colours are not saturated: {spread} {:?}",
                     &a[0].as_raw()[..60]
                 );
-                let (model_s, total_s) = t.timing();
-                assert!(model_s > 0.0 && model_s <= total_s);
+                let tm = t.timing();
+                assert!(tm.models_s > 0.0 && tm.models_s <= tm.total_s && tm.unet_s <= tm.steps_s, "{tm:?}");
             }
         }
     }

@@ -17,7 +17,7 @@ use super::{Output, Request, Teacher};
 use crate::config::OnnxTeacherConfig;
 use crate::error::{Error, Result};
 use crate::onnx::clip_tokenizer::ClipTokenizer;
-use crate::onnx::model::{port, Feed, Model, Tensor32};
+use crate::onnx::model::{port, Arg, Feed, Model, Tensor32};
 use folder::{Family, Folder};
 use scheduler::{Schedule, SchedulerConfig};
 
@@ -33,9 +33,24 @@ pub struct OnnxTeacher {
     vae: Model,
     runtime: String,
     device: &'static str,
-    /// Nanoseconds inside model calls, and in all of `generate`.
-    model_ns: AtomicU64,
+    /// The negative prompt's encoding, computed once.
+    uncond: std::sync::Mutex<Option<Cond>>,
+    /// Nanoseconds in all of `generate`, and in the denoising loops.
     total_ns: AtomicU64,
+    loop_ns: AtomicU64,
+}
+
+/// Seconds spent so far (see [`OnnxTeacher::timing`]).
+#[derive(Debug, Clone, Copy)]
+pub struct Timing {
+    /// Inside ONNX Runtime's `run`, all models.
+    pub models_s: f64,
+    /// In `generate`, everything.
+    pub total_s: f64,
+    /// Inside the UNet's `run`.
+    pub unet_s: f64,
+    /// In the denoising loops (UNet calls plus guidance, scheduler steps, tensor conversion).
+    pub steps_s: f64,
 }
 
 /// Text conditioning for a batch of 2B (guided: uncond then cond) or B rows.
@@ -111,21 +126,31 @@ impl OnnxTeacher {
             vae,
             runtime: rt.version.clone(),
             device,
-            model_ns: AtomicU64::new(0),
+            uncond: std::sync::Mutex::new(None),
             total_ns: AtomicU64::new(0),
+            loop_ns: AtomicU64::new(0),
         })
     }
 
-    /// (seconds in model calls, seconds in `generate` overall) so far.
-    pub fn timing(&self) -> (f64, f64) {
-        (self.model_ns.load(Ordering::Relaxed) as f64 * 1e-9, self.total_ns.load(Ordering::Relaxed) as f64 * 1e-9)
+    /// Where the time went so far; what is not inside ONNX Runtime is lightgen's own work
+    /// (tokenizing, tensor conversion, scheduling, pixels).
+    pub fn timing(&self) -> Timing {
+        let models = [Some(&self.text), self.text2.as_ref(), Some(&self.unet), Some(&self.vae)];
+        Timing {
+            models_s: models.into_iter().flatten().map(Model::run_seconds).sum(),
+            total_s: self.total_ns.load(Ordering::Relaxed) as f64 * 1e-9,
+            unet_s: self.unet.run_seconds(),
+            steps_s: self.loop_ns.load(Ordering::Relaxed) as f64 * 1e-9,
+        }
     }
 
-    fn call(&self, m: &Model, feeds: Vec<(&str, Feed)>, want: &[&str]) -> std::result::Result<Vec<Tensor32>, String> {
-        let t = Instant::now();
-        let r = m.run(feeds, want);
-        self.model_ns.fetch_add(t.elapsed().as_nanos() as u64, Ordering::Relaxed);
-        r
+    fn call(
+        &self,
+        m: &Model,
+        feeds: Vec<(&str, Arg<'_>)>,
+        want: &[&str],
+    ) -> std::result::Result<Vec<Tensor32>, String> {
+        m.run(feeds, want)
     }
 
     fn ids(tok: &ClipTokenizer, texts: &[&str]) -> std::result::Result<Feed, String> {
@@ -136,15 +161,19 @@ impl OnnxTeacher {
         Ok(Feed::I64(vec![texts.len() as i64, tok.max_len as i64], all))
     }
 
-    /// Encodes `texts` (uncond rows first when guided).
-    fn encode(&self, texts: &[&str], zero_rows: usize) -> std::result::Result<Cond, String> {
-        let mut cond = match (self.folder.family, &self.text2, &self.tok2) {
+    /// Encodes `texts`, one row each.
+    fn encode(&self, texts: &[&str]) -> std::result::Result<Cond, String> {
+        let cond = match (self.folder.family, &self.text2, &self.tok2) {
             (Family::Sdxl, Some(text2), Some(tok2)) => {
                 let p1 = penultimate(&self.text)?;
                 let p2 = penultimate(text2)?;
-                let mut a = self.call(&self.text, vec![("input_ids", Self::ids(&self.tok, texts)?)], &[p1.as_str()])?;
-                let mut b =
-                    self.call(text2, vec![("input_ids", Self::ids(tok2, texts)?)], &[p2.as_str(), "text_embeds"])?;
+                let mut a =
+                    self.call(&self.text, vec![("input_ids", Self::ids(&self.tok, texts)?.into())], &[p1.as_str()])?;
+                let mut b = self.call(
+                    text2,
+                    vec![("input_ids", Self::ids(tok2, texts)?.into())],
+                    &[p2.as_str(), "text_embeds"],
+                )?;
                 let (s1, h1) = a.remove(0);
                 let (s2, h2) = b.remove(0);
                 let pooled = b.remove(0);
@@ -161,20 +190,58 @@ impl OnnxTeacher {
                 Cond { hidden: (vec![rows as i64, len as i64, (d1 + d2) as i64], h), pooled: Some(pooled) }
             }
             _ => {
-                let mut a =
-                    self.call(&self.text, vec![("input_ids", Self::ids(&self.tok, texts)?)], &["last_hidden_state"])?;
+                let mut a = self.call(
+                    &self.text,
+                    vec![("input_ids", Self::ids(&self.tok, texts)?.into())],
+                    &["last_hidden_state"],
+                )?;
                 Cond { hidden: a.remove(0), pooled: None }
             }
         };
-        if zero_rows > 0 {
-            let per = cond.hidden.1.len() / texts.len();
-            cond.hidden.1[..zero_rows * per].fill(0.0);
-            if let Some(p) = cond.pooled.as_mut() {
-                let per = p.1.len() / texts.len();
-                p.1[..zero_rows * per].fill(0.0);
+        Ok(cond)
+    }
+
+    /// The unconditional row (the negative prompt), encoded once: zeros for an empty prompt
+    /// where the pipeline says so (SDXL's `force_zeros_for_empty_prompt`).
+    fn uncond(&self) -> std::result::Result<Cond, String> {
+        let mut cache = self.uncond.lock().expect("uncond lock");
+        if let Some(c) = cache.as_ref() {
+            return Ok(Cond { hidden: c.hidden.clone(), pooled: c.pooled.clone() });
+        }
+        let mut c = self.encode(&[self.cfg.negative_prompt.as_str()])?;
+        if self.folder.zeros_for_empty_prompt && self.cfg.negative_prompt.is_empty() {
+            c.hidden.1.fill(0.0);
+            if let Some(p) = c.pooled.as_mut() {
+                p.1.fill(0.0);
             }
         }
-        Ok(cond)
+        *cache = Some(Cond { hidden: c.hidden.clone(), pooled: c.pooled.clone() });
+        Ok(c)
+    }
+
+    /// (2B rows: B unconditional, then B conditional) when guided, else the B conditional rows.
+    fn conditioning(&self, reqs: &[&Request<'_>], guided: bool) -> std::result::Result<Cond, String> {
+        let texts: Vec<&str> = reqs.iter().map(|r| r.prompt.text.as_str()).collect();
+        let cond = self.encode(&texts)?;
+        if !guided {
+            return Ok(cond);
+        }
+        let u = self.uncond()?;
+        let stack = |u: &Tensor32, c: &Tensor32| -> Tensor32 {
+            let mut shape = c.0.clone();
+            shape[0] *= 2;
+            let mut v = Vec::with_capacity(2 * c.1.len());
+            for _ in 0..reqs.len() {
+                v.extend_from_slice(&u.1);
+            }
+            v.extend_from_slice(&c.1);
+            (shape, v)
+        };
+        let pooled = match (&u.pooled, &cond.pooled) {
+            (Some(up), Some(cp)) => Some(stack(up, cp)),
+            _ => None,
+        };
+        Ok(Cond { hidden: stack(&u.hidden, &cond.hidden), pooled })
     }
 
     /// One batch of same-size requests.
@@ -187,14 +254,7 @@ impl OnnxTeacher {
         let b = reqs.len();
         let guided = self.cfg.guidance > 1.0;
         let rows = if guided { 2 * b } else { b };
-        let mut texts: Vec<&str> = Vec::with_capacity(rows);
-        if guided {
-            texts.extend(std::iter::repeat_n(self.cfg.negative_prompt.as_str(), b));
-        }
-        texts.extend(reqs.iter().map(|r| r.prompt.text.as_str()));
-        let zero =
-            if guided && self.folder.zeros_for_empty_prompt && self.cfg.negative_prompt.is_empty() { b } else { 0 };
-        let cond = self.encode(&texts, zero)?;
+        let cond = self.conditioning(reqs, guided)?;
         let channels =
             self.unet.input("sample").and_then(|p| p.shape.get(1).copied()).filter(|c| *c > 0).unwrap_or(4) as usize;
         let (lh, lw) = ((h / f) as usize, (w / f) as usize);
@@ -208,34 +268,45 @@ impl OnnxTeacher {
         for rng in rngs.iter_mut() {
             latents.extend((0..per).map(|_| (gauss(rng) * sigma0) as f32));
         }
-        let time_ids: Vec<f32> = (0..rows).flat_map(|_| [h as f32, w as f32, 0.0, 0.0, h as f32, w as f32]).collect();
-        let cond_dim = self.unet.input("timestep_cond").and_then(|p| p.shape.get(1).copied()).filter(|d| *d > 0);
+        // The step-invariant inputs, converted to the UNet's types once: (rows, L, D) text,
+        // SDXL's (rows, P) pooled text and (rows, 6) time ids, LCM's guidance embedding.
+        let mut fixed: Vec<(&str, ort::value::DynValue)> = vec![(
+            "encoder_hidden_states",
+            self.unet.value("encoder_hidden_states", Feed::F32(cond.hidden.0, cond.hidden.1))?,
+        )];
+        if let Some(p) = cond.pooled {
+            let ids: Vec<f32> = (0..rows).flat_map(|_| [h as f32, w as f32, 0.0, 0.0, h as f32, w as f32]).collect();
+            fixed.push(("text_embeds", self.unet.value("text_embeds", Feed::F32(p.0, p.1))?));
+            fixed.push(("time_ids", self.unet.value("time_ids", Feed::F32(vec![rows as i64, 6], ids))?));
+        }
+        if let Some(d) = self.unet.input("timestep_cond").and_then(|p| p.shape.get(1).copied()).filter(|d| *d > 0) {
+            let e = scheduler::guidance_embedding(self.cfg.guidance, d as usize);
+            fixed.push((
+                "timestep_cond",
+                self.unet.value("timestep_cond", Feed::F32(vec![rows as i64, d], e.repeat(rows)))?,
+            ));
+        }
+        let ts_port = self.unet.input("timestep").expect("checked at load");
+        let ts_shape: Vec<i64> = match ts_port.shape.len() {
+            0 => vec![],
+            _ if ts_port.shape[0] == 1 => vec![1],
+            _ => vec![rows as i64],
+        };
+        let n_ts = ts_shape.first().copied().unwrap_or(1) as usize;
+        let loop_start = Instant::now();
         for (i, &t) in schedule.timesteps.iter().enumerate() {
+            let mut input: Vec<f32> = vec![0.0; rows * per]; // (rows, C, h, w)
             let scale = schedule.input_scale(i) as f32;
-            let mut input: Vec<f32> = latents.iter().map(|x| x * scale).collect();
-            if guided {
-                input.extend_from_within(..);
+            for (chunk, _) in input.chunks_exact_mut(b * per).zip(0..if guided { 2 } else { 1 }) {
+                for (d, x) in chunk.iter_mut().zip(&latents) {
+                    *d = x * scale;
+                }
             }
-            let ts_port = self.unet.input("timestep").expect("checked at load");
-            let ts_shape: Vec<i64> = match ts_port.shape.len() {
-                0 => vec![],
-                _ if ts_port.shape[0] == 1 => vec![1],
-                _ => vec![rows as i64],
-            };
-            let n_ts = ts_shape.first().copied().unwrap_or(1) as usize;
-            let mut feeds = vec![
-                ("sample", Feed::F32(vec![rows as i64, channels as i64, lh as i64, lw as i64], input)),
-                ("timestep", Feed::F32(ts_shape, vec![t as f32; n_ts])),
-                ("encoder_hidden_states", Feed::F32(cond.hidden.0.clone(), cond.hidden.1.clone())),
+            let mut feeds: Vec<(&str, Arg<'_>)> = vec![
+                ("sample", Feed::F32(vec![rows as i64, channels as i64, lh as i64, lw as i64], input).into()),
+                ("timestep", Feed::F32(ts_shape.clone(), vec![t as f32; n_ts]).into()),
             ];
-            if let Some(p) = &cond.pooled {
-                feeds.push(("text_embeds", Feed::F32(p.0.clone(), p.1.clone())));
-                feeds.push(("time_ids", Feed::F32(vec![rows as i64, 6], time_ids.clone())));
-            }
-            if let Some(d) = cond_dim {
-                let e = scheduler::guidance_embedding(self.cfg.guidance, d as usize);
-                feeds.push(("timestep_cond", Feed::F32(vec![rows as i64, d], e.repeat(rows))));
-            }
+            feeds.extend(fixed.iter().map(|(n, v)| (*n, Arg::Ready(v))));
             let (_, out) = self.call(&self.unet, feeds, &["out_sample"])?.remove(0);
             if out.len() != rows * per {
                 return Err(format!("unet/model.onnx: out_sample has {} values, expected {}", out.len(), rows * per));
@@ -253,30 +324,18 @@ impl OnnxTeacher {
                 schedule.step(i, &eps[s.clone()], &mut latents[s], &mut || gauss(rng));
             }
         }
+        self.loop_ns.fetch_add(loop_start.elapsed().as_nanos() as u64, Ordering::Relaxed);
         let inv = (1.0 / self.folder.vae_scaling) as f32;
         let z: Vec<f32> = latents.iter().map(|x| x * inv).collect();
-        let (shape, px) = self
-            .call(
-                &self.vae,
-                vec![("latent_sample", Feed::F32(vec![b as i64, channels as i64, lh as i64, lw as i64], z))],
-                &["sample"],
-            )?
-            .remove(0);
-        if shape.len() != 4 || shape[1] != 3 || shape[2] != h as i64 || shape[3] != w as i64 {
-            return Err(format!("vae_decoder/model.onnx: sample has shape {shape:?}, expected [{b}, 3, {h}, {w}]"));
-        }
-        // (B, 3, H, W) in [-1, 1] → RGB bytes.
+        // (B, 3, H, W) in [-1, 1] → interleaved RGB bytes, read in place from the output.
         let plane = (w * h) as usize;
-        Ok((0..b)
-            .map(|j| {
-                let base = j * 3 * plane;
-                RgbImage::from_fn(w, h, |x, y| {
-                    let k = (y * w + x) as usize;
-                    let c = |ch: usize| ((px[base + ch * plane + k] / 2.0 + 0.5).clamp(0.0, 1.0) * 255.0).round() as u8;
-                    image::Rgb([c(0), c(1), c(2)])
-                })
-            })
-            .collect())
+        let shape_z = vec![b as i64, channels as i64, lh as i64, lw as i64];
+        self.vae.run_with(vec![("latent_sample", Feed::F32(shape_z, z).into())], "sample", |shape, px| {
+            if shape.len() != 4 || shape[1] != 3 || shape[2] != h as i64 || shape[3] != w as i64 {
+                return Err(format!("vae_decoder/model.onnx: sample has shape {shape:?}, expected [{b}, 3, {h}, {w}]"));
+            }
+            Ok(px.chunks_exact(3 * plane).take(b).map(|planes| planar_to_rgb(planes, w, h)).collect())
+        })?
     }
 
     fn params(&self, r: &Request<'_>) -> serde_json::Value {
@@ -314,11 +373,29 @@ fn penultimate(m: &Model) -> std::result::Result<String, String> {
     }
 }
 
-/// A standard normal draw (Box–Muller).
+/// (3, H, W) floats in [-1, 1] → an RGB image.
+fn planar_to_rgb(planes: &[f32], w: u32, h: u32) -> RgbImage {
+    let plane = (w * h) as usize;
+    let (r, g, b) = (&planes[..plane], &planes[plane..2 * plane], &planes[2 * plane..3 * plane]);
+    let mut raw = vec![0u8; 3 * plane];
+    for (k, px) in raw.chunks_exact_mut(3).enumerate() {
+        px[0] = to_u8(r[k]);
+        px[1] = to_u8(g[k]);
+        px[2] = to_u8(b[k]);
+    }
+    RgbImage::from_raw(w, h, raw).expect("3 bytes per pixel")
+}
+
+/// [-1, 1] → 0..=255, rounded; NaN → 0. Branch-free (min/max), so noisy pixels cost no
+/// mispredictions.
+#[inline(always)]
+fn to_u8(v: f32) -> u8 {
+    (v * 127.5 + 128.0).clamp(0.0, 255.0) as u8
+}
+
+/// A standard normal draw (ziggurat).
 fn gauss(rng: &mut rand_chacha::ChaCha8Rng) -> f64 {
-    let u1: f64 = rng.random::<f64>().max(1e-300);
-    let u2: f64 = rng.random::<f64>();
-    (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()
+    rng.sample(rand_distr::StandardNormal)
 }
 
 impl Teacher for OnnxTeacher {
@@ -360,5 +437,21 @@ impl Teacher for OnnxTeacher {
         }
         self.total_ns.fetch_add(t.elapsed().as_nanos() as u64, Ordering::Relaxed);
         out.into_iter().map(|o| o.expect("every request answered")).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pixels_map_minus_one_to_one_onto_bytes() {
+        assert_eq!(
+            [to_u8(-1.0), to_u8(0.0), to_u8(1.0), to_u8(-7.0), to_u8(3.0), to_u8(f32::NAN)],
+            [0, 128, 255, 0, 255, 0]
+        );
+        // (3, 1, 2): R plane, G plane, B plane.
+        let img = planar_to_rgb(&[-1.0, 1.0, 0.0, 0.0, 1.0, -1.0], 2, 1);
+        assert_eq!(img.as_raw(), &[0, 128, 255, 255, 128, 0]);
     }
 }

@@ -27,6 +27,8 @@ pub struct SchedulerConfig {
     pub kind: SchedulerKind,
     pub train_steps: usize,
     pub alphas_cumprod: Vec<f64>,
+    /// σ = √((1 − ᾱ) / ᾱ) per training timestep.
+    pub sigmas: Vec<f64>,
     pub prediction: Prediction,
     pub spacing: Spacing,
     pub steps_offset: usize,
@@ -92,10 +94,12 @@ impl SchedulerConfig {
         };
         let final_alpha_cumprod = if v["set_alpha_to_one"].as_bool().unwrap_or(true) { 1.0 } else { ac[0] };
         let clip_sample = v["clip_sample"].as_bool().unwrap_or(false).then(|| f("clip_sample_range", 1.0));
+        let sigmas = ac.iter().map(|a| ((1.0 - a) / a).sqrt()).collect();
         Ok(SchedulerConfig {
             kind,
             train_steps,
             alphas_cumprod: ac,
+            sigmas,
             prediction,
             spacing,
             steps_offset: v["steps_offset"].as_u64().unwrap_or(0) as usize,
@@ -116,16 +120,16 @@ fn linspace(a: f64, b: f64, n: usize) -> Vec<f64> {
 
 /// One sampling run's schedule.
 #[derive(Debug, Clone)]
-pub struct Schedule {
-    cfg: SchedulerConfig,
+pub struct Schedule<'a> {
+    cfg: &'a SchedulerConfig,
     /// Timesteps fed to the UNet, high noise first.
     pub timesteps: Vec<f64>,
     /// Euler family: σ per step, plus a final 0.
     sigmas: Vec<f64>,
 }
 
-impl Schedule {
-    pub fn new(cfg: &SchedulerConfig, steps: usize) -> Schedule {
+impl<'a> Schedule<'a> {
+    pub fn new(cfg: &'a SchedulerConfig, steps: usize) -> Schedule<'a> {
         let n = cfg.train_steps;
         let s = steps.clamp(1, n);
         let timesteps: Vec<f64> = match cfg.kind {
@@ -151,10 +155,9 @@ impl Schedule {
                 }
             }
         };
-        let all: Vec<f64> = cfg.alphas_cumprod.iter().map(|a| ((1.0 - a) / a).sqrt()).collect();
-        let mut sigmas: Vec<f64> = timesteps.iter().map(|&t| interp(&all, t)).collect();
+        let mut sigmas: Vec<f64> = timesteps.iter().map(|&t| interp(&cfg.sigmas, t)).collect();
         sigmas.push(0.0);
-        Schedule { cfg: cfg.clone(), timesteps, sigmas }
+        Schedule { cfg, timesteps, sigmas }
     }
 
     fn euler_family(&self) -> bool {
@@ -301,13 +304,18 @@ mod tests {
     #[test]
     fn timesteps_follow_diffusers() {
         // Values as diffusers' set_timesteps prints them for the SD 1.5 / SD-Turbo configs.
-        let ddim = Schedule::new(&cfg("DDIMScheduler", json!({"timestep_spacing": "leading"})), 4);
+        let (c1, c2) = (
+            cfg("DDIMScheduler", json!({"timestep_spacing": "leading"})),
+            cfg("EulerDiscreteScheduler", json!({"timestep_spacing": "trailing"})),
+        );
+        let (c3, c4) = (cfg("EulerDiscreteScheduler", json!({})), cfg("LCMScheduler", json!({})));
+        let ddim = Schedule::new(&c1, 4);
         assert_eq!(ddim.timesteps, vec![751.0, 501.0, 251.0, 1.0]);
-        let turbo = Schedule::new(&cfg("EulerDiscreteScheduler", json!({"timestep_spacing": "trailing"})), 4);
+        let turbo = Schedule::new(&c2, 4);
         assert_eq!(turbo.timesteps, vec![999.0, 749.0, 499.0, 249.0]);
-        let lin = Schedule::new(&cfg("EulerDiscreteScheduler", json!({})), 3);
+        let lin = Schedule::new(&c3, 3);
         assert_eq!(lin.timesteps, vec![999.0, 499.5, 0.0]);
-        let lcm = Schedule::new(&cfg("LCMScheduler", json!({})), 4);
+        let lcm = Schedule::new(&c4, 4);
         assert_eq!(lcm.timesteps, vec![999.0, 759.0, 499.0, 259.0]);
         // SD's final sigma is 14.6146; trailing spacing starts the noise there.
         assert!((turbo.init_noise_sigma() - 14.6146).abs() < 1e-3, "{}", turbo.init_noise_sigma());
