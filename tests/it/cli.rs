@@ -153,6 +153,9 @@ fn teacher_sections_are_checked_with_their_field_names() {
         ),
         ("[generate]\nteacher = \"onnx\"\n[generate.onnx]\nmodel = \"m\"\ndevice = \"tpu\"\n", "generate.onnx.device = \"tpu\""),
         ("[generate]\nteacher = \"http\"\n[generate.http]\nprotocol = \"comfy\"\nendpoints = []\n", "unknown variant `comfy`"),
+        ("[curate]\nscorer = \"clip\"\n", "curate.scorer = \"clip\" needs a [curate.clip] section"),
+        ("[curate]\nscorer = \"builtin:shapes\"\n[curate.semdedup]\n", "curate.semdedup needs CLIP image embeddings"),
+        ("[curate]\nscorer = \"clip\"\n[curate.clip]\nmodel = \"m\"\n[curate.semdedup]\neps = 1.5\n", "curate.semdedup.eps = 1.5"),
     ] {
         let cfg = write_config(dir.path(), "t", "builtin:shapes", 10, extra);
         let out = lightgen(&["expand", "--config", cfg.to_str().unwrap()]);

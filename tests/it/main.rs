@@ -1,6 +1,7 @@
 //! One integration binary: runs the real `lightgen` binary on the shipped taxonomies.
 
 mod cli;
+mod clip;
 mod curate;
 mod distill;
 mod expand;

@@ -29,13 +29,15 @@ pub struct Record {
     pub score: Option<f32>,
     pub verdict_pass: Option<bool>,
     pub verdict_reason: Option<String>,
+    /// Unit image embedding (CLIP scorer), for semantic deduplication.
+    pub embedding: Option<Vec<f32>>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Decision {
     pub kept: bool,
     /// kept, generate_failed, decode_failed, score_failed, too_small, bad_aspect, exact_dup,
-    /// near_dup, failed_verdict, low_score.
+    /// near_dup, semantic_dup, failed_verdict, low_score.
     pub reason: String,
     pub detail: String,
     pub dup_of: Option<String>,
@@ -116,6 +118,30 @@ pub fn decide(records: &[Record], cfg: &CurateConfig, strata: &[String]) -> Vec<
         }
     }
 
+    // Semantic duplicates (SemDeDup) among what is left, in the same keep order.
+    if let Some(sd) = &cfg.semdedup {
+        let with: Vec<usize> =
+            order.iter().copied().filter(|&i| out[i].is_none() && records[i].embedding.is_some()).collect();
+        let points: Vec<&[f32]> = with.iter().map(|&i| records[i].embedding.as_deref().expect("filtered")).collect();
+        let k = if sd.clusters == 0 { points.len().div_ceil(100) } else { sd.clusters as usize };
+        let local: Vec<usize> = (0..with.len()).collect();
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+        for (li, v) in
+            super::semdedup::semdedup(&points, &local, k, sd.eps, sd.iterations, threads).into_iter().enumerate()
+        {
+            if let Some((lj, cos)) = v {
+                let (i, j) = (with[li], with[lj]);
+                out[i] = Some(Decision {
+                    kept: false,
+                    reason: "semantic_dup".into(),
+                    detail: format!("image cosine {cos:.4} > {:.4} to {}", 1.0 - sd.eps, records[j].sample_id),
+                    dup_of: Some(records[j].sample_id.clone()),
+                    distance: None,
+                });
+            }
+        }
+    }
+
     // The verdict, then the score policy, over what is left.
     for (i, r) in records.iter().enumerate() {
         if out[i].is_none() && f.require_verdict && r.verdict_pass == Some(false) {
@@ -191,6 +217,7 @@ mod tests {
             score: Some(score),
             verdict_pass: Some(true),
             verdict_reason: None,
+            embedding: None,
         }
     }
 
@@ -201,6 +228,8 @@ mod tests {
             near_dup_distance: 4,
             keep: KeepRule::HighestScore,
             filter: FilterConfig { policy, threshold, fraction, ..FilterConfig::default() },
+            clip: None,
+            semdedup: None,
         }
     }
 

@@ -7,14 +7,17 @@
 //! `curate/scores/part-NNNNN.parquet`. *Decide* (global, cheap, deterministic): duplicates
 //! across the whole run, then the filter policy → the decision parts.
 
+pub mod clip;
 pub mod decide;
 pub mod hashes;
 pub mod score;
+pub mod semdedup;
 
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Instant;
 
+use image::RgbImage;
 use polars::prelude::*;
 use serde::Serialize;
 
@@ -55,7 +58,7 @@ pub fn run(plan: &Plan, opts: &CurateOptions) -> Result<CurateSummary> {
         Error::invalid("config", "no [curate] section: add one to run the curate stage (see configs/shapes.toml)")
     })?;
     let gen_dir = super::finished_stage(&plan.run_dir, "generate")?;
-    let scorer = score::from_id(&cfg.scorer)?;
+    let scorer = score::from_config(cfg)?;
     let dir = super::open_stage(plan, "curate", opts.force)?;
     let scores_dir = dir.join("scores");
     std::fs::create_dir_all(&scores_dir).map_err(|e| Error::io(&scores_dir, e))?;
@@ -147,14 +150,35 @@ fn measure(samples: &[Sample], scorer: &dyn Scorer, threads: usize, pb: &indicat
     super::par::map_chunks(
         samples,
         threads,
-        64,
+        64.max(scorer.batch_size()),
         ImageHashes::default,
-        |hasher, chunk| chunk.iter().map(|s| measure_one(s, scorer, hasher)).collect(),
+        |hasher, chunk| {
+            let mut measured: Vec<(Record, Option<RgbImage>)> =
+                chunk.iter().map(|s| decode_and_hash(s, hasher)).collect();
+            let todo: Vec<usize> = (0..chunk.len()).filter(|&i| measured[i].1.is_some()).collect();
+            for batch in todo.chunks(scorer.batch_size().max(1)) {
+                let inputs: Vec<ScoreInput<'_>> = batch
+                    .iter()
+                    .map(|&i| ScoreInput {
+                        image: measured[i].1.as_ref().expect("decoded"),
+                        prompt: &chunk[i].prompt,
+                        spec: chunk[i].spec.as_deref(),
+                    })
+                    .collect();
+                let scored = scorer.score(&inputs);
+                drop(inputs);
+                for (k, &i) in batch.iter().enumerate() {
+                    apply_score(&mut measured[i].0, scored.get(k).cloned());
+                }
+            }
+            measured.into_iter().map(|(r, _)| r).collect()
+        },
         |n| pb.inc(n),
     )
 }
 
-fn measure_one(s: &Sample, scorer: &dyn Scorer, hasher: &ImageHashes) -> Record {
+/// A record with its decoded image, or a record that says why there is none.
+fn decode_and_hash(s: &Sample, hasher: &ImageHashes) -> (Record, Option<RgbImage>) {
     let mut r = Record {
         sample_id: s.sample_id.clone(),
         prompt_id: s.prompt_id.clone(),
@@ -170,28 +194,33 @@ fn measure_one(s: &Sample, scorer: &dyn Scorer, hasher: &ImageHashes) -> Record 
         score: None,
         verdict_pass: None,
         verdict_reason: None,
+        embedding: None,
     };
     let Some(bytes) = s.image.as_deref().filter(|_| s.status == "ok") else {
         r.status = "generate_failed".into();
         r.error = s.error.clone();
-        return r;
+        return (r, None);
     };
     let img = match image::load_from_memory(bytes) {
         Ok(i) => i.to_rgb8(),
         Err(e) => {
             r.status = "decode_failed".into();
             r.error = Some(e.to_string());
-            return r;
+            return (r, None);
         }
     };
     (r.width, r.height) = img.dimensions();
     let h = hasher.hash(&img);
     r.exact = Some(blake3::Hash::from_bytes(h.exact).to_hex().to_string());
     (r.phash, r.dhash) = (Some(h.phash), Some(h.dhash));
-    let input = ScoreInput { image: &img, prompt: &s.prompt, spec: s.spec.as_deref() };
-    match scorer.score(std::slice::from_ref(&input)).pop() {
+    (r, Some(img))
+}
+
+fn apply_score(r: &mut Record, scored: Option<std::result::Result<score::Scored, String>>) {
+    match scored {
         Some(Ok(sc)) => {
             r.score = Some(sc.score);
+            r.embedding = sc.embedding;
             if let Some((pass, reason)) = sc.verdict {
                 r.verdict_pass = Some(pass);
                 r.verdict_reason = Some(reason);
@@ -206,7 +235,6 @@ fn measure_one(s: &Sample, scorer: &dyn Scorer, hasher: &ImageHashes) -> Record 
             r.error = Some("the scorer returned nothing".into());
         }
     }
-    r
 }
 
 /// Each record's stratum: its family, or the values it took from a slot (`slot:<name>`).
@@ -251,6 +279,13 @@ fn records_frame(recs: &[Record], scorer: &str, decisions: Option<&[Decision]>) 
         Column::new("scorer".into(), vec![scorer; n]),
         Column::new("verdict_pass".into(), recs.iter().map(|r| r.verdict_pass).collect::<Vec<_>>()),
         Column::new("verdict_reason".into(), op(|r| r.verdict_reason.as_deref())),
+        // Unit image embeddings (CLIP) as little-endian f32, for SemDeDup.
+        recs.iter()
+            .map(|r| r.embedding.as_ref().map(|e| e.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>()))
+            .collect::<BinaryChunked>()
+            .with_name("embedding".into())
+            .into_series()
+            .into_column(),
     ];
     if let Some(d) = decisions {
         cols.extend([
@@ -294,6 +329,7 @@ pub fn read_records(path: &Path) -> Result<Vec<Record>> {
     let (pidx, ph, dh) = (f.u64("prompt_index")?, f.u64("phash")?, f.u64("dhash")?);
     let (w, h) = (f.u32("width")?, f.u32("height")?);
     let (score, vp) = (f.f32("score")?, f.bool("verdict_pass")?);
+    let emb = f.binary("embedding")?;
     let df = &f.df;
     Ok((0..df.height())
         .map(|i| Record {
@@ -311,6 +347,9 @@ pub fn read_records(path: &Path) -> Result<Vec<Record>> {
             score: score.get(i),
             verdict_pass: vp.get(i),
             verdict_reason: opt(&vr, i),
+            embedding: emb
+                .get(i)
+                .map(|b| b.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().expect("4 bytes"))).collect()),
         })
         .collect())
 }

@@ -1,5 +1,5 @@
-//! Scorers: prompt–image alignment. The shapes analyzer in the embedded world; CLIP (ONNX)
-//! joins with the ONNX Runtime loading.
+//! Scorers: prompt–image alignment. The shapes analyzer in the embedded world; CLIP (ONNX,
+//! `clip.rs`) for real teachers.
 
 use image::RgbImage;
 
@@ -19,19 +19,29 @@ pub struct ScoreInput<'a> {
 pub struct Scored {
     pub score: f32,
     pub verdict: Option<(bool, String)>,
+    /// A unit image embedding (CLIP), for semantic deduplication.
+    pub embedding: Option<Vec<f32>>,
 }
 
 /// Scores prompt–image pairs. One failure is a per-sample error.
 pub trait Scorer: Send + Sync {
     /// Recorded with every score: scores of different scorers are never mixed.
     fn id(&self) -> &str;
+    /// How many samples the scorer prefers per call.
+    fn batch_size(&self) -> usize {
+        1
+    }
     fn score(&self, batch: &[ScoreInput<'_>]) -> Vec<std::result::Result<Scored, String>>;
 }
 
 /// The scorer a config names.
-pub fn from_id(id: &str) -> Result<Box<dyn Scorer>> {
-    match id {
+pub fn from_config(cfg: &crate::config::CurateConfig) -> Result<Box<dyn Scorer>> {
+    match cfg.scorer.as_str() {
         "builtin:shapes" => Ok(Box::new(ShapesScorer(Analyzer::new()))),
+        "clip" => {
+            let c = cfg.clip.as_ref().ok_or_else(|| Error::invalid("curate.clip", "missing section"))?;
+            Ok(Box::new(super::clip::ClipScorer::load(c)?))
+        }
         other => Err(Error::invalid(
             "curate.scorer",
             format!("unknown scorer \"{other}\"; known: {}", crate::config::SCORERS.join(", ")),
@@ -54,7 +64,7 @@ impl Scorer for ShapesScorer {
                 let spec = x.spec.ok_or("the shapes analyzer needs the prompt's GenEval spec")?;
                 let spec: Spec = serde_json::from_str(spec).map_err(|e| format!("unreadable spec: {e}"))?;
                 let j = self.0.judge(x.image, &spec);
-                Ok(Scored { score: j.score, verdict: Some((j.verdict.pass, j.verdict.reason)) })
+                Ok(Scored { score: j.score, verdict: Some((j.verdict.pass, j.verdict.reason)), embedding: None })
             })
             .collect()
     }

@@ -6,7 +6,7 @@ use fast_image_resize::images::Image;
 use fast_image_resize::{FilterType, PixelType, ResizeAlg, ResizeOptions, Resizer};
 use image::RgbImage;
 
-fn resize(img: &RgbImage, w: u32, h: u32, filter: FilterType) -> Result<RgbImage, String> {
+pub(crate) fn resize(img: &RgbImage, w: u32, h: u32, filter: FilterType) -> Result<RgbImage, String> {
     let src = Image::from_vec_u8(img.width(), img.height(), img.as_raw().clone(), PixelType::U8x3)
         .map_err(|e| e.to_string())?;
     let mut dst = Image::new(w, h, PixelType::U8x3);

@@ -91,7 +91,7 @@ impl Folder {
 }
 
 /// blake3 over the folder's files in name order: the model's identity in every sample.
-fn hash_tree(root: &Path) -> Result<String, String> {
+pub fn hash_tree(root: &Path) -> Result<String, String> {
     let mut files = Vec::new();
     let mut stack = vec![root.to_path_buf()];
     while let Some(d) = stack.pop() {
