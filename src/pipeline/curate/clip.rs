@@ -20,6 +20,9 @@ use crate::onnx::model::{port, Feed, Model};
 const CLIP_MEAN: [f32; 3] = [0.481_454_66, 0.457_827_5, 0.408_210_73];
 const CLIP_STD: [f32; 3] = [0.268_629_54, 0.261_302_6, 0.275_777_1];
 
+/// One unit vector per row.
+type Embeddings = Vec<Vec<f32>>;
+
 enum Towers {
     Joint(Model),
     Split { text: Model, vision: Model },
@@ -150,7 +153,7 @@ impl ClipScorer {
     }
 
     /// (text embeddings, image embeddings), each (B, D), L2-normalised.
-    fn embed(&self, batch: &[ScoreInput<'_>]) -> std::result::Result<(Vec<Vec<f32>>, Vec<Vec<f32>>), String> {
+    fn embed(&self, batch: &[ScoreInput<'_>]) -> std::result::Result<(Embeddings, Embeddings), String> {
         let b = batch.len() as i64;
         let mut ids = Vec::with_capacity(batch.len() * self.tok.max_len);
         for x in batch {
@@ -198,7 +201,7 @@ impl ClipScorer {
 }
 
 /// (B · D) values → B unit vectors.
-fn rows(values: &[f32], b: usize) -> std::result::Result<Vec<Vec<f32>>, String> {
+fn rows(values: &[f32], b: usize) -> std::result::Result<Embeddings, String> {
     if b == 0 || values.len() % b != 0 {
         return Err(format!("embeddings of {} values do not split into {b} rows", values.len()));
     }
