@@ -192,3 +192,136 @@ fn a_dead_endpoint_is_a_recorded_failure_per_sample() {
         );
     }
 }
+
+/// A server on its own thread: `handler` answers every POST (any path) from the JSON body.
+fn fake_server(
+    handler: fn(&serde_json::Value, u64) -> axum::response::Response,
+) -> (String, std::sync::Arc<std::sync::atomic::AtomicU64>) {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    let hits = std::sync::Arc::new(AtomicU64::new(0));
+    let h2 = hits.clone();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        rt.block_on(async move {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            tx.send(listener.local_addr().unwrap()).unwrap();
+            let app = axum::Router::new().fallback(move |body: axum::body::Bytes| {
+                let n = h2.fetch_add(1, Ordering::SeqCst);
+                let v: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+                async move { handler(&v, n) }
+            });
+            axum::serve(listener, app).await.unwrap();
+        });
+    });
+    (format!("http://{}", rx.recv().unwrap()), hits)
+}
+
+fn png(w: u32, h: u32, seed: u64) -> Vec<u8> {
+    let img = image::RgbImage::from_fn(w, h, |x, y| image::Rgb([(seed % 251) as u8, x as u8, y as u8]));
+    let mut out = Vec::new();
+    img.write_to(&mut std::io::Cursor::new(&mut out), image::ImageFormat::Png).unwrap();
+    out
+}
+
+fn rows(n: usize) -> Vec<lightgen::pipeline::teacher::PromptRow> {
+    (0..n)
+        .map(|i| lightgen::pipeline::teacher::PromptRow {
+            index: i as u64,
+            prompt_id: format!("p{i}"),
+            text: format!("prompt {i}"),
+            family: "f".into(),
+            spec: None,
+            slots: Default::default(),
+        })
+        .collect()
+}
+
+fn run_teacher(toml_text: &str, n: usize) -> Vec<Result<lightgen::pipeline::teacher::Output, String>> {
+    use lightgen::pipeline::teacher::{http::HttpTeacher, Request, Teacher};
+    let cfg: lightgen::config::HttpConfig = toml::from_str(toml_text).unwrap();
+    let t = HttpTeacher::new(&cfg).unwrap();
+    let rows = rows(n);
+    let reqs: Vec<Request<'_>> =
+        rows.iter().map(|p| Request { prompt: p, seed: (1 << 40) + p.index, width: 24, height: 16 }).collect();
+    t.generate(&reqs)
+}
+
+#[test]
+fn a1111_and_hf_protocols_send_their_fields_and_read_their_answers() {
+    use axum::response::IntoResponse;
+    use base64::Engine;
+    // A1111: JSON with images[0] base64; the seed must fit numpy's 32 bits.
+    let (a1111, _) = fake_server(|v, _| {
+        assert_eq!(v["steps"], 20);
+        assert_eq!(v["cfg_scale"], 6.5);
+        assert_eq!(v["negative_prompt"], "blurry");
+        let seed = v["seed"].as_u64().unwrap();
+        assert!(seed < 1 << 32, "a1111 seeds are 32-bit");
+        let b64 = base64::engine::general_purpose::STANDARD.encode(png(
+            v["width"].as_u64().unwrap() as u32,
+            v["height"].as_u64().unwrap() as u32,
+            seed,
+        ));
+        axum::Json(serde_json::json!({ "images": [b64], "parameters": v, "info": "{}" })).into_response()
+    });
+    let out = run_teacher(
+        &format!("protocol = \"a1111\"\nsteps = 20\nguidance = 6.5\nnegative_prompt = \"blurry\"\nendpoints = [{{ url = \"{a1111}\" }}]"),
+        6,
+    );
+    for (i, o) in out.iter().enumerate() {
+        let o = o.as_ref().unwrap();
+        assert_eq!(o.image.dimensions(), (24, 16));
+        assert_eq!(o.params["request"]["seed"], ((1u64 << 40) + i as u64) & 0xFFFF_FFFF);
+        assert_eq!(o.params["protocol"], "a1111");
+    }
+    // HF: raw image bytes back; the first answer is a 429 with Retry-After, waited out.
+    let (hf, hits) = fake_server(|v, n| {
+        if n == 0 {
+            return (axum::http::StatusCode::TOO_MANY_REQUESTS, [(axum::http::header::RETRY_AFTER, "1")], "slow down")
+                .into_response();
+        }
+        let p = &v["parameters"];
+        assert_eq!(p["num_inference_steps"], 4);
+        (
+            [(axum::http::header::CONTENT_TYPE, "image/png")],
+            png(p["width"].as_u64().unwrap() as u32, p["height"].as_u64().unwrap() as u32, p["seed"].as_u64().unwrap()),
+        )
+            .into_response()
+    });
+    let t0 = std::time::Instant::now();
+    let out = run_teacher(
+        &format!("protocol = \"hf\"\nsteps = 4\nretries = 0\nendpoints = [{{ url = \"{hf}/models/x\" }}]"),
+        3,
+    );
+    assert!(
+        out.iter().all(Result::is_ok),
+        "a 429 spends no retry: {:?}",
+        out.iter().filter_map(|o| o.as_ref().err()).collect::<Vec<_>>()
+    );
+    assert!(t0.elapsed() >= std::time::Duration::from_millis(900), "Retry-After: 1 was honoured");
+    assert!(hits.load(std::sync::atomic::Ordering::SeqCst) >= 4);
+}
+
+#[test]
+fn a_dead_endpoint_is_set_aside_and_the_live_one_takes_the_work() {
+    use axum::response::IntoResponse;
+    let (live, hits) = fake_server(|v, _| {
+        let b64 = base64::Engine::encode(
+            &base64::engine::general_purpose::STANDARD,
+            png(24, 16, v["seed"].as_u64().unwrap_or(0)),
+        );
+        axum::Json(serde_json::json!({ "data": [{ "b64_json": b64 }] })).into_response()
+    });
+    // Port 9 refuses connections. Equal weights: the dead one is picked first half the time.
+    let out = run_teacher(
+        &format!(
+            "protocol = \"openai\"\nretries = 3\nbackoff_ms = 1\nbackoff_max_ms = 5\nbench_after = 2\nbench_s = 60\n\
+             endpoints = [{{ url = \"http://127.0.0.1:9\" }}, {{ url = \"{live}\" }}]"
+        ),
+        40,
+    );
+    assert!(out.iter().all(Result::is_ok), "{:?}", out.iter().filter_map(|o| o.as_ref().err()).next());
+    assert!(out.iter().all(|o| o.as_ref().unwrap().params["endpoint"] == live.as_str()));
+    assert_eq!(hits.load(std::sync::atomic::Ordering::SeqCst), 40, "each sample asked the live server once");
+}
