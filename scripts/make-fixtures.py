@@ -7,7 +7,8 @@ without downloading a model.
 
 Outputs (deterministic: numpy seed 0):
   sd-tiny/    SD 1.x / SD-Turbo layout as optimum writes it: int32 input_ids, int64 timestep,
-              Euler scheduler with trailing spacing, fp32.
+              Euler scheduler with trailing spacing, fp32; vae_encoder/ (latent_parameters)
+              for the encode stage's VAE tokenizer.
   clip-tiny/  CLIP as `optimum-cli export onnx` writes CLIPModel: one model.onnx with
               input_ids, attention_mask, pixel_values → logits_per_image, logits_per_text,
               text_embeds, image_embeds; tokenizer files and preprocessor_config.json (32 px crop);
@@ -203,6 +204,16 @@ def vae_decoder(path, io_type):
     save(helper.make_graph(n, "vae_decoder", ins, outs, inits), path)
 
 
+def vae_encoder(path):
+    """VAE encoder stand-in: an 8x8 stride-8 conv to the posterior moments (4 means, 4
+    log-variances), output `latent_parameters` as optimum names it."""
+    n = [helper.make_node("Conv", ["sample", "we", "be"], ["latent_parameters"], strides=[8, 8])]
+    inits = [init("we", w(8, 3, 8, 8, scale=0.05)), init("be", np.array([0, 0, 0, 0, -2, -2, -2, -2], dtype=np.float32))]
+    ins = [helper.make_tensor_value_info("sample", TensorProto.FLOAT, ["batch_size", 3, "height", "width"])]
+    outs = [helper.make_tensor_value_info("latent_parameters", TensorProto.FLOAT, ["batch_size", 8, "latent_height", "latent_width"])]
+    save(helper.make_graph(n, "vae_encoder", ins, outs, inits), path)
+
+
 def write_json(path, obj):
     os.makedirs(os.path.dirname(path), exist_ok=True)
     with open(path, "w") as f:
@@ -230,11 +241,16 @@ def sd_tiny(root):
     vae_decoder(os.path.join(root, "vae_decoder", "model.onnx"), TensorProto.FLOAT)
     vae_config(root)
     scheduler(root, "EulerDiscreteScheduler", "trailing")
+    vae_encoder(os.path.join(root, "vae_encoder", "model.onnx"))
+    write_json(os.path.join(root, "vae_encoder", "config.json"), {
+        "_class_name": "AutoencoderKL", "block_out_channels": [8, 8, 8, 8], "latent_channels": 4, "scaling_factor": 0.18215,
+    })
     write_json(os.path.join(root, "model_index.json"), {
         "_class_name": "ORTStableDiffusionPipeline", "_diffusers_version": "0.30.0",
         "scheduler": ["diffusers", "EulerDiscreteScheduler"], "text_encoder": ["optimum", "ORTModelTextEncoder"],
         "tokenizer": ["transformers", "CLIPTokenizer"], "unet": ["optimum", "ORTModelUnet"],
-        "vae_decoder": ["optimum", "ORTModelVaeDecoder"], "requires_safety_checker": False,
+        "vae_decoder": ["optimum", "ORTModelVaeDecoder"], "vae_encoder": ["optimum", "ORTModelVaeEncoder"],
+        "requires_safety_checker": False,
     })
 
 

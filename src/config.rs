@@ -9,8 +9,10 @@ use serde::{Deserialize, Serialize};
 use crate::error::{from_toml, Error, Result};
 use crate::taxonomy::Taxonomy;
 
+mod encoders;
 mod scorers;
 mod teachers;
+pub use encoders::{LatentScale, VaeConfig};
 pub use scorers::{ClipConfig, SemDedupConfig};
 pub use teachers::{EndpointConfig, HttpConfig, OnnxTeacherConfig, Protocol, SchedulerKind};
 
@@ -38,7 +40,7 @@ pub struct EncodeConfig {
     /// Square crop size in pixels (ADM centre crop; default 64).
     #[serde(default = "default_resolution")]
     pub resolution: u32,
-    /// `pixels` (the ONNX VAE comes with ONNX Runtime loading).
+    /// `pixels`, or `vae` (needs `[encode.vae]`).
     #[serde(default = "default_tokenizer")]
     pub tokenizer: String,
     /// Patch size: tokens are patch×patch×channels values (default 4).
@@ -62,6 +64,9 @@ pub struct EncodeConfig {
     /// Share of prompts kept out of training for evaluation, chosen by prompt id (default 0.05).
     #[serde(default = "default_held_out")]
     pub held_out: f64,
+    /// The VAE tokenizer's model and latent normalisation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vae: Option<VaeConfig>,
 }
 
 fn default_tokenizer() -> String {
@@ -87,8 +92,11 @@ fn default_held_out() -> f64 {
 }
 
 fn validate_encode(e: &EncodeConfig) -> std::result::Result<(), String> {
-    if e.tokenizer != "pixels" {
-        return Err(format!("encode.tokenizer = \"{}\": unknown tokenizer; known: pixels", e.tokenizer));
+    match (e.tokenizer.as_str(), &e.vae) {
+        ("pixels", _) => {}
+        ("vae", None) => return Err("encode.tokenizer = \"vae\" needs an [encode.vae] section".into()),
+        ("vae", Some(v)) => v.validate()?,
+        (other, _) => return Err(format!("encode.tokenizer = \"{other}\": unknown tokenizer; known: pixels, vae")),
     }
     if e.text != "vocab" {
         return Err(format!("encode.text = \"{}\": unknown text encoder; known: vocab", e.text));
@@ -519,6 +527,12 @@ impl Plan {
         }
         if let Some(e) = &config.encode {
             validate_encode(e).map_err(|m| Error::invalid(&src, m))?;
+        }
+        if let Some(v) = config.encode.as_mut().and_then(|e| e.vae.as_mut()) {
+            v.model = normalize(&base.join(&v.model));
+            if let Some(r) = v.runtime.as_mut() {
+                *r = normalize(&base.join(&*r));
+            }
         }
         if let Some(c) = config.curate.as_mut().and_then(|c| c.clip.as_mut()) {
             c.model = normalize(&base.join(&c.model));

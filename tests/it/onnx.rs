@@ -168,3 +168,76 @@ fn doctor_reports_the_onnx_runtime() {
         "{text}"
     );
 }
+
+#[test]
+fn encode_stores_vae_moments_with_an_auto_scale_and_a_verified_manifest() {
+    use lightgen::pipeline::encode::shards::Shard;
+    let dir = tempfile::tempdir().unwrap();
+    let extra = format!(
+        "\n[generate]\nteacher = \"builtin:shapes\"\nimages_per_prompt = 1\nresolution = 64\n\
+         [curate]\nscorer = \"builtin:shapes\"\nnear_dup = false\n[curate.filter]\npolicy = \"threshold\"\nthreshold = 0.0\n\
+         require_verdict = false\n\
+         [encode]\nresolution = 64\ntokenizer = \"vae\"\npatch = 2\ndtype = \"f32\"\nflip = true\nheld_out = 0.0\n\
+         [encode.vae]\nmodel = \"{}\"\nscale = \"auto\"\nbatch = 8\ndevice = \"cpu\"\n",
+        fixture("sd-tiny").display()
+    );
+    let cfg = write_config(dir.path(), "v", "builtin:shapes", 40, &extra);
+    let cfg = cfg.to_str().unwrap();
+    let out = lightgen(&["distill", "-q", "--config", cfg]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let run = dir.path().join("runs/v");
+    let spec: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(run.join("encode/spec.json")).unwrap()).unwrap();
+    let l = &spec["latent"];
+    // 64 px / 8 px per latent / patch 2 = 4x4 tokens of (4 means + 4 log-variances) · 2².
+    assert_eq!(
+        (l["tokenizer"].as_str(), l["grid"].as_u64(), l["token_dim"].as_u64()),
+        (Some("vae"), Some(4), Some(32))
+    );
+    assert_eq!(l["moments"], true);
+    assert!(l["model"].as_str().unwrap().starts_with("vae:sd-tiny@"), "{l}");
+    let scale = l["scale"].as_f64().unwrap();
+    assert!(
+        scale > 0.0 && (scale - 1.0).abs() > 1e-3 && (scale - 0.18215).abs() > 1e-3,
+        "measured, not a default: {scale}"
+    );
+    let shard = Shard::open(&run.join("encode/shard-00000.safetensors")).unwrap();
+    assert_eq!((shard.rows, shard.tokens, shard.token_dim), (40, 16, 32));
+    let (mut means, mut logvars) = (Vec::new(), Vec::new());
+    let mut row = Vec::new();
+    for i in 0..shard.rows {
+        shard.latents_into(i, false, &mut row);
+        for tok in row.chunks_exact(32) {
+            means.extend_from_slice(&tok[..16]);
+            logvars.extend_from_slice(&tok[16..]);
+        }
+    }
+    let avg = |v: &[f32]| v.iter().sum::<f32>() / v.len() as f32;
+    // The fixture's log-variance channels carry a bias of −2; the means are centred.
+    assert!((avg(&logvars) + 2.0).abs() < 0.5 && avg(&means).abs() < 0.5, "{} {}", avg(&means), avg(&logvars));
+    let std = (means.iter().map(|m| m * m).sum::<f32>() / means.len() as f32).sqrt();
+    assert!(std > 0.0);
+    let verify = lightgen(&["manifest", "verify", run.join("manifest.json").to_str().unwrap()]);
+    assert!(verify.status.success(), "{}", stderr(&verify));
+}
+
+#[test]
+fn a_vae_without_the_right_outputs_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("vae_encoder")).unwrap();
+    std::fs::copy(fixture("sd-tiny").join("vae_decoder/model.onnx"), dir.path().join("vae_encoder/model.onnx"))
+        .unwrap();
+    let cfg = lightgen::config::VaeConfig {
+        model: dir.path().to_path_buf(),
+        scale: None,
+        shift: None,
+        batch: 1,
+        device: "cpu".into(),
+        runtime: None,
+    };
+    let e = lightgen::pipeline::encode::vae::Vae::load(&cfg, 64, 1, "f16", false).err().unwrap();
+    assert!(
+        e.contains("vae_encoder/model.onnx") && e.contains("sample (rank 4)") && e.contains("latent_sample"),
+        "{e}"
+    );
+}

@@ -8,20 +8,23 @@ pub mod crop;
 pub mod shards;
 pub mod text;
 pub mod tokenizer;
+pub mod vae;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+use image::RgbImage;
 use polars::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use super::shard::{self, hash_file, write_atomic, AtomicFile};
-use crate::config::{EncodeConfig, Plan};
+use crate::config::{EncodeConfig, LatentScale, Plan};
 use crate::error::{Error, Result};
 use shards::ShardData;
 use text::{TextSpec, Vocab};
 use tokenizer::{ImageTokenizer, LatentSpec, Pixels};
+use vae::Vae;
 
 #[derive(Debug, Clone)]
 pub struct EncodeOptions {
@@ -101,8 +104,31 @@ pub fn run(plan: &Plan, opts: &EncodeOptions) -> Result<EncodeSummary> {
     let dir = super::open_stage(plan, "encode", opts.force)?;
     let hash = plan.stage_hash("encode").to_string();
     let seed = plan.config.run.seed;
-    let tokenizer =
-        Pixels::new(cfg.resolution, cfg.patch, &cfg.dtype, cfg.flip).map_err(|m| Error::invalid("encode", m))?;
+    // The split, over every prompt, and the training samples in order.
+    let held = held_out_prompts(&plan.run_dir, seed, cfg.held_out)?;
+    let mut held_lines = String::new();
+    for h in &held {
+        held_lines.push_str(&serde_json::to_string(h).expect("held-out serialises"));
+        held_lines.push('\n');
+    }
+    write_atomic(&dir.join("held_out.jsonl"), held_lines.as_bytes())?;
+    let held_ids: std::collections::HashSet<&str> = held.iter().map(|h| h.prompt_id.as_str()).collect();
+    let (train, kept, held_samples) = train_samples(&cur_dir, &held_ids)?;
+    let tokenizer: Box<dyn ImageTokenizer> = match (cfg.tokenizer.as_str(), &cfg.vae) {
+        ("vae", Some(v)) => {
+            let mut vae = Vae::load(v, cfg.resolution, cfg.patch, &cfg.dtype, cfg.flip)
+                .map_err(|m| Error::invalid("encode.vae", m))?;
+            if matches!(v.scale, Some(LatentScale::Auto(_))) {
+                let sample = load_samples(&train[..train.len().min(AUTO_SCALE_SAMPLES)], &gen_dir, &mut None)?;
+                let scale = measure_scale(&vae, &sample, cfg)?;
+                vae.set_scale(scale);
+            }
+            Box::new(vae)
+        }
+        _ => Box::new(
+            Pixels::new(cfg.resolution, cfg.patch, &cfg.dtype, cfg.flip).map_err(|m| Error::invalid("encode", m))?,
+        ),
+    };
     let vocab = Vocab::from_taxonomy(&plan.taxonomy);
     let vocab_json = serde_json::to_vec_pretty(&vocab).expect("vocab serialises");
     write_atomic(&dir.join("vocab.json"), &vocab_json)?;
@@ -117,17 +143,6 @@ pub fn run(plan: &Plan, opts: &EncodeOptions) -> Result<EncodeSummary> {
         },
     };
     write_atomic(&dir.join("spec.json"), &serde_json::to_vec_pretty(&spec).expect("spec serialises"))?;
-
-    // The split, over every prompt, and the training samples in order.
-    let held = held_out_prompts(&plan.run_dir, seed, cfg.held_out)?;
-    let mut held_lines = String::new();
-    for h in &held {
-        held_lines.push_str(&serde_json::to_string(h).expect("held-out serialises"));
-        held_lines.push('\n');
-    }
-    write_atomic(&dir.join("held_out.jsonl"), held_lines.as_bytes())?;
-    let held_ids: std::collections::HashSet<&str> = held.iter().map(|h| h.prompt_id.as_str()).collect();
-    let (train, kept, held_samples) = train_samples(&cur_dir, &held_ids)?;
 
     let n_shards = (train.len() as u64).div_ceil(cfg.shard_size);
     let threads =
@@ -144,18 +159,8 @@ pub fn run(plan: &Plan, opts: &EncodeOptions) -> Result<EncodeSummary> {
             pb.inc((hi - lo) as u64);
             continue;
         }
-        // The samples of this shard (they come in generate-part order).
-        let mut batch = Vec::with_capacity(hi - lo);
-        for &(part, row) in &train[lo..hi] {
-            if gen_cache.as_ref().is_none_or(|(p, _)| *p != part) {
-                gen_cache = Some((part, super::generate::read_part(&gen_dir.join(shard::part_name(part)))?));
-            }
-            let rows = &gen_cache.as_ref().expect("loaded").1;
-            batch.push(rows.get(row).cloned().ok_or_else(|| {
-                Error::invalid(gen_dir.display().to_string(), format!("part {part} has no row {row} that curate kept"))
-            })?);
-        }
-        let data = encode_batch(&batch, &tokenizer, &vocab, cfg, threads, &pb)?;
+        let batch = load_samples(&train[lo..hi], &gen_dir, &mut gen_cache)?;
+        let data = encode_batch(&batch, tokenizer.as_ref(), &vocab, cfg, threads, &pb)?;
         write_shard(&dir, k, &batch, &data, cfg, &hash)?;
         made += batch.len() as u64;
     }
@@ -213,10 +218,62 @@ fn train_samples(cur_dir: &Path, held: &std::collections::HashSet<&str>) -> Resu
     Ok((train, kept, held_samples))
 }
 
+/// How many training images `scale = "auto"` measures.
+const AUTO_SCALE_SAMPLES: usize = 256;
+
+/// The generate rows of `picks` ((part, row), in part order), reading each part once.
+fn load_samples(
+    picks: &[(u64, usize)],
+    gen_dir: &Path,
+    cache: &mut Option<(u64, Vec<super::generate::Sample>)>,
+) -> Result<Vec<super::generate::Sample>> {
+    let mut batch = Vec::with_capacity(picks.len());
+    for &(part, row) in picks {
+        if cache.as_ref().is_none_or(|(p, _)| *p != part) {
+            *cache = Some((part, super::generate::read_part(&gen_dir.join(shard::part_name(part)))?));
+        }
+        let rows = &cache.as_ref().expect("loaded").1;
+        batch.push(rows.get(row).cloned().ok_or_else(|| {
+            Error::invalid(gen_dir.display().to_string(), format!("part {part} has no row {row} that curate kept"))
+        })?);
+    }
+    Ok(batch)
+}
+
+/// 1 / std of the latent means (after the shift) over `samples`: the `scale = "auto"` rule.
+fn measure_scale(vae: &Vae, samples: &[super::generate::Sample], cfg: &EncodeConfig) -> Result<f32> {
+    let mut imgs = Vec::with_capacity(samples.len());
+    for s in samples {
+        let bytes =
+            s.image.as_deref().ok_or_else(|| Error::invalid(s.sample_id.clone(), "a kept sample has no image"))?;
+        let img = image::load_from_memory(bytes).map_err(|e| Error::invalid(s.sample_id.clone(), e.to_string()))?;
+        imgs.push(
+            crop::center_crop(&img.to_rgb8(), cfg.resolution).map_err(|m| Error::invalid(s.sample_id.clone(), m))?,
+        );
+    }
+    let (half, shift) = (vae.spec().token_dim as usize / 2, vae.spec().shift as f64);
+    let (mut n, mut sum, mut sq) = (0f64, 0f64, 0f64);
+    for chunk in imgs.chunks(vae.batch_size().max(1)) {
+        for tokens in vae.encode_batch(chunk).map_err(|m| Error::invalid("encode.vae", m))? {
+            for tok in tokens.chunks_exact(2 * half) {
+                for &v in &tok[..half] {
+                    let x = v as f64 - shift;
+                    (n, sum, sq) = (n + 1.0, sum + x, sq + x * x);
+                }
+            }
+        }
+    }
+    let var = (sq / n.max(1.0) - (sum / n.max(1.0)).powi(2)).max(0.0);
+    if n == 0.0 || var <= 0.0 {
+        return Err(Error::invalid("encode.vae.scale", "\"auto\" found no spread in the latents to measure"));
+    }
+    Ok((1.0 / var.sqrt()) as f32)
+}
+
 /// Decodes, crops and tokenizes a shard's samples across threads, in order.
 fn encode_batch(
     batch: &[super::generate::Sample],
-    tok: &Pixels,
+    tok: &dyn ImageTokenizer,
     vocab: &Vocab,
     cfg: &EncodeConfig,
     threads: usize,
@@ -224,20 +281,37 @@ fn encode_batch(
 ) -> Result<ShardData> {
     let spec = tok.spec();
     let (tokens, dim) = ((spec.grid * spec.grid) as usize, spec.token_dim as usize);
-    let results = super::par::map_chunks(
+    type Encoded = std::result::Result<(Vec<f32>, Option<Vec<f32>>), String>;
+    let results: Vec<Encoded> = super::par::map_chunks(
         batch,
         threads,
-        16,
+        16.max(tok.batch_size()),
         || (),
         |_, chunk| {
-            chunk
+            let crops: Vec<std::result::Result<RgbImage, String>> = chunk
                 .iter()
-                .map(|s| -> std::result::Result<(Vec<f32>, Option<Vec<f32>>), String> {
+                .map(|s| {
                     let bytes = s.image.as_deref().ok_or("a kept sample has no image")?;
                     let img = image::load_from_memory(bytes).map_err(|e| e.to_string())?.to_rgb8();
-                    let img = crop::center_crop(&img, cfg.resolution)?;
-                    let flip = cfg.flip.then(|| tok.encode(&image::imageops::flip_horizontal(&img)));
-                    Ok((tok.encode(&img), flip))
+                    crop::center_crop(&img, cfg.resolution)
+                })
+                .collect();
+            let ok: Vec<RgbImage> = crops.iter().filter_map(|c| c.as_ref().ok().cloned()).collect();
+            let flips: Vec<RgbImage> =
+                if cfg.flip { ok.iter().map(image::imageops::flip_horizontal).collect() } else { Vec::new() };
+            let enc = tok
+                .encode_batch(&ok)
+                .and_then(|a| Ok((a, if cfg.flip { Some(tok.encode_batch(&flips)?) } else { None })));
+            let (mut plain, mut flipped) = match enc {
+                Ok((a, f)) => (a.into_iter(), f.map(Vec::into_iter)),
+                Err(e) => return crops.iter().map(|_| Err(e.clone())).collect(),
+            };
+            crops
+                .into_iter()
+                .map(|c| {
+                    c?;
+                    let a = plain.next().ok_or("the tokenizer returned too few images")?;
+                    Ok((a, flipped.as_mut().and_then(Iterator::next)))
                 })
                 .collect()
         },

@@ -1,5 +1,5 @@
 //! Image tokenizers: image → a grid of token vectors, and back. `pixels` is the embedded
-//! default (lossless patches); the ONNX VAE joins with the ONNX Runtime loading.
+//! default (lossless patches); `vae` (`vae.rs`) is an ONNX VAE encoder.
 
 use image::RgbImage;
 use serde::{Deserialize, Serialize};
@@ -24,6 +24,13 @@ pub struct LatentSpec {
     pub dtype: String,
     /// Whether each sample also stores its horizontally flipped copy.
     pub flip: bool,
+    /// VAE posterior moments: each token is the mean's `token_dim / 2` values, then the
+    /// log-variance's, so the trainer can draw a fresh latent every epoch (as MAR does).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub moments: bool,
+    /// The model that made the tokens, with its folder's blake3 (`vae:<name>@<hash>`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
 }
 
 /// Turns images into tokens and back.
@@ -31,7 +38,51 @@ pub trait ImageTokenizer: Send + Sync {
     fn spec(&self) -> &LatentSpec;
     /// (grid², token_dim) values, row-major, tokens in raster order.
     fn encode(&self, img: &RgbImage) -> Vec<f32>;
+    /// Several images at once (one model call for the VAE); an error fails the whole batch.
+    fn encode_batch(&self, imgs: &[RgbImage]) -> Result<Vec<Vec<f32>>, String> {
+        Ok(imgs.iter().map(|i| self.encode(i)).collect())
+    }
     fn decode(&self, tokens: &[f32]) -> RgbImage;
+    /// How many images `encode_batch` prefers.
+    fn batch_size(&self) -> usize {
+        1
+    }
+}
+
+/// (C, H, W) planes → (grid², C·p²) tokens, each (c, py, px) channel-major, raster order.
+pub fn patchify(planes: &[f32], c: usize, h: usize, w: usize, p: usize) -> Vec<f32> {
+    let (gh, gw) = (h / p, w / p);
+    let mut out = Vec::with_capacity(c * h * w);
+    for ty in 0..gh {
+        for tx in 0..gw {
+            for ch in 0..c {
+                for py in 0..p {
+                    let row = ch * h * w + (ty * p + py) * w + tx * p;
+                    out.extend_from_slice(&planes[row..row + p]);
+                }
+            }
+        }
+    }
+    out
+}
+
+/// The inverse of [`patchify`].
+pub fn unpatchify(tokens: &[f32], c: usize, h: usize, w: usize, p: usize) -> Vec<f32> {
+    let (gh, gw) = (h / p, w / p);
+    let mut out = vec![0f32; c * h * w];
+    let mut i = 0;
+    for ty in 0..gh {
+        for tx in 0..gw {
+            for ch in 0..c {
+                for py in 0..p {
+                    let row = ch * h * w + (ty * p + py) * w + tx * p;
+                    out[row..row + p].copy_from_slice(&tokens[i..i + p]);
+                    i += p;
+                }
+            }
+        }
+    }
+    out
 }
 
 /// `pixels`: [-1, 1] values patchified as the reference does (`lightgen.md` §2.2): each token is
@@ -58,6 +109,8 @@ impl Pixels {
                 shift: 127.5,
                 dtype: dtype.into(),
                 flip,
+                moments: false,
+                model: None,
             },
         })
     }
@@ -125,6 +178,16 @@ mod tests {
         assert_eq!(&tok[..4], &[red(2), red(3), red(2), red(3)]);
         assert!(tokens.iter().all(|v| (-1.0..=1.0).contains(v)));
         assert_eq!(t.decode(&tokens), img);
+    }
+
+    #[test]
+    fn patchify_inverts_and_matches_the_pixel_order() {
+        let (c, h, w, p) = (2, 4, 6, 2);
+        let planes: Vec<f32> = (0..c * h * w).map(|i| i as f32).collect();
+        let t = patchify(&planes, c, h, w, p);
+        // Token 0: channel 0 rows 0..2 cols 0..2, then channel 1.
+        assert_eq!(&t[..8], &[0.0, 1.0, 6.0, 7.0, 24.0, 25.0, 30.0, 31.0]);
+        assert_eq!(unpatchify(&t, c, h, w, p), planes);
     }
 
     #[test]
