@@ -26,6 +26,7 @@ fn bench(c: &mut Criterion) {
                 latents_flip: None,
                 text_ids: vec![2; ROWS * 32],
                 text_len: vec![8; ROWS],
+                text_features: None,
             };
             let path = dir.path().join(format!("shard-{k}.safetensors"));
             std::fs::write(&path, serialize(&d, "f16", HashMap::new()).unwrap()).unwrap();

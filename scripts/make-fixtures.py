@@ -14,6 +14,9 @@ Outputs (deterministic: numpy seed 0):
               text_embeds, image_embeds; tokenizer files and preprocessor_config.json (32 px crop);
               plus expected.json: cosines for sample images computed here with PIL's bicubic
               resize and HF tokenizers, the reference the Rust scorer must reproduce.
+  t5-tiny/    a T5 encoder as optimum exports T5EncoderModel: model.onnx (input_ids,
+              attention_mask → last_hidden_state) and a sentencepiece-style Unigram
+              tokenizer.json; expected.json holds ids and features computed here.
   sdxl-tiny/  SDXL layout: two tokenizers (the second pads with "!") and text encoders with
               hidden_states.N outputs and text_embeds, text_embeds/time_ids UNet inputs,
               float timestep, fp16 UNet and VAE inputs/outputs, Euler-ancestral scheduler.
@@ -381,9 +384,55 @@ def clip_tiny(root):
     clip_reference(root, crop)
 
 
+T5_WORDS = ["a", "red", "blue", "green", "circle", "square", "star", "three", "two", "of", "and", "the", "photo", "on",
+            "left", "right", "small", "big", "s", "e", "r", "c", "l", "o", "t", "i", "n", "d", "u", "p", "h", "g", "b"]
+
+
+def t5_tiny(root):
+    """T5 encoder stand-in: token embeddings masked, one tanh layer; real port names."""
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
+    import onnxruntime as ort
+    os.makedirs(root, exist_ok=True)
+    vocab = [("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0)]
+    for i, word in enumerate(T5_WORDS):
+        vocab.append(("\u2581" + word, -1.0 - 0.1 * i))
+        vocab.append((word, -5.0 - 0.1 * i))
+    vocab.append(("\u2581", -3.0))
+    tok = Tokenizer(models.Unigram(vocab, unk_id=2, byte_fallback=False))
+    tok.normalizer = normalizers.Sequence([normalizers.Replace(" {2,}", " "), normalizers.Lowercase()])
+    tok.pre_tokenizer = pre_tokenizers.Metaspace(replacement="\u2581", prepend_scheme="always")
+    tok.decoder = decoders.Metaspace(replacement="\u2581", prepend_scheme="always")
+    tok.post_processor = processors.TemplateProcessing(single="$A </s>", special_tokens=[("</s>", 1)])
+    tok.save(os.path.join(root, "tokenizer.json"))
+    write_json(os.path.join(root, "tokenizer_config.json"), {"model_max_length": 512, "eos_token": "</s>", "pad_token": "<pad>", "unk_token": "<unk>"})
+    write_json(os.path.join(root, "config.json"), {"architectures": ["T5EncoderModel"], "d_model": 16, "model_type": "t5"})
+    dim = 16
+    n = [
+        helper.make_node("Gather", ["emb", "input_ids"], ["e"]),
+        helper.make_node("Cast", ["attention_mask"], ["m"], to=TensorProto.FLOAT),
+        helper.make_node("Unsqueeze", ["m", "axes2"], ["m3"]),
+        helper.make_node("Mul", ["e", "m3"], ["em"]),
+        helper.make_node("MatMul", ["em", "w"], ["h"]),
+        helper.make_node("Tanh", ["h"], ["last_hidden_state"]),
+    ]
+    inits = [init("emb", w(len(vocab), dim, scale=1.0)), init("w", w(dim, dim)), init("axes2", np.array([2], dtype=np.int64))]
+    ins = [helper.make_tensor_value_info("input_ids", TensorProto.INT64, ["batch_size", "encoder_sequence_length"]),
+           helper.make_tensor_value_info("attention_mask", TensorProto.INT64, ["batch_size", "encoder_sequence_length"])]
+    outs = [helper.make_tensor_value_info("last_hidden_state", TensorProto.FLOAT, ["batch_size", "encoder_sequence_length", dim])]
+    save(helper.make_graph(n, "t5_encoder", ins, outs, inits), os.path.join(root, "model.onnx"))
+    sess = ort.InferenceSession(os.path.join(root, "model.onnx"))
+    cases = []
+    for text in ["a red circle", "Three  BLUE squares on the left of a star", "a zebra"]:
+        ids = tok.encode(text).ids
+        out = sess.run(["last_hidden_state"], {"input_ids": np.array([ids], dtype=np.int64),
+                                               "attention_mask": np.ones((1, len(ids)), dtype=np.int64)})[0][0]
+        cases.append({"prompt": text, "ids": ids, "features": [round(float(x), 6) for x in out.reshape(-1)]})
+    write_json(os.path.join(root, "expected.json"), {"dim": dim, "cases": cases})
+
+
 def main():
     out = os.path.normpath(sys.argv[1] if len(sys.argv) > 1 else ROOT)
-    for name, make in [("sd-tiny", sd_tiny), ("sdxl-tiny", sdxl_tiny), ("clip-tiny", clip_tiny)]:
+    for name, make in [("sd-tiny", sd_tiny), ("sdxl-tiny", sdxl_tiny), ("clip-tiny", clip_tiny), ("t5-tiny", t5_tiny)]:
         d = os.path.join(out, name)
         shutil.rmtree(d, ignore_errors=True)
         make(d)

@@ -12,7 +12,7 @@ use crate::taxonomy::Taxonomy;
 mod encoders;
 mod scorers;
 mod teachers;
-pub use encoders::{LatentScale, VaeConfig};
+pub use encoders::{LatentScale, T5Config, VaeConfig};
 pub use scorers::{ClipConfig, SemDedupConfig};
 pub use teachers::{EndpointConfig, HttpConfig, OnnxTeacherConfig, Protocol, SchedulerKind};
 
@@ -52,7 +52,7 @@ pub struct EncodeConfig {
     /// Also store the horizontally flipped copy (default true).
     #[serde(default = "yes")]
     pub flip: bool,
-    /// `vocab` (T5 features come with ONNX Runtime loading).
+    /// `vocab`, or `t5` (needs `[encode.t5]`).
     #[serde(default = "default_text")]
     pub text: String,
     /// Text tokens kept per prompt (default 32).
@@ -67,6 +67,9 @@ pub struct EncodeConfig {
     /// The VAE tokenizer's model and latent normalisation.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub vae: Option<VaeConfig>,
+    /// The T5 text encoder's model.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub t5: Option<T5Config>,
 }
 
 fn default_tokenizer() -> String {
@@ -98,8 +101,11 @@ fn validate_encode(e: &EncodeConfig) -> std::result::Result<(), String> {
         ("vae", Some(v)) => v.validate()?,
         (other, _) => return Err(format!("encode.tokenizer = \"{other}\": unknown tokenizer; known: pixels, vae")),
     }
-    if e.text != "vocab" {
-        return Err(format!("encode.text = \"{}\": unknown text encoder; known: vocab", e.text));
+    match (e.text.as_str(), &e.t5) {
+        ("vocab", _) => {}
+        ("t5", None) => return Err("encode.text = \"t5\" needs an [encode.t5] section".into()),
+        ("t5", Some(t)) => t.validate()?,
+        (other, _) => return Err(format!("encode.text = \"{other}\": unknown text encoder; known: vocab, t5")),
     }
     if !["f16", "bf16", "f32"].contains(&e.dtype.as_str()) {
         return Err(format!("encode.dtype = \"{}\": expected f16, bf16 or f32", e.dtype));
@@ -527,6 +533,12 @@ impl Plan {
         }
         if let Some(e) = &config.encode {
             validate_encode(e).map_err(|m| Error::invalid(&src, m))?;
+        }
+        if let Some(t) = config.encode.as_mut().and_then(|e| e.t5.as_mut()) {
+            t.model = normalize(&base.join(&t.model));
+            if let Some(r) = t.runtime.as_mut() {
+                *r = normalize(&base.join(&*r));
+            }
         }
         if let Some(v) = config.encode.as_mut().and_then(|e| e.vae.as_mut()) {
             v.model = normalize(&base.join(&v.model));

@@ -66,3 +66,46 @@ impl VaeConfig {
         Ok(())
     }
 }
+
+/// `[encode.t5]`: a T5 encoder export (`model.onnx` or `encoder_model.onnx`: `input_ids`,
+/// `attention_mask` → `last_hidden_state`) with its `tokenizer.json`.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct T5Config {
+    /// The export folder, relative to the config file.
+    pub model: PathBuf,
+    /// Feature dtype on disk: bf16 | f16 | f32 (default bf16).
+    #[serde(default = "default_t5_dtype")]
+    pub dtype: String,
+    /// Prompts per model call (default 32).
+    #[serde(default = "default_t5_batch")]
+    pub batch: u32,
+    /// `auto`, `cuda` or `cpu` (default auto).
+    #[serde(default = "default_device")]
+    pub device: String,
+    /// ONNX Runtime shared library; default `ORT_DYLIB_PATH`, then discovery.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub runtime: Option<PathBuf>,
+}
+
+fn default_t5_dtype() -> String {
+    "bf16".into()
+}
+fn default_t5_batch() -> u32 {
+    32
+}
+
+impl T5Config {
+    pub fn validate(&self) -> Result<(), String> {
+        if !["bf16", "f16", "f32"].contains(&self.dtype.as_str()) {
+            return Err(format!("encode.t5.dtype = \"{}\": expected bf16, f16 or f32", self.dtype));
+        }
+        if self.batch == 0 {
+            return Err("encode.t5.batch = 0: expected at least 1".into());
+        }
+        if !["auto", "cuda", "cpu"].contains(&self.device.as_str()) {
+            return Err(format!("encode.t5.device = \"{}\": expected auto, cuda or cpu", self.device));
+        }
+        Ok(())
+    }
+}

@@ -241,3 +241,85 @@ fn a_vae_without_the_right_outputs_is_named() {
         "{e}"
     );
 }
+
+fn t5_cfg() -> lightgen::config::T5Config {
+    lightgen::config::T5Config {
+        model: fixture("t5-tiny"),
+        dtype: "bf16".into(),
+        batch: 2,
+        device: "cpu".into(),
+        runtime: None,
+    }
+}
+
+#[test]
+fn t5_ids_and_features_match_the_python_reference() {
+    use lightgen::pipeline::encode::t5::T5;
+    let expected: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(fixture("t5-tiny").join("expected.json")).unwrap()).unwrap();
+    let t5 = T5::load(&t5_cfg(), 32).unwrap();
+    assert_eq!(t5.dim, 16);
+    assert!(t5.id.starts_with("t5:t5-tiny@"));
+    let cases = expected["cases"].as_array().unwrap();
+    let texts: Vec<&str> = cases.iter().map(|c| c["prompt"].as_str().unwrap()).collect();
+    // One batch of different lengths: padding must not change any prompt's features.
+    let feats = t5.features(&texts).unwrap();
+    for (c, f) in cases.iter().zip(&feats) {
+        let want_ids: Vec<u32> = serde_json::from_value(c["ids"].clone()).unwrap();
+        assert_eq!(t5.ids(c["prompt"].as_str().unwrap()).unwrap(), want_ids, "{}", c["prompt"]);
+        let want: Vec<f32> = serde_json::from_value(c["features"].clone()).unwrap();
+        assert_eq!(f.len(), want_ids.len() * 16, "features cut at the true length");
+        for (a, b) in f.iter().zip(&want) {
+            assert!((a - b).abs() < 1e-5, "{}: {a} vs {b}", c["prompt"]);
+        }
+    }
+    // Truncation keeps </s> last.
+    let short = T5::load(&t5_cfg(), 4).unwrap();
+    assert_eq!(short.ids("three blue squares on the left").unwrap().last(), Some(&1));
+    assert_eq!(short.ids("three blue squares on the left").unwrap().len(), 4);
+}
+
+#[test]
+fn encode_stores_t5_features_once_per_prompt() {
+    use lightgen::pipeline::encode::shards::Shard;
+    use lightgen::pipeline::encode::t5::T5;
+    let dir = tempfile::tempdir().unwrap();
+    let extra = format!(
+        "\n[generate]\nteacher = \"builtin:shapes\"\nimages_per_prompt = 3\nresolution = 64\n\
+         [curate]\nscorer = \"builtin:shapes\"\nnear_dup = false\n[curate.filter]\npolicy = \"threshold\"\nthreshold = 0.0\n\
+         require_verdict = false\n\
+         [encode]\nresolution = 64\ntokenizer = \"pixels\"\npatch = 4\nflip = false\nheld_out = 0.0\ntext = \"t5\"\nmax_text_len = 24\n\
+         [encode.t5]\nmodel = \"{}\"\ndtype = \"bf16\"\nbatch = 4\ndevice = \"cpu\"\n",
+        fixture("t5-tiny").display()
+    );
+    let cfg = write_config(dir.path(), "t", "builtin:shapes", 10, &extra);
+    let out = lightgen(&["distill", "-q", "--config", cfg.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let run = dir.path().join("runs/t");
+    let spec: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(run.join("encode/spec.json")).unwrap()).unwrap();
+    assert_eq!((spec["text"]["encoder"].as_str(), spec["text"]["dim"].as_u64()), (Some("t5"), Some(16)));
+    assert!(spec["text"]["model"].as_str().unwrap().starts_with("t5:t5-tiny@"));
+    let shard = Shard::open(&run.join("encode/shard-00000.safetensors")).unwrap();
+    let t5 = T5::load(&t5_cfg(), 24).unwrap();
+    let file = std::fs::File::open(run.join("encode/shard-00000.parquet")).unwrap();
+    let index = {
+        use polars::prelude::SerReader;
+        polars::prelude::ParquetReader::new(file).finish().unwrap()
+    };
+    let prompts = index.column("prompt").unwrap().str().unwrap();
+    let mut f = Vec::new();
+    for i in 0..shard.rows {
+        let prompt = prompts.get(i).unwrap();
+        let len = shard.text_features_into(i, &mut f).unwrap();
+        let (ids, n) = shard.text(i);
+        assert_eq!(len, n as usize);
+        assert_eq!(&ids[..len], &t5.ids(prompt).unwrap()[..]);
+        let want = &t5.features(&[prompt]).unwrap()[0];
+        assert_eq!(f.len(), want.len());
+        // bf16 keeps 8 bits of mantissa.
+        assert!(f.iter().zip(want).all(|(a, b)| (a - b).abs() <= 0.01 * b.abs().max(0.05)), "{prompt}");
+    }
+    let verify = lightgen(&["manifest", "verify", run.join("manifest.json").to_str().unwrap()]);
+    assert!(verify.status.success(), "{}", stderr(&verify));
+}

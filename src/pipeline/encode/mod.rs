@@ -6,6 +6,7 @@
 
 pub mod crop;
 pub mod shards;
+pub mod t5;
 pub mod text;
 pub mod tokenizer;
 pub mod vae;
@@ -22,6 +23,7 @@ use super::shard::{self, hash_file, write_atomic, AtomicFile};
 use crate::config::{EncodeConfig, LatentScale, Plan};
 use crate::error::{Error, Result};
 use shards::ShardData;
+use t5::T5;
 use text::{TextSpec, Vocab};
 use tokenizer::{ImageTokenizer, LatentSpec, Pixels};
 use vae::Vae;
@@ -132,16 +134,29 @@ pub fn run(plan: &Plan, opts: &EncodeOptions) -> Result<EncodeSummary> {
     let vocab = Vocab::from_taxonomy(&plan.taxonomy);
     let vocab_json = serde_json::to_vec_pretty(&vocab).expect("vocab serialises");
     write_atomic(&dir.join("vocab.json"), &vocab_json)?;
-    let spec = EncodeSpec {
-        latent: tokenizer.spec().clone(),
-        text: TextSpec {
+    let t5 = match (cfg.text.as_str(), &cfg.t5) {
+        ("t5", Some(t)) => Some(T5::load(t, cfg.max_text_len as usize).map_err(|m| Error::invalid("encode.t5", m))?),
+        _ => None,
+    };
+    let text = match (&t5, &cfg.t5) {
+        (Some(t), Some(c)) => TextSpec {
+            encoder: "t5".into(),
+            dim: t.dim as u32,
+            max_len: cfg.max_text_len,
+            dtype: c.dtype.clone(),
+            vocab_hash: None,
+            model: Some(t.id.clone()),
+        },
+        _ => TextSpec {
             encoder: "vocab".into(),
             dim: vocab.len(),
             max_len: cfg.max_text_len,
             dtype: "u32".into(),
             vocab_hash: Some(blake3::hash(&vocab_json).to_hex().to_string()),
+            model: None,
         },
     };
+    let spec = EncodeSpec { latent: tokenizer.spec().clone(), text };
     write_atomic(&dir.join("spec.json"), &serde_json::to_vec_pretty(&spec).expect("spec serialises"))?;
 
     let n_shards = (train.len() as u64).div_ceil(cfg.shard_size);
@@ -160,7 +175,10 @@ pub fn run(plan: &Plan, opts: &EncodeOptions) -> Result<EncodeSummary> {
             continue;
         }
         let batch = load_samples(&train[lo..hi], &gen_dir, &mut gen_cache)?;
-        let data = encode_batch(&batch, tokenizer.as_ref(), &vocab, cfg, threads, &pb)?;
+        let mut data = encode_batch(&batch, tokenizer.as_ref(), &vocab, cfg, threads, &pb)?;
+        if let (Some(t), Some(c)) = (&t5, &cfg.t5) {
+            add_t5(&mut data, &batch, t, &c.dtype)?;
+        }
         write_shard(&dir, k, &batch, &data, cfg, &hash)?;
         made += batch.len() as u64;
     }
@@ -216,6 +234,35 @@ fn train_samples(cur_dir: &Path, held: &std::collections::HashSet<&str>) -> Resu
         }
     }
     Ok((train, kept, held_samples))
+}
+
+/// T5 ids (replacing the vocabulary ids) and features once per unique prompt of the shard.
+fn add_t5(d: &mut ShardData, batch: &[super::generate::Sample], t5: &T5, dtype: &str) -> Result<()> {
+    let mut unique: Vec<&str> = Vec::new();
+    let mut index: HashMap<&str, u32> = HashMap::new();
+    let mut row_prompt = Vec::with_capacity(batch.len());
+    d.text_ids.clear();
+    d.text_len.clear();
+    for s in batch {
+        let p = *index.entry(s.prompt.as_str()).or_insert_with(|| {
+            unique.push(s.prompt.as_str());
+            unique.len() as u32 - 1
+        });
+        row_prompt.push(p);
+        let mut ids = t5.ids(&s.prompt).map_err(|m| Error::invalid(s.sample_id.clone(), m))?;
+        d.text_len.push(ids.len() as u32);
+        ids.resize(d.text_len_max, 0);
+        d.text_ids.extend(ids);
+    }
+    let (mut offsets, mut values) = (vec![0u32], Vec::new());
+    for chunk in unique.chunks(t5.batch.max(1)) {
+        for f in t5.features(chunk).map_err(|m| Error::invalid("encode.t5", m))? {
+            offsets.push(offsets.last().copied().unwrap_or(0) + (f.len() / t5.dim) as u32);
+            values.extend(f);
+        }
+    }
+    d.text_features = Some(shards::TextFeatures { dim: t5.dim, dtype: dtype.into(), row_prompt, offsets, values });
+    Ok(())
 }
 
 /// How many training images `scale = "auto"` measures.
@@ -326,6 +373,7 @@ fn encode_batch(
         latents_flip: cfg.flip.then(|| Vec::with_capacity(batch.len() * tokens * dim)),
         text_ids: Vec::with_capacity(batch.len() * cfg.max_text_len as usize),
         text_len: Vec::with_capacity(batch.len()),
+        text_features: None,
     };
     for (r, s) in results.into_iter().zip(batch) {
         let (lat, flip) =

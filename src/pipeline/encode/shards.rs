@@ -1,7 +1,9 @@
 //! Latent shards: safetensors files, memory-mapped for reading. Each holds `latents`
 //! (N, L, D), optionally `latents_flip` (N, L, D), `text_ids` (N, T) u32 and `text_len` (N,)
 //! u32. A row is a fixed-size slice at a computed offset: the trainer reads any sample with
-//! no parsing beyond the header, which is read once per shard.
+//! no parsing beyond the header, which is read once per shard. With T5 features: `text_feat`
+//! (Σ len, D) once per unique prompt of the shard, cut at its true length, `text_feat_offsets`
+//! (U + 1,) u32 token offsets and `text_feat_row` (N,) u32, each row's prompt.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -23,6 +25,20 @@ pub struct ShardData {
     pub latents_flip: Option<Vec<f32>>,
     pub text_ids: Vec<u32>,
     pub text_len: Vec<u32>,
+    pub text_features: Option<TextFeatures>,
+}
+
+/// Text features stored once per unique prompt.
+pub struct TextFeatures {
+    pub dim: usize,
+    /// bf16 | f16 | f32 on disk.
+    pub dtype: String,
+    /// Each row's prompt (index into the offsets).
+    pub row_prompt: Vec<u32>,
+    /// Token offsets of each unique prompt, U + 1 entries.
+    pub offsets: Vec<u32>,
+    /// Σ len · dim values.
+    pub values: Vec<f32>,
 }
 
 fn dtype_of(name: &str) -> Result<Dtype> {
@@ -59,6 +75,20 @@ pub fn serialize(d: &ShardData, dtype: &str, meta: HashMap<String, String>) -> R
     if let Some(f) = &flip {
         views.push(("latents_flip", TensorView::new(dt, shape, f).map_err(bad)?));
     }
+    let feats = match &d.text_features {
+        Some(t) => {
+            let fdt = dtype_of(&t.dtype)?;
+            let u32s = |v: &[u32]| v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>();
+            Some((fdt, t, to_bytes(&t.values, fdt), u32s(&t.offsets), u32s(&t.row_prompt)))
+        }
+        None => None,
+    };
+    if let Some((fdt, t, vals, offs, rows)) = &feats {
+        let total = t.values.len() / t.dim.max(1);
+        views.push(("text_feat", TensorView::new(*fdt, vec![total, t.dim], vals).map_err(bad)?));
+        views.push(("text_feat_offsets", TensorView::new(Dtype::U32, vec![t.offsets.len()], offs).map_err(bad)?));
+        views.push(("text_feat_row", TensorView::new(Dtype::U32, vec![d.rows], rows).map_err(bad)?));
+    }
     safetensors::serialize(views, Some(meta)).map_err(bad)
 }
 
@@ -75,6 +105,8 @@ pub struct Shard {
     pub token_dim: usize,
     pub text_max: usize,
     dtype: Dtype,
+    /// (values offset, dim, dtype), offsets offset, row-prompt offset.
+    feat: Option<((usize, usize, Dtype), usize, usize)>,
 }
 
 impl Shard {
@@ -100,6 +132,17 @@ impl Shard {
         let (io, irow, ishape, _) = place("text_ids")?.ok_or_else(|| bad("no `text_ids` tensor".into()))?;
         let (no, _, _, _) = place("text_len")?.ok_or_else(|| bad("no `text_len` tensor".into()))?;
         let flip = place("latents_flip")?.map(|(o, r, _, _)| (o, r));
+        let feat = match (place("text_feat")?, place("text_feat_offsets")?, place("text_feat_row")?) {
+            (Some((vo, _, vs, vd)), Some((oo, _, _, _)), Some((ro, _, _, _))) if vs.len() == 2 => {
+                Some(((vo, vs[1], vd), oo, ro))
+            }
+            (None, None, None) => None,
+            _ => {
+                return Err(bad(
+                    "incomplete text features: need text_feat (T, D), text_feat_offsets and text_feat_row".into()
+                ))
+            }
+        };
         if lshape.len() != 3 || ishape.len() != 2 || ishape[0] != lshape[0] {
             return Err(bad(format!("unexpected shapes: latents {lshape:?}, text_ids {ishape:?}")));
         }
@@ -114,6 +157,7 @@ impl Shard {
             token_dim: lshape[2],
             text_max: ishape[1],
             dtype,
+            feat,
             map,
         })
     }
@@ -164,6 +208,28 @@ impl Shard {
         self.flip.is_some()
     }
 
+    fn u32_at(&self, off: usize, i: usize) -> usize {
+        let b = &self.map[off + 4 * i..off + 4 * i + 4];
+        u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize
+    }
+
+    /// Row `i`'s text features ((len, dim) values, len its true token count) into `out`;
+    /// `None` when the shard has none (the `vocab` text encoder).
+    pub fn text_features_into(&self, i: usize, out: &mut Vec<f32>) -> Option<usize> {
+        let ((vo, dim, dt), oo, ro) = self.feat?;
+        let p = self.u32_at(ro, i);
+        let (a, b) = (self.u32_at(oo, p), self.u32_at(oo, p + 1));
+        let width = if dt == Dtype::F32 { 4 } else { 2 };
+        let bytes = &self.map[vo + a * dim * width..vo + b * dim * width];
+        out.clear();
+        out.extend(bytes.chunks_exact(width).map(|c| match dt {
+            Dtype::F16 => half::f16::from_le_bytes([c[0], c[1]]).to_f32(),
+            Dtype::BF16 => half::bf16::from_le_bytes([c[0], c[1]]).to_f32(),
+            _ => f32::from_le_bytes([c[0], c[1], c[2], c[3]]),
+        }));
+        Some(b - a)
+    }
+
     /// Row `i`'s text ids (padded) and true length.
     pub fn text(&self, i: usize) -> (Vec<u32>, u32) {
         let (off, row) = self.ids;
@@ -194,6 +260,14 @@ mod tests {
             latents_flip: Some(flip),
             text_ids: vec![5, 6, 0, 7, 0, 0, 8, 9, 10],
             text_len: vec![2, 1, 3],
+            // Rows 0 and 2 share a prompt of 2 tokens; row 1's has 1 token; dim 2.
+            text_features: Some(TextFeatures {
+                dim: 2,
+                dtype: "bf16".into(),
+                row_prompt: vec![0, 1, 0],
+                offsets: vec![0, 2, 3],
+                values: vec![0.5, -1.0, 2.0, 0.25, 3.0, -0.125],
+            }),
         };
         for dtype in ["f32", "f16"] {
             let dir = tempfile::tempdir().unwrap();
@@ -207,6 +281,11 @@ mod tests {
             s.latents_into(1, true, &mut out);
             assert_eq!(out, latents[8..16].iter().map(|v| -v).collect::<Vec<_>>());
             assert_eq!(s.text(1), (vec![7, 0, 0], 1));
+            let mut f = Vec::new();
+            assert_eq!(s.text_features_into(2, &mut f), Some(2));
+            assert_eq!(f, vec![0.5, -1.0, 2.0, 0.25]);
+            assert_eq!(s.text_features_into(1, &mut f), Some(1));
+            assert_eq!(f, vec![3.0, -0.125]);
         }
     }
 

@@ -1,6 +1,6 @@
 //! Text encoders: prompt → what the trainer reads. `vocab` is the embedded default: a word
 //! vocabulary built from the taxonomy, stored as token ids (the trainer learns embeddings).
-//! T5 features join with the ONNX Runtime loading.
+//! `t5` (`t5.rs`) stores T5 encoder features.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -20,6 +20,9 @@ pub struct TextSpec {
     pub dtype: String,
     /// blake3 of the vocabulary (`vocab.json`).
     pub vocab_hash: Option<String>,
+    /// The model that made the features (`t5:<name>@<hash>`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
 }
 
 /// Lowercased words, punctuation dropped ("a red circle, flat style" → a red circle flat style).
