@@ -163,3 +163,10 @@ fn teacher_sections_are_checked_with_their_field_names() {
         assert!(stderr(&out).contains(want), "{want}: {}", stderr(&out));
     }
 }
+
+#[test]
+fn the_example_manifest_verifies() {
+    let out = lightgen(&["manifest", "verify", "manifests/shapes-tiny/manifest.json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).contains("21 rows"), "{}", stdout(&out));
+}
