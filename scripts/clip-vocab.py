@@ -16,17 +16,8 @@ import sys
 import tempfile
 import zipfile
 
-
-def bytes_to_unicode():
-    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
-    cs = bs[:]
-    n = 0
-    for b in range(256):
-        if b not in bs:
-            bs.append(b)
-            cs.append(256 + n)
-            n += 1
-    return [chr(c) for c in cs]
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from clip_bpe import bytes_to_unicode  # noqa: E402
 
 
 def main():

@@ -534,29 +534,24 @@ impl Plan {
         if let Some(e) = &config.encode {
             validate_encode(e).map_err(|m| Error::invalid(&src, m))?;
         }
-        if let Some(t) = config.encode.as_mut().and_then(|e| e.t5.as_mut()) {
-            t.model = normalize(&base.join(&t.model));
-            if let Some(r) = t.runtime.as_mut() {
+        // Model folders and runtime libraries are relative to the config file.
+        let rebase = |model: &mut PathBuf, runtime: &mut Option<PathBuf>| {
+            *model = normalize(&base.join(&*model));
+            if let Some(r) = runtime.as_mut() {
                 *r = normalize(&base.join(&*r));
             }
+        };
+        if let Some(t) = config.encode.as_mut().and_then(|e| e.t5.as_mut()) {
+            rebase(&mut t.model, &mut t.runtime);
         }
         if let Some(v) = config.encode.as_mut().and_then(|e| e.vae.as_mut()) {
-            v.model = normalize(&base.join(&v.model));
-            if let Some(r) = v.runtime.as_mut() {
-                *r = normalize(&base.join(&*r));
-            }
+            rebase(&mut v.model, &mut v.runtime);
         }
         if let Some(c) = config.curate.as_mut().and_then(|c| c.clip.as_mut()) {
-            c.model = normalize(&base.join(&c.model));
-            if let Some(r) = c.runtime.as_mut() {
-                *r = normalize(&base.join(&*r));
-            }
+            rebase(&mut c.model, &mut c.runtime);
         }
         if let Some(o) = config.generate.as_mut().and_then(|g| g.onnx.as_mut()) {
-            o.model = normalize(&base.join(&o.model));
-            if let Some(r) = o.runtime.as_mut() {
-                *r = normalize(&base.join(&*r));
-            }
+            rebase(&mut o.model, &mut o.runtime);
         }
         let output_dir = match &overrides.output_dir {
             Some(d) => d.clone(),

@@ -60,9 +60,7 @@ impl VaeConfig {
         if self.batch == 0 {
             return Err("encode.vae.batch = 0: expected at least 1".into());
         }
-        if !["auto", "cuda", "cpu"].contains(&self.device.as_str()) {
-            return Err(format!("encode.vae.device = \"{}\": expected auto, cuda or cpu", self.device));
-        }
+        super::teachers::check_device("encode.vae.device", &self.device)?;
         Ok(())
     }
 }
@@ -103,9 +101,7 @@ impl T5Config {
         if self.batch == 0 {
             return Err("encode.t5.batch = 0: expected at least 1".into());
         }
-        if !["auto", "cuda", "cpu"].contains(&self.device.as_str()) {
-            return Err(format!("encode.t5.device = \"{}\": expected auto, cuda or cpu", self.device));
-        }
+        super::teachers::check_device("encode.t5.device", &self.device)?;
         Ok(())
     }
 }

@@ -59,9 +59,7 @@ impl ClipConfig {
         if self.batch == 0 {
             return Err("curate.clip.batch = 0: expected at least 1".into());
         }
-        if !["auto", "cuda", "cpu"].contains(&self.device.as_str()) {
-            return Err(format!("curate.clip.device = \"{}\": expected auto, cuda or cpu", self.device));
-        }
+        super::teachers::check_device("curate.clip.device", &self.device)?;
         Ok(())
     }
 }

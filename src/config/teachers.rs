@@ -176,6 +176,15 @@ impl HttpConfig {
     }
 }
 
+/// An ONNX execution device: `auto`, `cuda` or `cpu`.
+pub fn check_device(field: &str, device: &str) -> Result<(), String> {
+    if ["auto", "cuda", "cpu"].contains(&device) {
+        Ok(())
+    } else {
+        Err(format!("{field} = \"{device}\": expected auto, cuda or cpu"))
+    }
+}
+
 /// Schedulers the ONNX teacher implements; `auto` follows `scheduler/scheduler_config.json`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "kebab-case")]
@@ -249,9 +258,7 @@ impl OnnxTeacherConfig {
         if self.batch == 0 {
             return Err("generate.onnx.batch = 0: expected at least 1".into());
         }
-        if !["auto", "cuda", "cpu"].contains(&self.device.as_str()) {
-            return Err(format!("generate.onnx.device = \"{}\": expected auto, cuda or cpu", self.device));
-        }
+        check_device("generate.onnx.device", &self.device)?;
         if !self.guidance.is_finite() || self.guidance < 0.0 {
             return Err(format!("generate.onnx.guidance = {}: expected 0 or more", self.guidance));
         }
