@@ -208,10 +208,10 @@ impl Model {
                 Arg::Ready(v) => ready.push((name, v)),
             }
         }
-        let inputs: Vec<(String, SessionInputValue<'_>)> = owned
+        let inputs: Vec<(std::borrow::Cow<'_, str>, SessionInputValue<'_>)> = owned
             .iter()
-            .map(|(n, v)| (n.to_string(), SessionInputValue::from(v)))
-            .chain(ready.into_iter().map(|(n, v)| (n.to_string(), SessionInputValue::from(v))))
+            .map(|(n, v)| (std::borrow::Cow::Borrowed(*n), SessionInputValue::from(v)))
+            .chain(ready.into_iter().map(|(n, v)| (std::borrow::Cow::Borrowed(n), SessionInputValue::from(v))))
             .collect();
         let mut session = self.session.lock().expect("session lock");
         let t = std::time::Instant::now();
