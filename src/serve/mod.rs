@@ -197,25 +197,30 @@ async fn generations(State(s): State<Arc<Server>>, body: Bytes) -> Response {
                 } else {
                     o.image
                 };
-                png(&img)
+                Ok((png(&img)?, o.truth))
             })
-            .collect::<std::result::Result<Vec<Vec<u8>>, String>>()
+            .collect::<std::result::Result<Vec<(Vec<u8>, Option<Value>)>, String>>()
     })
     .await;
-    let pngs = match made {
+    let made = match made {
         Ok(Ok(p)) => p,
         Ok(Err(m)) => return error(StatusCode::UNPROCESSABLE_ENTITY, "invalid_request_error", m),
         Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, "server_error", format!("the teacher failed: {e}")),
     };
-    s.served.fetch_add(pngs.len() as u64, Ordering::Relaxed);
-    let data: Vec<Value> = pngs
+    s.served.fetch_add(made.len() as u64, Ordering::Relaxed);
+    let data: Vec<Value> = made
         .iter()
-        .map(|p| {
+        .map(|(p, truth)| {
             let mut b = base64::engine::general_purpose::STANDARD.encode(p);
             if fault == Some(Fault::Truncated) {
                 b.truncate(b.len() / 2 + 1);
             }
-            json!({ "b64_json": b })
+            // The teacher's own record of what it drew (the shapes world's), for lightgen
+            // clients: curation can then be scored against it as for an in-process run.
+            match truth {
+                Some(t) => json!({ "b64_json": b, "lightgen_truth": t }),
+                None => json!({ "b64_json": b }),
+            }
         })
         .collect();
     let created = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());

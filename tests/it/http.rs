@@ -130,6 +130,7 @@ fn http_teacher_survives_faults_and_reruns_complete_the_failures() {
     for (g, w) in got.iter().zip(&want) {
         assert_eq!((g.sample_id.as_str(), g.seed), (w.sample_id.as_str(), w.seed));
         assert_eq!(pixels(g), pixels(w), "{}: the served image equals the built-in teacher's", g.sample_id);
+        assert_eq!(g.truth, w.truth, "{}: the server's record of what it drew comes along", g.sample_id);
         let req: serde_json::Value = serde_json::from_str(&g.request).unwrap();
         assert_eq!(req["endpoint"], server.url.as_str());
         assert_eq!(req["request"]["seed"], g.seed);

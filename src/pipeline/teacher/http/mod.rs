@@ -89,7 +89,7 @@ impl HttpTeacher {
             drop(permit);
             drop(assigned);
             let msg = match res {
-                Ok(image) => {
+                Ok((image, truth)) => {
                     ep.succeeded();
                     let params = json!({
                         "teacher": "http",
@@ -98,7 +98,7 @@ impl HttpTeacher {
                         "request": body,
                         "attempts": attempts,
                     });
-                    return Ok(Output { image, params, truth: None });
+                    return Ok(Output { image, params, truth });
                 }
                 Err(Fail::RateLimited(wait)) => {
                     ep.pause(wait);
@@ -131,7 +131,7 @@ impl HttpTeacher {
         ep: &Endpoint,
         body: bytes::Bytes,
         r: &Request<'_>,
-    ) -> std::result::Result<image::RgbImage, Fail> {
+    ) -> std::result::Result<(image::RgbImage, Option<serde_json::Value>), Fail> {
         let mut req = self
             .client
             .post(&ep.url)
@@ -155,6 +155,12 @@ impl HttpTeacher {
             let retry = status.is_server_error() || status.as_u16() == 408;
             return Err(if retry { Fail::Retry(m) } else { Fail::Final(m) });
         }
+        // What a lightgen server knows it drew (the shapes world's record), when it says.
+        let truth = (self.cfg.protocol == crate::config::Protocol::Openai)
+            .then(|| serde_json::from_slice::<serde_json::Value>(&body).ok())
+            .flatten()
+            .and_then(|v| v["data"][0].get("lightgen_truth").cloned())
+            .filter(|t| !t.is_null());
         let bytes = match protocol::parse(self.cfg.protocol, &ct, &body).map_err(Fail::Retry)? {
             Answer::Bytes(b) => b,
             Answer::Url(u) => {
@@ -173,7 +179,7 @@ impl HttpTeacher {
                 img.height()
             )));
         }
-        Ok(img.to_rgb8())
+        Ok((img.to_rgb8(), truth))
     }
 
     fn describe(&self, e: &reqwest::Error) -> String {
