@@ -147,3 +147,63 @@ impl Fleet {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fleet(weights: &[f64]) -> Fleet {
+        let eps: Vec<String> =
+            weights.iter().enumerate().map(|(i, w)| format!("{{ url = \"http://h{i}:1\", weight = {w} }}")).collect();
+        let cfg: HttpConfig =
+            toml::from_str(&format!("protocol = \"openai\"\nendpoints = [{}]", eps.join(", "))).unwrap();
+        Fleet::new(&cfg).unwrap()
+    }
+
+    #[test]
+    fn load_follows_the_weights() {
+        let f = fleet(&[3.0, 1.0]);
+        // Hold every assignment: the least-load-for-weight rule fills 3:1.
+        let held: Vec<Assigned<'_>> = (0..40).map(|_| f.pick().unwrap()).collect();
+        let on0 = held.iter().filter(|a| a.0.name == "http://h0:1").count();
+        assert_eq!(on0, 30, "3:1 of 40");
+        drop(held);
+        // Released, the next pick goes to the heaviest weight again.
+        assert_eq!(f.pick().unwrap().0.name, "http://h0:1");
+    }
+
+    #[test]
+    fn failing_and_paused_endpoints_are_skipped_until_their_time() {
+        let f = fleet(&[1.0, 1.0]);
+        let pause = Duration::from_secs(60);
+        assert!(!f.endpoints[0].failed(2, pause));
+        assert!(f.endpoints[0].failed(2, pause), "the second failure in a row sets it aside");
+        for _ in 0..5 {
+            assert_eq!(f.pick().unwrap().0.name, "http://h1:1");
+        }
+        f.endpoints[1].pause(Duration::from_secs(30));
+        let wait = f.pick().err().expect("both are out");
+        assert!(wait <= Duration::from_secs(30) && wait > Duration::from_secs(29), "{wait:?}: the sooner one");
+        // A success clears the count of failures.
+        let g = fleet(&[1.0]);
+        g.endpoints[0].failed(3, pause);
+        g.endpoints[0].succeeded();
+        assert!(!g.endpoints[0].failed(3, pause) && !g.endpoints[0].failed(3, pause));
+    }
+
+    #[test]
+    fn the_request_rate_is_kept() {
+        let cfg: HttpConfig =
+            toml::from_str("protocol = \"openai\"\nendpoints = [{ url = \"http://h:1\", rate = 100.0 }]").unwrap();
+        let f = Fleet::new(&cfg).unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap();
+        let t = std::time::Instant::now();
+        rt.block_on(async {
+            for _ in 0..11 {
+                f.endpoints[0].pace().await;
+            }
+        });
+        // 11 requests at 100/s: the last may start 100 ms after the first.
+        assert!(t.elapsed() >= Duration::from_millis(99), "{:?}", t.elapsed());
+    }
+}
