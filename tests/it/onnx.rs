@@ -222,6 +222,29 @@ fn encode_stores_vae_moments_with_an_auto_scale_and_a_verified_manifest() {
 }
 
 #[test]
+fn the_vae_decodes_its_own_tokens() {
+    use lightgen::pipeline::encode::tokenizer::ImageTokenizer;
+    let cfg = lightgen::config::VaeConfig {
+        model: fixture("sd-tiny"),
+        scale: None,
+        shift: None,
+        batch: 2,
+        device: "cpu".into(),
+        runtime: None,
+    };
+    let vae = lightgen::pipeline::encode::vae::Vae::load(&cfg, 64, 2, "f32", false).unwrap();
+    assert_eq!(vae.spec().scale, 0.18215, "the export's scaling_factor");
+    let a = image::RgbImage::from_fn(64, 64, |x, y| image::Rgb([(x * 4) as u8, (y * 4) as u8, 90]));
+    let b = image::RgbImage::from_pixel(64, 64, image::Rgb([200, 20, 20]));
+    let tokens = vae.encode_batch(&[a.clone(), b]).unwrap();
+    assert_eq!(tokens[0], vae.encode(&a), "batched and alone agree");
+    let (da, db) = (vae.decode(&tokens[0]), vae.decode(&tokens[1]));
+    assert_eq!(da.dimensions(), (64, 64));
+    let grey = image::RgbImage::from_pixel(64, 64, image::Rgb([128, 128, 128]));
+    assert!(da != grey && da != db, "the decoder ran on each image's own mean latent");
+}
+
+#[test]
 fn a_vae_without_the_right_outputs_is_named() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir_all(dir.path().join("vae_encoder")).unwrap();

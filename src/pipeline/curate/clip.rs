@@ -141,10 +141,8 @@ impl ClipScorer {
             .ok()
             .and_then(|b| serde_json::from_slice(&b).ok())
             .unwrap_or_default();
-        let name = root.file_name().and_then(|n| n.to_str()).unwrap_or("clip");
-        let hash = crate::pipeline::teacher::onnx::folder::hash_tree(root).map_err(bad)?;
         Ok(ClipScorer {
-            id: format!("clip:{name}@{hash}"),
+            id: crate::onnx::model_id("clip", root).map_err(bad)?,
             towers,
             tok,
             pre: Preprocess::from_json(&pre),

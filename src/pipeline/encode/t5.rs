@@ -49,8 +49,6 @@ impl T5 {
             .find(|p| p.name == "last_hidden_state")
             .and_then(|p| p.shape.get(2).copied())
             .filter(|d| *d > 0);
-        let name = root.file_name().and_then(|n| n.to_str()).unwrap_or("t5");
-        let hash = crate::pipeline::teacher::onnx::folder::hash_tree(root)?;
         let mut t5 = T5 {
             eos: tok.token_to_id("</s>"),
             model,
@@ -58,7 +56,7 @@ impl T5 {
             dim: dim.unwrap_or(0) as usize,
             max_len,
             batch: cfg.batch as usize,
-            id: format!("t5:{name}@{hash}"),
+            id: crate::onnx::model_id("t5", root)?,
         };
         if t5.dim == 0 {
             // A dynamic width: ask the model once.

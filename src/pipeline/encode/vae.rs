@@ -72,8 +72,6 @@ impl Vae {
             None => conf["scaling_factor"].as_f64().unwrap_or(1.0) as f32,
         };
         let shift = cfg.shift.unwrap_or(conf["shift_factor"].as_f64().unwrap_or(0.0) as f32);
-        let name = root.file_name().and_then(|n| n.to_str()).unwrap_or("vae");
-        let hash = crate::pipeline::teacher::onnx::folder::hash_tree(root)?;
         let grid = resolution / (factor * patch);
         Ok(Vae {
             spec: LatentSpec {
@@ -88,7 +86,7 @@ impl Vae {
                 dtype: dtype.into(),
                 flip,
                 moments: true,
-                model: Some(format!("vae:{name}@{hash}")),
+                model: Some(crate::onnx::model_id("vae", root)?),
             },
             enc,
             dec,

@@ -81,35 +81,11 @@ impl Folder {
             vae_scaling,
             vae_factor,
             zeros_for_empty_prompt,
-            hash: hash_tree(root)?,
+            hash: crate::onnx::hash_tree(root)?,
         })
     }
 
     pub fn path(&self, part: &str) -> PathBuf {
         self.root.join(part)
     }
-}
-
-/// blake3 over the folder's files in name order: the model's identity in every sample.
-pub fn hash_tree(root: &Path) -> Result<String, String> {
-    let mut files = Vec::new();
-    let mut stack = vec![root.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).map_err(|e| format!("{}: {e}", d.display()))? {
-            let p = e.map_err(|e| format!("{}: {e}", d.display()))?.path();
-            if p.is_dir() {
-                stack.push(p);
-            } else {
-                files.push(p);
-            }
-        }
-    }
-    files.sort();
-    let mut h = blake3::Hasher::new();
-    for f in files {
-        let rel = f.strip_prefix(root).unwrap_or(&f).to_string_lossy().to_string();
-        h.update(rel.as_bytes());
-        h.update_mmap(&f).map_err(|e| format!("{}: {e}", f.display()))?;
-    }
-    Ok(h.finalize().to_hex()[..16].to_string())
 }

@@ -346,6 +346,17 @@ mod tests {
     }
 
     #[test]
+    fn lcm_guidance_embedding_is_sinusoidal_in_w_minus_one() {
+        // w = 1: (w − 1) · 1000 = 0, so every sine is 0 and every cosine 1.
+        assert_eq!(guidance_embedding(1.0, 4), vec![0.0, 0.0, 1.0, 1.0]);
+        // w = 1.001: argument 1 at the first frequency (exp(0) = 1), 1e-4 at the last of 2 (dim 4).
+        let e = guidance_embedding(1.001, 4);
+        assert!((e[0] - 1f32.sin()).abs() < 1e-3 && (e[2] - 1f32.cos()).abs() < 1e-3, "{e:?}");
+        assert!((e[1] - 1e-4f32.sin()).abs() < 1e-6, "{e:?}");
+        assert_eq!(guidance_embedding(8.0, 7).len(), 7, "odd widths are zero-padded");
+    }
+
+    #[test]
     fn unknown_schedulers_are_named() {
         let e = SchedulerConfig::from_json(&json!({"_class_name": "Mystery"}), SchedulerKind::Auto).unwrap_err();
         assert!(e.contains("Mystery") && e.contains("generate.onnx.scheduler"), "{e}");
