@@ -73,6 +73,11 @@ pub enum Command {
         #[arg(long, default_value_t = 3000)]
         chaos_delay_ms: u64,
     },
+    /// Train the LightGen student on a manifest (checkpoints, metrics.jsonl, loss.png and
+    /// sample grids in --out); verifies the manifest first.
+    Train(TrainArgs),
+    /// Sample images from a trained checkpoint (EMA weights unless --no-ema).
+    Sample(SampleArgs),
     /// What this build can do here: version, commit, cores, teachers, scorers, tokenizers.
     Doctor,
     /// Write the JSON Schemas of the run config and taxonomy formats.
@@ -185,4 +190,89 @@ pub enum ReportCommand {
         #[arg(long)]
         json: bool,
     },
+}
+
+#[derive(Debug, Args)]
+pub struct TrainArgs {
+    /// The manifest to train on, e.g. runs/shapes/manifest.json.
+    #[arg(short, long)]
+    pub manifest: PathBuf,
+    /// A training config (TOML, e.g. configs/train-tiny.toml).
+    #[arg(short, long, conflicts_with = "preset")]
+    pub config: Option<PathBuf>,
+    /// A built-in training config: tiny, small, base.
+    #[arg(long)]
+    pub preset: Option<String>,
+    /// Output folder (checkpoints/, metrics.jsonl, loss.png, samples/).
+    #[arg(short, long)]
+    pub out: PathBuf,
+    /// Continue from the latest checkpoint in --out (same manifest; the checkpoint's
+    /// architecture and optimisation, this config's step count).
+    #[arg(long)]
+    pub resume: bool,
+    /// Stop after this many steps in all (resume later to go on).
+    #[arg(long)]
+    pub stop_at: Option<u64>,
+    /// Override train.steps.
+    #[arg(long)]
+    pub steps: Option<u64>,
+    /// cpu, or cuda[:N] (needs a build with --features cuda).
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+    /// Print the summary as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct SampleArgs {
+    /// A checkpoint folder, or a training folder (its latest checkpoint).
+    #[arg(long)]
+    pub checkpoint: PathBuf,
+    /// The manifest the model was trained on (for its text encoder and image tokenizer).
+    #[arg(short, long)]
+    pub manifest: PathBuf,
+    /// A prompt (repeatable).
+    #[arg(short, long)]
+    pub prompt: Vec<String>,
+    /// A file of prompts, one per line.
+    #[arg(long)]
+    pub prompts: Option<PathBuf>,
+    /// Images per prompt.
+    #[arg(short, long, default_value_t = 1)]
+    pub n: usize,
+    /// Output folder: 00000.png … and grid.png.
+    #[arg(short, long)]
+    pub out: PathBuf,
+    /// Use the raw weights instead of the EMA.
+    #[arg(long)]
+    pub no_ema: bool,
+    /// Masked-AR steps (default: the training config's [sample]).
+    #[arg(long)]
+    pub steps: Option<usize>,
+    /// Guidance scale.
+    #[arg(long)]
+    pub cfg: Option<f64>,
+    /// constant or linear.
+    #[arg(long)]
+    pub cfg_schedule: Option<String>,
+    #[arg(long)]
+    pub temperature: Option<f64>,
+    /// Diffusion steps of the head.
+    #[arg(long)]
+    pub diffusion_steps: Option<usize>,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Images per model call.
+    #[arg(long, default_value_t = 16)]
+    pub batch: usize,
+    /// The VAE export to decode with (default: the path in the manifest's lineage).
+    #[arg(long)]
+    pub vae: Option<PathBuf>,
+    /// The T5 export to encode prompts with (default: the path in the manifest's lineage).
+    #[arg(long)]
+    pub t5: Option<PathBuf>,
+    /// cpu, or cuda[:N].
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
 }

@@ -13,13 +13,16 @@
 
 pub mod config;
 pub mod error;
+pub mod model;
 pub mod onnx;
 pub mod pipeline;
 pub mod progress;
 pub mod report;
+pub mod sample;
 pub mod schema;
 pub mod serve;
 pub mod taxonomy;
+pub mod train;
 pub mod world;
 
 /// The tool's version, recorded in every artifact.

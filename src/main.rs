@@ -1,6 +1,7 @@
 //! Thin: parse the command line, resolve config, dispatch, map errors to exit codes.
 
 mod cli;
+mod student;
 
 use std::io::IsTerminal;
 use std::path::Path;
@@ -232,6 +233,8 @@ manifest: {}",
             };
             lightgen::serve::run(gen, &opts)?;
         }
+        Command::Train(a) => student::train_cmd(a, progress)?,
+        Command::Sample(a) => student::sample_cmd(a, progress)?,
         Command::Doctor => {
             let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
             println!("lightgen  {} ({})", lightgen::VERSION, env!("LIGHTGEN_GIT_COMMIT"));

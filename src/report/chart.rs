@@ -80,6 +80,58 @@ pub fn bars(path: &Path, title: &str, series: &[&str], rows: &[(String, Vec<f64>
     img.save(path).map_err(|e| Error::Image { path: path.to_path_buf(), source: e })
 }
 
+/// A line chart of one or more (x, y) series (log-free, y from its min to max), saved as PNG.
+pub fn lines(path: &Path, title: &str, x_label: &str, series: &[(&str, Vec<(f64, f64)>)]) -> Result<()> {
+    let (w, h, left, top, bottom) = (900u32, 480u32, 90u32, 56u32, 40u32);
+    let mut img = RgbImage::from_pixel(w, h, BG);
+    text(&mut img, 12, 10, title, INK);
+    let pts = series.iter().flat_map(|(_, s)| s.iter()).filter(|(x, y)| x.is_finite() && y.is_finite());
+    let (mut x0, mut x1, mut y0, mut y1) = (f64::MAX, f64::MIN, f64::MAX, f64::MIN);
+    for &(x, y) in pts {
+        (x0, x1, y0, y1) = (x0.min(x), x1.max(x), y0.min(y), y1.max(y));
+    }
+    if x0 > x1 {
+        (x0, x1, y0, y1) = (0.0, 1.0, 0.0, 1.0);
+    }
+    if x1 == x0 {
+        x1 = x0 + 1.0;
+    }
+    if y1 == y0 {
+        y1 = y0 + 1.0;
+    }
+    let (pw, ph) = (w - left - 20, h - top - bottom);
+    for q in 0..=4u32 {
+        let y = top + ph * q / 4;
+        fill(&mut img, left, y, pw, 1, GRID);
+        text(&mut img, 4, y.saturating_sub(GLYPH / 2), &format!("{:.3}", y1 - (y1 - y0) * q as f64 / 4.0), INK);
+    }
+    text(&mut img, left, h - GLYPH - 8, &format!("{x_label}: {x0:.0} .. {x1:.0}"), INK);
+    let mut lx = left + 300;
+    for (k, (name, pts)) in series.iter().enumerate() {
+        let col = SERIES[k % SERIES.len()];
+        fill(&mut img, lx, 16 + GLYPH, GLYPH, GLYPH, col);
+        text(&mut img, lx + GLYPH + 6, 16 + GLYPH, name, INK);
+        lx += GLYPH + 6 + (name.chars().count() as u32 + 3) * GLYPH;
+        let map = |(x, y): (f64, f64)| {
+            let px = left as f64 + (x - x0) / (x1 - x0) * pw as f64;
+            let py = top as f64 + (y1 - y) / (y1 - y0) * ph as f64;
+            (px, py)
+        };
+        for pair in pts.windows(2) {
+            let (a, b) = (map(pair[0]), map(pair[1]));
+            let n = ((b.0 - a.0).abs().max((b.1 - a.1).abs()).ceil() as usize).max(1);
+            for i in 0..=n {
+                let t = i as f64 / n as f64;
+                let (x, y) = (a.0 + (b.0 - a.0) * t, a.1 + (b.1 - a.1) * t);
+                if x.is_finite() && y.is_finite() {
+                    fill(&mut img, x as u32, y as u32, 2, 2, col);
+                }
+            }
+        }
+    }
+    img.save(path).map_err(|e| Error::Image { path: path.to_path_buf(), source: e })
+}
+
 /// Images in an 8-wide grid at 2× (nearest), framed green (`true`) or orange (`false`).
 pub fn grid(images: &[(RgbImage, bool)]) -> RgbImage {
     let cell = images.iter().map(|(i, _)| i.width().max(i.height())).max().unwrap_or(64) * 2 + 6;

@@ -11,6 +11,7 @@ mod onnx;
 mod report;
 mod schemas;
 mod taxonomies;
+mod train;
 mod world;
 
 use std::path::{Path, PathBuf};

@@ -1,0 +1,168 @@
+//! The student's architecture: LightGen's Fluid variant of MAR (`fluid_arbitrary.py`), with
+//! named presets. `tiny`/`small` are sized for CPU training on the shapes world; `base` and
+//! `large` are the reference's `fluid_base` / `fluid_large` with a DiffLoss of 8 × 1536.
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// Where the text condition comes from.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case", tag = "kind")]
+pub enum TextSource {
+    /// Learned word embeddings over vocabulary ids (the shapes world): a (vocab, channels)
+    /// table plus learned positions, because unlike T5 features word ids carry no context.
+    Vocab { vocab: usize },
+    /// Stored encoder features (T5), `channels` wide.
+    Features,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct MarConfig {
+    /// Values per image token (64 for SD3.5 latents with patch 2; 48 for 4×4 pixel patches).
+    pub token_dim: usize,
+    /// Token grid side the positional tables are learned at (16 = 256 px in the reference).
+    pub pos_grid: usize,
+    /// Encoder, decoder and cross-attention width (equal in every reference preset).
+    pub width: usize,
+    pub encoder_depth: usize,
+    pub decoder_depth: usize,
+    pub cross_depth: usize,
+    pub heads: usize,
+    pub mlp_ratio: usize,
+    /// Aligner blocks over the text features.
+    pub text_depth: usize,
+    /// Text feature channels (4096 for flan-t5-xxl).
+    pub caption_channels: usize,
+    /// Text tokens per caption (128 in the reference).
+    pub text_len: usize,
+    pub text: TextSource,
+    pub diffloss_width: usize,
+    pub diffloss_depth: usize,
+    pub attn_dropout: f32,
+    pub proj_dropout: f32,
+}
+
+impl MarConfig {
+    fn preset(width: usize, depth: usize, heads: usize, dl: (usize, usize), drop: f32) -> MarConfig {
+        MarConfig {
+            token_dim: 64,
+            pos_grid: 16,
+            width,
+            encoder_depth: depth,
+            decoder_depth: depth,
+            cross_depth: depth,
+            heads,
+            mlp_ratio: 4,
+            text_depth: 6,
+            caption_channels: 4096,
+            text_len: 128,
+            text: TextSource::Features,
+            diffloss_width: dl.0,
+            diffloss_depth: dl.1,
+            attn_dropout: drop,
+            proj_dropout: drop,
+        }
+    }
+
+    /// CPU preset for the shapes world: a few minutes of training on 2 cores. Dropout is off:
+    /// short runs under-fit rather than over-fit, and every dropout mask costs CPU time.
+    pub fn tiny() -> MarConfig {
+        MarConfig { text_depth: 1, ..Self::preset(128, 2, 4, (256, 3), 0.0) }
+    }
+
+    /// CPU preset for longer runs (up to an hour on 2 cores).
+    pub fn small() -> MarConfig {
+        MarConfig { text_depth: 2, ..Self::preset(192, 3, 6, (384, 3), 0.0) }
+    }
+
+    /// `fluid_base` (width 768, 12+12+12 blocks, 12 heads) with DiffLoss 8 × 1536.
+    pub fn base() -> MarConfig {
+        Self::preset(768, 12, 12, (1536, 8), 0.1)
+    }
+
+    /// `fluid_large` (width 1024, 16+16+16 blocks, 16 heads) with DiffLoss 8 × 1536: the
+    /// configuration of every LightGen script (792.2M parameters with T5-XXL features).
+    pub fn large() -> MarConfig {
+        Self::preset(1024, 16, 16, (1536, 8), 0.1)
+    }
+
+    pub fn named(name: &str) -> Option<MarConfig> {
+        match name {
+            "tiny" => Some(Self::tiny()),
+            "small" => Some(Self::small()),
+            "base" => Some(Self::base()),
+            "large" => Some(Self::large()),
+            _ => None,
+        }
+    }
+
+    pub const PRESETS: [&'static str; 4] = ["tiny", "small", "base", "large"];
+
+    /// Sets what the manifest decides: token size, grid and text input.
+    pub fn for_data(mut self, token_dim: usize, grid: usize, text: TextSource, channels: usize, len: usize) -> Self {
+        self.token_dim = token_dim;
+        self.pos_grid = grid;
+        self.text = text;
+        self.text_len = len;
+        if let TextSource::Features = self.text {
+            self.caption_channels = channels;
+        } else if self.caption_channels > self.width {
+            // Word embeddings need no 4096-wide table: the width is plenty.
+            self.caption_channels = self.width;
+        }
+        self
+    }
+
+    pub fn check(&self) -> Result<(), String> {
+        if self.width % self.heads != 0 {
+            return Err(format!("width {} is not a multiple of heads {}", self.width, self.heads));
+        }
+        if self.token_dim == 0 || self.pos_grid == 0 || self.text_len == 0 {
+            return Err("token_dim, pos_grid and text_len must be positive".into());
+        }
+        Ok(())
+    }
+
+    /// Parameters, counted from the shapes the model creates (no allocation), as
+    /// (backbone incl. text aligner, DiffLoss head).
+    pub fn parameter_count(&self) -> (u64, u64) {
+        let (d, c, p) = (self.width as u64, self.caption_channels as u64, (self.pos_grid * self.pos_grid) as u64);
+        let lin = |i: u64, o: u64| i * o + o;
+        let ln = |n: u64| 2 * n;
+        let mlp = |n: u64| lin(n, n * self.mlp_ratio as u64) + lin(n * self.mlp_ratio as u64, n);
+        let block = ln(d) + lin(d, 3 * d) + lin(d, d) + ln(d) + mlp(d);
+        let cross = 2 * ln(d) + lin(d, d) + lin(d, 2 * d) + lin(d, d) + ln(d) + mlp(d);
+        let text_in = match self.text {
+            TextSource::Vocab { vocab } => vocab as u64 * c + self.text_len as u64 * c,
+            TextSource::Features => 0,
+        };
+        let text = text_in + lin(c, d) + lin(d, d) + self.text_depth as u64 * block + ln(d);
+        let enc = lin(self.token_dim as u64, d) + p * d + ln(d) + self.encoder_depth as u64 * block + ln(d);
+        let dec = lin(d, d) + d + p * d + self.decoder_depth as u64 * block + ln(d);
+        let crs = lin(d, d) + p * d + self.cross_depth as u64 * cross + ln(d) + d; // + fake_latent
+        let (w, t) = (self.diffloss_width as u64, self.token_dim as u64);
+        let head = lin(256, w) + lin(w, w) + lin(d, w) + lin(t, w)
+            + self.diffloss_depth as u64 * (ln(w) + 2 * lin(w, w) + lin(w, 3 * w))
+            + lin(w, 2 * w)
+            + lin(w, 2 * t);
+        (text + enc + dec + crs, head)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn large_with_t5_xxl_counts_792m_as_the_reference() {
+        // lightgen.md §2.5: fluid_large + DiffLoss 8×1536, T5-XXL (4096) features, 256 pos
+        // slots → 792.2M in all, 688M without the MLP head.
+        let (body, head) = MarConfig::large().parameter_count();
+        assert_eq!(((body + head) as f64 / 1e5).round() / 10.0, 792.2);
+        assert_eq!((body as f64 / 1e6).round(), 688.0);
+        assert_eq!(((head as f64) / 1e5).round() / 10.0, 103.8);
+        let (b, h) = MarConfig::base().parameter_count();
+        assert_eq!(((b + h) as f64 / 1e5).round() / 10.0, 406.7);
+    }
+}

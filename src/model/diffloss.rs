@@ -1,0 +1,225 @@
+//! MAR's diffusion head (`models/diffloss.py`): `SimpleMLPAdaLN` models p(token | z) with an
+//! iDDPM diffusion (epsilon prediction, learned-range variance). Training loss per token =
+//! eps-MSE + the variational bound with the mean detached; sampling is ancestral over the
+//! respaced steps with classifier-free guidance on eps only.
+
+use candle_core::{DType, Result, Tensor, D};
+use rand::Rng;
+use rand_distr::{Distribution, StandardNormal};
+
+use super::diffusion::{timestep_embedding, Diffusion};
+use super::layers::{LayerNorm, Linear};
+use super::store::Scope;
+
+const FREQ_DIM: usize = 256;
+
+struct ResBlock {
+    in_ln: LayerNorm,
+    mlp0: Linear,
+    mlp2: Linear,
+    ada: Linear,
+}
+
+/// `SimpleMLPAdaLN(in=C, width=w, out=2C, z=Dz, depth=n)`.
+pub struct DiffLoss {
+    time0: Linear,
+    time2: Linear,
+    cond_embed: Linear,
+    input_proj: Linear,
+    res_blocks: Vec<ResBlock>,
+    final_ada: Linear,
+    final_norm: LayerNorm,
+    final_linear: Linear,
+    pub token_dim: usize,
+    pub train_diffusion: Diffusion,
+}
+
+/// Per-row training terms.
+pub struct Terms {
+    /// mse + vb, (N).
+    pub loss: Tensor,
+    /// eps-MSE alone, (N) (what Diffusion-DPO compares).
+    pub mse: Tensor,
+}
+
+fn modulate(x: &Tensor, shift: &Tensor, scale: &Tensor) -> Result<Tensor> {
+    x.broadcast_mul(&(scale + 1.0)?)?.broadcast_add(shift)
+}
+
+/// A (N, 1) column of per-row coefficients.
+fn column(v: impl Iterator<Item = f64>, like: &Tensor) -> Result<Tensor> {
+    let v: Vec<f32> = v.map(|x| x as f32).collect();
+    let n = v.len();
+    Tensor::from_vec(v, (n, 1), like.device())
+}
+
+/// `approx_standard_normal_cdf`: 0.5·(1 + tanh(sqrt(2/π)·(x + 0.044715·x³))).
+fn approx_cdf(x: &Tensor) -> Result<Tensor> {
+    let inner = ((x + (x.sqr()? * x)? * 0.044715)? * (2.0 / std::f64::consts::PI).sqrt())?;
+    (inner.tanh()? + 1.0)? * 0.5
+}
+
+impl DiffLoss {
+    /// Initialised as the reference: xavier Linears, N(0, 0.02) time-embedding weights, zero
+    /// adaLN modulations and a zero output layer.
+    pub fn new(s: &mut Scope, token_dim: usize, z_dim: usize, width: usize, depth: usize) -> Result<DiffLoss> {
+        let mut net = s.pp("net");
+        let (time0, time2) = {
+            let mut t = net.pp("time_embed.mlp");
+            (Linear::normal(&mut t.pp(0), FREQ_DIM, width, 0.02)?, Linear::normal(&mut t.pp(2), width, width, 0.02)?)
+        };
+        let cond_embed = Linear::xavier(&mut net.pp("cond_embed"), z_dim, width)?;
+        let input_proj = Linear::xavier(&mut net.pp("input_proj"), token_dim, width)?;
+        let mut res_blocks = Vec::with_capacity(depth);
+        for i in 0..depth {
+            let mut b = net.pp(format!("res_blocks.{i}"));
+            let in_ln = LayerNorm::new(&mut b.pp("in_ln"), width)?;
+            let mlp0 = Linear::xavier(&mut b.pp("mlp").pp(0), width, width)?;
+            let mlp2 = Linear::xavier(&mut b.pp("mlp").pp(2), width, width)?;
+            let ada = Linear::zeros(&mut b.pp("adaLN_modulation").pp(1), width, 3 * width)?;
+            res_blocks.push(ResBlock { in_ln, mlp0, mlp2, ada });
+        }
+        let mut f = net.pp("final_layer");
+        let final_linear = Linear::zeros(&mut f.pp("linear"), width, 2 * token_dim)?;
+        let final_ada = Linear::zeros(&mut f.pp("adaLN_modulation").pp(1), width, 2 * width)?;
+        Ok(DiffLoss {
+            time0,
+            time2,
+            cond_embed,
+            input_proj,
+            res_blocks,
+            final_ada,
+            final_norm: LayerNorm::plain(),
+            final_linear,
+            token_dim,
+            train_diffusion: Diffusion::training(),
+        })
+    }
+
+    /// x (N, C) noisy tokens, t (N) original timesteps, z (M, Dz) with N = M·k (the rows of z
+    /// repeated k times, as `diffusion_batch_mul` does) → (N, 2C) = [eps, v].
+    ///
+    /// Exact reformulations for speed: the timestep MLP runs once per distinct timestep and the
+    /// condition projection once per distinct z row, then both are gathered to the N rows.
+    pub fn net(&self, x: &Tensor, t: &[f32], z: &Tensor) -> Result<Tensor> {
+        let n = t.len();
+        let dev = x.device();
+        let mut uniq: Vec<f32> = t.to_vec();
+        uniq.sort_by(f32::total_cmp);
+        uniq.dedup();
+        let u = uniq.len();
+        let temb = Tensor::from_vec(timestep_embedding(&uniq, FREQ_DIM), (u, FREQ_DIM), dev)?; // (U, 256)
+        let temb = self.time2.forward(&self.time0.forward(&temb)?.silu()?)?; // (U, w)
+        let t_emb = if u == n && uniq.as_slice() == t {
+            temb
+        } else {
+            let pos: Vec<u32> = t.iter().map(|v| uniq.partition_point(|q| q < v) as u32).collect();
+            temb.index_select(&Tensor::from_vec(pos, n, dev)?, 0)? // (N, w)
+        };
+        let m = z.dim(0)?;
+        let c = self.cond_embed.forward(z)?; // (M, w)
+        let c = if m == n { c } else { c.repeat((n / m, 1))? }; // (N, w)
+        let y = (t_emb + c)?.silu()?; // (N, w), SiLU'd once for every adaLN
+        let mut h = self.input_proj.forward(x)?; // (N, w)
+        for b in &self.res_blocks {
+            let m = b.ada.forward(&y)?.chunk(3, D::Minus1)?; // shift, scale, gate: (N, w) each
+            let u = modulate(&b.in_ln.forward(&h)?, &m[0], &m[1])?;
+            let u = b.mlp2.forward(&b.mlp0.forward(&u)?.silu()?)?;
+            h = (h + m[2].mul(&u)?)?;
+        }
+        let m = self.final_ada.forward(&y)?.chunk(2, D::Minus1)?;
+        self.final_linear.forward(&modulate(&self.final_norm.forward(&h)?, &m[0], &m[1])?)
+    }
+
+    /// `training_losses` for target x0 (N, C), condition z (M, Dz) (N = M·k, see [`Self::net`]), timesteps t (N) and
+    /// noise (N, C): per-row mse + vb (in bits, mean over channels).
+    pub fn terms(&self, x0: &Tensor, z: &Tensor, t: &[usize], noise: &Tensor) -> Result<Terms> {
+        let d = &self.train_diffusion;
+        let c = self.token_dim;
+        let col = |tab: &[f64]| column(t.iter().map(|&i| tab[i]), x0);
+        let x_t = (x0.broadcast_mul(&col(&d.sqrt_alphas_cumprod)?)?
+            + noise.broadcast_mul(&col(&d.sqrt_one_minus_alphas_cumprod)?)?)?; // (N, C)
+        let tf: Vec<f32> = t.iter().map(|&i| i as f32).collect();
+        let out = self.net(&x_t, &tf, z)?; // (N, 2C)
+        let eps = out.narrow(1, 0, c)?;
+        let v = out.narrow(1, c, c)?;
+        let mse = (noise - &eps)?.sqr()?.mean(1)?; // (N)
+
+        // The variational bound trains only the variance: the mean comes from a detached eps.
+        let eps_d = eps.detach();
+        let min_log = col(&d.posterior_log_variance_clipped)?; // (N, 1)
+        let max_log = column(t.iter().map(|&i| d.betas[i].ln()), x0)?;
+        let frac = ((v + 1.0)? * 0.5)?;
+        let model_logvar = (frac.broadcast_mul(&max_log)? + (frac.ones_like()? - &frac)?.broadcast_mul(&min_log)?)?;
+        let x0_hat = (x_t.broadcast_mul(&col(&d.sqrt_recip_alphas_cumprod)?)?
+            - eps_d.broadcast_mul(&col(&d.sqrt_recipm1_alphas_cumprod)?)?)?;
+        let (c1, c2) = (col(&d.posterior_mean_coef1)?, col(&d.posterior_mean_coef2)?);
+        let model_mean = (x0_hat.broadcast_mul(&c1)? + x_t.broadcast_mul(&c2)?)?;
+        let true_mean = (x0.broadcast_mul(&c1)? + x_t.broadcast_mul(&c2)?)?;
+        // normal_kl(true_mean, true_logvar, model_mean, model_logvar), mean over channels, in bits.
+        let dlog = model_logvar.broadcast_sub(&min_log)?; // logvar2 − logvar1
+        let kl = ((dlog.neg()?.exp()? + &dlog)? + (&true_mean - &model_mean)?.sqr()?.mul(&model_logvar.neg()?.exp()?)?)?;
+        let kl = (kl - 1.0)?;
+        let kl = (kl.mean(1)? * (0.5 / std::f64::consts::LN_2))?; // (N)
+        let vb = if t.contains(&0) {
+            let nll = self.decoder_nll(x0, &model_mean, &model_logvar)?;
+            let is0 = Tensor::from_vec(t.iter().map(|&i| u8::from(i == 0)).collect::<Vec<_>>(), t.len(), x0.device())?;
+            is0.where_cond(&nll, &kl)?
+        } else {
+            kl
+        };
+        let loss = (&mse + vb)?;
+        Ok(Terms { loss, mse })
+    }
+
+    /// −log p(x0 | x1) under a discretised Gaussian (1/255 bins on [-1, 1]), in bits, (N).
+    fn decoder_nll(&self, x0: &Tensor, mean: &Tensor, logvar: &Tensor) -> Result<Tensor> {
+        let centered = (x0 - mean)?;
+        let inv_std = (logvar * -0.5)?.exp()?;
+        let cdf_plus = approx_cdf(&((&centered + 1.0 / 255.0)? * &inv_std)?)?;
+        let cdf_min = approx_cdf(&((&centered - 1.0 / 255.0)? * &inv_std)?)?;
+        let log_plus = cdf_plus.clamp(1e-12, f64::MAX)?.log()?;
+        let log_one_minus_min = (cdf_min.ones_like()? - &cdf_min)?.clamp(1e-12, f64::MAX)?.log()?;
+        let log_delta = (&cdf_plus - &cdf_min)?.clamp(1e-12, f64::MAX)?.log()?;
+        let lo = x0.lt(-0.999)?;
+        let hi = x0.gt(0.999)?;
+        let logp = lo.where_cond(&log_plus, &hi.where_cond(&log_one_minus_min, &log_delta)?)?;
+        (logp.mean(1)? * (-1.0 / std::f64::consts::LN_2))?.to_dtype(DType::F32)
+    }
+
+    /// Ancestral sampling of N tokens from z: (N, Dz), or (2N, Dz) = [cond; uncond] with guidance
+    /// scale `cfg` on eps (both halves start from the same noise and the cond half's state is
+    /// fed to both, as `forward_with_cfg`). Temperature scales the per-step noise.
+    pub fn sample(&self, z: &Tensor, cfg: f64, temperature: f64, diff: &Diffusion, rng: &mut impl Rng) -> Result<Tensor> {
+        let guided = cfg != 1.0;
+        let rows = z.dim(0)?;
+        let n = if guided { rows / 2 } else { rows };
+        let c = self.token_dim;
+        let mut noise = |len: usize| -> Vec<f32> { (0..len).map(|_| StandardNormal.sample(rng)).collect() };
+        let mut x = Tensor::from_vec(noise(n * c), (n, c), z.device())?; // (N, C)
+        for i in (0..diff.steps()).rev() {
+            let t = vec![diff.timestep_map[i] as f32; rows];
+            let input = if guided { Tensor::cat(&[&x, &x], 0)? } else { x.clone() };
+            let out = self.net(&input, &t, z)?; // (rows, 2C)
+            let (eps, v) = if guided {
+                let ec = out.narrow(0, 0, n)?.narrow(1, 0, c)?;
+                let eu = out.narrow(0, n, n)?.narrow(1, 0, c)?;
+                ((&eu + ((&ec - &eu)? * cfg)?)?, out.narrow(0, 0, n)?.narrow(1, c, c)?)
+            } else {
+                (out.narrow(1, 0, c)?, out.narrow(1, c, c)?)
+            };
+            let frac = ((v + 1.0)? * 0.5)?;
+            let (max_log, min_log) = (diff.betas[i].ln(), diff.posterior_log_variance_clipped[i]);
+            let logvar = ((&frac * (max_log - min_log))? + min_log)?;
+            let x0 = ((&x * diff.sqrt_recip_alphas_cumprod[i])? - (eps * diff.sqrt_recipm1_alphas_cumprod[i])?)?;
+            let mean = ((x0 * diff.posterior_mean_coef1[i])? + (&x * diff.posterior_mean_coef2[i])?)?;
+            x = if i > 0 {
+                let z = Tensor::from_vec(noise(n * c), (n, c), z.device())?;
+                (mean + ((logvar * 0.5)?.exp()? * z)? * temperature)?
+            } else {
+                mean
+            };
+        }
+        Ok(x)
+    }
+}

@@ -1,0 +1,247 @@
+//! LightGen's `FLUID` (`XianfengWu01/LightGen:models/fluid_arbitrary.py`), a text-to-image
+//! MAR (`LTH14/mar:models/mar.py`): an MAE encoder over the visible tokens only, a decoder
+//! with a learned mask token, a stack of cross-attention blocks over the aligned text, and the
+//! DiffLoss head. Weight names mirror the PyTorch modules. Sequence length is an argument
+//! (the grid), never model state; positions interpolate bicubically for other grids.
+
+use candle_core::{Result, Tensor};
+
+use super::blocks::{Block, CrossBlock};
+use super::config::MarConfig;
+use super::diffloss::DiffLoss;
+use super::layers::{Ctx, LayerNorm, Linear};
+use super::store::{ParamStore, Scope};
+use super::text::TextAligner;
+
+/// Which tokens are masked, per sample; every sample masks the same number (one ratio per
+/// batch), so the visible tokens gather into a dense (B, L_vis, D).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Mask {
+    pub batch: usize,
+    pub len: usize,
+    /// (B · L), true = masked.
+    pub masked: Vec<bool>,
+}
+
+impl Mask {
+    /// Masks the first `count` positions of each sample's order (`random_masking`).
+    pub fn from_orders(orders: &[Vec<usize>], len: usize, count: usize) -> Mask {
+        let mut masked = vec![false; orders.len() * len];
+        for (b, o) in orders.iter().enumerate() {
+            for &p in &o[..count] {
+                masked[b * len + p] = true;
+            }
+        }
+        Mask { batch: orders.len(), len, masked }
+    }
+
+    pub fn count(&self) -> usize {
+        self.masked[..self.len].iter().filter(|m| **m).count()
+    }
+
+    /// The same mask twice (for the unconditional half of CFG).
+    pub fn doubled(&self) -> Mask {
+        Mask { batch: 2 * self.batch, len: self.len, masked: [self.masked.clone(), self.masked.clone()].concat() }
+    }
+
+    /// Flat row indices (b·L + l) where `masked == want`, in raster order per sample.
+    pub fn rows(&self, want: bool) -> Vec<u32> {
+        self.masked.iter().enumerate().filter(|(_, m)| **m == want).map(|(i, _)| i as u32).collect()
+    }
+}
+
+pub struct Mar {
+    pub cfg: MarConfig,
+    z_proj: Linear,
+    z_proj_ln: LayerNorm,
+    encoder_pos: Tensor,
+    encoder_blocks: Vec<Block>,
+    encoder_norm: LayerNorm,
+    decoder_embed: Linear,
+    mask_token: Tensor,
+    decoder_pos: Tensor,
+    decoder_blocks: Vec<Block>,
+    decoder_norm: LayerNorm,
+    last_embed: Linear,
+    last_pos: Tensor,
+    cross_blocks: Vec<CrossBlock>,
+    cross_norm: LayerNorm,
+    /// The learned null caption (1, 1, D) for classifier-free guidance.
+    pub fake_latent: Tensor,
+    pub text: TextAligner,
+    pub diffloss: DiffLoss,
+}
+
+impl Mar {
+    /// Builds the model with fresh weights in `store` (initialised as `initialize_weights`).
+    pub fn new(cfg: &MarConfig, store: &mut ParamStore) -> Result<Mar> {
+        cfg.check().map_err(candle_core::Error::msg)?;
+        let (d, p, h, r) = (cfg.width, cfg.pos_grid * cfg.pos_grid, cfg.heads, cfg.mlp_ratio);
+        let (ad, pd) = (cfg.attn_dropout, cfg.proj_dropout);
+        let mut s = store.root();
+        let blocks = |s: &mut Scope, name: &str, n: usize| -> Result<Vec<Block>> {
+            (0..n).map(|i| Block::new(&mut s.pp(name).pp(i), d, h, r, ad, pd)).collect()
+        };
+        let z_proj = Linear::xavier(&mut s.pp("z_proj"), cfg.token_dim, d)?;
+        let z_proj_ln = LayerNorm::new(&mut s.pp("z_proj_ln"), d)?;
+        let encoder_pos = s.normal("encoder_pos_embed_learned", &[1, p, d], 0.02)?;
+        let encoder_blocks = blocks(&mut s, "encoder_blocks", cfg.encoder_depth)?;
+        let encoder_norm = LayerNorm::new(&mut s.pp("encoder_norm"), d)?;
+        let decoder_embed = Linear::xavier(&mut s.pp("decoder_embed"), d, d)?;
+        let mask_token = s.normal("mask_token", &[1, 1, d], 0.02)?;
+        let decoder_pos = s.normal("decoder_pos_embed_learned", &[1, p, d], 0.02)?;
+        let decoder_blocks = blocks(&mut s, "decoder_blocks", cfg.decoder_depth)?;
+        let decoder_norm = LayerNorm::new(&mut s.pp("decoder_norm"), d)?;
+        let last_embed = Linear::xavier(&mut s.pp("last_embed"), d, d)?;
+        let last_pos = s.normal("last_pos_embed_learned", &[1, p, d], 0.02)?;
+        let cross_blocks = (0..cfg.cross_depth)
+            .map(|i| CrossBlock::new(&mut s.pp("cross_attn_blocks").pp(i), d, h, r, ad, pd))
+            .collect::<Result<_>>()?;
+        let cross_norm = LayerNorm::new(&mut s.pp("cross_norm"), d)?;
+        let fake_latent = s.normal("fake_latent", &[1, 1, d], 0.02)?;
+        let text = TextAligner::new(&mut s.pp("text_emb"), cfg)?;
+        let diffloss = DiffLoss::new(&mut s.pp("diffloss"), cfg.token_dim, d, cfg.diffloss_width, cfg.diffloss_depth)?;
+        Ok(Mar {
+            cfg: cfg.clone(),
+            z_proj,
+            z_proj_ln,
+            encoder_pos,
+            encoder_blocks,
+            encoder_norm,
+            decoder_embed,
+            mask_token,
+            decoder_pos,
+            decoder_blocks,
+            decoder_norm,
+            last_embed,
+            last_pos,
+            cross_blocks,
+            cross_norm,
+            fake_latent,
+            text,
+            diffloss,
+        })
+    }
+
+    /// A positional table for a `grid`×`grid` sequence: as learned, or bicubically resized
+    /// (`interpolate_pos_encoding`). (1, grid², D).
+    fn pos(&self, table: &Tensor, grid: usize) -> Result<Tensor> {
+        let g = self.cfg.pos_grid;
+        if grid == g {
+            return Ok(table.clone());
+        }
+        let m = bicubic_matrix_2d(g, grid, (grid as f64 + 0.1) / g as f64);
+        let m = Tensor::from_vec(m, (grid * grid, g * g), table.device())?; // (L, P)
+        m.matmul(&table.squeeze(0)?)?.unsqueeze(0) // (1, L, D)
+    }
+
+    /// The null caption for `b` samples of `t` tokens: (B, T, D).
+    pub fn null_text(&self, b: usize, t: usize) -> Result<Tensor> {
+        self.fake_latent.broadcast_as((b, t, self.cfg.width))?.contiguous()
+    }
+
+    /// Replaces the aligned text of samples whose `keep` is false by the null caption.
+    pub fn drop_text(&self, text: &Tensor, keep: &[bool]) -> Result<Tensor> {
+        if keep.iter().all(|k| *k) {
+            return Ok(text.clone());
+        }
+        let (b, t, _) = text.dims3()?;
+        let k = Tensor::from_vec(keep.iter().map(|&k| f32::from(u8::from(k))).collect::<Vec<_>>(), (b, 1, 1), text.device())?;
+        let null = self.null_text(b, t)?;
+        text.broadcast_mul(&k)? + null.broadcast_mul(&(k.ones_like()? - &k)?)?
+    }
+
+    /// tokens (B, L, C), mask, aligned text (B, T, D) → z (B, L, D) for the DiffLoss head.
+    pub fn forward_z(&self, tokens: &Tensor, mask: &Mask, text: &Tensor, grid: usize, ctx: &Ctx) -> Result<Tensor> {
+        let (b, l, _) = tokens.dims3()?;
+        let d = self.cfg.width;
+        let dev = tokens.device();
+        // Encoder over the visible tokens only (possibly none).
+        let vis = mask.rows(false);
+        let lv = vis.len() / b;
+        let x = if lv > 0 {
+            let x = self.z_proj.forward(tokens)?.broadcast_add(&self.pos(&self.encoder_pos, grid)?)?; // (B, L, D)
+            let x = self.z_proj_ln.forward(&x)?;
+            let idx = Tensor::from_vec(vis, b * lv, dev)?;
+            let mut x = x.reshape((b * l, d))?.index_select(&idx, 0)?.reshape((b, lv, d))?; // (B, Lv, D)
+            for blk in &self.encoder_blocks {
+                x = blk.forward(&x, ctx)?;
+            }
+            Some(self.encoder_norm.forward(&x)?)
+        } else {
+            None
+        };
+        // Decoder: visible tokens back in place, the mask token everywhere else.
+        let mask_row = self.mask_token.reshape((1, d))?;
+        let x = match x {
+            Some(x) => {
+                let x = self.decoder_embed.forward(&x)?.reshape((b * lv, d))?; // (B·Lv, D)
+                let pool = Tensor::cat(&[&x, &mask_row], 0)?; // (B·Lv + 1, D)
+                let mut next = 0u32;
+                let src: Vec<u32> = mask
+                    .masked
+                    .iter()
+                    .map(|&m| {
+                        if m {
+                            (b * lv) as u32
+                        } else {
+                            next += 1;
+                            next - 1
+                        }
+                    })
+                    .collect();
+                pool.index_select(&Tensor::from_vec(src, b * l, dev)?, 0)?.reshape((b, l, d))? // (B, L, D)
+            }
+            None => mask_row.unsqueeze(0)?.broadcast_as((b, l, d))?.contiguous()?,
+        };
+        let mut x = x.broadcast_add(&self.pos(&self.decoder_pos, grid)?)?;
+        for blk in &self.decoder_blocks {
+            x = blk.forward(&x, ctx)?;
+        }
+        let x = self.decoder_norm.forward(&x)?;
+        // Cross-attention stack over the text.
+        let mut x = self.last_embed.forward(&x)?.broadcast_add(&self.pos(&self.last_pos, grid)?)?;
+        for blk in &self.cross_blocks {
+            x = blk.forward(&x, text, ctx)?;
+        }
+        self.cross_norm.forward(&x) // (B, L, D)
+    }
+}
+
+/// PyTorch `F.interpolate(mode="bicubic", align_corners=False, scale_factor=s)` along one
+/// axis as an (out, inp) matrix: source x = (dst + 0.5)/s − 0.5, Keys' cubic with A = −0.75,
+/// indices clamped at the borders.
+pub fn bicubic_matrix(inp: usize, out: usize, scale: f64) -> Vec<f64> {
+    const A: f64 = -0.75;
+    let c1 = |x: f64| ((A + 2.0) * x - (A + 3.0)) * x * x + 1.0;
+    let c2 = |x: f64| ((A * x - 5.0 * A) * x + 8.0 * A) * x - 4.0 * A;
+    let mut m = vec![0.0; out * inp];
+    for o in 0..out {
+        let src = (o as f64 + 0.5) / scale - 0.5;
+        let i0 = src.floor();
+        let t = src - i0;
+        let w = [c2(t + 1.0), c1(t), c1(1.0 - t), c2(2.0 - t)];
+        for (k, wk) in w.iter().enumerate() {
+            let i = (i0 as i64 - 1 + k as i64).clamp(0, inp as i64 - 1) as usize;
+            m[o * inp + i] += wk;
+        }
+    }
+    m
+}
+
+/// The 2-D (separable) version over raster-ordered grids: (out², inp²), f32.
+pub fn bicubic_matrix_2d(inp: usize, out: usize, scale: f64) -> Vec<f32> {
+    let w = bicubic_matrix(inp, out, scale);
+    let mut m = vec![0.0f32; out * out * inp * inp];
+    for y in 0..out {
+        for x in 0..out {
+            let row = (y * out + x) * inp * inp;
+            for i in 0..inp {
+                for j in 0..inp {
+                    m[row + i * inp + j] = (w[y * inp + i] * w[x * inp + j]) as f32;
+                }
+            }
+        }
+    }
+    m
+}

@@ -1,0 +1,165 @@
+//! MAR's masked-autoregressive sampler (`sample_tokens`): per-sample random orders, a cosine
+//! reveal schedule, at least one token revealed per step, and the DiffLoss head drawing the
+//! revealed tokens with CFG on eps. Known tokens (inpainting) stay fixed and out of the orders.
+
+use candle_core::{Result, Tensor};
+use rand::seq::SliceRandom;
+use rand::Rng;
+
+use super::diffusion::Diffusion;
+use super::layers::Ctx;
+use super::mar::{Mar, Mask};
+use super::text::TextInput;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum CfgSchedule {
+    /// The same scale at every step (LightGen's scripts).
+    Constant,
+    /// 1 + (cfg − 1)·revealed/L (Muse; MAR's ImageNet evaluation).
+    Linear,
+}
+
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SampleOptions {
+    /// Masked-AR steps (64 in LightGen).
+    pub steps: usize,
+    pub cfg: f64,
+    pub cfg_schedule: CfgSchedule,
+    /// Scales the head's per-step noise (1.0 in LightGen).
+    pub temperature: f64,
+    /// Respaced diffusion steps of the head (100 in LightGen).
+    pub diffusion_steps: usize,
+}
+
+impl Default for SampleOptions {
+    fn default() -> Self {
+        SampleOptions { steps: 64, cfg: 4.0, cfg_schedule: CfgSchedule::Constant, temperature: 1.0, diffusion_steps: 100 }
+    }
+}
+
+/// How many of `unknown` tokens are still masked after each of `steps` steps:
+/// floor(U·cos(π/2·(s+1)/N)), kept ≥ 1 and ≤ (masked − 1) so each step reveals at least one;
+/// the last step reveals the rest (its entry is 0).
+pub fn mask_schedule(unknown: usize, steps: usize) -> Vec<usize> {
+    let mut left = unknown;
+    let mut out = Vec::with_capacity(steps);
+    for s in 0..steps {
+        if s + 1 == steps {
+            out.push(0);
+            break;
+        }
+        let cos = (std::f64::consts::FRAC_PI_2 * (s + 1) as f64 / steps as f64).cos();
+        let m = ((unknown as f64 * cos).floor() as usize).min(left.saturating_sub(1)).max(1);
+        out.push(m);
+        left = m;
+    }
+    out
+}
+
+/// A starting canvas: tokens (B·L·C) and which of them are unknown (B·L, equal counts).
+pub struct Canvas {
+    pub tokens: Vec<f32>,
+    pub unknown: Vec<bool>,
+}
+
+impl Canvas {
+    pub fn blank(b: usize, l: usize, c: usize) -> Canvas {
+        Canvas { tokens: vec![0.0; b * l * c], unknown: vec![true; b * l] }
+    }
+}
+
+/// Samples tokens for `b` captions (the canvas's unknown tokens only): (B, L, C).
+pub fn sample_tokens(
+    model: &Mar,
+    text: &TextInput,
+    canvas: Canvas,
+    grid: usize,
+    opts: &SampleOptions,
+    rng: &mut impl Rng,
+) -> Result<Tensor> {
+    let ctx = Ctx::eval();
+    let (l, c) = (grid * grid, model.cfg.token_dim);
+    let b = canvas.unknown.len() / l;
+    let dev = model.fake_latent.device().clone();
+    let guided = opts.cfg != 1.0;
+    let text_c = model.text.forward(text, &ctx)?; // (B, T, D)
+    let text_all = if guided {
+        let t = text_c.dim(1)?;
+        Tensor::cat(&[&text_c, &model.null_text(b, t)?], 0)? // (2B, T, D)
+    } else {
+        text_c
+    };
+    let Canvas { mut tokens, unknown } = canvas;
+    let u = unknown[..l].iter().filter(|m| **m).count();
+    if unknown.chunks(l).any(|m| m.iter().filter(|x| **x).count() != u) {
+        candle_core::bail!("every sample must have the same number of unknown tokens");
+    }
+    // Orders: the unknown positions shuffled; `orders[..mask_len]` stay masked.
+    let orders: Vec<Vec<usize>> = (0..b)
+        .map(|i| {
+            let mut o: Vec<usize> = (0..l).filter(|&p| unknown[i * l + p]).collect();
+            o.shuffle(rng);
+            o
+        })
+        .collect();
+    let mut mask = Mask { batch: b, len: l, masked: unknown };
+    let diff = Diffusion::respaced(opts.diffusion_steps);
+    let steps = opts.steps.clamp(1, u.max(1));
+    for (step, &mask_len) in mask_schedule(u, steps).iter().enumerate() {
+        if u == 0 {
+            break;
+        }
+        let x = Tensor::from_slice(&tokens, (b, l, c), &dev)?;
+        let (x, m) = if guided { (Tensor::cat(&[&x, &x], 0)?, mask.doubled()) } else { (x, mask.clone()) };
+        let z = model.forward_z(&x, &m, &text_all, grid, &ctx)?; // (B or 2B, L, D)
+        let next = Mask::from_orders(&orders, l, mask_len);
+        // Reveal what is masked now and not masked next.
+        let pred: Vec<u32> = (0..b * l).filter(|&i| mask.masked[i] && !next.masked[i]).map(|i| i as u32).collect();
+        mask = next;
+        let scale = match opts.cfg_schedule {
+            CfgSchedule::Constant => opts.cfg,
+            CfgSchedule::Linear => 1.0 + (opts.cfg - 1.0) * (u - mask_len) as f64 / u as f64,
+        };
+        let rows: Vec<u32> = if guided {
+            pred.iter().copied().chain(pred.iter().map(|&i| i + (b * l) as u32)).collect()
+        } else {
+            pred.clone()
+        };
+        let d = z.dim(2)?;
+        let n = rows.len();
+        let z_sel = z.reshape((z.dim(0)? * l, d))?.index_select(&Tensor::from_vec(rows, n, &dev)?, 0)?; // (K or 2K, D)
+        let new = model.diffloss.sample(&z_sel, if guided { scale } else { 1.0 }, opts.temperature, &diff, rng)?; // (K, C)
+        let new: Vec<f32> = new.flatten_all()?.to_vec1()?;
+        for (k, &i) in pred.iter().enumerate() {
+            tokens[i as usize * c..(i as usize + 1) * c].copy_from_slice(&new[k * c..(k + 1) * c]);
+        }
+        let _ = step;
+    }
+    Tensor::from_vec(tokens, (b, l, c), &dev)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn schedule_reveals_at_least_one_per_step_and_all_by_the_end() {
+        for (u, n) in [(256, 64), (64, 16), (1024, 64), (5, 5), (7, 3), (1, 1)] {
+            let s = mask_schedule(u, n);
+            assert_eq!(s.len(), n);
+            assert_eq!(*s.last().unwrap(), 0, "all revealed at the end");
+            let mut prev = u;
+            for &m in &s {
+                assert!(m < prev, "u {u} n {n}: {s:?}");
+                prev = m;
+            }
+        }
+        // lightgen.md §4: L = 1024, N = 64 reveals 1, 1, 1, 2, 3, … first.
+        let s = mask_schedule(1024, 64);
+        let revealed: Vec<usize> = std::iter::once(1024).chain(s.iter().copied()).collect::<Vec<_>>().windows(2).map(|w| w[0] - w[1]).collect();
+        assert_eq!(&revealed[..5], &[1, 1, 1, 2, 3][..], "{revealed:?}");
+        assert!(revealed[62] > 20);
+    }
+}

@@ -1,0 +1,196 @@
+//! Sampling from a trained student: the checkpoint (EMA weights by default), the manifest's
+//! text encoder for the prompts (vocabulary ids, or the T5 export) and its image tokenizer to
+//! turn tokens back into pixels (pixel patches, or the ONNX VAE decoder).
+
+use std::path::{Path, PathBuf};
+
+use candle_core::{Device, Tensor};
+use image::RgbImage;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+
+use crate::config::RunConfig;
+use crate::error::{Error, Result};
+use crate::model::sampler::{sample_tokens, Canvas, SampleOptions};
+use crate::model::text::TextInput;
+use crate::model::{Mar, ParamStore};
+use crate::pipeline::encode::t5::T5;
+use crate::pipeline::encode::text::Vocab;
+use crate::pipeline::encode::tokenizer::{ImageTokenizer, Pixels};
+use crate::pipeline::encode::vae::Vae;
+use crate::pipeline::manifest::Manifest;
+use crate::train::checkpoint::{load_tensors, read_state, TrainState};
+
+/// A trained model ready to sample.
+pub struct Student {
+    pub model: Mar,
+    pub store: ParamStore,
+    pub state: TrainState,
+    pub checkpoint: PathBuf,
+}
+
+impl Student {
+    /// Loads `ckpt` (a checkpoint folder) with its EMA or raw weights.
+    pub fn load(ckpt: &Path, ema: bool, device: &Device) -> Result<Student> {
+        let state = read_state(ckpt)?;
+        let mut store = ParamStore::new(0, device);
+        let model = Mar::new(&state.model, &mut store).map_err(|e| Error::invalid(ckpt.display().to_string(), e.to_string()))?;
+        let file = ckpt.join(if ema { "ema.safetensors" } else { "model.safetensors" });
+        store.load(&load_tensors(&file)?).map_err(|m| Error::invalid(file.display().to_string(), m))?;
+        Ok(Student { model, store, state, checkpoint: ckpt.to_path_buf() })
+    }
+}
+
+/// The run config the manifest was built from (its model paths as resolved then).
+fn lineage_config(m: &Manifest) -> Option<RunConfig> {
+    toml::from_str(&m.lineage.config).ok()
+}
+
+/// Prompts → the model's text input.
+pub enum Prompter {
+    Vocab { vocab: Vocab, max_len: usize },
+    T5 { t5: Box<T5>, max_len: usize, dim: usize },
+}
+
+impl Prompter {
+    /// `encode/vocab.json` beside the manifest's held-out split (checked against the manifest's
+    /// hash), or the T5 export (`t5` overrides the path recorded in the lineage).
+    pub fn for_manifest(manifest_path: &Path, m: &Manifest, t5: Option<&Path>) -> Result<Prompter> {
+        let root = manifest_path.parent().unwrap_or(Path::new("."));
+        let max_len = m.text.max_len as usize;
+        if m.text.encoder == "vocab" {
+            let held = root.join(&m.splits.held_out);
+            let p = held.parent().unwrap_or(root).join("vocab.json");
+            let bytes = std::fs::read(&p).map_err(|e| Error::io(&p, e))?;
+            if let Some(h) = &m.text.vocab_hash {
+                if blake3::hash(&bytes).to_hex().as_str() != h {
+                    return Err(Error::invalid(p.display().to_string(), "vocabulary hash differs from the manifest's"));
+                }
+            }
+            let v: Vocab = serde_json::from_slice(&bytes).map_err(|e| Error::invalid(p.display().to_string(), e.to_string()))?;
+            return Ok(Prompter::Vocab { vocab: Vocab::from_words(v.words), max_len });
+        }
+        let mut cfg = lineage_config(m).and_then(|c| c.encode).and_then(|e| e.t5).ok_or_else(|| {
+            Error::invalid(manifest_path.display().to_string(), "text encoder t5 but no [encode.t5] in the lineage config")
+        })?;
+        if let Some(p) = t5 {
+            cfg.model = p.to_path_buf();
+        }
+        let t5 = T5::load(&cfg, max_len).map_err(|e| Error::invalid("t5 (pass --t5 DIR to point at the export)", e))?;
+        let dim = t5.dim;
+        Ok(Prompter::T5 { t5: Box::new(t5), max_len, dim })
+    }
+
+    pub fn input(&self, prompts: &[&str], device: &Device) -> Result<TextInput> {
+        let b = prompts.len();
+        let t = |e: candle_core::Error| Error::invalid("text input", e.to_string());
+        match self {
+            Prompter::Vocab { vocab, max_len } => {
+                let ids: Vec<u32> = prompts.iter().flat_map(|p| vocab.encode(p, *max_len).0).collect();
+                Ok(TextInput::Ids(Tensor::from_vec(ids, (b, *max_len), device).map_err(t)?))
+            }
+            Prompter::T5 { t5, max_len, dim } => {
+                let feats = t5.features(prompts).map_err(|e| Error::invalid("t5", e))?;
+                let mut all = vec![0.0f32; b * max_len * dim];
+                for (i, f) in feats.iter().enumerate() {
+                    let n = f.len().min(max_len * dim);
+                    all[i * max_len * dim..i * max_len * dim + n].copy_from_slice(&f[..n]);
+                }
+                Ok(TextInput::Features(Tensor::from_vec(all, (b, *max_len, *dim), device).map_err(t)?))
+            }
+        }
+    }
+}
+
+/// Tokens → pixels with the manifest's tokenizer.
+pub struct Decoder {
+    tok: Box<dyn ImageTokenizer>,
+    moments: bool,
+    channels: usize,
+    scale: f32,
+    shift: f32,
+}
+
+impl Decoder {
+    pub fn for_manifest(m: &Manifest, vae: Option<&Path>) -> Result<Decoder> {
+        let l = &m.latent;
+        let tok: Box<dyn ImageTokenizer> = if l.tokenizer == "pixels" {
+            Box::new(Pixels::new(l.resolution, l.patch, &l.dtype, false).map_err(|e| Error::invalid("latent", e))?)
+        } else {
+            let mut cfg = lineage_config(m).and_then(|c| c.encode).and_then(|e| e.vae).ok_or_else(|| {
+                Error::invalid("manifest", "tokenizer vae but no [encode.vae] in the lineage config")
+            })?;
+            if let Some(p) = vae {
+                cfg.model = p.to_path_buf();
+            }
+            Box::new(
+                Vae::load(&cfg, l.resolution, l.patch, &l.dtype, false)
+                    .map_err(|e| Error::invalid("vae (pass --vae DIR to point at the export)", e))?,
+            )
+        };
+        let channels = if l.moments { l.token_dim as usize / 2 } else { l.token_dim as usize };
+        Ok(Decoder { tok, moments: l.moments, channels, scale: l.scale, shift: l.shift })
+    }
+
+    /// One image's normalised tokens (L · C) → RGB.
+    pub fn decode(&self, tokens: &[f32]) -> RgbImage {
+        if !self.moments {
+            return self.tok.decode(tokens);
+        }
+        // Back to raw latents, laid out as the stored moments (mean, then a zero log-variance).
+        let c = self.channels;
+        let mut raw = Vec::with_capacity(tokens.len() * 2);
+        for t in tokens.chunks_exact(c) {
+            raw.extend(t.iter().map(|v| v / self.scale + self.shift));
+            raw.extend(std::iter::repeat_n(0.0, c));
+        }
+        self.tok.decode(&raw)
+    }
+}
+
+/// Samples one image per prompt, `batch` at a time; batch k draws from (seed, k), so the same
+/// prompts, seed and batch size give the same images.
+pub fn generate(
+    student: &Student,
+    prompter: &Prompter,
+    decoder: &Decoder,
+    prompts: &[String],
+    opts: &SampleOptions,
+    seed: u64,
+    batch: usize,
+    mut progress: impl FnMut(usize),
+) -> Result<Vec<RgbImage>> {
+    let dev = student.model.fake_latent.device().clone();
+    let grid = student.state.grid;
+    let (l, c) = (grid * grid, student.model.cfg.token_dim);
+    let mut out = Vec::with_capacity(prompts.len());
+    for (k, chunk) in prompts.chunks(batch.max(1)).enumerate() {
+        let refs: Vec<&str> = chunk.iter().map(String::as_str).collect();
+        let text = prompter.input(&refs, &dev)?;
+        let mut rng = ChaCha8Rng::seed_from_u64(seed ^ (k as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+        let tokens = sample_tokens(&student.model, &text, Canvas::blank(chunk.len(), l, c), grid, opts, &mut rng)
+            .map_err(|e| Error::invalid("sample", e.to_string()))?;
+        let v: Vec<f32> = tokens.flatten_all().and_then(|t| t.to_vec1()).map_err(|e| Error::invalid("sample", e.to_string()))?;
+        for i in 0..chunk.len() {
+            out.push(decoder.decode(&v[i * l * c..(i + 1) * l * c]));
+        }
+        progress(chunk.len());
+    }
+    Ok(out)
+}
+
+/// Held-out prompts of a manifest: (prompt, family, spec JSON).
+pub fn held_out(manifest_path: &Path, m: &Manifest) -> Result<Vec<(String, String, String)>> {
+    let p = manifest_path.parent().unwrap_or(Path::new(".")).join(&m.splits.held_out);
+    let text = std::fs::read_to_string(&p).map_err(|e| Error::io(&p, e))?;
+    text.lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+        .map(|(i, l)| {
+            let v: serde_json::Value =
+                serde_json::from_str(l).map_err(|e| Error::invalid(format!("{}:{}", p.display(), i + 1), e.to_string()))?;
+            let s = |k: &str| v[k].as_str().unwrap_or_default().to_string();
+            Ok((s("prompt"), s("family"), s("spec")))
+        })
+        .collect()
+}

@@ -1,0 +1,108 @@
+//! `lightgen train` and `lightgen sample`: argument handling and summaries around
+//! [`lightgen::train`] and [`lightgen::sample`].
+
+use std::path::Path;
+
+use anyhow::{bail, Context, Result};
+
+use crate::cli::{SampleArgs, TrainArgs};
+use lightgen::model::sampler::CfgSchedule;
+use lightgen::pipeline::manifest;
+use lightgen::sample::{generate, Decoder, Prompter, Student};
+use lightgen::train::{self, checkpoint, TrainConfig, TrainOptions};
+
+pub fn train_cmd(a: TrainArgs, progress: bool) -> Result<()> {
+    let mut cfg = match (&a.config, &a.preset) {
+        (Some(p), _) => TrainConfig::load(p)?,
+        (None, Some(name)) => TrainConfig::preset(name)
+            .with_context(|| format!("--preset {name}: unknown; known: tiny, small, base (or pass --config FILE)"))?,
+        (None, None) => bail!("pass --config FILE or --preset tiny|small|base"),
+    };
+    if let Some(s) = a.steps {
+        cfg.train.steps = s;
+    }
+    let device = train::device(&a.device)?;
+    let opts = TrainOptions { out: a.out.clone(), resume: a.resume, device, progress, stop_at: a.stop_at };
+    let s = train::train(&a.manifest, cfg, &opts)?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&s)?);
+        return Ok(());
+    }
+    println!("trained    {} steps in {:.1} s ({:.1} ms/step, {:.0} tokens/s)", s.steps, s.seconds, s.ms_per_step, s.tokens_per_s);
+    println!("model      {:.2}M parameters", s.parameters as f64 / 1e6);
+    println!("loss       {:.4} → {:.4}", s.first_loss, s.last_loss);
+    println!("checkpoint {}", s.checkpoint.display());
+    println!("plots      {} (loss), {} (sample grids)", a.out.join("loss.png").display(), a.out.join("samples").display());
+    Ok(())
+}
+
+pub fn sample_cmd(a: SampleArgs, progress: bool) -> Result<()> {
+    let ck = checkpoint::resolve(&a.checkpoint)?;
+    let m = manifest::verify(&a.manifest)?;
+    let device = train::device(&a.device)?;
+    let student = Student::load(&ck, !a.no_ema, &device)?;
+    if student.state.manifest_id != m.id {
+        eprintln!(
+            "note: {} was trained on manifest {}, not {} ({}); its tokenizer and text encoder are used as given",
+            ck.display(),
+            student.state.manifest_id,
+            m.id,
+            a.manifest.display()
+        );
+    }
+    let mut prompts = a.prompt.clone();
+    if let Some(p) = &a.prompts {
+        let text = std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
+        prompts.extend(text.lines().map(str::trim).filter(|l| !l.is_empty()).map(String::from));
+    }
+    if prompts.is_empty() {
+        bail!("no prompts: pass --prompt TEXT or --prompts FILE");
+    }
+    let mut opts = student.state.config.sample.clone();
+    if let Some(v) = a.steps {
+        opts.steps = v;
+    }
+    if let Some(v) = a.cfg {
+        opts.cfg = v;
+    }
+    if let Some(v) = &a.cfg_schedule {
+        opts.cfg_schedule = match v.as_str() {
+            "constant" => CfgSchedule::Constant,
+            "linear" => CfgSchedule::Linear,
+            o => bail!("--cfg-schedule {o}: expected constant or linear"),
+        };
+    }
+    if let Some(v) = a.temperature {
+        opts.temperature = v;
+    }
+    if let Some(v) = a.diffusion_steps {
+        opts.diffusion_steps = v;
+    }
+    let prompter = Prompter::for_manifest(&a.manifest, &m, a.t5.as_deref())?;
+    let decoder = Decoder::for_manifest(&m, a.vae.as_deref())?;
+    let all: Vec<String> = prompts.iter().flat_map(|p| std::iter::repeat_n(p.clone(), a.n)).collect();
+    let pb = lightgen::progress::bar(all.len() as u64, "sample", "images", progress);
+    let t0 = std::time::Instant::now();
+    let imgs = generate(&student, &prompter, &decoder, &all, &opts, a.seed, a.batch, |n| pb.inc(n as u64))?;
+    pb.finish_and_clear();
+    let secs = t0.elapsed().as_secs_f64();
+    std::fs::create_dir_all(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
+    write_images(&a.out, &imgs, &all)?;
+    println!("sampled    {} images in {:.1} s ({:.2} images/s)", imgs.len(), secs, imgs.len() as f64 / secs);
+    println!("images     {}", a.out.display());
+    println!("grid       {}", a.out.join("grid.png").display());
+    Ok(())
+}
+
+fn write_images(dir: &Path, imgs: &[image::RgbImage], prompts: &[String]) -> Result<()> {
+    let mut index = String::new();
+    for (i, (img, p)) in imgs.iter().zip(prompts).enumerate() {
+        img.save(dir.join(format!("{i:05}.png")))?;
+        index.push_str(&serde_json::to_string(&serde_json::json!({"file": format!("{i:05}.png"), "prompt": p}))?);
+        index.push('\n');
+    }
+    std::fs::write(dir.join("prompts.jsonl"), index)?;
+    let cells: Vec<(image::RgbImage, bool)> = imgs.iter().map(|i| (i.clone(), true)).collect();
+    lightgen::report::chart::grid(&cells).save(dir.join("grid.png"))?;
+    Ok(())
+}

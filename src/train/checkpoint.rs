@@ -1,0 +1,113 @@
+//! Checkpoints: `<out>/checkpoints/step-NNNNNNNN/` holding `model.safetensors`, `ema.safetensors`,
+//! `optim.safetensors` (AdamW moments) and `state.json` (step, optimiser count, seed, the
+//! resolved configs and the manifest id). Written under a temporary name, each file fsynced,
+//! `state.json` last, then the folder is renamed: a checkpoint that exists is complete.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+
+use candle_core::{Device, Tensor};
+use serde::{Deserialize, Serialize};
+
+use super::config::TrainConfig;
+use crate::error::{Error, Result};
+use crate::model::MarConfig;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TrainState {
+    pub step: u64,
+    /// AdamW updates so far.
+    pub adam_t: u64,
+    pub config: TrainConfig,
+    pub model: MarConfig,
+    pub manifest_id: String,
+    pub manifest_name: String,
+    /// Grid side the model was trained at.
+    pub grid: usize,
+    pub tool_version: String,
+    /// For a DPO checkpoint: the checkpoint it started from and its pair set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lineage: Option<serde_json::Value>,
+}
+
+fn tmp_err(p: &Path, e: impl std::fmt::Display) -> Error {
+    Error::invalid(p.display().to_string(), e.to_string())
+}
+
+fn save_tensors(path: &Path, t: &BTreeMap<String, Tensor>) -> Result<()> {
+    let map: HashMap<String, Tensor> = t.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+    candle_core::safetensors::save(&map, path).map_err(|e| tmp_err(path, e))?;
+    std::fs::File::open(path).and_then(|f| f.sync_all()).map_err(|e| Error::io(path, e))
+}
+
+pub fn load_tensors(path: &Path) -> Result<BTreeMap<String, Tensor>> {
+    let m = candle_core::safetensors::load(path, &Device::Cpu)
+        .map_err(|e| Error::invalid(path.display().to_string(), format!("not a readable safetensors file: {e}")))?;
+    Ok(m.into_iter().collect())
+}
+
+/// Writes a checkpoint atomically and removes the oldest beyond `keep` (never `step_final`).
+pub fn save(
+    out: &Path,
+    state: &TrainState,
+    model: &BTreeMap<String, Tensor>,
+    ema: &BTreeMap<String, Tensor>,
+    optim: &BTreeMap<String, Tensor>,
+    keep: usize,
+) -> Result<PathBuf> {
+    let dir = out.join("checkpoints");
+    std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+    let name = format!("step-{:08}", state.step);
+    let tmp = dir.join(format!(".tmp-{name}"));
+    let _ = std::fs::remove_dir_all(&tmp);
+    std::fs::create_dir_all(&tmp).map_err(|e| Error::io(&tmp, e))?;
+    save_tensors(&tmp.join("model.safetensors"), model)?;
+    save_tensors(&tmp.join("ema.safetensors"), ema)?;
+    save_tensors(&tmp.join("optim.safetensors"), optim)?;
+    let json = serde_json::to_vec_pretty(state).expect("state serialises");
+    crate::pipeline::shard::write_atomic(&tmp.join("state.json"), &json)?;
+    let fin = dir.join(&name);
+    let _ = std::fs::remove_dir_all(&fin);
+    std::fs::rename(&tmp, &fin).map_err(|e| Error::io(&fin, e))?;
+    if let Ok(d) = std::fs::File::open(&dir) {
+        let _ = d.sync_all();
+    }
+    let all = list(out);
+    if all.len() > keep.max(1) {
+        for old in &all[..all.len() - keep.max(1)] {
+            let _ = std::fs::remove_dir_all(old);
+        }
+    }
+    Ok(fin)
+}
+
+/// Complete checkpoints of a training folder, oldest first.
+pub fn list(out: &Path) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(out.join("checkpoints"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| {
+            p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("step-")) && p.join("state.json").exists()
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+/// A checkpoint folder, or a training folder (its latest checkpoint).
+pub fn resolve(path: &Path) -> Result<PathBuf> {
+    if path.join("state.json").exists() {
+        return Ok(path.to_path_buf());
+    }
+    list(path).pop().ok_or_else(|| {
+        Error::invalid(path.display().to_string(), "no checkpoint here (expected state.json or checkpoints/step-*/)")
+    })
+}
+
+pub fn read_state(ckpt: &Path) -> Result<TrainState> {
+    let p = ckpt.join("state.json");
+    let bytes = std::fs::read(&p).map_err(|e| Error::io(&p, e))?;
+    serde_json::from_slice(&bytes).map_err(|e| Error::invalid(p.display().to_string(), e.to_string()))
+}

@@ -1,0 +1,184 @@
+//! The training config (`configs/train-*.toml`, schema `schemas/train-config.schema.json`):
+//! the model preset and its overrides, the optimisation, and the sampler used for the grids.
+//! What the data is comes from the manifest, never from here.
+
+use std::path::Path;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::schedule::LrSchedule;
+use crate::error::{Error, Result};
+use crate::model::sampler::{CfgSchedule, SampleOptions};
+use crate::model::MarConfig;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TrainConfig {
+    pub model: ModelSection,
+    #[serde(default)]
+    pub train: TrainSection,
+    #[serde(default = "default_sample")]
+    pub sample: SampleOptions,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ModelSection {
+    /// tiny | small | base | large.
+    pub preset: String,
+    pub width: Option<usize>,
+    /// Encoder, decoder and cross-attention depth.
+    pub depth: Option<usize>,
+    pub heads: Option<usize>,
+    pub text_depth: Option<usize>,
+    pub diffloss_width: Option<usize>,
+    pub diffloss_depth: Option<usize>,
+    /// Attention and projection dropout.
+    pub dropout: Option<f32>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct TrainSection {
+    pub batch_size: usize,
+    pub steps: u64,
+    /// Base learning rate: lr = blr × batch_size / 256.
+    pub blr: f64,
+    pub min_lr: f64,
+    pub warmup_steps: u64,
+    pub lr_schedule: LrSchedule,
+    pub weight_decay: f64,
+    /// Global gradient-norm clip (0 = off).
+    pub grad_clip: f64,
+    pub ema: f64,
+    /// Copies of each token's condition, each with its own timestep and noise.
+    pub diffusion_batch_mul: usize,
+    pub mask_ratio_min: f64,
+    /// Captions replaced by the null caption (for classifier-free guidance).
+    pub text_drop_prob: f64,
+    pub seed: u64,
+    pub log_every: u64,
+    /// Checkpoint every N steps (and always at the end); 0 = only at the end.
+    pub checkpoint_every: u64,
+    /// Complete checkpoints kept (oldest removed first); the final one is always kept.
+    pub keep_checkpoints: usize,
+    /// A grid of samples for the held-out prompts every N steps (and at the end); 0 = end only.
+    pub sample_every: u64,
+    /// How many held-out prompts the grids show.
+    pub grid_prompts: usize,
+}
+
+impl Default for TrainSection {
+    fn default() -> Self {
+        TrainSection {
+            batch_size: 64,
+            steps: 1000,
+            blr: 1e-4,
+            min_lr: 0.0,
+            warmup_steps: 100,
+            lr_schedule: LrSchedule::Constant,
+            weight_decay: 0.02,
+            grad_clip: 3.0,
+            ema: 0.9999,
+            diffusion_batch_mul: 4,
+            mask_ratio_min: 0.7,
+            text_drop_prob: 0.1,
+            seed: 0,
+            log_every: 10,
+            checkpoint_every: 500,
+            keep_checkpoints: 2,
+            sample_every: 0,
+            grid_prompts: 8,
+        }
+    }
+}
+
+fn default_sample() -> SampleOptions {
+    SampleOptions::default()
+}
+
+impl TrainConfig {
+    /// A built-in training preset by name (`configs/train-<name>.toml` ship the same values).
+    pub fn preset(name: &str) -> Option<TrainConfig> {
+        let text = match name {
+            "tiny" => include_str!("../../configs/train-tiny.toml"),
+            "small" => include_str!("../../configs/train-small.toml"),
+            "base" => include_str!("../../configs/train-base.toml"),
+            _ => return None,
+        };
+        Some(Self::parse(text, &format!("preset {name}")).expect("built-in train presets parse"))
+    }
+
+    pub fn load(path: &Path) -> Result<TrainConfig> {
+        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        Self::parse(&text, &path.display().to_string())
+    }
+
+    pub fn parse(text: &str, origin: &str) -> Result<TrainConfig> {
+        let cfg: TrainConfig = toml::from_str(text).map_err(|e| {
+            let (line, col) = e.span().map_or((0, 0), |s| crate::error::line_col(text, s.start));
+            Error::invalid(format!("{origin}:{line}:{col}"), e.message().to_string())
+        })?;
+        cfg.validate().map_err(|m| Error::invalid(origin, m))?;
+        Ok(cfg)
+    }
+
+    pub fn validate(&self) -> std::result::Result<(), String> {
+        self.model_config()?;
+        let t = &self.train;
+        if t.batch_size == 0 || t.steps == 0 || t.diffusion_batch_mul == 0 {
+            return Err("train.batch_size, train.steps and train.diffusion_batch_mul must be positive".into());
+        }
+        if !(0.0..=1.0).contains(&t.mask_ratio_min) || !(0.0..1.0).contains(&t.text_drop_prob) {
+            return Err("train.mask_ratio_min must be in [0, 1] and train.text_drop_prob in [0, 1)".into());
+        }
+        if !(0.0..1.0).contains(&t.ema) {
+            return Err(format!("train.ema = {}: expected a rate in [0, 1)", t.ema));
+        }
+        if self.sample.steps == 0 || self.sample.diffusion_steps == 0 || self.sample.diffusion_steps > 1000 {
+            return Err("sample.steps must be ≥ 1 and sample.diffusion_steps in 1..=1000".into());
+        }
+        let _ = CfgSchedule::Constant;
+        Ok(())
+    }
+
+    /// The preset with this config's overrides (token size, grid and text come later from the
+    /// manifest).
+    pub fn model_config(&self) -> std::result::Result<MarConfig, String> {
+        let m = &self.model;
+        let mut c = MarConfig::named(&m.preset).ok_or_else(|| {
+            format!("model.preset = \"{}\": unknown preset; known: {}", m.preset, MarConfig::PRESETS.join(", "))
+        })?;
+        if let Some(w) = m.width {
+            c.width = w;
+        }
+        if let Some(d) = m.depth {
+            (c.encoder_depth, c.decoder_depth, c.cross_depth) = (d, d, d);
+        }
+        if let Some(h) = m.heads {
+            c.heads = h;
+        }
+        if let Some(d) = m.text_depth {
+            c.text_depth = d;
+        }
+        if let Some(w) = m.diffloss_width {
+            c.diffloss_width = w;
+        }
+        if let Some(d) = m.diffloss_depth {
+            c.diffloss_depth = d;
+        }
+        if let Some(p) = m.dropout {
+            (c.attn_dropout, c.proj_dropout) = (p, p);
+        }
+        if c.width % c.heads != 0 {
+            return Err(format!("model width {} is not a multiple of heads {}", c.width, c.heads));
+        }
+        Ok(c)
+    }
+
+    /// lr = blr × batch / 256.
+    pub fn lr(&self) -> f64 {
+        self.train.blr * self.train.batch_size as f64 / 256.0
+    }
+}

@@ -1,0 +1,159 @@
+//! Training batches from a verified manifest's memory-mapped shards. Batch s is a pure
+//! function of (seed, s): epoch e visits the samples in a permutation drawn from (seed, e),
+//! the flipped copy is chosen at random when the shards store one, and VAE moments are
+//! resampled each time (`DiagonalGaussianDistribution.sample`, logvar clamped to [-30, 20]).
+//! A background thread prepares the next batches while the model trains.
+
+use std::path::Path;
+use std::sync::mpsc;
+
+use rand::seq::SliceRandom;
+use rand::{RngExt, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use rand_distr::{Distribution, StandardNormal};
+
+use super::schedule::step_rng;
+use crate::error::{Error, Result};
+use crate::pipeline::encode::shards::Shard;
+use crate::pipeline::encode::text::TextSpec;
+use crate::pipeline::encode::tokenizer::LatentSpec;
+use crate::pipeline::manifest::{selection_rows, Manifest};
+
+pub struct Dataset {
+    shards: Vec<Shard>,
+    /// (shard, row) of every training sample.
+    index: Vec<(u32, u32)>,
+    pub latent: LatentSpec,
+    pub text: TextSpec,
+    /// Tokens per image and values per model token (half the stored width for VAE moments).
+    pub tokens: usize,
+    pub token_dim: usize,
+    /// Text tokens and feature channels per caption (channels 0 for vocabulary ids).
+    pub text_len: usize,
+    pub text_channels: usize,
+}
+
+/// One batch, host-side.
+pub struct Batch {
+    pub step: u64,
+    pub size: usize,
+    /// (B, L, C) normalised tokens.
+    pub tokens: Vec<f32>,
+    /// (B, T) vocabulary ids, or (B, T, Ct) features.
+    pub ids: Vec<u32>,
+    pub feats: Vec<f32>,
+}
+
+impl Dataset {
+    /// Opens the shards of a manifest that `manifest::verify` has accepted.
+    pub fn open(manifest_path: &Path, m: &Manifest) -> Result<Dataset> {
+        let root = manifest_path.parent().unwrap_or(Path::new("."));
+        let mut shards = Vec::new();
+        let mut index = Vec::new();
+        for (k, e) in m.shards.iter().enumerate() {
+            let shard = Shard::open(&root.join(&e.path))?;
+            let rows: Vec<u32> = match &e.selection {
+                Some(sel) => {
+                    let p = root.join(&sel.path);
+                    selection_rows(&std::fs::read(&p).map_err(|e| Error::io(&p, e))?)
+                }
+                None => (0..shard.rows as u32).collect(),
+            };
+            index.extend(rows.into_iter().map(|r| (k as u32, r)));
+            shards.push(shard);
+        }
+        if index.is_empty() {
+            return Err(Error::invalid(manifest_path.display().to_string(), "the manifest has no training samples"));
+        }
+        let stored = m.latent.token_dim as usize;
+        let token_dim = if m.latent.moments { stored / 2 } else { stored };
+        let text_channels = if m.text.encoder == "vocab" { 0 } else { m.text.dim as usize };
+        Ok(Dataset {
+            tokens: (m.latent.grid * m.latent.grid) as usize,
+            token_dim,
+            text_len: m.text.max_len as usize,
+            text_channels,
+            latent: m.latent.clone(),
+            text: m.text.clone(),
+            shards,
+            index,
+        })
+    }
+
+    pub fn len(&self) -> usize {
+        self.index.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.index.is_empty()
+    }
+
+    fn epoch_order(&self, seed: u64, epoch: u64) -> Vec<u32> {
+        let mut o: Vec<u32> = (0..self.index.len() as u32).collect();
+        o.shuffle(&mut ChaCha8Rng::seed_from_u64(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ epoch));
+        o
+    }
+
+    /// Batch `step` of size `b`.
+    pub fn batch(&self, seed: u64, step: u64, b: usize, order: &mut (u64, Vec<u32>)) -> Batch {
+        let (l, c) = (self.tokens, self.token_dim);
+        let n = self.index.len() as u64;
+        let mut rng = step_rng(seed, step, 1);
+        let mut tokens = vec![0.0f32; b * l * c];
+        let mut ids = Vec::new();
+        let mut feats = Vec::new();
+        let mut raw = Vec::new();
+        let mut f = Vec::new();
+        for i in 0..b {
+            let pos = step * b as u64 + i as u64;
+            let epoch = pos / n;
+            if order.0 != epoch || order.1.is_empty() {
+                *order = (epoch, self.epoch_order(seed, epoch));
+            }
+            let (s, r) = self.index[order.1[(pos % n) as usize] as usize];
+            let shard = &self.shards[s as usize];
+            let flip = shard.has_flip() && rng.random::<bool>();
+            let out = &mut tokens[i * l * c..(i + 1) * l * c];
+            if self.latent.moments {
+                shard.latents_into(r as usize, flip, &mut raw);
+                // Each stored token is (mean · C, logvar · C), channel-major as patchify writes.
+                let (scale, shift) = (self.latent.scale, self.latent.shift);
+                for t in 0..l {
+                    let tok = &raw[t * 2 * c..(t + 1) * 2 * c];
+                    for k in 0..c {
+                        let std = (0.5 * tok[c + k].clamp(-30.0, 20.0)).exp();
+                        let e: f32 = StandardNormal.sample(&mut rng);
+                        out[t * c + k] = (tok[k] + std * e - shift) * scale;
+                    }
+                }
+            } else {
+                shard.latents_into_slice(r as usize, flip, out);
+            }
+            if self.text_channels == 0 {
+                let (row, _) = shard.text(r as usize);
+                ids.extend(row.iter().take(self.text_len));
+                ids.resize((i + 1) * self.text_len, 0);
+            } else {
+                let n = shard.text_features_into(r as usize, &mut f).unwrap_or(0).min(self.text_len);
+                feats.extend_from_slice(&f[..n * self.text_channels]);
+                feats.resize((i + 1) * self.text_len * self.text_channels, 0.0);
+            }
+        }
+        Batch { step, size: b, tokens, ids, feats }
+    }
+
+    /// Batches for steps `from..to` from a background thread (a few ahead).
+    pub fn stream(self: &std::sync::Arc<Self>, seed: u64, from: u64, to: u64, b: usize) -> mpsc::Receiver<Batch> {
+        let (tx, rx) = mpsc::sync_channel(3);
+        let ds = self.clone();
+        std::thread::spawn(move || {
+            let mut order = (u64::MAX, Vec::new());
+            for s in from..to {
+                if tx.send(ds.batch(seed, s, b, &mut order)).is_err() {
+                    break;
+                }
+            }
+        });
+        rx
+    }
+}
