@@ -78,6 +78,9 @@ pub enum Command {
     Train(TrainArgs),
     /// Sample images from a trained checkpoint (EMA weights unless --no-ema).
     Sample(SampleArgs),
+    /// GenEval-style evaluation of a checkpoint on the manifest's held-out prompts (or a GenEval
+    /// evaluation_metadata.jsonl), judged by the shapes analyzer: per-task and overall scores.
+    Eval(EvalArgs),
     /// What this build can do here: version, commit, cores, teachers, scorers, tokenizers.
     Doctor,
     /// Write the JSON Schemas of the run config and taxonomy formats.
@@ -261,6 +264,9 @@ pub struct SampleArgs {
     /// Diffusion steps of the head.
     #[arg(long)]
     pub diffusion_steps: Option<usize>,
+    /// Clamp the head's predicted x0 to ±R (0 = off).
+    #[arg(long)]
+    pub clip_x0: Option<f64>,
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
     /// Images per model call.
@@ -275,4 +281,51 @@ pub struct SampleArgs {
     /// cpu, or cuda[:N].
     #[arg(long, default_value = "cpu")]
     pub device: String,
+}
+
+#[derive(Debug, Args)]
+pub struct EvalArgs {
+    /// A checkpoint folder, or a training folder (its latest checkpoint).
+    #[arg(long)]
+    pub checkpoint: PathBuf,
+    /// The manifest the model was trained on (held-out prompts, text encoder, tokenizer).
+    #[arg(short, long)]
+    pub manifest: PathBuf,
+    /// Prompts in GenEval's evaluation_metadata.jsonl form instead of the held-out split.
+    #[arg(long)]
+    pub prompts: Option<PathBuf>,
+    /// Evaluate only the first N prompts.
+    #[arg(long)]
+    pub limit: Option<usize>,
+    /// Images per prompt.
+    #[arg(short, long, default_value_t = 4)]
+    pub n: usize,
+    /// Output folder (eval.json, eval.md, judgements.jsonl, failures-<task>.png).
+    #[arg(short, long)]
+    pub out: PathBuf,
+    /// Use the raw weights instead of the EMA.
+    #[arg(long)]
+    pub no_ema: bool,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Images per model call.
+    #[arg(long, default_value_t = 32)]
+    pub batch: usize,
+    /// Guidance scale (default: the training config's [sample]).
+    #[arg(long)]
+    pub cfg: Option<f64>,
+    /// Masked-AR steps.
+    #[arg(long)]
+    pub steps: Option<usize>,
+    #[arg(long)]
+    pub temperature: Option<f64>,
+    /// Clamp the head's predicted x0 to ±R (0 = off).
+    #[arg(long)]
+    pub clip_x0: Option<f64>,
+    /// cpu, or cuda[:N].
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+    /// Print the report as JSON.
+    #[arg(long)]
+    pub json: bool,
 }

@@ -13,6 +13,7 @@
 
 pub mod config;
 pub mod error;
+pub mod eval;
 pub mod model;
 pub mod onnx;
 pub mod pipeline;

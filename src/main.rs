@@ -235,6 +235,7 @@ manifest: {}",
         }
         Command::Train(a) => student::train_cmd(a, progress)?,
         Command::Sample(a) => student::sample_cmd(a, progress)?,
+        Command::Eval(a) => student::eval_cmd(a, progress)?,
         Command::Doctor => {
             let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
             println!("lightgen  {} ({})", lightgen::VERSION, env!("LIGHTGEN_GIT_COMMIT"));

@@ -5,7 +5,7 @@ use std::path::Path;
 
 use anyhow::{bail, Context, Result};
 
-use crate::cli::{SampleArgs, TrainArgs};
+use crate::cli::{EvalArgs, SampleArgs, TrainArgs};
 use lightgen::model::sampler::CfgSchedule;
 use lightgen::pipeline::manifest;
 use lightgen::sample::{generate, Decoder, Prompter, Student};
@@ -78,6 +78,9 @@ pub fn sample_cmd(a: SampleArgs, progress: bool) -> Result<()> {
     if let Some(v) = a.diffusion_steps {
         opts.diffusion_steps = v;
     }
+    if let Some(v) = a.clip_x0 {
+        opts.clip_x0 = (v > 0.0).then_some(v);
+    }
     let prompter = Prompter::for_manifest(&a.manifest, &m, a.t5.as_deref())?;
     let decoder = Decoder::for_manifest(&m, a.vae.as_deref())?;
     let all: Vec<String> = prompts.iter().flat_map(|p| std::iter::repeat_n(p.clone(), a.n)).collect();
@@ -104,5 +107,46 @@ fn write_images(dir: &Path, imgs: &[image::RgbImage], prompts: &[String]) -> Res
     std::fs::write(dir.join("prompts.jsonl"), index)?;
     let cells: Vec<(image::RgbImage, bool)> = imgs.iter().map(|i| (i.clone(), true)).collect();
     lightgen::report::chart::grid(&cells).save(dir.join("grid.png"))?;
+    Ok(())
+}
+
+pub fn eval_cmd(a: EvalArgs, progress: bool) -> Result<()> {
+    let ck = checkpoint::resolve(&a.checkpoint)?;
+    let m = manifest::verify(&a.manifest)?;
+    let device = train::device(&a.device)?;
+    let student = Student::load(&ck, !a.no_ema, &device)?;
+    let mut prompts = match &a.prompts {
+        Some(p) => lightgen::eval::read_geneval(p)?,
+        None => lightgen::eval::load_prompts(lightgen::sample::held_out(&a.manifest, &m)?)?,
+    };
+    if let Some(n) = a.limit {
+        prompts.truncate(n);
+    }
+    let mut opts = student.state.config.sample.clone();
+    if let Some(v) = a.cfg {
+        opts.cfg = v;
+    }
+    if let Some(v) = a.steps {
+        opts.steps = v;
+    }
+    if let Some(v) = a.temperature {
+        opts.temperature = v;
+    }
+    if let Some(v) = a.clip_x0 {
+        opts.clip_x0 = (v > 0.0).then_some(v);
+    }
+    let prompter = Prompter::for_manifest(&a.manifest, &m, None)?;
+    let decoder = Decoder::for_manifest(&m, None)?;
+    let pb = lightgen::progress::bar((prompts.len() * a.n) as u64, "eval", "images", progress);
+    let r = lightgen::eval::run(&student, &prompter, &decoder, &prompts, a.n, &opts, a.seed, a.batch, &a.out, |n| {
+        pb.inc(n as u64)
+    })?;
+    pb.finish_and_clear();
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&r)?);
+        return Ok(());
+    }
+    print!("{}", lightgen::eval::markdown(&r));
+    println!("\n{} images in {:.1} s; report {}", r.images, r.seconds, a.out.join("eval.json").display());
     Ok(())
 }

@@ -31,11 +31,23 @@ pub struct SampleOptions {
     pub temperature: f64,
     /// Respaced diffusion steps of the head (100 in LightGen).
     pub diffusion_steps: usize,
+    /// Clamp the head's predicted x0 to ±this at every diffusion step (iDDPM's
+    /// `clip_denoised`). The reference does not (None); pixel tokens live in [-1, 1], and
+    /// briefly trained heads amplify their eps error ~10⁴× at t = 999 without it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub clip_x0: Option<f64>,
 }
 
 impl Default for SampleOptions {
     fn default() -> Self {
-        SampleOptions { steps: 64, cfg: 4.0, cfg_schedule: CfgSchedule::Constant, temperature: 1.0, diffusion_steps: 100 }
+        SampleOptions {
+            steps: 64,
+            cfg: 4.0,
+            cfg_schedule: CfgSchedule::Constant,
+            temperature: 1.0,
+            diffusion_steps: 100,
+            clip_x0: None,
+        }
     }
 }
 
@@ -130,7 +142,7 @@ pub fn sample_tokens(
         let d = z.dim(2)?;
         let n = rows.len();
         let z_sel = z.reshape((z.dim(0)? * l, d))?.index_select(&Tensor::from_vec(rows, n, &dev)?, 0)?; // (K or 2K, D)
-        let new = model.diffloss.sample(&z_sel, if guided { scale } else { 1.0 }, opts.temperature, &diff, rng)?; // (K, C)
+        let new = model.diffloss.sample(&z_sel, if guided { scale } else { 1.0 }, opts.temperature, opts.clip_x0, &diff, rng)?; // (K, C)
         let new: Vec<f32> = new.flatten_all()?.to_vec1()?;
         for (k, &i) in pred.iter().enumerate() {
             tokens[i as usize * c..(i as usize + 1) * c].copy_from_slice(&new[k * c..(k + 1) * c]);

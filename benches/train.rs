@@ -1,0 +1,62 @@
+//! The student on CPU: one training step (forward + backward + AdamW + EMA) of the `tiny` and
+//! `small` presets at their configs' batch on the shapes demo's data shape (8×8 tokens of 48
+//! values, 32 vocabulary ids), and sampling throughput (images/s) with the tiny config's sampler.
+//! Run: `cargo bench --profile dev --bench train`.
+
+use candle_core::Device;
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use lightgen::model::sampler::{sample_tokens, Canvas};
+use lightgen::model::text::TextInput;
+use lightgen::model::TextSource;
+use lightgen::train::data::Batch;
+use lightgen::train::{TrainConfig, Trainer};
+use rand::SeedableRng;
+
+fn trainer(preset: &str) -> Trainer {
+    let cfg = TrainConfig::preset(preset).unwrap();
+    let model = cfg.model_config().unwrap().for_data(48, 8, TextSource::Vocab { vocab: 96 }, 0, 32);
+    Trainer::new(cfg, model, 8, &Device::Cpu).unwrap()
+}
+
+fn batch(b: usize) -> Batch {
+    let tokens = (0..b * 64 * 48).map(|i| ((i * 7919) % 200) as f32 / 100.0 - 1.0).collect();
+    let ids = (0..b * 32).map(|i| (i % 20) as u32 + 2).collect();
+    Batch { step: 0, size: b, tokens, ids, feats: vec![] }
+}
+
+fn steps(c: &mut Criterion) {
+    let mut g = c.benchmark_group("train_step");
+    g.sample_size(10);
+    for preset in ["tiny", "small"] {
+        let mut tr = trainer(preset);
+        let b = batch(tr.cfg.train.batch_size);
+        g.throughput(Throughput::Elements((b.size * 64) as u64)); // tokens
+        let mut s = 0;
+        g.bench_function(preset, |bench| {
+            bench.iter(|| {
+                s += 1;
+                tr.step(&b, s).unwrap()
+            })
+        });
+    }
+    g.finish();
+}
+
+fn sampling(c: &mut Criterion) {
+    let mut g = c.benchmark_group("sample");
+    g.sample_size(10);
+    let tr = trainer("tiny");
+    let n = 16;
+    let ids = candle_core::Tensor::from_vec((0..n * 32).map(|i| (i % 20) as u32 + 2).collect::<Vec<_>>(), (n, 32), &Device::Cpu).unwrap();
+    g.throughput(Throughput::Elements(n as u64)); // images
+    g.bench_function("tiny_16_images", |bench| {
+        bench.iter(|| {
+            let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
+            sample_tokens(&tr.model, &TextInput::Ids(ids.clone()), Canvas::blank(n, 64, 48), 8, &tr.cfg.sample, &mut rng).unwrap()
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, steps, sampling);
+criterion_main!(benches);

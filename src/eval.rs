@@ -1,0 +1,155 @@
+//! GenEval-style evaluation on the shapes world: N images per held-out prompt, each judged by
+//! the shapes analyzer; per-task accuracy for the six families and the overall score (the mean
+//! of the task accuracies, as GenEval's `summary_scores.py`). Writes `eval.json`, `eval.md`
+//! and a PNG grid of failures per task.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::model::sampler::SampleOptions;
+use crate::sample::{generate, Decoder, Prompter, Student};
+use crate::world::analyze::Analyzer;
+use crate::world::Spec;
+
+/// The six GenEval tasks, in its table order.
+pub const TASKS: [&str; 6] = ["single_object", "two_object", "counting", "colors", "position", "color_attr"];
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TaskScore {
+    pub prompts: usize,
+    pub images: usize,
+    pub correct: usize,
+    pub accuracy: f64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EvalReport {
+    pub checkpoint: String,
+    pub manifest_id: String,
+    pub images_per_prompt: usize,
+    pub seed: u64,
+    pub sample: SampleOptions,
+    pub tasks: BTreeMap<String, TaskScore>,
+    /// Mean of the task accuracies.
+    pub overall: f64,
+    pub images: usize,
+    pub seconds: f64,
+}
+
+/// One evaluation prompt: the text and its GenEval spec.
+pub struct EvalPrompt {
+    pub prompt: String,
+    pub spec: Spec,
+}
+
+/// Prompts from the manifest's held-out split or from a GenEval `evaluation_metadata.jsonl`.
+pub fn load_prompts(held: Vec<(String, String, String)>) -> Result<Vec<EvalPrompt>> {
+    held.into_iter()
+        .map(|(prompt, _, spec)| {
+            let spec: Spec = serde_json::from_str(&spec).map_err(|e| Error::invalid(format!("held-out spec of \"{prompt}\""), e.to_string()))?;
+            Ok(EvalPrompt { prompt, spec })
+        })
+        .collect()
+}
+
+pub fn read_geneval(path: &Path) -> Result<Vec<EvalPrompt>> {
+    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+    text.lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+        .map(|(i, l)| {
+            let spec: Spec =
+                serde_json::from_str(l).map_err(|e| Error::invalid(format!("{}:{}", path.display(), i + 1), e.to_string()))?;
+            Ok(EvalPrompt { prompt: spec.prompt.clone(), spec })
+        })
+        .collect()
+}
+
+/// Samples and judges; writes the report files into `out`.
+#[allow(clippy::too_many_arguments)]
+pub fn run(
+    student: &Student,
+    prompter: &Prompter,
+    decoder: &Decoder,
+    prompts: &[EvalPrompt],
+    per_prompt: usize,
+    opts: &SampleOptions,
+    seed: u64,
+    batch: usize,
+    out: &Path,
+    progress: impl FnMut(usize),
+) -> Result<EvalReport> {
+    let t0 = std::time::Instant::now();
+    let texts: Vec<String> = prompts.iter().flat_map(|p| std::iter::repeat_n(p.prompt.clone(), per_prompt)).collect();
+    let imgs = generate(student, prompter, decoder, &texts, opts, seed, batch, progress)?;
+    let judge = Analyzer::new();
+    let mut tasks: BTreeMap<String, TaskScore> = BTreeMap::new();
+    let mut failures: BTreeMap<String, Vec<(image::RgbImage, bool)>> = BTreeMap::new();
+    let mut lines = String::new();
+    for (k, img) in imgs.iter().enumerate() {
+        let p = &prompts[k / per_prompt];
+        let j = judge.judge(img, &p.spec);
+        let t = tasks.entry(p.spec.tag.clone()).or_insert(TaskScore { prompts: 0, images: 0, correct: 0, accuracy: 0.0 });
+        if k % per_prompt == 0 {
+            t.prompts += 1;
+        }
+        t.images += 1;
+        t.correct += usize::from(j.verdict.pass);
+        if !j.verdict.pass {
+            let f = failures.entry(p.spec.tag.clone()).or_default();
+            if f.len() < 32 {
+                f.push((img.clone(), false));
+            }
+        }
+        lines.push_str(&serde_json::to_string(&serde_json::json!({
+            "index": k, "prompt": p.prompt, "tag": p.spec.tag, "pass": j.verdict.pass, "reason": j.verdict.reason,
+        })).expect("serialises"));
+        lines.push('\n');
+    }
+    for t in tasks.values_mut() {
+        t.accuracy = t.correct as f64 / t.images.max(1) as f64;
+    }
+    let overall = if tasks.is_empty() { 0.0 } else { tasks.values().map(|t| t.accuracy).sum::<f64>() / tasks.len() as f64 };
+    let report = EvalReport {
+        checkpoint: student.checkpoint.display().to_string(),
+        manifest_id: student.state.manifest_id.clone(),
+        images_per_prompt: per_prompt,
+        seed,
+        sample: opts.clone(),
+        tasks,
+        overall,
+        images: imgs.len(),
+        seconds: t0.elapsed().as_secs_f64(),
+    };
+    std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
+    let w = crate::pipeline::shard::write_atomic;
+    w(&out.join("eval.json"), &serde_json::to_vec_pretty(&report).expect("serialises"))?;
+    w(&out.join("judgements.jsonl"), lines.as_bytes())?;
+    w(&out.join("eval.md"), markdown(&report).as_bytes())?;
+    for (task, cells) in &failures {
+        let p = out.join(format!("failures-{task}.png"));
+        crate::report::chart::grid(cells).save(&p).map_err(|e| Error::Image { path: p.clone(), source: e })?;
+    }
+    let ok: Vec<(image::RgbImage, bool)> = imgs.iter().take(64).enumerate().map(|(k, i)| {
+        let p = &prompts[k / per_prompt];
+        (i.clone(), judge.judge(i, &p.spec).verdict.pass)
+    }).collect();
+    let p = out.join("samples.png");
+    crate::report::chart::grid(&ok).save(&p).map_err(|e| Error::Image { path: p.clone(), source: e })?;
+    Ok(report)
+}
+
+/// The report as a Markdown table (GenEval's column order).
+pub fn markdown(r: &EvalReport) -> String {
+    let mut s = String::from("| task | prompts | images | accuracy |\n|---|---:|---:|---:|\n");
+    for t in TASKS.iter().map(|t| t.to_string()).chain(r.tasks.keys().filter(|k| !TASKS.contains(&k.as_str())).cloned()) {
+        if let Some(v) = r.tasks.get(&t) {
+            s.push_str(&format!("| {t} | {} | {} | {:.3} |\n", v.prompts, v.images, v.accuracy));
+        }
+    }
+    s.push_str(&format!("| **overall** | | {} | **{:.3}** |\n", r.images, r.overall));
+    s
+}
