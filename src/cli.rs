@@ -81,6 +81,35 @@ pub enum Command {
     /// GenEval-style evaluation of a checkpoint on the manifest's held-out prompts (or a GenEval
     /// evaluation_metadata.jsonl), judged by the shapes analyzer: per-task and overall scores.
     Eval(EvalArgs),
+    /// The main job on the embedded default: distill the shapes world (configs/shapes-demo.toml),
+    /// train the tiny student (configs/train-tiny.toml), evaluate it on the held-out prompts.
+    /// Rerunning resumes whatever is unfinished.
+    Demo {
+        /// Images per held-out prompt in the evaluation.
+        #[arg(short, long, default_value_t = 2)]
+        n: usize,
+        /// Override train.steps of the tiny config.
+        #[arg(long)]
+        steps: Option<u64>,
+    },
+    /// Training throughput on random latents and T5-sized features (no data needed): tokens/s
+    /// and ms/step for a preset, e.g. `--preset base --device cuda` (scripts/gpu-check.sh).
+    TrainCheck {
+        /// tiny, small, base (a training config preset).
+        #[arg(long, default_value = "base")]
+        preset: String,
+        #[arg(long, default_value_t = 300)]
+        steps: u64,
+        /// Batch size (default: the preset's).
+        #[arg(long)]
+        batch: Option<usize>,
+        /// Token grid side (16 = 256 px with an SD3.5 VAE and patch 2).
+        #[arg(long, default_value_t = 16)]
+        grid: usize,
+        /// cpu, or cuda[:N].
+        #[arg(long, default_value = "cpu")]
+        device: String,
+    },
     /// What this build can do here: version, commit, cores, teachers, scorers, tokenizers.
     Doctor,
     /// Write the JSON Schemas of the run config and taxonomy formats.

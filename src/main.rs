@@ -236,6 +236,25 @@ manifest: {}",
         Command::Train(a) => student::train_cmd(a, progress)?,
         Command::Sample(a) => student::sample_cmd(a, progress)?,
         Command::Eval(a) => student::eval_cmd(a, progress)?,
+        Command::Demo { n, steps } => {
+            let t0 = std::time::Instant::now();
+            let config = Path::new("configs/shapes-demo.toml").to_path_buf();
+            anyhow::ensure!(config.exists(), "{}: run `lightgen demo` from the repository root", config.display());
+            let stage = StageArgs {
+                config,
+                count: None,
+                output_dir: None,
+                show_config: false,
+                force: false,
+                json: false,
+                threads: 0,
+            };
+            let plan = Plan::load(&stage.config, &Overrides { count: None, output_dir: None })?;
+            let run_dir = plan.run_dir.clone();
+            run(Command::Distill(stage), progress)?;
+            student::demo_rest(&run_dir, n, steps, progress, t0)?;
+        }
+        Command::TrainCheck { preset, steps, batch, grid, device } => student::train_check(&preset, steps, batch, grid, &device)?,
         Command::Doctor => {
             let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
             println!("lightgen  {} ({})", lightgen::VERSION, env!("LIGHTGEN_GIT_COMMIT"));

@@ -150,3 +150,88 @@ pub fn eval_cmd(a: EvalArgs, progress: bool) -> Result<()> {
     println!("\n{} images in {:.1} s; report {}", r.images, r.seconds, a.out.join("eval.json").display());
     Ok(())
 }
+
+/// Random latents (64-d tokens) and T5-XXL-sized features (128 × 4096): the reference's shapes.
+pub fn train_check(preset: &str, steps: u64, batch: Option<usize>, grid: usize, device: &str) -> Result<()> {
+    use lightgen::model::TextSource;
+    use lightgen::train::data::Batch;
+    use rand::SeedableRng;
+    use rand_distr::{Distribution, StandardNormal};
+    let mut cfg = TrainConfig::preset(preset).with_context(|| format!("--preset {preset}: unknown; known: tiny, small, base"))?;
+    if let Some(b) = batch {
+        cfg.train.batch_size = b;
+    }
+    cfg.train.steps = steps;
+    let (text_len, channels) = (128, 4096);
+    let model = cfg.model_config().map_err(anyhow::Error::msg)?.for_data(64, grid, TextSource::Features, channels, text_len);
+    let dev = train::device(device)?;
+    let mut tr = lightgen::train::Trainer::new(cfg.clone(), model, grid, &dev)?;
+    let b = cfg.train.batch_size;
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
+    let mut draw = |n: usize| -> Vec<f32> { (0..n).map(|_| StandardNormal.sample(&mut rng)).collect() };
+    let batch = Batch { step: 0, size: b, tokens: draw(b * grid * grid * 64), ids: vec![], feats: draw(b * text_len * channels) };
+    println!("preset {preset}: {:.1}M parameters, batch {b}, {} tokens per image, device {device}", tr.store.count() as f64 / 1e6, grid * grid);
+    let warm = 3.min(steps);
+    for s in 0..warm {
+        tr.step(&batch, s)?;
+    }
+    let t0 = std::time::Instant::now();
+    let mut last = 0.0;
+    for s in warm..steps {
+        last = tr.step(&batch, s)?.loss;
+    }
+    let n = steps.saturating_sub(warm).max(1) as f64;
+    let secs = t0.elapsed().as_secs_f64();
+    println!(
+        "{} steps: {:.1} ms/step, {:.0} tokens/s, {:.1} images/s, last loss {last:.4}",
+        n,
+        secs * 1e3 / n,
+        n * (b * grid * grid) as f64 / secs,
+        n * b as f64 / secs
+    );
+    Ok(())
+}
+
+/// The demo after `distill`: train (or resume) the tiny student, then evaluate it.
+pub fn demo_rest(run_dir: &Path, n: usize, steps: Option<u64>, progress: bool, t0: std::time::Instant) -> Result<()> {
+    let manifest_path = run_dir.join("manifest.json");
+    let out = run_dir.join("train");
+    let mut cfg = TrainConfig::load(Path::new("configs/train-tiny.toml"))?;
+    if let Some(s) = steps {
+        cfg.train.steps = s;
+    }
+    let done = checkpoint::list(&out).last().and_then(|c| checkpoint::read_state(c).ok()).is_some_and(|s| s.step >= cfg.train.steps);
+    println!("\ntrain     tiny student, {} steps of {} → {}", cfg.train.steps, cfg.train.batch_size, out.display());
+    if !done {
+        let resume = !checkpoint::list(&out).is_empty();
+        let opts = TrainOptions { out: out.clone(), resume, device: candle_core::Device::Cpu, progress, stop_at: None };
+        let s = train::train(&manifest_path, cfg, &opts)?;
+        println!("trained   {} steps in {:.0} s ({:.0} ms/step), loss {:.3} → {:.3}", s.steps, s.seconds, s.ms_per_step, s.first_loss, s.last_loss);
+    }
+    let eval_out = run_dir.join("eval");
+    eval_cmd(
+        EvalArgs {
+            checkpoint: out.clone(),
+            manifest: manifest_path,
+            prompts: None,
+            limit: None,
+            n,
+            out: eval_out.clone(),
+            no_ema: false,
+            seed: 0,
+            batch: 64,
+            cfg: None,
+            steps: None,
+            temperature: None,
+            clip_x0: None,
+            device: "cpu".into(),
+            json: false,
+        },
+        progress,
+    )?;
+    println!("\ndemo done in {:.1} min", t0.elapsed().as_secs_f64() / 60.0);
+    println!("  loss curve    {}", out.join("loss.png").display());
+    println!("  sample grids  {}", out.join("samples").display());
+    println!("  eval          {} (eval.md, samples.png, failures-<task>.png)", eval_out.display());
+    Ok(())
+}

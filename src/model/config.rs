@@ -68,7 +68,7 @@ impl MarConfig {
     /// CPU preset for the shapes world: a few minutes of training on 2 cores. Dropout is off:
     /// short runs under-fit rather than over-fit, and every dropout mask costs CPU time.
     pub fn tiny() -> MarConfig {
-        MarConfig { text_depth: 1, ..Self::preset(128, 2, 4, (256, 3), 0.0) }
+        MarConfig { text_depth: 1, ..Self::preset(128, 2, 4, (192, 2), 0.0) }
     }
 
     /// CPU preset for longer runs (up to an hour on 2 cores).

@@ -132,7 +132,14 @@ fn doctor_lists_what_this_build_can_do() {
 fn every_shipped_config_resolves() {
     for entry in std::fs::read_dir(crate::root().join("configs")).unwrap() {
         let path = entry.unwrap().path();
-        let rel = format!("configs/{}", path.file_name().unwrap().to_str().unwrap());
+        let name = path.file_name().unwrap().to_str().unwrap();
+        let rel = format!("configs/{name}");
+        if name.starts_with("train-") {
+            // Training configs: parsed and checked like `lightgen train` does.
+            let cfg = lightgen::train::TrainConfig::load(&path).unwrap_or_else(|e| panic!("{rel}: {e}"));
+            assert_eq!(Some(cfg), lightgen::train::TrainConfig::preset(&name[6..name.len() - 5]), "{rel} vs its built-in preset");
+            continue;
+        }
         let out = lightgen(&["expand", "--config", &rel, "--show-config"]);
         assert!(out.status.success(), "{rel}: {}", stderr(&out));
     }
