@@ -315,11 +315,14 @@ pub struct SampleArgs {
 #[derive(Debug, Args)]
 pub struct EvalArgs {
     /// A checkpoint folder, or a training folder (its latest checkpoint).
-    #[arg(long)]
-    pub checkpoint: PathBuf,
+    #[arg(long, required_unless_present = "compare")]
+    pub checkpoint: Option<PathBuf>,
     /// The manifest the model was trained on (held-out prompts, text encoder, tokenizer).
-    #[arg(short, long)]
-    pub manifest: PathBuf,
+    #[arg(short, long, required_unless_present = "compare")]
+    pub manifest: Option<PathBuf>,
+    /// Compare two eval.json reports (A B) per task instead of evaluating.
+    #[arg(long, num_args = 2, value_names = ["A", "B"])]
+    pub compare: Option<Vec<PathBuf>>,
     /// Prompts in GenEval's evaluation_metadata.jsonl form instead of the held-out split.
     #[arg(long)]
     pub prompts: Option<PathBuf>,
@@ -330,8 +333,8 @@ pub struct EvalArgs {
     #[arg(short, long, default_value_t = 4)]
     pub n: usize,
     /// Output folder (eval.json, eval.md, judgements.jsonl, failures-<task>.png).
-    #[arg(short, long)]
-    pub out: PathBuf,
+    #[arg(short, long, required_unless_present = "compare")]
+    pub out: Option<PathBuf>,
     /// Use the raw weights instead of the EMA.
     #[arg(long)]
     pub no_ema: bool,

@@ -153,3 +153,63 @@ pub fn markdown(r: &EvalReport) -> String {
     s.push_str(&format!("| **overall** | | {} | **{:.3}** |\n", r.images, r.overall));
     s
 }
+
+/// Per-task differences between two reports (B − A), as a Markdown table.
+pub fn compare(a: &EvalReport, b: &EvalReport) -> String {
+    let mut s = String::from("| task | A | B | B − A |\n|---|---:|---:|---:|\n");
+    let mut keys: Vec<&String> = a.tasks.keys().chain(b.tasks.keys()).collect();
+    keys.sort_by_key(|k| TASKS.iter().position(|t| t == k).unwrap_or(TASKS.len()));
+    keys.dedup();
+    for k in keys {
+        let (x, y) = (a.tasks.get(k).map(|t| t.accuracy), b.tasks.get(k).map(|t| t.accuracy));
+        let f = |v: Option<f64>| v.map_or("—".to_string(), |v| format!("{v:.3}"));
+        let d = match (x, y) {
+            (Some(x), Some(y)) => format!("{:+.3}", y - x),
+            _ => "—".into(),
+        };
+        s.push_str(&format!("| {k} | {} | {} | {d} |\n", f(x), f(y)));
+    }
+    s.push_str(&format!("| **overall** | {:.3} | {:.3} | **{:+.3}** |\n", a.overall, b.overall, b.overall - a.overall));
+    s
+}
+
+pub fn read_report(path: &Path) -> Result<EvalReport> {
+    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    serde_json::from_slice(&bytes).map_err(|e| Error::invalid(path.display().to_string(), format!("not an eval.json: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn report(acc: &[(&str, f64)]) -> EvalReport {
+        let tasks: BTreeMap<String, TaskScore> = acc
+            .iter()
+            .map(|(t, a)| (t.to_string(), TaskScore { prompts: 1, images: 4, correct: (a * 4.0) as usize, accuracy: *a }))
+            .collect();
+        let overall = tasks.values().map(|t| t.accuracy).sum::<f64>() / tasks.len() as f64;
+        EvalReport {
+            checkpoint: "c".into(),
+            manifest_id: "m".into(),
+            images_per_prompt: 4,
+            seed: 0,
+            sample: SampleOptions::default(),
+            tasks,
+            overall,
+            images: 4 * acc.len(),
+            seconds: 0.0,
+        }
+    }
+
+    #[test]
+    fn overall_is_the_mean_of_tasks_and_compare_shows_differences() {
+        let a = report(&[("single_object", 1.0), ("position", 0.25)]);
+        let b = report(&[("single_object", 0.75), ("position", 0.5), ("counting", 0.5)]);
+        assert_eq!(a.overall, 0.625);
+        let t = compare(&a, &b);
+        assert!(t.contains("| single_object | 1.000 | 0.750 | -0.250 |"), "{t}");
+        assert!(t.contains("| position | 0.250 | 0.500 | +0.250 |"), "{t}");
+        assert!(t.contains("| counting | — | 0.500 | — |"), "{t}");
+        assert!(markdown(&a).contains("| **overall** | | 8 | **0.625** |"));
+    }
+}

@@ -111,13 +111,21 @@ fn write_images(dir: &Path, imgs: &[image::RgbImage], prompts: &[String]) -> Res
 }
 
 pub fn eval_cmd(a: EvalArgs, progress: bool) -> Result<()> {
-    let ck = checkpoint::resolve(&a.checkpoint)?;
-    let m = manifest::verify(&a.manifest)?;
+    if let Some(pair) = &a.compare {
+        let (x, y) = (lightgen::eval::read_report(&pair[0])?, lightgen::eval::read_report(&pair[1])?);
+        print!("{}", lightgen::eval::compare(&x, &y));
+        return Ok(());
+    }
+    let (Some(ckpt), Some(mpath), Some(out)) = (&a.checkpoint, &a.manifest, &a.out) else {
+        bail!("pass --checkpoint, --manifest and --out (or --compare A B)");
+    };
+    let ck = checkpoint::resolve(ckpt)?;
+    let m = manifest::verify(mpath)?;
     let device = train::device(&a.device)?;
     let student = Student::load(&ck, !a.no_ema, &device)?;
     let mut prompts = match &a.prompts {
         Some(p) => lightgen::eval::read_geneval(p)?,
-        None => lightgen::eval::load_prompts(lightgen::sample::held_out(&a.manifest, &m)?)?,
+        None => lightgen::eval::load_prompts(lightgen::sample::held_out(mpath, &m)?)?,
     };
     if let Some(n) = a.limit {
         prompts.truncate(n);
@@ -135,10 +143,10 @@ pub fn eval_cmd(a: EvalArgs, progress: bool) -> Result<()> {
     if let Some(v) = a.clip_x0 {
         opts.clip_x0 = (v > 0.0).then_some(v);
     }
-    let prompter = Prompter::for_manifest(&a.manifest, &m, None)?;
+    let prompter = Prompter::for_manifest(mpath, &m, None)?;
     let decoder = Decoder::for_manifest(&m, None)?;
     let pb = lightgen::progress::bar((prompts.len() * a.n) as u64, "eval", "images", progress);
-    let r = lightgen::eval::run(&student, &prompter, &decoder, &prompts, a.n, &opts, a.seed, a.batch, &a.out, |n| {
+    let r = lightgen::eval::run(&student, &prompter, &decoder, &prompts, a.n, &opts, a.seed, a.batch, out, |n| {
         pb.inc(n as u64)
     })?;
     pb.finish_and_clear();
@@ -147,7 +155,7 @@ pub fn eval_cmd(a: EvalArgs, progress: bool) -> Result<()> {
         return Ok(());
     }
     print!("{}", lightgen::eval::markdown(&r));
-    println!("\n{} images in {:.1} s; report {}", r.images, r.seconds, a.out.join("eval.json").display());
+    println!("\n{} images in {:.1} s; report {}", r.images, r.seconds, out.join("eval.json").display());
     Ok(())
 }
 
@@ -211,12 +219,13 @@ pub fn demo_rest(run_dir: &Path, n: usize, steps: Option<u64>, progress: bool, t
     let eval_out = run_dir.join("eval");
     eval_cmd(
         EvalArgs {
-            checkpoint: out.clone(),
-            manifest: manifest_path,
+            checkpoint: Some(out.clone()),
+            manifest: Some(manifest_path),
+            compare: None,
             prompts: None,
             limit: None,
             n,
-            out: eval_out.clone(),
+            out: Some(eval_out.clone()),
             no_ema: false,
             seed: 0,
             batch: 64,
