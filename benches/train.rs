@@ -47,12 +47,25 @@ fn sampling(c: &mut Criterion) {
     g.sample_size(10);
     let tr = trainer("tiny");
     let n = 16;
-    let ids = candle_core::Tensor::from_vec((0..n * 32).map(|i| (i % 20) as u32 + 2).collect::<Vec<_>>(), (n, 32), &Device::Cpu).unwrap();
+    let ids = candle_core::Tensor::from_vec(
+        (0..n * 32).map(|i| (i % 20) as u32 + 2).collect::<Vec<_>>(),
+        (n, 32),
+        &Device::Cpu,
+    )
+    .unwrap();
     g.throughput(Throughput::Elements(n as u64)); // images
     g.bench_function("tiny_16_images", |bench| {
         bench.iter(|| {
             let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
-            sample_tokens(&tr.model, &TextInput::Ids(ids.clone()), Canvas::blank(n, 64, 48), 8, &tr.cfg.sample, &mut rng).unwrap()
+            sample_tokens(
+                &tr.model,
+                &TextInput::Ids(ids.clone()),
+                Canvas::blank(n, 64, 48),
+                8,
+                &tr.cfg.sample,
+                &mut rng,
+            )
+            .unwrap()
         })
     });
     g.finish();

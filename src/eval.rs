@@ -49,7 +49,8 @@ pub struct EvalPrompt {
 pub fn load_prompts(held: Vec<(String, String, String)>) -> Result<Vec<EvalPrompt>> {
     held.into_iter()
         .map(|(prompt, _, spec)| {
-            let spec: Spec = serde_json::from_str(&spec).map_err(|e| Error::invalid(format!("held-out spec of \"{prompt}\""), e.to_string()))?;
+            let spec: Spec = serde_json::from_str(&spec)
+                .map_err(|e| Error::invalid(format!("held-out spec of \"{prompt}\""), e.to_string()))?;
             Ok(EvalPrompt { prompt, spec })
         })
         .collect()
@@ -61,8 +62,8 @@ pub fn read_geneval(path: &Path) -> Result<Vec<EvalPrompt>> {
         .enumerate()
         .filter(|(_, l)| !l.trim().is_empty())
         .map(|(i, l)| {
-            let spec: Spec =
-                serde_json::from_str(l).map_err(|e| Error::invalid(format!("{}:{}", path.display(), i + 1), e.to_string()))?;
+            let spec: Spec = serde_json::from_str(l)
+                .map_err(|e| Error::invalid(format!("{}:{}", path.display(), i + 1), e.to_string()))?;
             Ok(EvalPrompt { prompt: spec.prompt.clone(), spec })
         })
         .collect()
@@ -92,7 +93,8 @@ pub fn run(
     for (k, img) in imgs.iter().enumerate() {
         let p = &prompts[k / per_prompt];
         let j = judge.judge(img, &p.spec);
-        let t = tasks.entry(p.spec.tag.clone()).or_insert(TaskScore { prompts: 0, images: 0, correct: 0, accuracy: 0.0 });
+        let t =
+            tasks.entry(p.spec.tag.clone()).or_insert(TaskScore { prompts: 0, images: 0, correct: 0, accuracy: 0.0 });
         if k % per_prompt == 0 {
             t.prompts += 1;
         }
@@ -104,15 +106,19 @@ pub fn run(
                 f.push((img.clone(), false));
             }
         }
-        lines.push_str(&serde_json::to_string(&serde_json::json!({
-            "index": k, "prompt": p.prompt, "tag": p.spec.tag, "pass": j.verdict.pass, "reason": j.verdict.reason,
-        })).expect("serialises"));
+        lines.push_str(
+            &serde_json::to_string(&serde_json::json!({
+                "index": k, "prompt": p.prompt, "tag": p.spec.tag, "pass": j.verdict.pass, "reason": j.verdict.reason,
+            }))
+            .expect("serialises"),
+        );
         lines.push('\n');
     }
     for t in tasks.values_mut() {
         t.accuracy = t.correct as f64 / t.images.max(1) as f64;
     }
-    let overall = if tasks.is_empty() { 0.0 } else { tasks.values().map(|t| t.accuracy).sum::<f64>() / tasks.len() as f64 };
+    let overall =
+        if tasks.is_empty() { 0.0 } else { tasks.values().map(|t| t.accuracy).sum::<f64>() / tasks.len() as f64 };
     let report = EvalReport {
         checkpoint: student.checkpoint.display().to_string(),
         manifest_id: student.state.manifest_id.clone(),
@@ -133,10 +139,15 @@ pub fn run(
         let p = out.join(format!("failures-{task}.png"));
         crate::report::chart::grid(cells).save(&p).map_err(|e| Error::Image { path: p.clone(), source: e })?;
     }
-    let ok: Vec<(image::RgbImage, bool)> = imgs.iter().take(64).enumerate().map(|(k, i)| {
-        let p = &prompts[k / per_prompt];
-        (i.clone(), judge.judge(i, &p.spec).verdict.pass)
-    }).collect();
+    let ok: Vec<(image::RgbImage, bool)> = imgs
+        .iter()
+        .take(64)
+        .enumerate()
+        .map(|(k, i)| {
+            let p = &prompts[k / per_prompt];
+            (i.clone(), judge.judge(i, &p.spec).verdict.pass)
+        })
+        .collect();
     let p = out.join("samples.png");
     crate::report::chart::grid(&ok).save(&p).map_err(|e| Error::Image { path: p.clone(), source: e })?;
     Ok(report)
@@ -145,7 +156,8 @@ pub fn run(
 /// The report as a Markdown table (GenEval's column order).
 pub fn markdown(r: &EvalReport) -> String {
     let mut s = String::from("| task | prompts | images | accuracy |\n|---|---:|---:|---:|\n");
-    for t in TASKS.iter().map(|t| t.to_string()).chain(r.tasks.keys().filter(|k| !TASKS.contains(&k.as_str())).cloned()) {
+    for t in TASKS.iter().map(|t| t.to_string()).chain(r.tasks.keys().filter(|k| !TASKS.contains(&k.as_str())).cloned())
+    {
         if let Some(v) = r.tasks.get(&t) {
             s.push_str(&format!("| {t} | {} | {} | {:.3} |\n", v.prompts, v.images, v.accuracy));
         }
@@ -175,7 +187,8 @@ pub fn compare(a: &EvalReport, b: &EvalReport) -> String {
 
 pub fn read_report(path: &Path) -> Result<EvalReport> {
     let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-    serde_json::from_slice(&bytes).map_err(|e| Error::invalid(path.display().to_string(), format!("not an eval.json: {e}")))
+    serde_json::from_slice(&bytes)
+        .map_err(|e| Error::invalid(path.display().to_string(), format!("not an eval.json: {e}")))
 }
 
 #[cfg(test)]
@@ -185,7 +198,9 @@ mod tests {
     fn report(acc: &[(&str, f64)]) -> EvalReport {
         let tasks: BTreeMap<String, TaskScore> = acc
             .iter()
-            .map(|(t, a)| (t.to_string(), TaskScore { prompts: 1, images: 4, correct: (a * 4.0) as usize, accuracy: *a }))
+            .map(|(t, a)| {
+                (t.to_string(), TaskScore { prompts: 1, images: 4, correct: (a * 4.0) as usize, accuracy: *a })
+            })
             .collect();
         let overall = tasks.values().map(|t| t.accuracy).sum::<f64>() / tasks.len() as f64;
         EvalReport {

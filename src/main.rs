@@ -254,7 +254,9 @@ manifest: {}",
             run(Command::Distill(stage), progress)?;
             student::demo_rest(&run_dir, n, steps, progress, t0)?;
         }
-        Command::TrainCheck { preset, steps, batch, grid, device } => student::train_check(&preset, steps, batch, grid, &device)?,
+        Command::TrainCheck { preset, steps, batch, grid, device } => {
+            student::train_check(&preset, steps, batch, grid, &device)?
+        }
         Command::Doctor => {
             let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
             println!("lightgen  {} ({})", lightgen::VERSION, env!("LIGHTGEN_GIT_COMMIT"));

@@ -34,7 +34,8 @@ impl Student {
     pub fn load(ckpt: &Path, ema: bool, device: &Device) -> Result<Student> {
         let state = read_state(ckpt)?;
         let mut store = ParamStore::new(0, device);
-        let model = Mar::new(&state.model, &mut store).map_err(|e| Error::invalid(ckpt.display().to_string(), e.to_string()))?;
+        let model = Mar::new(&state.model, &mut store)
+            .map_err(|e| Error::invalid(ckpt.display().to_string(), e.to_string()))?;
         let file = ckpt.join(if ema { "ema.safetensors" } else { "model.safetensors" });
         store.load(&load_tensors(&file)?).map_err(|m| Error::invalid(file.display().to_string(), m))?;
         Ok(Student { model, store, state, checkpoint: ckpt.to_path_buf() })
@@ -67,11 +68,15 @@ impl Prompter {
                     return Err(Error::invalid(p.display().to_string(), "vocabulary hash differs from the manifest's"));
                 }
             }
-            let v: Vocab = serde_json::from_slice(&bytes).map_err(|e| Error::invalid(p.display().to_string(), e.to_string()))?;
+            let v: Vocab =
+                serde_json::from_slice(&bytes).map_err(|e| Error::invalid(p.display().to_string(), e.to_string()))?;
             return Ok(Prompter::Vocab { vocab: Vocab::from_words(v.words), max_len });
         }
         let mut cfg = lineage_config(m).and_then(|c| c.encode).and_then(|e| e.t5).ok_or_else(|| {
-            Error::invalid(manifest_path.display().to_string(), "text encoder t5 but no [encode.t5] in the lineage config")
+            Error::invalid(
+                manifest_path.display().to_string(),
+                "text encoder t5 but no [encode.t5] in the lineage config",
+            )
         })?;
         if let Some(p) = t5 {
             cfg.model = p.to_path_buf();
@@ -117,9 +122,10 @@ impl Decoder {
         let tok: Box<dyn ImageTokenizer> = if l.tokenizer == "pixels" {
             Box::new(Pixels::new(l.resolution, l.patch, &l.dtype, false).map_err(|e| Error::invalid("latent", e))?)
         } else {
-            let mut cfg = lineage_config(m).and_then(|c| c.encode).and_then(|e| e.vae).ok_or_else(|| {
-                Error::invalid("manifest", "tokenizer vae but no [encode.vae] in the lineage config")
-            })?;
+            let mut cfg = lineage_config(m)
+                .and_then(|c| c.encode)
+                .and_then(|e| e.vae)
+                .ok_or_else(|| Error::invalid("manifest", "tokenizer vae but no [encode.vae] in the lineage config"))?;
             if let Some(p) = vae {
                 cfg.model = p.to_path_buf();
             }
@@ -170,7 +176,8 @@ pub fn generate(
         let mut rng = ChaCha8Rng::seed_from_u64(seed ^ (k as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
         let tokens = sample_tokens(&student.model, &text, Canvas::blank(chunk.len(), l, c), grid, opts, &mut rng)
             .map_err(|e| Error::invalid("sample", e.to_string()))?;
-        let v: Vec<f32> = tokens.flatten_all().and_then(|t| t.to_vec1()).map_err(|e| Error::invalid("sample", e.to_string()))?;
+        let v: Vec<f32> =
+            tokens.flatten_all().and_then(|t| t.to_vec1()).map_err(|e| Error::invalid("sample", e.to_string()))?;
         for i in 0..chunk.len() {
             out.push(decoder.decode(&v[i * l * c..(i + 1) * l * c]));
         }
@@ -187,8 +194,8 @@ pub fn held_out(manifest_path: &Path, m: &Manifest) -> Result<Vec<(String, Strin
         .enumerate()
         .filter(|(_, l)| !l.trim().is_empty())
         .map(|(i, l)| {
-            let v: serde_json::Value =
-                serde_json::from_str(l).map_err(|e| Error::invalid(format!("{}:{}", p.display(), i + 1), e.to_string()))?;
+            let v: serde_json::Value = serde_json::from_str(l)
+                .map_err(|e| Error::invalid(format!("{}:{}", p.display(), i + 1), e.to_string()))?;
             let s = |k: &str| v[k].as_str().unwrap_or_default().to_string();
             Ok((s("prompt"), s("family"), s("spec")))
         })

@@ -28,11 +28,18 @@ pub fn train_cmd(a: TrainArgs, progress: bool) -> Result<()> {
         println!("{}", serde_json::to_string_pretty(&s)?);
         return Ok(());
     }
-    println!("trained    {} steps in {:.1} s ({:.1} ms/step, {:.0} tokens/s)", s.steps, s.seconds, s.ms_per_step, s.tokens_per_s);
+    println!(
+        "trained    {} steps in {:.1} s ({:.1} ms/step, {:.0} tokens/s)",
+        s.steps, s.seconds, s.ms_per_step, s.tokens_per_s
+    );
     println!("model      {:.2}M parameters", s.parameters as f64 / 1e6);
     println!("loss       {:.4} → {:.4}", s.first_loss, s.last_loss);
     println!("checkpoint {}", s.checkpoint.display());
-    println!("plots      {} (loss), {} (sample grids)", a.out.join("loss.png").display(), a.out.join("samples").display());
+    println!(
+        "plots      {} (loss), {} (sample grids)",
+        a.out.join("loss.png").display(),
+        a.out.join("samples").display()
+    );
     Ok(())
 }
 
@@ -165,20 +172,32 @@ pub fn train_check(preset: &str, steps: u64, batch: Option<usize>, grid: usize, 
     use lightgen::train::data::Batch;
     use rand::SeedableRng;
     use rand_distr::{Distribution, StandardNormal};
-    let mut cfg = TrainConfig::preset(preset).with_context(|| format!("--preset {preset}: unknown; known: tiny, small, base"))?;
+    let mut cfg =
+        TrainConfig::preset(preset).with_context(|| format!("--preset {preset}: unknown; known: tiny, small, base"))?;
     if let Some(b) = batch {
         cfg.train.batch_size = b;
     }
     cfg.train.steps = steps;
     let (text_len, channels) = (128, 4096);
-    let model = cfg.model_config().map_err(anyhow::Error::msg)?.for_data(64, grid, TextSource::Features, channels, text_len);
+    let model =
+        cfg.model_config().map_err(anyhow::Error::msg)?.for_data(64, grid, TextSource::Features, channels, text_len);
     let dev = train::device(device)?;
     let mut tr = lightgen::train::Trainer::new(cfg.clone(), model, grid, &dev)?;
     let b = cfg.train.batch_size;
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
     let mut draw = |n: usize| -> Vec<f32> { (0..n).map(|_| StandardNormal.sample(&mut rng)).collect() };
-    let batch = Batch { step: 0, size: b, tokens: draw(b * grid * grid * 64), ids: vec![], feats: draw(b * text_len * channels) };
-    println!("preset {preset}: {:.1}M parameters, batch {b}, {} tokens per image, device {device}", tr.store.count() as f64 / 1e6, grid * grid);
+    let batch = Batch {
+        step: 0,
+        size: b,
+        tokens: draw(b * grid * grid * 64),
+        ids: vec![],
+        feats: draw(b * text_len * channels),
+    };
+    println!(
+        "preset {preset}: {:.1}M parameters, batch {b}, {} tokens per image, device {device}",
+        tr.store.count() as f64 / 1e6,
+        grid * grid
+    );
     let warm = 3.min(steps);
     for s in 0..warm {
         tr.step(&batch, s)?;
@@ -208,13 +227,19 @@ pub fn demo_rest(run_dir: &Path, n: usize, steps: Option<u64>, progress: bool, t
     if let Some(s) = steps {
         cfg.train.steps = s;
     }
-    let done = checkpoint::list(&out).last().and_then(|c| checkpoint::read_state(c).ok()).is_some_and(|s| s.step >= cfg.train.steps);
+    let done = checkpoint::list(&out)
+        .last()
+        .and_then(|c| checkpoint::read_state(c).ok())
+        .is_some_and(|s| s.step >= cfg.train.steps);
     println!("\ntrain     tiny student, {} steps of {} → {}", cfg.train.steps, cfg.train.batch_size, out.display());
     if !done {
         let resume = !checkpoint::list(&out).is_empty();
         let opts = TrainOptions { out: out.clone(), resume, device: candle_core::Device::Cpu, progress, stop_at: None };
         let s = train::train(&manifest_path, cfg, &opts)?;
-        println!("trained   {} steps in {:.0} s ({:.0} ms/step), loss {:.3} → {:.3}", s.steps, s.seconds, s.ms_per_step, s.first_loss, s.last_loss);
+        println!(
+            "trained   {} steps in {:.0} s ({:.0} ms/step), loss {:.3} → {:.3}",
+            s.steps, s.seconds, s.ms_per_step, s.first_loss, s.last_loss
+        );
     }
     let eval_out = run_dir.join("eval");
     eval_cmd(

@@ -16,7 +16,11 @@ pub struct Mlp {
 
 impl Mlp {
     pub fn new(s: &mut Scope, dim: usize, ratio: usize, drop: f32) -> Result<Mlp> {
-        Ok(Mlp { fc1: Linear::xavier(&mut s.pp("fc1"), dim, dim * ratio)?, fc2: Linear::xavier(&mut s.pp("fc2"), dim * ratio, dim)?, drop })
+        Ok(Mlp {
+            fc1: Linear::xavier(&mut s.pp("fc1"), dim, dim * ratio)?,
+            fc2: Linear::xavier(&mut s.pp("fc2"), dim * ratio, dim)?,
+            drop,
+        })
     }
 
     pub fn forward(&self, x: &Tensor, ctx: &Ctx) -> Result<Tensor> {
@@ -110,7 +114,14 @@ pub struct CrossBlock {
 }
 
 impl CrossBlock {
-    pub fn new(s: &mut Scope, dim: usize, heads: usize, ratio: usize, attn_drop: f32, proj_drop: f32) -> Result<CrossBlock> {
+    pub fn new(
+        s: &mut Scope,
+        dim: usize,
+        heads: usize,
+        ratio: usize,
+        attn_drop: f32,
+        proj_drop: f32,
+    ) -> Result<CrossBlock> {
         let normq = LayerNorm::new(&mut s.pp("normq"), dim)?;
         let normkv = LayerNorm::new(&mut s.pp("normkv"), dim)?;
         let attn = {

@@ -142,7 +142,10 @@ impl MarConfig {
         let dec = lin(d, d) + d + p * d + self.decoder_depth as u64 * block + ln(d);
         let crs = lin(d, d) + p * d + self.cross_depth as u64 * cross + ln(d) + d; // + fake_latent
         let (w, t) = (self.diffloss_width as u64, self.token_dim as u64);
-        let head = lin(256, w) + lin(w, w) + lin(d, w) + lin(t, w)
+        let head = lin(256, w)
+            + lin(w, w)
+            + lin(d, w)
+            + lin(t, w)
             + self.diffloss_depth as u64 * (ln(w) + 2 * lin(w, w) + lin(w, 3 * w))
             + lin(w, 2 * w)
             + lin(w, 2 * t);

@@ -158,7 +158,8 @@ impl DiffLoss {
         let true_mean = (x0.broadcast_mul(&c1)? + x_t.broadcast_mul(&c2)?)?;
         // normal_kl(true_mean, true_logvar, model_mean, model_logvar), mean over channels, in bits.
         let dlog = model_logvar.broadcast_sub(&min_log)?; // logvar2 − logvar1
-        let kl = ((dlog.neg()?.exp()? + &dlog)? + (&true_mean - &model_mean)?.sqr()?.mul(&model_logvar.neg()?.exp()?)?)?;
+        let kl =
+            ((dlog.neg()?.exp()? + &dlog)? + (&true_mean - &model_mean)?.sqr()?.mul(&model_logvar.neg()?.exp()?)?)?;
         let kl = (kl - 1.0)?;
         let kl = (kl.mean(1)? * (0.5 / std::f64::consts::LN_2))?; // (N)
         let vb = if t.contains(&0) {

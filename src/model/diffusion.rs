@@ -56,8 +56,9 @@ impl Diffusion {
         let prev: Vec<f64> = std::iter::once(1.0).chain(ac[..n - 1].iter().copied()).collect();
         let post_var: Vec<f64> = (0..n).map(|i| betas[i] * (1.0 - prev[i]) / (1.0 - ac[i])).collect();
         // log(0) at t = 0 is replaced by the next value, as the reference does.
-        let clipped: Vec<f64> =
-            (0..n).map(|i| if i == 0 { post_var.get(1).copied().unwrap_or(post_var[0]) } else { post_var[i] }.ln()).collect();
+        let clipped: Vec<f64> = (0..n)
+            .map(|i| if i == 0 { post_var.get(1).copied().unwrap_or(post_var[0]) } else { post_var[i] }.ln())
+            .collect();
         Diffusion {
             sqrt_alphas_cumprod: ac.iter().map(|a| a.sqrt()).collect(),
             sqrt_one_minus_alphas_cumprod: ac.iter().map(|a| (1.0 - a).sqrt()).collect(),

@@ -146,7 +146,11 @@ impl Mar {
             return Ok(text.clone());
         }
         let (b, t, _) = text.dims3()?;
-        let k = Tensor::from_vec(keep.iter().map(|&k| f32::from(u8::from(k))).collect::<Vec<_>>(), (b, 1, 1), text.device())?;
+        let k = Tensor::from_vec(
+            keep.iter().map(|&k| f32::from(u8::from(k))).collect::<Vec<_>>(),
+            (b, 1, 1),
+            text.device(),
+        )?;
         let null = self.null_text(b, t)?;
         text.broadcast_mul(&k)? + null.broadcast_mul(&(k.ones_like()? - &k)?)?
     }
@@ -190,7 +194,8 @@ impl Mar {
                         }
                     })
                     .collect();
-                pool.index_select(&Tensor::from_vec(src, b * l, dev)?, 0)?.reshape((b, l, d))? // (B, L, D)
+                pool.index_select(&Tensor::from_vec(src, b * l, dev)?, 0)?.reshape((b, l, d))?
+                // (B, L, D)
             }
             None => mask_row.unsqueeze(0)?.broadcast_as((b, l, d))?.contiguous()?,
         };

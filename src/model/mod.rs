@@ -32,11 +32,7 @@ mod tests {
     use candle_core::{Device, Tensor};
 
     pub fn micro() -> MarConfig {
-        MarConfig {
-            text_depth: 1,
-            ..MarConfig::tiny().for_data(12, 4, TextSource::Vocab { vocab: 10 }, 0, 5)
-        }
-        .shrunk()
+        MarConfig { text_depth: 1, ..MarConfig::tiny().for_data(12, 4, TextSource::Vocab { vocab: 10 }, 0, 5) }.shrunk()
     }
 
     impl MarConfig {
@@ -51,7 +47,9 @@ mod tests {
     }
 
     fn ids(b: usize) -> TextInput {
-        TextInput::Ids(Tensor::from_vec((0..b * 5).map(|i| (i % 10) as u32).collect::<Vec<_>>(), (b, 5), &Device::Cpu).unwrap())
+        TextInput::Ids(
+            Tensor::from_vec((0..b * 5).map(|i| (i % 10) as u32).collect::<Vec<_>>(), (b, 5), &Device::Cpu).unwrap(),
+        )
     }
 
     #[test]
@@ -61,7 +59,8 @@ mod tests {
         Mar::new(&cfg, &mut store).unwrap();
         let (body, head) = cfg.parameter_count();
         assert_eq!(store.count() as u64, body + head);
-        let head_built: usize = store.vars.iter().filter(|(k, _)| k.starts_with("diffloss.")).map(|(_, v)| v.elem_count()).sum();
+        let head_built: usize =
+            store.vars.iter().filter(|(k, _)| k.starts_with("diffloss.")).map(|(_, v)| v.elem_count()).sum();
         assert_eq!(head_built as u64, head);
         assert!(store.vars.contains_key("cross_attn_blocks.0.attn.query_linear.weight"));
         assert!(store.vars.contains_key("diffloss.net.res_blocks.1.adaLN_modulation.1.weight"));
@@ -74,7 +73,9 @@ mod tests {
         Mar::new(&micro(), &mut a).unwrap();
         let mut b = ParamStore::new(5, &Device::Cpu);
         Mar::new(&micro(), &mut b).unwrap();
-        let w = |s: &ParamStore| -> Vec<f32> { s.vars["encoder_blocks.1.mlp.fc1.weight"].flatten_all().unwrap().to_vec1().unwrap() };
+        let w = |s: &ParamStore| -> Vec<f32> {
+            s.vars["encoder_blocks.1.mlp.fc1.weight"].flatten_all().unwrap().to_vec1().unwrap()
+        };
         assert_eq!(w(&a), w(&b));
     }
 

@@ -142,7 +142,14 @@ pub fn sample_tokens(
         let d = z.dim(2)?;
         let n = rows.len();
         let z_sel = z.reshape((z.dim(0)? * l, d))?.index_select(&Tensor::from_vec(rows, n, &dev)?, 0)?; // (K or 2K, D)
-        let new = model.diffloss.sample(&z_sel, if guided { scale } else { 1.0 }, opts.temperature, opts.clip_x0, &diff, rng)?; // (K, C)
+        let new = model.diffloss.sample(
+            &z_sel,
+            if guided { scale } else { 1.0 },
+            opts.temperature,
+            opts.clip_x0,
+            &diff,
+            rng,
+        )?; // (K, C)
         let new: Vec<f32> = new.flatten_all()?.to_vec1()?;
         for (k, &i) in pred.iter().enumerate() {
             tokens[i as usize * c..(i as usize + 1) * c].copy_from_slice(&new[k * c..(k + 1) * c]);
@@ -170,7 +177,12 @@ mod tests {
         }
         // lightgen.md §4: L = 1024, N = 64 reveals 1, 1, 1, 2, 3, … first.
         let s = mask_schedule(1024, 64);
-        let revealed: Vec<usize> = std::iter::once(1024).chain(s.iter().copied()).collect::<Vec<_>>().windows(2).map(|w| w[0] - w[1]).collect();
+        let revealed: Vec<usize> = std::iter::once(1024)
+            .chain(s.iter().copied())
+            .collect::<Vec<_>>()
+            .windows(2)
+            .map(|w| w[0] - w[1])
+            .collect();
         assert_eq!(&revealed[..5], &[1, 1, 1, 2, 3][..], "{revealed:?}");
         assert!(revealed[62] > 20);
     }

@@ -30,16 +30,19 @@ impl TextAligner {
     pub fn new(s: &mut Scope, cfg: &MarConfig) -> Result<TextAligner> {
         let (c, d) = (cfg.caption_channels, cfg.width);
         let table = match cfg.text {
-            TextSource::Vocab { vocab } => {
-                Some((s.normal("word_embed", &[vocab, c], 0.02)?, s.normal("word_pos_embed", &[1, cfg.text_len, c], 0.02)?))
-            }
+            TextSource::Vocab { vocab } => Some((
+                s.normal("word_embed", &[vocab, c], 0.02)?,
+                s.normal("word_pos_embed", &[1, cfg.text_len, c], 0.02)?,
+            )),
             TextSource::Features => None,
         };
         let mut p = s.pp("caption_projection");
         let linear_1 = Linear::xavier(&mut p.pp("linear_1"), c, d)?;
         let linear_2 = Linear::xavier(&mut p.pp("linear_2"), d, d)?;
         let blocks = (0..cfg.text_depth)
-            .map(|i| Block::new(&mut s.pp("blocks").pp(i), d, cfg.heads, cfg.mlp_ratio, cfg.attn_dropout, cfg.proj_dropout))
+            .map(|i| {
+                Block::new(&mut s.pp("blocks").pp(i), d, cfg.heads, cfg.mlp_ratio, cfg.attn_dropout, cfg.proj_dropout)
+            })
             .collect::<Result<_>>()?;
         Ok(TextAligner { table, linear_1, linear_2, blocks, norm: LayerNorm::new(&mut s.pp("norm"), d)? })
     }

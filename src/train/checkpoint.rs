@@ -89,7 +89,8 @@ pub fn list(out: &Path) -> Vec<PathBuf> {
         .flatten()
         .map(|e| e.path())
         .filter(|p| {
-            p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("step-")) && p.join("state.json").exists()
+            p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("step-"))
+                && p.join("state.json").exists()
         })
         .collect();
     v.sort();

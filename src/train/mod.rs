@@ -18,7 +18,8 @@ pub fn device(name: &str) -> crate::error::Result<candle_core::Device> {
     match name {
         "cpu" => Ok(candle_core::Device::Cpu),
         n if n == "cuda" || n.starts_with("cuda:") => {
-            let ord: usize = n.strip_prefix("cuda:").map_or(Ok(0), str::parse).map_err(|_| bad(format!("{n}: expected cuda:N")))?;
+            let ord: usize =
+                n.strip_prefix("cuda:").map_or(Ok(0), str::parse).map_err(|_| bad(format!("{n}: expected cuda:N")))?;
             if !candle_core::utils::cuda_is_available() {
                 return Err(bad(format!("{n}: this build has no CUDA support (rebuild with --features cuda)")));
             }

@@ -62,9 +62,12 @@ impl Trainer {
     pub fn text_input(&self, b: &Batch) -> Result<TextInput> {
         let t = self.model.cfg.text_len;
         Ok(match self.model.cfg.text {
-            TextSource::Vocab { .. } => TextInput::Ids(Tensor::from_slice(&b.ids, (b.size, t), &self.device).map_err(terr)?),
+            TextSource::Vocab { .. } => {
+                TextInput::Ids(Tensor::from_slice(&b.ids, (b.size, t), &self.device).map_err(terr)?)
+            }
             TextSource::Features => TextInput::Features(
-                Tensor::from_slice(&b.feats, (b.size, t, self.model.cfg.caption_channels), &self.device).map_err(terr)?,
+                Tensor::from_slice(&b.feats, (b.size, t, self.model.cfg.caption_channels), &self.device)
+                    .map_err(terr)?,
             ),
         })
     }
@@ -84,7 +87,7 @@ impl Trainer {
         let text = m.text.forward(&self.text_input(b).map_err(|e| candle_core::Error::msg(e.to_string()))?, ctx)?;
         let text = m.drop_text(&text, &keep)?; // (B, T, D)
         let z = m.forward_z(&tokens, &mask, &text, self.grid, ctx)?; // (B, L, D)
-        // Only masked tokens count; each is repeated diffusion_batch_mul times.
+                                                                     // Only masked tokens count; each is repeated diffusion_batch_mul times.
         let rows = mask.rows(true);
         let k = rows.len();
         let idx = Tensor::from_vec(rows, k, &self.device)?;
@@ -107,7 +110,10 @@ impl Trainer {
         let loss = rows.mean_all().map_err(terr)?;
         let value = loss.to_scalar::<f32>().map_err(terr)? as f64;
         if !value.is_finite() {
-            return Err(Error::invalid(format!("train step {step}"), format!("the loss is {value}; lower train.blr or check the data")));
+            return Err(Error::invalid(
+                format!("train step {step}"),
+                format!("the loss is {value}; lower train.blr or check the data"),
+            ));
         }
         let grads = loss.backward().map_err(terr)?;
         let lr = lr_at(step, self.cfg.lr(), t.min_lr, t.warmup_steps, t.steps, t.lr_schedule);
@@ -168,7 +174,8 @@ pub struct TrainSummary {
 /// The model config a manifest implies for a training config.
 pub fn model_for(cfg: &TrainConfig, ds: &Dataset) -> Result<MarConfig> {
     let base = cfg.model_config().map_err(|m| Error::invalid("train config", m))?;
-    let text = if ds.text_channels == 0 { TextSource::Vocab { vocab: ds.text.dim as usize } } else { TextSource::Features };
+    let text =
+        if ds.text_channels == 0 { TextSource::Vocab { vocab: ds.text.dim as usize } } else { TextSource::Features };
     Ok(base.for_data(ds.token_dim, ds.latent.grid as usize, text, ds.text_channels, ds.text_len))
 }
 
@@ -204,7 +211,10 @@ pub fn train(manifest_path: &Path, cfg: TrainConfig, opts: &TrainOptions) -> Res
         (Some(ck), false) => {
             return Err(Error::Conflict {
                 path: out.clone(),
-                message: format!("holds checkpoint {}; pass --resume to continue it, or choose another --out", ck.display()),
+                message: format!(
+                    "holds checkpoint {}; pass --resume to continue it, or choose another --out",
+                    ck.display()
+                ),
             })
         }
         (None, _) => (cfg, 0, None),
@@ -308,7 +318,9 @@ fn trim_metrics(path: &Path, step: u64) -> Result<()> {
     let Ok(text) = std::fs::read_to_string(path) else { return Ok(()) };
     let kept: String = text
         .lines()
-        .filter(|l| serde_json::from_str::<serde_json::Value>(l).ok().and_then(|v| v["step"].as_u64()).is_some_and(|s| s < step))
+        .filter(|l| {
+            serde_json::from_str::<serde_json::Value>(l).ok().and_then(|v| v["step"].as_u64()).is_some_and(|s| s < step)
+        })
         .map(|l| format!("{l}\n"))
         .collect();
     crate::pipeline::shard::write_atomic(path, kept.as_bytes())
@@ -328,14 +340,28 @@ pub fn loss_curve(metrics: &Path, png: &Path) -> Result<()> {
         acc = if acc.is_nan() { y } else { 0.9 * acc + 0.1 * y };
         mean.push((x, acc));
     }
-    crate::report::chart::lines(png, "training loss (DiffLoss: eps-MSE + VB)", "step", &[("loss", pts), ("running mean", mean)])
+    crate::report::chart::lines(
+        png,
+        "training loss (DiffLoss: eps-MSE + VB)",
+        "step",
+        &[("loss", pts), ("running mean", mean)],
+    )
 }
 
 /// A PNG grid of samples for the first held-out prompts, framed green where the shapes
 /// analyzer accepts the image (shapes world) — `samples/step-N.png`.
-pub fn grid_for(manifest_path: &Path, m: &Manifest, ck: &Path, cfg: &TrainConfig, dir: &Path, step: u64, device: &Device) -> Result<()> {
+pub fn grid_for(
+    manifest_path: &Path,
+    m: &Manifest,
+    ck: &Path,
+    cfg: &TrainConfig,
+    dir: &Path,
+    step: u64,
+    device: &Device,
+) -> Result<()> {
     use crate::sample::{generate, held_out, Decoder, Prompter, Student};
-    let prompts: Vec<(String, String, String)> = held_out(manifest_path, m)?.into_iter().take(cfg.train.grid_prompts).collect();
+    let prompts: Vec<(String, String, String)> =
+        held_out(manifest_path, m)?.into_iter().take(cfg.train.grid_prompts).collect();
     if prompts.is_empty() {
         return Ok(());
     }
@@ -383,8 +409,7 @@ mod tests {
         cfg.train.text_drop_prob = 0.0;
         let model = cfg.model_config().unwrap().for_data(12, 4, TextSource::Vocab { vocab: 10 }, 0, 3);
         let mut tr = Trainer::new(cfg, model, 4, &Device::Cpu).unwrap();
-        let tokens: Vec<f32> =
-            (0..4 * 16 * 12).map(|i| if (i / 192 + i % 12) % 2 == 0 { 0.8 } else { -0.8 }).collect();
+        let tokens: Vec<f32> = (0..4 * 16 * 12).map(|i| if (i / 192 + i % 12) % 2 == 0 { 0.8 } else { -0.8 }).collect();
         let batch = Batch { step: 0, size: 4, tokens, ids: vec![2, 3, 0, 4, 5, 0, 2, 5, 0, 3, 4, 0], feats: vec![] };
         let losses: Vec<f64> = (0..50).map(|s| tr.step(&batch, s).unwrap().loss).collect();
         assert!(losses.iter().all(|l| l.is_finite()));

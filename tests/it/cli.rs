@@ -137,7 +137,11 @@ fn every_shipped_config_resolves() {
         if name.starts_with("train-") {
             // Training configs: parsed and checked like `lightgen train` does.
             let cfg = lightgen::train::TrainConfig::load(&path).unwrap_or_else(|e| panic!("{rel}: {e}"));
-            assert_eq!(Some(cfg), lightgen::train::TrainConfig::preset(&name[6..name.len() - 5]), "{rel} vs its built-in preset");
+            assert_eq!(
+                Some(cfg),
+                lightgen::train::TrainConfig::preset(&name[6..name.len() - 5]),
+                "{rel} vs its built-in preset"
+            );
             continue;
         }
         let out = lightgen(&["expand", "--config", &rel, "--show-config"]);

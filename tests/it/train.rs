@@ -14,6 +14,15 @@ fn train(out: &Path, extra: &[&str]) -> std::process::Output {
     lightgen(&args)
 }
 
+/// Copies the example manifest's `encode/` folder into `dir`.
+fn copy_shards(dir: &Path) {
+    std::fs::create_dir_all(dir.join("encode")).unwrap();
+    for f in std::fs::read_dir(super::root().join("manifests/shapes-tiny/encode")).unwrap() {
+        let f = f.unwrap().path();
+        std::fs::copy(&f, dir.join("encode").join(f.file_name().unwrap())).unwrap();
+    }
+}
+
 fn read(p: &Path) -> Vec<u8> {
     std::fs::read(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
 }
@@ -34,7 +43,8 @@ fn resume_continues_bit_for_bit() {
     let o = train(&b, &["--resume"]);
     assert!(o.status.success(), "{}", stderr(&o));
     for f in ["model.safetensors", "ema.safetensors", "optim.safetensors"] {
-        let (x, y) = (read(&a.join("checkpoints/step-00000010").join(f)), read(&b.join("checkpoints/step-00000010").join(f)));
+        let (x, y) =
+            (read(&a.join("checkpoints/step-00000010").join(f)), read(&b.join("checkpoints/step-00000010").join(f)));
         assert!(x == y, "{f} differs between 10 steps and 5 + resume + 5");
     }
     let losses = |dir: &Path| -> Vec<f64> {
@@ -50,7 +60,8 @@ fn resume_continues_bit_for_bit() {
     assert_eq!(losses.len(), 10);
     assert!(losses.iter().all(|l| l.is_finite()));
     assert!(a.join("loss.png").exists() && a.join("samples/step-00000010.png").exists());
-    let state: serde_json::Value = serde_json::from_slice(&read(&a.join("checkpoints/step-00000010/state.json"))).unwrap();
+    let state: serde_json::Value =
+        serde_json::from_slice(&read(&a.join("checkpoints/step-00000010/state.json"))).unwrap();
     assert_eq!(state["step"], 10);
     assert_eq!(state["adam_t"], 10);
 
@@ -60,8 +71,22 @@ fn resume_continues_bit_for_bit() {
     let s3 = dir.path().join("s3");
     for (out, seed) in [(&s1, "1"), (&s2, "1"), (&s3, "2")] {
         let o = lightgen(&[
-            "sample", "-q", "--checkpoint", a.to_str().unwrap(), "-m", MANIFEST, "-p", "a red circle", "-p",
-            "two blue squares", "-n", "2", "--seed", seed, "--out", out.to_str().unwrap(),
+            "sample",
+            "-q",
+            "--checkpoint",
+            a.to_str().unwrap(),
+            "-m",
+            MANIFEST,
+            "-p",
+            "a red circle",
+            "-p",
+            "two blue squares",
+            "-n",
+            "2",
+            "--seed",
+            seed,
+            "--out",
+            out.to_str().unwrap(),
         ]);
         assert!(o.status.success(), "{}", stderr(&o));
     }
@@ -79,11 +104,7 @@ fn resume_continues_bit_for_bit() {
 fn a_tampered_manifest_is_refused_before_training() {
     let dir = tempfile::tempdir().unwrap();
     let copy = dir.path().join("m");
-    std::fs::create_dir_all(copy.join("encode")).unwrap();
-    for f in std::fs::read_dir(super::root().join("manifests/shapes-tiny/encode")).unwrap() {
-        let f = f.unwrap().path();
-        std::fs::copy(&f, copy.join("encode").join(f.file_name().unwrap())).unwrap();
-    }
+    copy_shards(&copy);
     std::fs::copy(super::root().join(MANIFEST), copy.join("manifest.json")).unwrap();
     let shard = copy.join("encode/shard-00000.safetensors");
     let mut bytes = read(&shard);
@@ -91,7 +112,16 @@ fn a_tampered_manifest_is_refused_before_training() {
     bytes[n - 10] ^= 0xff;
     std::fs::write(&shard, bytes).unwrap();
     let out = dir.path().join("out");
-    let o = lightgen(&["train", "-q", "-m", copy.join("manifest.json").to_str().unwrap(), "-c", MICRO, "--out", out.to_str().unwrap()]);
+    let o = lightgen(&[
+        "train",
+        "-q",
+        "-m",
+        copy.join("manifest.json").to_str().unwrap(),
+        "-c",
+        MICRO,
+        "--out",
+        out.to_str().unwrap(),
+    ]);
     assert!(!o.status.success());
     let e = stderr(&o);
     assert!(e.contains("shard-00000.safetensors") && e.contains("the shard was changed"), "{e}");
@@ -106,18 +136,22 @@ fn resume_refuses_another_manifest() {
     assert!(o.status.success(), "{}", stderr(&o));
     // A valid manifest with another id: the same data under another name.
     let copy = dir.path().join("m");
-    std::fs::create_dir_all(copy.join("encode")).unwrap();
-    for f in std::fs::read_dir(super::root().join("manifests/shapes-tiny/encode")).unwrap() {
-        let f = f.unwrap().path();
-        std::fs::copy(&f, copy.join("encode").join(f.file_name().unwrap())).unwrap();
-    }
+    copy_shards(&copy);
     let mut m: serde_json::Value = serde_json::from_slice(&read(&super::root().join(MANIFEST))).unwrap();
     m["name"] = "renamed".into();
     let mut parsed: lightgen::pipeline::manifest::Manifest = serde_json::from_value(m).unwrap();
     parsed.id = lightgen::pipeline::manifest::content_id(&parsed);
     std::fs::write(copy.join("manifest.json"), serde_json::to_vec_pretty(&parsed).unwrap()).unwrap();
     let o = lightgen(&[
-        "train", "-q", "-m", copy.join("manifest.json").to_str().unwrap(), "-c", MICRO, "--out", out.to_str().unwrap(), "--resume",
+        "train",
+        "-q",
+        "-m",
+        copy.join("manifest.json").to_str().unwrap(),
+        "-c",
+        MICRO,
+        "--out",
+        out.to_str().unwrap(),
+        "--resume",
     ]);
     assert!(!o.status.success());
     assert!(stderr(&o).contains("resume with the same manifest"), "{}", stderr(&o));
@@ -128,11 +162,27 @@ fn bad_train_configs_name_the_field() {
     let dir = tempfile::tempdir().unwrap();
     let p = dir.path().join("t.toml");
     std::fs::write(&p, "[model]\npreset = \"huge\"\n").unwrap();
-    let o = lightgen(&["train", "-m", MANIFEST, "-c", p.to_str().unwrap(), "--out", dir.path().join("o").to_str().unwrap()]);
+    let o = lightgen(&[
+        "train",
+        "-m",
+        MANIFEST,
+        "-c",
+        p.to_str().unwrap(),
+        "--out",
+        dir.path().join("o").to_str().unwrap(),
+    ]);
     assert!(!o.status.success());
     assert!(stderr(&o).contains("unknown preset; known: tiny, small, base, large"), "{}", stderr(&o));
     std::fs::write(&p, "[model]\npreset = \"tiny\"\n[train]\nbatchsize = 3\n").unwrap();
-    let o = lightgen(&["train", "-m", MANIFEST, "-c", p.to_str().unwrap(), "--out", dir.path().join("o").to_str().unwrap()]);
+    let o = lightgen(&[
+        "train",
+        "-m",
+        MANIFEST,
+        "-c",
+        p.to_str().unwrap(),
+        "--out",
+        dir.path().join("o").to_str().unwrap(),
+    ]);
     let e = stderr(&o);
     assert!(!o.status.success() && e.contains("t.toml:4:1") && e.contains("batchsize"), "{e}");
 }
