@@ -119,7 +119,7 @@ pub fn sample_tokens(
     let mut mask = Mask { batch: b, len: l, masked: unknown };
     let diff = Diffusion::respaced(opts.diffusion_steps);
     let steps = opts.steps.clamp(1, u.max(1));
-    for (step, &mask_len) in mask_schedule(u, steps).iter().enumerate() {
+    for &mask_len in &mask_schedule(u, steps) {
         if u == 0 {
             break;
         }
@@ -154,7 +154,6 @@ pub fn sample_tokens(
         for (k, &i) in pred.iter().enumerate() {
             tokens[i as usize * c..(i as usize + 1) * c].copy_from_slice(&new[k * c..(k + 1) * c]);
         }
-        let _ = step;
     }
     Tensor::from_vec(tokens, (b, l, c), &dev)
 }

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use super::schedule::LrSchedule;
 use crate::error::{Error, Result};
-use crate::model::sampler::{CfgSchedule, SampleOptions};
+use crate::model::sampler::SampleOptions;
 use crate::model::MarConfig;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -139,7 +139,6 @@ impl TrainConfig {
         if self.sample.steps == 0 || self.sample.diffusion_steps == 0 || self.sample.diffusion_steps > 1000 {
             return Err("sample.steps must be ≥ 1 and sample.diffusion_steps in 1..=1000".into());
         }
-        let _ = CfgSchedule::Constant;
         Ok(())
     }
 

@@ -271,7 +271,6 @@ pub fn train(manifest_path: &Path, cfg: TrainConfig, opts: &TrainOptions) -> Res
             let line = serde_json::to_string(&s).expect("stats serialise");
             writeln!(metrics, "{line}").map_err(|e| Error::io(&metrics_path, e))?;
         }
-        pb.set_message(format!("loss {smooth:.4}"));
         pb.inc(1);
         pb.set_prefix(format!("loss {smooth:.3}"));
         let done = step + 1;

@@ -9,7 +9,12 @@ const MANIFEST: &str = "manifests/shapes-tiny/manifest.json";
 const MICRO: &str = "tests/fixtures/train-micro.toml";
 
 fn train(out: &Path, extra: &[&str]) -> std::process::Output {
-    let mut args = vec!["train", "-q", "-m", MANIFEST, "-c", MICRO, "--out", out.to_str().unwrap()];
+    train_on(MANIFEST, out, extra)
+}
+
+/// `lightgen train` with the micro config on `manifest`.
+fn train_on(manifest: &str, out: &Path, extra: &[&str]) -> std::process::Output {
+    let mut args = vec!["train", "-q", "-m", manifest, "-c", MICRO, "--out", out.to_str().unwrap()];
     args.extend_from_slice(extra);
     lightgen(&args)
 }
@@ -112,16 +117,7 @@ fn a_tampered_manifest_is_refused_before_training() {
     bytes[n - 10] ^= 0xff;
     std::fs::write(&shard, bytes).unwrap();
     let out = dir.path().join("out");
-    let o = lightgen(&[
-        "train",
-        "-q",
-        "-m",
-        copy.join("manifest.json").to_str().unwrap(),
-        "-c",
-        MICRO,
-        "--out",
-        out.to_str().unwrap(),
-    ]);
+    let o = train_on(copy.join("manifest.json").to_str().unwrap(), &out, &[]);
     assert!(!o.status.success());
     let e = stderr(&o);
     assert!(e.contains("shard-00000.safetensors") && e.contains("the shard was changed"), "{e}");
@@ -142,17 +138,7 @@ fn resume_refuses_another_manifest() {
     let mut parsed: lightgen::pipeline::manifest::Manifest = serde_json::from_value(m).unwrap();
     parsed.id = lightgen::pipeline::manifest::content_id(&parsed);
     std::fs::write(copy.join("manifest.json"), serde_json::to_vec_pretty(&parsed).unwrap()).unwrap();
-    let o = lightgen(&[
-        "train",
-        "-q",
-        "-m",
-        copy.join("manifest.json").to_str().unwrap(),
-        "-c",
-        MICRO,
-        "--out",
-        out.to_str().unwrap(),
-        "--resume",
-    ]);
+    let o = train_on(copy.join("manifest.json").to_str().unwrap(), &out, &["--resume"]);
     assert!(!o.status.success());
     assert!(stderr(&o).contains("resume with the same manifest"), "{}", stderr(&o));
 }
