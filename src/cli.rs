@@ -32,7 +32,8 @@ pub enum Command {
     /// Crop and tokenize kept images into shards, prompts into text features (runs/<name>/encode).
     Encode(StageArgs),
     /// expand → generate → curate → encode → manifest, resumable end to end, with reports.
-    Distill(StageArgs),
+    /// With --worker I/N and --store, one worker's share of a multi-machine run.
+    Distill(DistillArgs),
     /// Dataset manifests: build, show, verify.
     #[command(subcommand)]
     Manifest(ManifestCommand),
@@ -145,10 +146,45 @@ pub struct StageArgs {
     pub threads: usize,
 }
 
+#[derive(Debug, Args)]
+pub struct DistillArgs {
+    #[command(flatten)]
+    pub stage: StageArgs,
+    /// Run folder in storage shared by all workers: s3://bucket/prefix, gs://…, az://… or a
+    /// directory (credentials from the usual environment variables). The local run folder
+    /// is then a disposable scratch copy.
+    #[arg(long)]
+    pub store: Option<String>,
+    /// Be worker I of N (0-based) and make only its share of the parts; without it, read
+    /// SLURM_ARRAY_TASK_ID/SLURM_ARRAY_TASK_COUNT or JOB_COMPLETION_INDEX (with --workers).
+    #[arg(long, conflicts_with = "workers")]
+    pub worker: Option<String>,
+    /// Number of workers, for JOB_COMPLETION_INDEX (Kubernetes Indexed Jobs).
+    #[arg(long)]
+    pub workers: Option<u32>,
+}
+
+#[derive(Debug, Args)]
+pub struct MergeArgs {
+    #[command(flatten)]
+    pub stage: StageArgs,
+    /// The run folder in storage the workers wrote to.
+    #[arg(long)]
+    pub store: String,
+    /// How many workers the run had (to name the ones to rerun); read from their markers if
+    /// left out.
+    #[arg(long)]
+    pub workers: Option<u32>,
+}
+
 #[derive(Debug, Subcommand)]
 pub enum ManifestCommand {
     /// Write runs/<name>/manifest.json for a run whose data stages are done.
     Build(StageArgs),
+    /// Finish a multi-worker run: check that every worker's parts are in --store (naming the
+    /// workers to rerun if not), then curate, encode and build the manifest, here and in
+    /// the store.
+    Merge(MergeArgs),
     /// A readable summary of a manifest.
     Show {
         /// The manifest, e.g. runs/shapes/manifest.json.

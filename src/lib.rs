@@ -22,6 +22,7 @@ pub mod report;
 pub mod sample;
 pub mod schema;
 pub mod serve;
+pub mod store;
 pub mod taxonomy;
 pub mod train;
 pub mod world;

@@ -10,13 +10,15 @@ use std::process::ExitCode;
 use anyhow::{Context, Result};
 use clap::Parser;
 
-use cli::{Cli, Command, ManifestCommand, ReportCommand, StageArgs};
+use cli::{Cli, Command, DistillArgs, ManifestCommand, MergeArgs, ReportCommand, StageArgs};
 use lightgen::config::{Overrides, Plan};
 use lightgen::pipeline::curate::{self, CurateOptions, CurateSummary};
 use lightgen::pipeline::encode::{self, EncodeOptions, EncodeSummary};
 use lightgen::pipeline::expand::{self, ExpandOptions, ExpandSummary};
 use lightgen::pipeline::generate::{self, GenerateOptions, GenerateSummary};
-use lightgen::pipeline::manifest;
+use lightgen::pipeline::worker::Worker;
+use lightgen::pipeline::{distribute, manifest};
+use lightgen::store::Store;
 use lightgen::report::{curate as curate_report, generate as generate_report, prompts};
 use lightgen::taxonomy::Taxonomy;
 
@@ -59,13 +61,13 @@ fn run(command: Command, progress: bool) -> Result<()> {
         }
         Command::Generate(args) => {
             if let Some(plan) = plan(&args)? {
-                let opts = GenerateOptions { force: args.force, progress, threads: args.threads };
+                let opts = GenerateOptions { force: args.force, progress, threads: args.threads, share: None };
                 print_generate(&generate::run(&plan, &opts)?, args.json);
             }
         }
         Command::Curate(args) => {
             if let Some(plan) = plan(&args)? {
-                let opts = CurateOptions { force: args.force, progress, threads: args.threads };
+                let opts = CurateOptions { force: args.force, progress, threads: args.threads, share: None };
                 print_curate(&curate::run(&plan, &opts)?, args.json);
             }
         }
@@ -73,6 +75,19 @@ fn run(command: Command, progress: bool) -> Result<()> {
             if let Some(plan) = plan(&args)? {
                 let opts = EncodeOptions { force: args.force, progress, threads: args.threads };
                 print_encode(&encode::run(&plan, &opts)?, args.json);
+            }
+        }
+        Command::Manifest(ManifestCommand::Merge(MergeArgs { stage, store, workers })) => {
+            if let Some(plan) = plan(&stage)? {
+                let store = Store::open(&store)?;
+                let opts = distribute::Options { progress, threads: stage.threads };
+                let m = distribute::merge(&plan, &store, workers, opts)?;
+                if stage.json {
+                    println!("{}", serde_json::json!({ "manifest": plan.run_dir.join("manifest.json"), "id": m.id, "store": store.url() }));
+                } else {
+                    println!("{}", manifest::show(&m));
+                    println!("manifest: {} and {}/manifest.json", plan.run_dir.join("manifest.json").display(), store.url());
+                }
             }
         }
         Command::Manifest(ManifestCommand::Build(args)) => {
@@ -141,7 +156,35 @@ manifest: {}",
                 m.shards.iter().map(|s| s.rows).sum::<u64>()
             );
         }
-        Command::Distill(args) => {
+        Command::Distill(DistillArgs { stage: args, store, worker, workers }) => {
+            let w = match &worker {
+                Some(spec) => Some(Worker::parse(spec)?),
+                None => Worker::from_env(|k| std::env::var(k).ok(), workers)?,
+            };
+            match (&store, w) {
+                (Some(url), Some(w)) => {
+                    if let Some(plan) = plan(&args)? {
+                        let store = std::sync::Arc::new(Store::open(url)?);
+                        let opts = distribute::Options { progress, threads: args.threads };
+                        let s = distribute::run_worker(&plan, &store, w, opts)?;
+                        if args.json {
+                            println!("{}", serde_json::to_string_pretty(&s)?);
+                        } else {
+                            println!(
+                                "worker {}: parts {}..{} → {} ({} made, {} were published before) in {:.1}s",
+                                s.worker, s.parts.0, s.parts.1, s.store, s.parts_made, s.parts_published_before, s.seconds
+                            );
+                            println!("when every worker is done: lightgen manifest merge -c {} --store {}", args.config.display(), s.store);
+                        }
+                    }
+                    return Ok(());
+                }
+                (None, Some(w)) => anyhow::bail!(
+                    "worker {w}: a worker needs --store (s3://bucket/prefix, or a directory every worker can reach)"
+                ),
+                (Some(_), None) => anyhow::bail!("--store needs --worker I/N (or SLURM_ARRAY_TASK_ID, or JOB_COMPLETION_INDEX with --workers N)"),
+                (None, None) => {}
+            }
             if let Some(plan) = plan(&args)? {
                 let summary = expand::run(&plan, &ExpandOptions { force: args.force, progress })?;
                 print_expand(&summary, args.json);
@@ -150,7 +193,7 @@ manifest: {}",
                     println!("\n{}", prompts::table(&report));
                 }
                 if plan.config.generate.is_some() {
-                    let opts = GenerateOptions { force: args.force, progress, threads: args.threads };
+                    let opts = GenerateOptions { force: args.force, progress, threads: args.threads, share: None };
                     let summary = generate::run(&plan, &opts)?;
                     print_generate(&summary, args.json);
                     let (report, _) = generate_report::run(&plan.run_dir)?;
@@ -158,7 +201,7 @@ manifest: {}",
                         println!("\n{}", generate_report::table(&report));
                     }
                     if plan.config.curate.is_some() {
-                        let opts = CurateOptions { force: args.force, progress, threads: args.threads };
+                        let opts = CurateOptions { force: args.force, progress, threads: args.threads, share: None };
                         print_curate(&curate::run(&plan, &opts)?, args.json);
                         let (report, _) = curate_report::run(&plan.run_dir)?;
                         if !args.json {
@@ -251,7 +294,7 @@ manifest: {}",
             };
             let plan = Plan::load(&stage.config, &Overrides { count: None, output_dir: None })?;
             let run_dir = plan.run_dir.clone();
-            run(Command::Distill(stage), progress)?;
+            run(Command::Distill(DistillArgs { stage, store: None, worker: None, workers: None }), progress)?;
             student::demo_rest(&run_dir, n, steps, progress, t0)?;
         }
         Command::TrainCheck { preset, steps, batch, grid, device } => {

@@ -28,6 +28,9 @@ pub struct GenerateOptions {
     pub progress: bool,
     /// Worker threads (0 = one per core).
     pub threads: usize,
+    /// A worker's share: only these parts, each published once committed; the stage is
+    /// then not marked finished (`manifest merge` does that).
+    pub share: Option<super::worker::Share>,
 }
 
 /// What `generate` did.
@@ -77,6 +80,14 @@ pub fn sample_seed(run_seed: u64, prompt_id: &str, k: u32) -> u64 {
     u64::from_le_bytes(h.as_bytes()[..8].try_into().expect("8 bytes"))
 }
 
+/// How many parts the generate stage of a plan has (expand must be finished).
+pub fn part_count(plan: &Plan) -> Result<u64> {
+    let cfg = plan.config.generate.as_ref().ok_or_else(|| Error::invalid("config", "no [generate] section"))?;
+    let expand_dir = super::finished_stage(&plan.run_dir, "expand")?;
+    let n_prompts = PromptCursor::new(shard::committed_parts(&expand_dir)?).count()?;
+    Ok((n_prompts * cfg.images_per_prompt as u64).div_ceil(cfg.part_size))
+}
+
 /// Runs `generate` for a plan.
 pub fn run(plan: &Plan, opts: &GenerateOptions) -> Result<GenerateSummary> {
     let start = Instant::now();
@@ -110,7 +121,11 @@ pub fn run(plan: &Plan, opts: &GenerateOptions) -> Result<GenerateSummary> {
         seconds: 0.0,
     };
     let made_start = Instant::now();
-    for k in 0..n_parts {
+    let parts: Vec<u64> = match &opts.share {
+        Some(share) => share.parts.iter().copied().filter(|&k| k < n_parts).collect(),
+        None => (0..n_parts).collect(),
+    };
+    for k in parts {
         let range = k * cfg.part_size..((k + 1) * cfg.part_size).min(total);
         let done = shard::done_part(&dir, k, &hash);
         let failed_before = done.as_ref().map(|st| st.extra["failed"].as_u64().unwrap_or(0));
@@ -120,6 +135,9 @@ pub fn run(plan: &Plan, opts: &GenerateOptions) -> Result<GenerateSummary> {
                 s.ok += st.rows;
                 s.parts_reused += 1;
                 pb.inc(range.end - range.start);
+                if let Some(share) = &opts.share {
+                    (share.publish)(&dir, k)?; // it may have been made before a kill, unpublished
+                }
                 continue;
             }
             Some(_) => {
@@ -154,10 +172,16 @@ pub fn run(plan: &Plan, opts: &GenerateOptions) -> Result<GenerateSummary> {
         }
         let extra = serde_json::json!({ "ok": ok, "failed": failed, "imperfections": imperfections });
         shard::commit_part(&dir, k, samples.len() as u64, &hash, extra)?;
+        if let Some(share) = &opts.share {
+            (share.publish)(&dir, k)?;
+        }
         s.ok += ok;
         s.failed += failed;
     }
     pb.finish_and_clear();
+    if opts.share.is_some() {
+        return Ok(s);
+    }
     s.seconds = start.elapsed().as_secs_f64();
     s.images_per_second = s.made as f64 / made_start.elapsed().as_secs_f64().max(1e-9);
     let mut json = serde_json::to_value(&s).expect("summary serialises");

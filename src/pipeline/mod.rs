@@ -2,6 +2,7 @@
 //! protocol of [`shard`]; a stage folder remembers the plan that made it and refuses another.
 
 pub mod curate;
+pub mod distribute;
 pub mod encode;
 pub mod expand;
 pub mod frame;
@@ -12,6 +13,7 @@ pub mod prompts;
 pub mod shard;
 pub mod subset;
 pub mod teacher;
+pub mod worker;
 
 use std::fs;
 use std::path::{Path, PathBuf};

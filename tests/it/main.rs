@@ -4,6 +4,7 @@ mod cli;
 mod clip;
 mod curate;
 mod distill;
+mod distributed;
 mod expand;
 mod generate;
 mod http;

@@ -35,6 +35,9 @@ pub struct CurateOptions {
     pub force: bool,
     pub progress: bool,
     pub threads: usize,
+    /// A worker's share: measure only these parts and publish each score part; deciding
+    /// (which needs every part) is left to `manifest merge`.
+    pub share: Option<super::worker::Share>,
 }
 
 #[derive(Debug, Serialize)]
@@ -57,7 +60,10 @@ pub fn run(plan: &Plan, opts: &CurateOptions) -> Result<CurateSummary> {
     let cfg = plan.config.curate.as_ref().ok_or_else(|| {
         Error::invalid("config", "no [curate] section: add one to run the curate stage (see configs/shapes.toml)")
     })?;
-    let gen_dir = super::finished_stage(&plan.run_dir, "generate")?;
+    let gen_dir = match opts.share {
+        Some(_) => super::stage_dir(&plan.run_dir, "generate")?,
+        None => super::finished_stage(&plan.run_dir, "generate")?,
+    };
     let scorer = score::from_config(cfg)?;
     let dir = super::open_stage(plan, "curate", opts.force)?;
     let scores_dir = dir.join("scores");
@@ -69,25 +75,52 @@ pub fn run(plan: &Plan, opts: &CurateOptions) -> Result<CurateSummary> {
         if opts.threads == 0 { std::thread::available_parallelism().map_or(1, |n| n.get()) } else { opts.threads };
 
     // Measure.
-    let total: u64 = gen_parts.iter().map(|p| shard::read_stats(p).map(|s| s.rows)).sum::<Result<u64>>()?;
+    let todo: Vec<(u64, &std::path::PathBuf)> = match &opts.share {
+        Some(share) => gen_parts
+            .iter()
+            .filter_map(|p| Some((part_number(p)?, p)))
+            .filter(|(k, _)| share.parts.contains(k))
+            .collect(),
+        None => gen_parts.iter().enumerate().map(|(k, p)| (k as u64, p)).collect(),
+    };
+    let total: u64 = todo.iter().map(|(_, p)| shard::read_stats(p).map(|s| s.rows)).sum::<Result<u64>>()?;
     let pb = crate::progress::bar(total, "curate", "images", opts.progress);
     let (mut measured, mut made) = (0u64, 0u64);
     let measure_start = Instant::now();
-    for (k, path) in gen_parts.iter().enumerate() {
-        let k = k as u64;
-        if let Some(st) = shard::done_part(&scores_dir, k, &hash) {
+    for (k, path) in todo {
+        // scores belong to one version of their generate part (a rerun may repair it)
+        let source = shard::read_stats(path)?.blake3;
+        let done = shard::done_part(&scores_dir, k, &hash).filter(|st| st.extra["source"].as_str() == Some(&source));
+        if let Some(st) = done {
             pb.inc(st.rows);
-            continue;
+        } else {
+            let samples = read_part(path)?;
+            let records = measure(&samples, scorer.as_ref(), threads, &pb);
+            write_frame(&scores_dir.join(shard::part_name(k)), records_frame(&records, scorer.id(), None))?;
+            shard::commit_part(&scores_dir, k, records.len() as u64, &hash, serde_json::json!({ "source": source }))?;
+            measured += 1;
+            made += records.len() as u64;
         }
-        let samples = read_part(path)?;
-        let records = measure(&samples, scorer.as_ref(), threads, &pb);
-        write_frame(&scores_dir.join(shard::part_name(k)), records_frame(&records, scorer.id(), None))?;
-        shard::commit_part(&scores_dir, k, records.len() as u64, &hash, serde_json::json!({}))?;
-        measured += 1;
-        made += records.len() as u64;
+        if let Some(share) = &opts.share {
+            (share.publish)(&scores_dir, k)?;
+        }
     }
     let rate = made as f64 / measure_start.elapsed().as_secs_f64().max(1e-9);
     pb.finish_and_clear();
+    if opts.share.is_some() {
+        return Ok(CurateSummary {
+            run_dir: plan.run_dir.display().to_string(),
+            scorer: scorer.id().to_string(),
+            samples: made,
+            kept: 0,
+            rejected: 0,
+            reasons: BTreeMap::new(),
+            parts: 0,
+            parts_measured: measured,
+            images_per_second: rate,
+            seconds: start.elapsed().as_secs_f64(),
+        });
+    }
 
     // Decide, over the whole run.
     let mut records = Vec::new();
@@ -97,6 +130,11 @@ pub fn run(plan: &Plan, opts: &CurateOptions) -> Result<CurateSummary> {
         sizes.push(r.len());
         records.extend(r);
     }
+    let mut ids = blake3::Hasher::new();
+    for k in 0..gen_parts.len() as u64 {
+        ids.update(shard::read_stats(&scores_dir.join(shard::part_name(k)))?.blake3.as_bytes());
+    }
+    let scores_id = ids.finalize().to_hex().to_string();
     let strata = strata(&records, &cfg.filter.stratum, &plan.run_dir)?;
     let decisions = decide::decide(&records, cfg, &strata);
     let mut s = CurateSummary {
@@ -125,15 +163,11 @@ pub fn run(plan: &Plan, opts: &CurateOptions) -> Result<CurateSummary> {
         for (r, c) in &reasons {
             *s.reasons.entry(r.clone()).or_default() += c;
         }
-        if shard::done_part(&dir, k as u64, &hash).is_none() {
+        // decisions are global: any changed score part (a repaired image) redoes them all
+        let extra = serde_json::json!({ "kept": kept, "reasons": reasons, "scores": scores_id });
+        if shard::done_part(&dir, k as u64, &hash).is_none_or(|st| st.extra != extra) {
             write_frame(&dir.join(shard::part_name(k as u64)), records_frame(recs, scorer.id(), Some(decs)))?;
-            shard::commit_part(
-                &dir,
-                k as u64,
-                n as u64,
-                &hash,
-                serde_json::json!({ "kept": kept, "reasons": reasons }),
-            )?;
+            shard::commit_part(&dir, k as u64, n as u64, &hash, extra)?;
         }
     }
     s.seconds = start.elapsed().as_secs_f64();
@@ -143,6 +177,11 @@ pub fn run(plan: &Plan, opts: &CurateOptions) -> Result<CurateSummary> {
     }
     shard::write_atomic(&dir.join("summary.json"), &serde_json::to_vec_pretty(&json).expect("json"))?;
     Ok(s)
+}
+
+/// `part-00042.parquet` → 42.
+fn part_number(p: &std::path::Path) -> Option<u64> {
+    p.file_name()?.to_str()?.strip_prefix("part-")?.strip_suffix(".parquet")?.parse().ok()
 }
 
 /// Decodes, hashes and scores samples across threads, in order.
