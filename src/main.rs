@@ -157,9 +157,11 @@ manifest: {}",
             );
         }
         Command::Distill(DistillArgs { stage: args, store, worker, workers }) => {
-            let w = match &worker {
-                Some(spec) => Some(Worker::parse(spec)?),
-                None => Worker::from_env(|k| std::env::var(k).ok(), workers)?,
+            // the scheduler's variables matter only for a run with a store
+            let w = match (&worker, &store) {
+                (Some(spec), _) => Some(Worker::parse(spec)?),
+                (None, Some(_)) => Worker::from_env(|k| std::env::var(k).ok(), workers)?,
+                (None, None) => None,
             };
             match (&store, w) {
                 (Some(url), Some(w)) => {

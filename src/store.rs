@@ -25,6 +25,8 @@ use crate::pipeline::shard::{self, PartStats};
 pub const MULTIPART_BYTES: u64 = 16 << 20;
 /// Size of each uploaded part (S3 needs ≥ 5 MiB for all but the last).
 const CHUNK_BYTES: usize = 8 << 20;
+/// Requests in flight at once when many small objects are read.
+pub const CONCURRENCY: usize = 16;
 
 /// A run folder in storage.
 pub struct Store {
@@ -130,14 +132,15 @@ impl Store {
 
     /// The object's bytes, or `None` if there is none.
     pub fn get(&self, rel: &str) -> Result<Option<bytes::Bytes>> {
-        let key = self.key(rel);
-        self.rt.block_on(async {
-            match self.inner.get(&key).await {
-                Ok(r) => r.bytes().await.map(Some).map_err(|e| self.err(rel, e)),
-                Err(object_store::Error::NotFound { .. }) => Ok(None),
-                Err(e) => Err(self.err(rel, e)),
-            }
-        })
+        self.rt.block_on(self.get_async(rel))
+    }
+
+    async fn get_async(&self, rel: &str) -> Result<Option<bytes::Bytes>> {
+        match self.inner.get(&self.key(rel)).await {
+            Ok(r) => r.bytes().await.map(Some).map_err(|e| self.err(rel, e)),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(self.err(rel, e)),
+        }
     }
 
     /// Writes a small object in one request (an object appears whole or not at all).
@@ -148,51 +151,66 @@ impl Store {
 
     /// Uploads a local file; large ones in [`CHUNK_BYTES`] parts, completed only at the end.
     pub fn upload(&self, rel: &str, local: &Path) -> Result<()> {
+        self.rt.block_on(self.upload_async(rel, local))
+    }
+
+    async fn upload_async(&self, rel: &str, local: &Path) -> Result<()> {
         let size = std::fs::metadata(local).map_err(|e| Error::io(local, e))?.len();
+        let key = self.key(rel);
         if size <= MULTIPART_BYTES {
             let bytes = std::fs::read(local).map_err(|e| Error::io(local, e))?;
-            return self.put(rel, bytes);
+            return self.inner.put(&key, PutPayload::from(bytes)).await.map(|_| ()).map_err(|e| self.err(rel, e));
         }
-        let key = self.key(rel);
-        self.rt.block_on(async {
-            let upload = self.inner.put_multipart(&key).await.map_err(|e| self.err(rel, e))?;
-            let mut w = WriteMultipart::new_with_chunk_size(upload, CHUNK_BYTES);
-            let mut f = std::fs::File::open(local).map_err(|e| Error::io(local, e))?;
-            let mut buf = vec![0u8; CHUNK_BYTES];
-            loop {
-                let n = f.read(&mut buf).map_err(|e| Error::io(local, e))?;
-                if n == 0 {
-                    break;
-                }
-                // bounded memory: at most 4 parts in flight
-                w.wait_for_capacity(4).await.map_err(|e| self.err(rel, e))?;
-                w.write(&buf[..n]);
+        let upload = self.inner.put_multipart(&key).await.map_err(|e| self.err(rel, e))?;
+        let mut w = WriteMultipart::new_with_chunk_size(upload, CHUNK_BYTES);
+        let mut f = std::fs::File::open(local).map_err(|e| Error::io(local, e))?;
+        let mut buf = vec![0u8; CHUNK_BYTES];
+        loop {
+            let n = f.read(&mut buf).map_err(|e| Error::io(local, e))?;
+            if n == 0 {
+                break;
             }
-            w.finish().await.map(|_| ()).map_err(|e| self.err(rel, e))
+            // bounded memory: at most 4 parts in flight
+            w.wait_for_capacity(4).await.map_err(|e| self.err(rel, e))?;
+            w.write(&buf[..n]);
+        }
+        w.finish().await.map(|_| ()).map_err(|e| self.err(rel, e))
+    }
+
+    /// Uploads (key, local file) pairs, [`CONCURRENCY`] at a time.
+    fn upload_many(&self, files: &[(String, std::path::PathBuf)]) -> Result<()> {
+        self.rt.block_on(async {
+            let mut s = futures_util::stream::iter(files.iter().map(|(k, p)| self.upload_async(k, p)))
+                .buffer_unordered(CONCURRENCY);
+            while let Some(r) = s.next().await {
+                r?;
+            }
+            Ok(())
         })
     }
 
     /// Downloads an object to a local file atomically; `false` if there is none.
     pub fn download(&self, rel: &str, local: &Path) -> Result<bool> {
-        let key = self.key(rel);
+        self.rt.block_on(self.download_async(rel, local))
+    }
+
+    async fn download_async(&self, rel: &str, local: &Path) -> Result<bool> {
         if let Some(dir) = local.parent() {
             std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
         }
-        self.rt.block_on(async {
-            let r = match self.inner.get(&key).await {
-                Ok(r) => r,
-                Err(object_store::Error::NotFound { .. }) => return Ok(false),
-                Err(e) => return Err(self.err(rel, e)),
-            };
-            let mut out = shard::AtomicFile::create(local)?;
-            let mut stream = r.into_stream();
-            while let Some(chunk) = stream.next().await {
-                let chunk = chunk.map_err(|e| self.err(rel, e))?;
-                out.file().write_all(&chunk).map_err(|e| Error::io(local, e))?;
-            }
-            out.commit()?;
-            Ok(true)
-        })
+        let r = match self.inner.get(&self.key(rel)).await {
+            Ok(r) => r,
+            Err(object_store::Error::NotFound { .. }) => return Ok(false),
+            Err(e) => return Err(self.err(rel, e)),
+        };
+        let mut out = shard::AtomicFile::create(local)?;
+        let mut stream = r.into_stream();
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(|e| self.err(rel, e))?;
+            out.file().write_all(&chunk).map_err(|e| Error::io(local, e))?;
+        }
+        out.commit()?;
+        Ok(true)
     }
 
     /// Names (relative to `dir`) of the objects directly or deeper under `dir`, sorted.
@@ -215,13 +233,29 @@ impl Store {
 
     /// Part `k`'s marker under stage folder `dir`, if it is committed by `plan`.
     pub fn part_stats(&self, dir: &str, k: u64, plan: &str) -> Result<Option<PartStats>> {
+        self.rt.block_on(self.part_stats_async(dir, k, plan))
+    }
+
+    async fn part_stats_async(&self, dir: &str, k: u64, plan: &str) -> Result<Option<PartStats>> {
         let rel = format!("{dir}/{}", shard::stats_name(k));
-        let Some(bytes) = self.get(&rel)? else {
+        let Some(bytes) = self.get_async(&rel).await? else {
             return Ok(None);
         };
         let st: PartStats = serde_json::from_slice(&bytes)
             .map_err(|e| Error::invalid(format!("{}/{rel}", self.shown), format!("unreadable part marker: {e}")))?;
         Ok((st.plan == plan && st.part == k).then_some(st))
+    }
+
+    /// [`Store::part_stats`] of many parts, [`CONCURRENCY`] requests at a time, in order.
+    pub fn parts_stats(&self, dir: &str, parts: &[u64], plan: &str) -> Result<Vec<Option<PartStats>>> {
+        self.rt.block_on(async {
+            futures_util::stream::iter(parts.iter().map(|&k| self.part_stats_async(dir, k, plan)))
+                .buffered(CONCURRENCY)
+                .collect::<Vec<_>>()
+                .await
+                .into_iter()
+                .collect()
+        })
     }
 
     /// Publishes a committed local part: its file, then its marker (which makes it visible).
@@ -233,15 +267,43 @@ impl Store {
     /// Fetches a published part into `local_dir` unless the local copy is already done;
     /// `false` if the store has no such part from `plan`.
     pub fn fetch_part(&self, dir: &str, k: u64, plan: &str, local_dir: &Path) -> Result<bool> {
+        self.rt.block_on(self.fetch_part_async(dir, k, plan, local_dir))
+    }
+
+    /// [`Store::fetch_part`] of many parts, [`CONCURRENCY`] at a time.
+    pub fn fetch_parts(&self, dir: &str, parts: &[u64], plan: &str, local_dir: &Path) -> Result<Vec<bool>> {
+        self.rt.block_on(async {
+            futures_util::stream::iter(parts.iter().map(|&k| self.fetch_part_async(dir, k, plan, local_dir)))
+                .buffered(CONCURRENCY)
+                .collect::<Vec<_>>()
+                .await
+                .into_iter()
+                .collect()
+        })
+    }
+
+    async fn fetch_part_async(&self, dir: &str, k: u64, plan: &str, local_dir: &Path) -> Result<bool> {
         if shard::done_part(local_dir, k, plan).is_some() {
             return Ok(true);
         }
-        if self.part_stats(dir, k, plan)?.is_none() {
+        // data first, marker last, as when it was written; a part published without its
+        // marker (its writer was killed in between) is not there
+        let (data, marker) = (shard::part_name(k), shard::stats_name(k));
+        if !self.download_async(&format!("{dir}/{data}"), &local_dir.join(&data)).await? {
             return Ok(false);
         }
-        // data first, marker last, as when it was written
-        self.download(&format!("{dir}/{}", shard::part_name(k)), &local_dir.join(shard::part_name(k)))?;
-        self.download(&format!("{dir}/{}", shard::stats_name(k)), &local_dir.join(shard::stats_name(k)))?;
+        let local_marker = local_dir.join(&marker);
+        if !self.download_async(&format!("{dir}/{marker}"), &local_marker).await? {
+            return Ok(false);
+        }
+        let ours = std::fs::read(&local_marker)
+            .ok()
+            .and_then(|b| serde_json::from_slice::<PartStats>(&b).ok())
+            .is_some_and(|st| st.plan == plan);
+        if !ours {
+            std::fs::remove_file(&local_marker).map_err(|e| Error::io(&local_marker, e))?;
+            return Ok(false);
+        }
         if shard::done_part(local_dir, k, plan).is_none() {
             return Err(Error::Conflict {
                 path: local_dir.join(shard::part_name(k)),
@@ -257,13 +319,11 @@ impl Store {
         let mut files = Vec::new();
         walk(local, local, &mut files)?;
         files.retain(|f| keep(f));
-        // data before the files that declare it done
-        files.sort_by_key(|rel: &String| (is_marker(rel), rel.clone()));
-        for rel in files {
-            let key = if dir.is_empty() { rel.clone() } else { format!("{dir}/{rel}") };
-            self.upload(&key, &local.join(&rel))?;
-        }
-        Ok(())
+        let key = |rel: &String| if dir.is_empty() { rel.clone() } else { format!("{dir}/{rel}") };
+        // all the data, then the files that declare it done
+        let (markers, data): (Vec<String>, Vec<String>) = files.into_iter().partition(|f| is_marker(f));
+        self.upload_many(&data.iter().map(|f| (key(f), local.join(f))).collect::<Vec<_>>())?;
+        self.upload_many(&markers.iter().map(|f| (key(f), local.join(f))).collect::<Vec<_>>())
     }
 }
 

@@ -19,7 +19,7 @@ use super::curate::{self, CurateOptions};
 use super::expand::{self, ExpandOptions};
 use super::generate::{self, GenerateOptions};
 use super::manifest::{self, Manifest};
-use super::shard::{self, PartStats};
+use super::shard;
 use super::worker::{Share, Worker};
 use super::{encode, StageMarker};
 use crate::config::Plan;
@@ -84,20 +84,25 @@ fn check_plan(store: &Store, plan: &Plan, create: bool) -> Result<()> {
     }
 }
 
-/// Whether part `k` is complete in the store: images without failures, and their
+/// Which of `parts` are complete in the store: images without failures, and their
 /// measurements taken from that very file.
-fn published(store: &Store, plan: &Plan, k: u64, with_scores: bool) -> Result<bool> {
-    let Some(gen) = store.part_stats(GENERATE, k, plan.stage_hash(GENERATE))? else {
-        return Ok(false);
+fn published(store: &Store, plan: &Plan, parts: &[u64], with_scores: bool) -> Result<Vec<bool>> {
+    let gen = store.parts_stats(GENERATE, parts, plan.stage_hash(GENERATE))?;
+    let scores = match with_scores {
+        true => store.parts_stats(SCORES, parts, plan.stage_hash("curate"))?,
+        false => vec![None; parts.len()],
     };
-    if gen.extra["failed"].as_u64().unwrap_or(0) > 0 {
-        return Ok(false); // a rerun retries the failed samples, as a local rerun does
-    }
-    if !with_scores {
-        return Ok(true);
-    }
-    let scores: Option<PartStats> = store.part_stats(SCORES, k, plan.stage_hash("curate"))?;
-    Ok(scores.is_some_and(|s| s.extra["source"].as_str() == Some(gen.blake3.as_str())))
+    Ok(gen
+        .iter()
+        .zip(&scores)
+        .map(|(g, sc)| match g {
+            // a part with failed samples is redone, as a local rerun retries them
+            Some(g) if g.extra["failed"].as_u64().unwrap_or(0) == 0 => {
+                !with_scores || sc.as_ref().is_some_and(|sc| sc.extra["source"].as_str() == Some(g.blake3.as_str()))
+            }
+            _ => false,
+        })
+        .collect())
 }
 
 /// Expand runs in every worker (it is cheap and deterministic); its parts are published once.
@@ -126,14 +131,11 @@ pub fn run_worker(plan: &Plan, store: &Arc<Store>, w: Worker, opts: Options) -> 
     let range = w.parts(n_parts);
     let with_scores = plan.config.curate.is_some();
     let gen_dir = plan.run_dir.join(GENERATE);
-    let mut todo = Vec::new();
-    for k in range.clone() {
-        if !published(store, plan, k, with_scores)? {
-            // its images may be in the store already (killed before measuring)
-            store.fetch_part(GENERATE, k, plan.stage_hash(GENERATE), &gen_dir)?;
-            todo.push(k);
-        }
-    }
+    let owned: Vec<u64> = range.clone().collect();
+    let done = published(store, plan, &owned, with_scores)?;
+    let todo: Vec<u64> = owned.iter().zip(done).filter(|(_, d)| !d).map(|(&k, _)| k).collect();
+    // their images may be in the store already (a worker killed before measuring them)
+    store.fetch_parts(GENERATE, &todo, plan.stage_hash(GENERATE), &gen_dir)?;
     let before = (range.end - range.start) - todo.len() as u64;
     let mut made = 0;
     if !todo.is_empty() {
@@ -229,28 +231,24 @@ fn ranges(parts: &[u64]) -> String {
 /// Checks the store holds every part, then finishes the run in `plan.run_dir` and publishes
 /// the result (curate decisions, encode shards, manifest) to the store.
 pub fn merge(plan: &Plan, store: &Store, workers: Option<u32>, opts: Options) -> Result<Manifest> {
+    let t0 = Instant::now();
+    let phase = |what: &str| tracing::info!("merge: {what} done at {:.2}s", t0.elapsed().as_secs_f64());
     check_plan(store, plan, false)?;
     expand_and_publish(plan, store, opts)?;
     let n_parts = generate::part_count(plan)?;
     let with_scores = plan.config.curate.is_some();
-    let mut missing = Vec::new();
-    for k in 0..n_parts {
-        if !published(store, plan, k, with_scores)? {
-            missing.push(k);
-        }
-    }
+    let all: Vec<u64> = (0..n_parts).collect();
+    let done = published(store, plan, &all, with_scores)?;
+    let missing: Vec<u64> = all.iter().zip(done).filter(|(_, d)| !d).map(|(&k, _)| k).collect();
+    phase("checking the store");
     if !missing.is_empty() {
         return Err(Error::invalid(store.url(), missing_message(store, &missing, n_parts, workers)?));
     }
-    let pb = crate::progress::bar(n_parts, "fetch", "parts", opts.progress);
-    for k in 0..n_parts {
-        store.fetch_part(GENERATE, k, plan.stage_hash(GENERATE), &plan.run_dir.join(GENERATE))?;
-        if with_scores {
-            store.fetch_part(SCORES, k, plan.stage_hash("curate"), &plan.run_dir.join(SCORES))?;
-        }
-        pb.inc(1);
+    store.fetch_parts(GENERATE, &all, plan.stage_hash(GENERATE), &plan.run_dir.join(GENERATE))?;
+    if with_scores {
+        store.fetch_parts(SCORES, &all, plan.stage_hash("curate"), &plan.run_dir.join(SCORES))?;
     }
-    pb.finish_and_clear();
+    phase("fetching the parts");
     // Every part is local now: the stages below reuse them and do the global work.
     let (force, progress, threads) = (false, opts.progress, opts.threads);
     generate::run(plan, &GenerateOptions { force, progress, threads, share: None })?;
@@ -263,6 +261,7 @@ pub fn merge(plan: &Plan, store: &Store, workers: Option<u32>, opts: Options) ->
     }
     encode::run(plan, &encode::EncodeOptions { force, progress, threads })?;
     let m = manifest::build(plan)?;
+    phase("curate, encode and manifest");
     // Publish the rest of the run folder; the manifest last, as it declares the run done.
     let root = &plan.run_dir;
     for f in ["config.toml", "taxonomy.toml", "expand/summary.json", "generate/summary.json"] {
@@ -271,6 +270,7 @@ pub fn merge(plan: &Plan, store: &Store, workers: Option<u32>, opts: Options) ->
     store.publish_tree(&root.join("curate"), "curate", |rel| !rel.starts_with("scores/"))?;
     store.publish_tree(&root.join("encode"), "encode", |_| true)?;
     store.upload("manifest.json", &root.join("manifest.json"))?;
+    phase("publishing");
     Ok(m)
 }
 

@@ -28,15 +28,19 @@ impl Drop for S3 {
 impl S3 {
     fn start() -> S3 {
         let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let child = Command::new("moto_server")
-            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+        // `python3 -m moto.server` is the moto_server script, found without a PATH rehash
+        let child = Command::new("python3")
+            .args(["-m", "moto.server", "-H", "127.0.0.1", "-p", &port.to_string()])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
-            .expect("moto_server not found: ./scripts/test.sh installs it (pip install 'moto[server]')");
-        let s3 = S3 { child, port };
+            .expect("python3 not found");
+        let mut s3 = S3 { child, port };
         let t0 = Instant::now();
         while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            if let Some(status) = s3.child.try_wait().unwrap() {
+                panic!("moto_server exited ({status}): ./scripts/test.sh installs it (pip install 'moto[server]')");
+            }
             assert!(t0.elapsed() < Duration::from_secs(60), "moto_server did not start on port {port}");
             std::thread::sleep(Duration::from_millis(100));
         }
