@@ -82,6 +82,10 @@ pub enum Command {
     /// GenEval-style evaluation of a checkpoint on the manifest's held-out prompts (or a GenEval
     /// evaluation_metadata.jsonl), judged by the shapes analyzer: per-task and overall scores.
     Eval(EvalArgs),
+    /// Zero-shot inpainting: repaint the masked part of an image for a prompt, the rest kept
+    /// (known tokens fixed; with paste-back, known pixels exact). --check N runs the recolouring
+    /// check on N held-out two-object scenes instead.
+    Inpaint(InpaintArgs),
     /// The main job on the embedded default: distill the shapes world (configs/shapes-demo.toml),
     /// train the tiny student (configs/train-tiny.toml), evaluate it on the held-out prompts.
     /// Rerunning resumes whatever is unfinished.
@@ -391,9 +395,63 @@ pub struct EvalArgs {
     #[arg(long)]
     pub clip_x0: Option<f64>,
     /// cpu, or cuda[:N].
+    /// `shapes`: judge with the shapes analyzer (eval.json, eval.md, grids). `geneval`: also
+    /// write GenEval's folder layout (`<out>/00000/metadata.jsonl`, `samples/0000.png` …) for
+    /// its official evaluator; a run that is not the shapes world is then written, not judged.
+    #[arg(long, default_value = "shapes", value_parser = ["shapes", "geneval"])]
+    pub format: String,
     #[arg(long, default_value = "cpu")]
     pub device: String,
     /// Print the report as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct InpaintArgs {
+    /// A checkpoint folder (checkpoints/step-N) or a training --out folder (its latest).
+    #[arg(long)]
+    pub checkpoint: PathBuf,
+    /// The manifest the student was trained on (its tokenizer and text encoder).
+    #[arg(short, long)]
+    pub manifest: PathBuf,
+    /// The image to edit (centre-cropped to the model's resolution).
+    #[arg(long, required_unless_present = "check")]
+    pub image: Option<PathBuf>,
+    /// A mask the size of the image: white (> 127) = repaint, black = keep.
+    #[arg(long, required_unless_present = "check")]
+    pub mask: Option<PathBuf>,
+    /// What the whole image should show after the edit.
+    #[arg(long, required_unless_present = "check")]
+    pub prompt: Option<String>,
+    /// Output folder: inpaint-NN.png, grid.png, inpaint.json.
+    #[arg(short, long)]
+    pub out: PathBuf,
+    /// Results to draw.
+    #[arg(short, long, default_value_t = 4)]
+    pub n: usize,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Keep the decoded pixels outside the mask as the model drew them, not the original ones.
+    #[arg(long)]
+    pub no_paste_back: bool,
+    /// Recolouring check: N held-out two-object scenes, one object masked, a new colour named.
+    #[arg(long)]
+    pub check: Option<usize>,
+    /// Pixels added around the masked object's box in --check.
+    #[arg(long, default_value_t = 2)]
+    pub margin: u32,
+    #[arg(long)]
+    pub no_ema: bool,
+    #[arg(long)]
+    pub cfg: Option<f64>,
+    #[arg(long)]
+    pub steps: Option<usize>,
+    #[arg(long)]
+    pub temperature: Option<f64>,
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+    /// Print the result as JSON.
     #[arg(long)]
     pub json: bool,
 }

@@ -86,6 +86,21 @@ pub fn run(
     let t0 = std::time::Instant::now();
     let texts: Vec<String> = prompts.iter().flat_map(|p| std::iter::repeat_n(p.prompt.clone(), per_prompt)).collect();
     let imgs = generate(student, prompter, decoder, &texts, opts, seed, batch, progress)?;
+    judge_all(student, prompts, per_prompt, &imgs, opts, seed, out, t0)
+}
+
+/// Judges `imgs` (`per_prompt` consecutive images per prompt) and writes the report files.
+#[allow(clippy::too_many_arguments)]
+pub fn judge_all(
+    student: &Student,
+    prompts: &[EvalPrompt],
+    per_prompt: usize,
+    imgs: &[image::RgbImage],
+    opts: &SampleOptions,
+    seed: u64,
+    out: &Path,
+    t0: std::time::Instant,
+) -> Result<EvalReport> {
     let judge = Analyzer::new();
     let mut tasks: BTreeMap<String, TaskScore> = BTreeMap::new();
     let mut failures: BTreeMap<String, Vec<(image::RgbImage, bool)>> = BTreeMap::new();
@@ -151,6 +166,36 @@ pub fn run(
     let p = out.join("samples.png");
     crate::report::chart::grid(&ok).save(&p).map_err(|e| Error::Image { path: p.clone(), source: e })?;
     Ok(report)
+}
+
+/// Writes GenEval's folder layout for its official evaluator: `<out>/<00000>/metadata.jsonl`
+/// (the prompt's metadata line) and `<out>/<00000>/samples/0000.png …`, one folder per
+/// prompt in order, `per_prompt` consecutive images each.
+pub fn write_geneval(out: &Path, prompts: &[EvalPrompt], per_prompt: usize, imgs: &[image::RgbImage]) -> Result<()> {
+    if imgs.len() != prompts.len() * per_prompt {
+        return Err(Error::invalid(
+            out.display().to_string(),
+            format!("{} images for {} prompts × {per_prompt}", imgs.len(), prompts.len()),
+        ));
+    }
+    for (i, p) in prompts.iter().enumerate() {
+        let dir = out.join(format!("{i:05}"));
+        let samples = dir.join("samples");
+        std::fs::create_dir_all(&samples).map_err(|e| Error::io(&samples, e))?;
+        let mut meta = p.spec.clone();
+        meta.prompt = p.prompt.clone();
+        let line = serde_json::to_string(&meta).expect("spec serialises") + "\n";
+        for (j, img) in imgs[i * per_prompt..(i + 1) * per_prompt].iter().enumerate() {
+            let path = samples.join(format!("{j:04}.png"));
+            let mut png = Vec::new();
+            img.write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)
+                .map_err(|e| Error::Image { path: path.clone(), source: e })?;
+            crate::pipeline::shard::write_atomic(&path, &png)?;
+        }
+        // metadata last: a folder with it is complete
+        crate::pipeline::shard::write_atomic(&dir.join("metadata.jsonl"), line.as_bytes())?;
+    }
+    Ok(())
 }
 
 /// The report as a Markdown table (GenEval's column order).
@@ -226,5 +271,28 @@ mod tests {
         assert!(t.contains("| position | 0.250 | 0.500 | +0.250 |"), "{t}");
         assert!(t.contains("| counting | — | 0.500 | — |"), "{t}");
         assert!(markdown(&a).contains("| **overall** | | 8 | **0.625** |"));
+    }
+
+    #[test]
+    fn geneval_layout_has_one_folder_per_prompt_with_its_metadata_and_samples() {
+        let dir = tempfile::tempdir().unwrap();
+        let line = r#"{"tag": "counting", "include": [{"class": "circle", "count": 2}], "exclude": [{"class": "circle", "count": 3}], "prompt": "a photo of two circles"}"#;
+        let path = dir.path().join("meta.jsonl");
+        std::fs::write(&path, format!("{line}\n{line}\n")).unwrap();
+        let prompts = read_geneval(&path).unwrap();
+        let imgs: Vec<image::RgbImage> =
+            (0..6).map(|i| image::RgbImage::from_pixel(8, 8, image::Rgb([i as u8 * 40, 0, 0]))).collect();
+        let out = dir.path().join("geneval");
+        write_geneval(&out, &prompts, 3, &imgs).unwrap();
+        let meta: serde_json::Value =
+            serde_json::from_str(std::fs::read_to_string(out.join("00001/metadata.jsonl")).unwrap().trim()).unwrap();
+        assert_eq!(meta["tag"], "counting");
+        assert_eq!(meta["prompt"], "a photo of two circles");
+        assert_eq!(meta["include"][0]["count"], 2);
+        // image 2 of prompt 1 is the 6th image overall
+        let back = image::open(out.join("00001/samples/0002.png")).unwrap().to_rgb8();
+        assert_eq!(back.get_pixel(0, 0).0, [200, 0, 0]);
+        assert!(!out.join("00002").exists());
+        assert!(write_geneval(&out, &prompts, 4, &imgs).is_err(), "a count mismatch is refused");
     }
 }

@@ -13,6 +13,7 @@
 
 pub mod config;
 pub mod error;
+pub mod inpaint;
 pub mod eval;
 pub mod model;
 pub mod onnx;

@@ -281,6 +281,7 @@ manifest: {}",
         Command::Train(a) => student::train_cmd(a, progress)?,
         Command::Sample(a) => student::sample_cmd(a, progress)?,
         Command::Eval(a) => student::eval_cmd(a, progress)?,
+        Command::Inpaint(a) => student::inpaint_cmd(a, progress)?,
         Command::Demo { n, steps } => {
             let t0 = std::time::Instant::now();
             let config = Path::new("configs/shapes-demo.toml").to_path_buf();

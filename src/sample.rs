@@ -138,6 +138,23 @@ impl Decoder {
         Ok(Decoder { tok, moments: l.moments, channels, scale: l.scale, shift: l.shift })
     }
 
+    /// The image side the tokenizer works at.
+    pub fn resolution(&self) -> u32 {
+        self.tok.spec().resolution
+    }
+
+    /// RGB (at [`Decoder::resolution`]) → normalised tokens (L · C), as training saw them:
+    /// pixel patches, or the VAE posterior mean scaled and shifted.
+    pub fn encode(&self, img: &RgbImage) -> Result<Vec<f32>> {
+        let raw = self.tok.encode_batch(std::slice::from_ref(img)).map_err(|e| Error::invalid("encode", e))?;
+        let raw = raw.into_iter().next().unwrap_or_default();
+        if !self.moments {
+            return Ok(raw);
+        }
+        let c = self.channels;
+        Ok(raw.chunks_exact(2 * c).flat_map(|t| t[..c].iter().map(|v| (v - self.shift) * self.scale)).collect())
+    }
+
     /// One image's normalised tokens (L · C) → RGB.
     pub fn decode(&self, tokens: &[f32]) -> RgbImage {
         if !self.moments {

@@ -5,7 +5,7 @@ use std::path::Path;
 
 use anyhow::{bail, Context, Result};
 
-use crate::cli::{EvalArgs, SampleArgs, TrainArgs};
+use crate::cli::{EvalArgs, InpaintArgs, SampleArgs, TrainArgs};
 use lightgen::model::sampler::CfgSchedule;
 use lightgen::pipeline::manifest;
 use lightgen::sample::{generate, Decoder, Prompter, Student};
@@ -153,10 +153,21 @@ pub fn eval_cmd(a: EvalArgs, progress: bool) -> Result<()> {
     let prompter = Prompter::for_manifest(mpath, &m, None)?;
     let decoder = Decoder::for_manifest(&m, None)?;
     let pb = lightgen::progress::bar((prompts.len() * a.n) as u64, "eval", "images", progress);
-    let r = lightgen::eval::run(&student, &prompter, &decoder, &prompts, a.n, &opts, a.seed, a.batch, out, |n| {
+    let t0 = std::time::Instant::now();
+    let texts: Vec<String> = prompts.iter().flat_map(|p| std::iter::repeat_n(p.prompt.clone(), a.n)).collect();
+    let imgs = lightgen::sample::generate(&student, &prompter, &decoder, &texts, &opts, a.seed, a.batch, |n| {
         pb.inc(n as u64)
     })?;
     pb.finish_and_clear();
+    if a.format == "geneval" {
+        lightgen::eval::write_geneval(out, &prompts, a.n, &imgs)?;
+        println!("GenEval layout: {} ({} prompts × {} images)", out.display(), prompts.len(), a.n);
+        if m.lineage.teacher != "builtin:shapes" {
+            println!("score it with GenEval's evaluate_images.py (the shapes analyzer judges only the shapes world)");
+            return Ok(());
+        }
+    }
+    let r = lightgen::eval::judge_all(&student, &prompts, a.n, &imgs, &opts, a.seed, out, t0)?;
     if a.json {
         println!("{}", serde_json::to_string_pretty(&r)?);
         return Ok(());
@@ -258,6 +269,7 @@ pub fn demo_rest(run_dir: &Path, n: usize, steps: Option<u64>, progress: bool, t
             steps: None,
             temperature: None,
             clip_x0: None,
+            format: "shapes".into(),
             device: "cpu".into(),
             json: false,
         },
@@ -267,5 +279,79 @@ pub fn demo_rest(run_dir: &Path, n: usize, steps: Option<u64>, progress: bool, t
     println!("  loss curve    {}", out.join("loss.png").display());
     println!("  sample grids  {}", out.join("samples").display());
     println!("  eval          {} (eval.md, samples.png, failures-<task>.png)", eval_out.display());
+    Ok(())
+}
+
+/// `lightgen inpaint`: one edit, or the recolouring check.
+pub fn inpaint_cmd(a: InpaintArgs, progress: bool) -> Result<()> {
+    use lightgen::inpaint;
+    let ck = checkpoint::resolve(&a.checkpoint)?;
+    let m = manifest::verify(&a.manifest)?;
+    let device = train::device(&a.device)?;
+    let student = Student::load(&ck, !a.no_ema, &device)?;
+    let mut opts = student.state.config.sample.clone();
+    if let Some(v) = a.cfg {
+        opts.cfg = v;
+    }
+    if let Some(v) = a.steps {
+        opts.steps = v;
+    }
+    if let Some(v) = a.temperature {
+        opts.temperature = v;
+    }
+    let prompter = Prompter::for_manifest(&a.manifest, &m, None)?;
+    let decoder = Decoder::for_manifest(&m, None)?;
+    std::fs::create_dir_all(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
+    if let Some(n) = a.check {
+        let held = lightgen::sample::held_out(&a.manifest, &m)?;
+        let cases = inpaint::recolor_cases(&held, n, decoder.resolution(), a.seed, a.margin);
+        if cases.is_empty() {
+            bail!("{}: no held-out two-object colour prompts (color_attr) to build the check from", a.manifest.display());
+        }
+        let pb = lightgen::progress::bar(cases.len() as u64, "inpaint", "images", progress);
+        let r = inpaint::recolor_check(&student, &prompter, &decoder, &cases, &opts, a.seed, &a.out, |k| pb.inc(k as u64))?;
+        pb.finish_and_clear();
+        lightgen::pipeline::shard::write_atomic(&a.out.join("recolor.json"), &serde_json::to_vec_pretty(&r)?)?;
+        if a.json {
+            println!("{}", serde_json::to_string_pretty(&r)?);
+        } else {
+            println!(
+                "recolouring: {}/{} accepted by the analyzer ({:.1}%), {:.1} unknown tokens per mask, {} pixels changed outside the masks",
+                r.accepted,
+                r.cases,
+                100.0 * r.accuracy,
+                r.unknown_tokens_mean,
+                r.changed_outside
+            );
+            println!("grid (original | mask | result): {}", a.out.join("recolor.png").display());
+        }
+        return Ok(());
+    }
+    let (Some(image), Some(mask), Some(prompt)) = (&a.image, &a.mask, &a.prompt) else {
+        bail!("pass --image, --mask and --prompt (or --check N)");
+    };
+    let img = image::open(image).with_context(|| format!("reading --image {}", image.display()))?.to_rgb8();
+    let msk = image::open(mask).with_context(|| format!("reading --mask {}", mask.display()))?.to_luma8();
+    let prep = lightgen::inpaint::prepare(&img, &msk, decoder.resolution(), student.state.grid as u32)?;
+    let (imgs, _, _) = inpaint::inpaint(&student, &prompter, &decoder, &prep, prompt, a.n, &opts, a.seed, !a.no_paste_back)?;
+    let mut cells = vec![(prep.image.clone(), true)];
+    for (i, im) in imgs.iter().enumerate() {
+        let p = a.out.join(format!("inpaint-{i:02}.png"));
+        im.save(&p).with_context(|| format!("writing {}", p.display()))?;
+        cells.push((im.clone(), true));
+    }
+    let grid = a.out.join("grid.png");
+    lightgen::report::chart::grid(&cells).save(&grid).with_context(|| format!("writing {}", grid.display()))?;
+    let unknown = prep.unknown.iter().filter(|u| **u).count();
+    let info = serde_json::json!({
+        "checkpoint": ck, "prompt": prompt, "seed": a.seed, "n": a.n, "paste_back": !a.no_paste_back,
+        "unknown_tokens": unknown, "tokens": prep.unknown.len(), "sample": opts,
+    });
+    lightgen::pipeline::shard::write_atomic(&a.out.join("inpaint.json"), &serde_json::to_vec_pretty(&info)?)?;
+    if a.json {
+        println!("{info}");
+    } else {
+        println!("{} results ({unknown} of {} tokens repainted): {}", imgs.len(), prep.unknown.len(), grid.display());
+    }
     Ok(())
 }

@@ -122,4 +122,36 @@ mod tests {
             assert!(((0..16).map(|i| m[o * 16 + i]).sum::<f64>() - 1.0).abs() < 1e-12);
         }
     }
+
+    #[test]
+    fn inpainting_keeps_known_tokens_bit_exact_and_fills_the_unknown_ones() {
+        use rand::SeedableRng;
+        let cfg = micro(); // 4×4 grid of 12-value tokens
+        let mut store = ParamStore::new(3, &Device::Cpu);
+        let m = Mar::new(&cfg, &mut store).unwrap();
+        let known: Vec<f32> = (0..2 * 16 * 12).map(|i| ((i * 37 % 101) as f32 / 50.0) - 1.0).collect();
+        // 5 unknown tokens per sample, at different places
+        let mut unknown = vec![false; 32];
+        for i in [0, 3, 5, 9, 15, 16 + 1, 16 + 2, 16 + 7, 16 + 8, 16 + 14] {
+            unknown[i] = true;
+        }
+        let canvas = sampler::Canvas { tokens: known.clone(), unknown: unknown.clone() };
+        let opts = sampler::SampleOptions { steps: 3, diffusion_steps: 10, cfg: 2.0, ..Default::default() };
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0); // fixed seed
+        let out: Vec<f32> =
+            sampler::sample_tokens(&m, &ids(2), canvas, 4, &opts, &mut rng).unwrap().flatten_all().unwrap().to_vec1().unwrap();
+        for t in 0..32 {
+            let (a, b) = (&out[t * 12..(t + 1) * 12], &known[t * 12..(t + 1) * 12]);
+            if unknown[t] {
+                assert_ne!(a, b, "unknown token {t} was sampled");
+            } else {
+                assert_eq!(a.iter().map(|v| v.to_bits()).collect::<Vec<_>>(), b.iter().map(|v| v.to_bits()).collect::<Vec<_>>(), "known token {t} kept");
+            }
+        }
+        // unequal unknown counts per sample are refused rather than mis-sampled
+        let mut uneven = unknown;
+        uneven[1] = true;
+        let canvas = sampler::Canvas { tokens: known, unknown: uneven };
+        assert!(sampler::sample_tokens(&m, &ids(2), canvas, 4, &opts, &mut rng).is_err());
+    }
 }
