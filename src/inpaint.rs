@@ -29,7 +29,13 @@ pub fn prepare(image: &RgbImage, mask: &GrayImage, res: u32, grid: u32) -> Resul
     if image.dimensions() != mask.dimensions() {
         return Err(Error::invalid(
             "--mask",
-            format!("is {}×{}, the image is {}×{}: they must match", mask.width(), mask.height(), image.width(), image.height()),
+            format!(
+                "is {}×{}, the image is {}×{}: they must match",
+                mask.width(),
+                mask.height(),
+                image.width(),
+                image.height()
+            ),
         ));
     }
     let image = center_crop(image, res).map_err(|e| Error::invalid("--image", e))?;
@@ -81,8 +87,9 @@ pub fn inpaint(
     let text = prompter.input(&prompts, &dev)?;
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let err = |e: candle_core::Error| Error::invalid("inpaint", e.to_string());
-    let tokens: Vec<f32> =
-        sample_tokens(&student.model, &text, canvas, grid, opts, &mut rng).and_then(|t| t.flatten_all()?.to_vec1()).map_err(err)?;
+    let tokens: Vec<f32> = sample_tokens(&student.model, &text, canvas, grid, opts, &mut rng)
+        .and_then(|t| t.flatten_all()?.to_vec1())
+        .map_err(err)?;
     let per: Vec<Vec<f32>> = tokens.chunks_exact(l * c).map(<[f32]>::to_vec).collect();
     let images = per
         .iter()
@@ -124,7 +131,13 @@ pub struct RecolorCase {
 
 /// Builds up to `n` cases from `color_attr` prompts (held-out ones, so the model never saw
 /// them), drawn at `res` pixels from seed `seed + k`.
-pub fn recolor_cases(held: &[(String, String, String)], n: usize, res: u32, seed: u64, margin: u32) -> Vec<RecolorCase> {
+pub fn recolor_cases(
+    held: &[(String, String, String)],
+    n: usize,
+    res: u32,
+    seed: u64,
+    margin: u32,
+) -> Vec<RecolorCase> {
     use crate::world::{render, SceneRequest, Spec};
     let specs: Vec<Spec> = held
         .iter()
@@ -139,7 +152,8 @@ pub fn recolor_cases(held: &[(String, String, String)], n: usize, res: u32, seed
         let req = SceneRequest { spec: spec.clone(), sizes: vec![], background: Some("plain".into()), style: None };
         let Ok(r) = render::render(&req, seed + k as u64, res, &render::Imperfections::none()) else { continue };
         let target = &spec.include[0];
-        let Some(obj) = r.scene.objects.iter().find(|o| o.class == target.class && Some(&o.color) == target.color.as_ref())
+        let Some(obj) =
+            r.scene.objects.iter().find(|o| o.class == target.class && Some(&o.color) == target.color.as_ref())
         else {
             continue;
         };
@@ -156,8 +170,10 @@ pub fn recolor_cases(held: &[(String, String, String)], n: usize, res: u32, seed
         let prompt = spec.prompt.replacen(&old, &new, 1);
         new_spec.prompt = prompt.clone();
         let mut mask = GrayImage::new(res, res);
-        let (x0, x1) = ((obj.x - obj.w / 2.0).floor() as i64 - margin as i64, (obj.x + obj.w / 2.0).ceil() as i64 + margin as i64);
-        let (y0, y1) = ((obj.y - obj.h / 2.0).floor() as i64 - margin as i64, (obj.y + obj.h / 2.0).ceil() as i64 + margin as i64);
+        let (x0, x1) =
+            ((obj.x - obj.w / 2.0).floor() as i64 - margin as i64, (obj.x + obj.w / 2.0).ceil() as i64 + margin as i64);
+        let (y0, y1) =
+            ((obj.y - obj.h / 2.0).floor() as i64 - margin as i64, (obj.y + obj.h / 2.0).ceil() as i64 + margin as i64);
         for y in y0.max(0)..y1.min(res as i64) {
             for x in x0.max(0)..x1.min(res as i64) {
                 mask.put_pixel(x as u32, y as u32, image::Luma([255]));

@@ -13,8 +13,8 @@
 
 pub mod config;
 pub mod error;
-pub mod inpaint;
 pub mod eval;
+pub mod inpaint;
 pub mod model;
 pub mod onnx;
 pub mod pipeline;

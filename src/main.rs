@@ -18,8 +18,8 @@ use lightgen::pipeline::expand::{self, ExpandOptions, ExpandSummary};
 use lightgen::pipeline::generate::{self, GenerateOptions, GenerateSummary};
 use lightgen::pipeline::worker::Worker;
 use lightgen::pipeline::{distribute, manifest};
-use lightgen::store::Store;
 use lightgen::report::{curate as curate_report, generate as generate_report, prompts};
+use lightgen::store::Store;
 use lightgen::taxonomy::Taxonomy;
 
 fn main() -> ExitCode {
@@ -83,10 +83,17 @@ fn run(command: Command, progress: bool) -> Result<()> {
                 let opts = distribute::Options { progress, threads: stage.threads };
                 let m = distribute::merge(&plan, &store, workers, opts)?;
                 if stage.json {
-                    println!("{}", serde_json::json!({ "manifest": plan.run_dir.join("manifest.json"), "id": m.id, "store": store.url() }));
+                    println!(
+                        "{}",
+                        serde_json::json!({ "manifest": plan.run_dir.join("manifest.json"), "id": m.id, "store": store.url() })
+                    );
                 } else {
                     println!("{}", manifest::show(&m));
-                    println!("manifest: {} and {}/manifest.json", plan.run_dir.join("manifest.json").display(), store.url());
+                    println!(
+                        "manifest: {} and {}/manifest.json",
+                        plan.run_dir.join("manifest.json").display(),
+                        store.url()
+                    );
                 }
             }
         }
@@ -174,9 +181,19 @@ manifest: {}",
                         } else {
                             println!(
                                 "worker {}: parts {}..{} → {} ({} made, {} were published before) in {:.1}s",
-                                s.worker, s.parts.0, s.parts.1, s.store, s.parts_made, s.parts_published_before, s.seconds
+                                s.worker,
+                                s.parts.0,
+                                s.parts.1,
+                                s.store,
+                                s.parts_made,
+                                s.parts_published_before,
+                                s.seconds
                             );
-                            println!("when every worker is done: lightgen manifest merge -c {} --store {}", args.config.display(), s.store);
+                            println!(
+                                "when every worker is done: lightgen manifest merge -c {} --store {}",
+                                args.config.display(),
+                                s.store
+                            );
                         }
                     }
                     return Ok(());
@@ -184,7 +201,9 @@ manifest: {}",
                 (None, Some(w)) => anyhow::bail!(
                     "worker {w}: a worker needs --store (s3://bucket/prefix, or a directory every worker can reach)"
                 ),
-                (Some(_), None) => anyhow::bail!("--store needs --worker I/N (or SLURM_ARRAY_TASK_ID, or JOB_COMPLETION_INDEX with --workers N)"),
+                (Some(_), None) => anyhow::bail!(
+                    "--store needs --worker I/N (or SLURM_ARRAY_TASK_ID, or JOB_COMPLETION_INDEX with --workers N)"
+                ),
                 (None, None) => {}
             }
             if let Some(plan) = plan(&args)? {

@@ -46,7 +46,11 @@ impl std::fmt::Debug for Store {
 /// exponential back-off for up to three minutes per request.
 fn retry() -> RetryConfig {
     RetryConfig {
-        backoff: BackoffConfig { init_backoff: Duration::from_millis(100), max_backoff: Duration::from_secs(15), base: 2.0 },
+        backoff: BackoffConfig {
+            init_backoff: Duration::from_millis(100),
+            max_backoff: Duration::from_secs(15),
+            base: 2.0,
+        },
         max_retries: 10,
         retry_timeout: Duration::from_secs(180),
     }
@@ -101,7 +105,9 @@ impl Store {
                             .build()
                             .map_err(|e| bad(e.to_string()))?,
                     ),
-                    other => return Err(bad(format!("unknown scheme '{other}': expected s3://, gs://, az:// or a path"))),
+                    other => {
+                        return Err(bad(format!("unknown scheme '{other}': expected s3://, gs://, az:// or a path")))
+                    }
                 };
                 (s, prefix.to_string())
             }
@@ -307,7 +313,10 @@ impl Store {
         if shard::done_part(local_dir, k, plan).is_none() {
             return Err(Error::Conflict {
                 path: local_dir.join(shard::part_name(k)),
-                message: format!("the copy fetched from {}/{dir} does not match its marker (size or blake3)", self.shown),
+                message: format!(
+                    "the copy fetched from {}/{dir} does not match its marker (size or blake3)",
+                    self.shown
+                ),
             });
         }
         Ok(true)
@@ -328,7 +337,10 @@ impl Store {
 }
 
 fn is_marker(rel: &str) -> bool {
-    rel.ends_with("_stats.json") || rel.ends_with("summary.json") || rel.ends_with(".done.json") || rel == "manifest.json"
+    rel.ends_with("_stats.json")
+        || rel.ends_with("summary.json")
+        || rel.ends_with(".done.json")
+        || rel == "manifest.json"
 }
 
 fn walk(root: &Path, dir: &Path, out: &mut Vec<String>) -> Result<()> {

@@ -306,10 +306,14 @@ pub fn inpaint_cmd(a: InpaintArgs, progress: bool) -> Result<()> {
         let held = lightgen::sample::held_out(&a.manifest, &m)?;
         let cases = inpaint::recolor_cases(&held, n, decoder.resolution(), a.seed, a.margin);
         if cases.is_empty() {
-            bail!("{}: no held-out two-object colour prompts (color_attr) to build the check from", a.manifest.display());
+            bail!(
+                "{}: no held-out two-object colour prompts (color_attr) to build the check from",
+                a.manifest.display()
+            );
         }
         let pb = lightgen::progress::bar(cases.len() as u64, "inpaint", "images", progress);
-        let r = inpaint::recolor_check(&student, &prompter, &decoder, &cases, &opts, a.seed, &a.out, |k| pb.inc(k as u64))?;
+        let r =
+            inpaint::recolor_check(&student, &prompter, &decoder, &cases, &opts, a.seed, &a.out, |k| pb.inc(k as u64))?;
         pb.finish_and_clear();
         lightgen::pipeline::shard::write_atomic(&a.out.join("recolor.json"), &serde_json::to_vec_pretty(&r)?)?;
         if a.json {
@@ -333,7 +337,8 @@ pub fn inpaint_cmd(a: InpaintArgs, progress: bool) -> Result<()> {
     let img = image::open(image).with_context(|| format!("reading --image {}", image.display()))?.to_rgb8();
     let msk = image::open(mask).with_context(|| format!("reading --mask {}", mask.display()))?.to_luma8();
     let prep = lightgen::inpaint::prepare(&img, &msk, decoder.resolution(), student.state.grid as u32)?;
-    let (imgs, _, _) = inpaint::inpaint(&student, &prompter, &decoder, &prep, prompt, a.n, &opts, a.seed, !a.no_paste_back)?;
+    let (imgs, _, _) =
+        inpaint::inpaint(&student, &prompter, &decoder, &prep, prompt, a.n, &opts, a.seed, !a.no_paste_back)?;
     let mut cells = vec![(prep.image.clone(), true)];
     for (i, im) in imgs.iter().enumerate() {
         let p = a.out.join(format!("inpaint-{i:02}.png"));

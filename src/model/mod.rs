@@ -138,14 +138,22 @@ mod tests {
         let canvas = sampler::Canvas { tokens: known.clone(), unknown: unknown.clone() };
         let opts = sampler::SampleOptions { steps: 3, diffusion_steps: 10, cfg: 2.0, ..Default::default() };
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0); // fixed seed
-        let out: Vec<f32> =
-            sampler::sample_tokens(&m, &ids(2), canvas, 4, &opts, &mut rng).unwrap().flatten_all().unwrap().to_vec1().unwrap();
+        let out: Vec<f32> = sampler::sample_tokens(&m, &ids(2), canvas, 4, &opts, &mut rng)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap();
         for t in 0..32 {
             let (a, b) = (&out[t * 12..(t + 1) * 12], &known[t * 12..(t + 1) * 12]);
             if unknown[t] {
                 assert_ne!(a, b, "unknown token {t} was sampled");
             } else {
-                assert_eq!(a.iter().map(|v| v.to_bits()).collect::<Vec<_>>(), b.iter().map(|v| v.to_bits()).collect::<Vec<_>>(), "known token {t} kept");
+                assert_eq!(
+                    a.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+                    b.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+                    "known token {t} kept"
+                );
             }
         }
         // unequal unknown counts per sample are refused rather than mis-sampled

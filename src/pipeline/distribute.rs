@@ -80,7 +80,9 @@ fn check_plan(store: &Store, plan: &Plan, create: bool) -> Result<()> {
             Ok(())
         }
         None if create => store.put(PLAN_MARKER, serde_json::to_vec_pretty(&marker).expect("marker serialises")),
-        None => Err(Error::invalid(store.url(), "no run here yet: run `lightgen distill --worker I/N --store …` first")),
+        None => {
+            Err(Error::invalid(store.url(), "no run here yet: run `lightgen distill --worker I/N --store …` first"))
+        }
     }
 }
 
@@ -146,10 +148,20 @@ pub fn run_worker(plan: &Plan, store: &Arc<Store>, w: Worker, opts: Options) -> 
                 Arc::new(move |local: &std::path::Path, k: u64| s.publish_part(local, dir, k))
             },
         };
-        let g = GenerateOptions { force: false, progress: opts.progress, threads: opts.threads, share: Some(share(GENERATE)) };
+        let g = GenerateOptions {
+            force: false,
+            progress: opts.progress,
+            threads: opts.threads,
+            share: Some(share(GENERATE)),
+        };
         made = generate::run(plan, &g)?.made;
         if with_scores {
-            let c = CurateOptions { force: false, progress: opts.progress, threads: opts.threads, share: Some(share(SCORES)) };
+            let c = CurateOptions {
+                force: false,
+                progress: opts.progress,
+                threads: opts.threads,
+                share: Some(share(SCORES)),
+            };
             curate::run(plan, &c)?;
         }
     }
@@ -253,7 +265,10 @@ pub fn merge(plan: &Plan, store: &Store, workers: Option<u32>, opts: Options) ->
     let (force, progress, threads) = (false, opts.progress, opts.threads);
     generate::run(plan, &GenerateOptions { force, progress, threads, share: None })?;
     if !with_scores {
-        return Err(Error::invalid("config", "no [curate] section: merge builds a manifest, which needs curate and encode"));
+        return Err(Error::invalid(
+            "config",
+            "no [curate] section: merge builds a manifest, which needs curate and encode",
+        ));
     }
     curate::run(plan, &CurateOptions { force, progress, threads, share: None })?;
     if plan.config.encode.is_none() {

@@ -138,7 +138,8 @@ mod tests {
         let env = |pairs: &'static [(&'static str, &'static str)]| {
             move |k: &str| pairs.iter().find(|(n, _)| *n == k).map(|(_, v)| v.to_string())
         };
-        let slurm = env(&[("SLURM_ARRAY_TASK_ID", "5"), ("SLURM_ARRAY_TASK_MIN", "1"), ("SLURM_ARRAY_TASK_COUNT", "8")]);
+        let slurm =
+            env(&[("SLURM_ARRAY_TASK_ID", "5"), ("SLURM_ARRAY_TASK_MIN", "1"), ("SLURM_ARRAY_TASK_COUNT", "8")]);
         assert_eq!(Worker::from_env(slurm, None).unwrap(), Some(Worker { index: 4, count: 8 }));
         let k8s = env(&[("JOB_COMPLETION_INDEX", "2")]);
         assert_eq!(Worker::from_env(k8s, Some(3)).unwrap(), Some(Worker { index: 2, count: 3 }));

@@ -76,7 +76,21 @@ fn config() -> PathBuf {
 }
 
 fn worker_args<'a>(store: &'a str, worker: &'a str, scratch: &'a str, cfg: &'a str) -> Vec<&'a str> {
-    vec!["-q", "distill", "-c", cfg, "--store", store, "--worker", worker, "--output-dir", scratch, "--threads", "1", "--json"]
+    vec![
+        "-q",
+        "distill",
+        "-c",
+        cfg,
+        "--store",
+        store,
+        "--worker",
+        worker,
+        "--output-dir",
+        scratch,
+        "--threads",
+        "1",
+        "--json",
+    ]
 }
 
 fn id_of(out: &Output) -> String {
@@ -109,7 +123,11 @@ fn four_workers_on_s3_one_killed_and_rerun_merge_to_the_single_process_manifest(
     let mut children: Vec<Child> = (0..4)
         .map(|i| {
             let w = format!("{i}/4");
-            s3.command(&worker_args(&store, &w, &scratch[i], cfg)).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap()
+            s3.command(&worker_args(&store, &w, &scratch[i], cfg))
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
         })
         .collect();
     let t0 = Instant::now();
@@ -144,7 +162,8 @@ fn four_workers_on_s3_one_killed_and_rerun_merge_to_the_single_process_manifest(
     let v: serde_json::Value = serde_json::from_str(&stdout(&again)).unwrap();
     assert_eq!((v["parts_made"].as_u64(), v["parts_published_before"].as_u64()), (Some(0), Some(4)), "{v}");
 
-    let id = id_of(&s3.run(&["-q", "manifest", "merge", "-c", cfg, "--store", &store, "--output-dir", &merged, "--json"]));
+    let id =
+        id_of(&s3.run(&["-q", "manifest", "merge", "-c", cfg, "--store", &store, "--output-dir", &merged, "--json"]));
     assert_eq!(id, reference, "the merged manifest is the single-process one");
     // and the merged run verifies like any local one
     let verify = s3.run(&["manifest", "verify", &format!("{merged}/shapes-distributed/manifest.json")]);

@@ -242,3 +242,81 @@ fn a_tiny_model_overfits_a_handful_of_shapes_images() {
     }
     assert!(passed >= 6, "{passed}/8 accepted: {reasons:?}");
 }
+
+#[test]
+fn inpaint_keeps_pixels_outside_the_mask_and_is_deterministic_by_seed() {
+    let dir = tempfile::tempdir().unwrap();
+    let ck = dir.path().join("run");
+    let o = train(&ck, &["--steps", "3"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    // a 32 px picture and a mask over its top-left 10×6 pixels (3×2 tokens of 4 px, rounded up)
+    let img = image::RgbImage::from_fn(32, 32, |x, y| image::Rgb([(x * 8) as u8, (y * 8) as u8, 77]));
+    let mut mask = image::GrayImage::new(32, 32);
+    for y in 0..6 {
+        for x in 0..10 {
+            mask.put_pixel(x, y, image::Luma([255]));
+        }
+    }
+    let (ip, mp) = (dir.path().join("img.png"), dir.path().join("mask.png"));
+    img.save(&ip).unwrap();
+    mask.save(&mp).unwrap();
+    let run = |out: &Path, seed: &str, extra: &[&str]| {
+        let (c, i, m, o) = (ck.to_str().unwrap(), ip.to_str().unwrap(), mp.to_str().unwrap(), out.to_str().unwrap());
+        let mut args = vec!["inpaint", "-q", "--checkpoint", c, "-m", MANIFEST, "--image", i, "--mask", m];
+        args.extend_from_slice(&["--prompt", "a red circle", "-n", "2", "--seed", seed, "--out", o, "--json"]);
+        args.extend_from_slice(extra);
+        lightgen(&args)
+    };
+    let (a, b, c) = (dir.path().join("a"), dir.path().join("b"), dir.path().join("c"));
+    for (out, seed) in [(&a, "1"), (&b, "1"), (&c, "2")] {
+        let o = run(out, seed, &[]);
+        assert!(o.status.success(), "{}", stderr(&o));
+    }
+    let info: serde_json::Value = serde_json::from_slice(&std::fs::read(a.join("inpaint.json")).unwrap()).unwrap();
+    assert_eq!(info["unknown_tokens"], 6, "3 × 2 tokens touch the mask");
+    let first = image::open(a.join("inpaint-00.png")).unwrap().to_rgb8();
+    let (mut inside_changed, mut outside_changed) = (0, 0);
+    for (x, y, p) in first.enumerate_pixels() {
+        let masked = x < 10 && y < 6;
+        if p != img.get_pixel(x, y) {
+            if masked {
+                inside_changed += 1
+            } else {
+                outside_changed += 1
+            }
+        }
+    }
+    assert_eq!(outside_changed, 0, "paste-back keeps every pixel outside the mask");
+    assert!(inside_changed > 30, "the masked pixels are drawn anew ({inside_changed} of 60 changed)");
+    assert_eq!(read(&a.join("inpaint-01.png")), read(&b.join("inpaint-01.png")), "same seed, same bytes");
+    assert_ne!(read(&a.join("inpaint-00.png")), read(&c.join("inpaint-00.png")));
+    // Without paste-back the tokens outside the mask are still kept: only the 4 px tokens the
+    // mask touches (12 × 8 pixels) may differ, since the pixel tokenizer is lossless.
+    let d = dir.path().join("d");
+    assert!(run(&d, "1", &["--no-paste-back"]).status.success());
+    let raw = image::open(d.join("inpaint-00.png")).unwrap().to_rgb8();
+    for (x, y, p) in raw.enumerate_pixels() {
+        if !(x < 12 && y < 8) {
+            assert_eq!(p, img.get_pixel(x, y), "known token pixel ({x}, {y}) kept");
+        }
+    }
+    // a mask of the wrong size is named
+    let small = dir.path().join("small.png");
+    image::GrayImage::new(16, 16).save(&small).unwrap();
+    let o = lightgen(&[
+        "inpaint",
+        "--checkpoint",
+        ck.to_str().unwrap(),
+        "-m",
+        MANIFEST,
+        "--image",
+        ip.to_str().unwrap(),
+        "--mask",
+        small.to_str().unwrap(),
+        "--prompt",
+        "x",
+        "--out",
+        d.to_str().unwrap(),
+    ]);
+    assert!(!o.status.success() && stderr(&o).contains("--mask: is 16×16, the image is 32×32"), "{}", stderr(&o));
+}
