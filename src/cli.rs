@@ -86,6 +86,10 @@ pub enum Command {
     /// (known tokens fixed; with paste-back, known pixels exact). --check N runs the recolouring
     /// check on N held-out two-object scenes instead.
     Inpaint(InpaintArgs),
+    /// Diffusion-DPO post-training: pairs of (teacher image that passed curation, the
+    /// student's own sample) per caption, built once (resumable); a new checkpoint whose
+    /// lineage names the base and the pair set; an eval table before/after.
+    Dpo(DpoArgs),
     /// The main job on the embedded default: distill the shapes world (configs/shapes-demo.toml),
     /// train the tiny student (configs/train-tiny.toml), evaluate it on the held-out prompts.
     /// Rerunning resumes whatever is unfinished.
@@ -452,6 +456,53 @@ pub struct InpaintArgs {
     #[arg(long, default_value = "cpu")]
     pub device: String,
     /// Print the result as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct DpoArgs {
+    /// The base checkpoint (a checkpoint folder, or a training --out folder: its latest).
+    #[arg(long)]
+    pub checkpoint: PathBuf,
+    /// The manifest the base was trained on: winners are its training samples.
+    #[arg(short, long)]
+    pub manifest: PathBuf,
+    /// Output folder: pairs/, checkpoints/, metrics.jsonl, eval-base/, eval-dpo/, compare.md.
+    #[arg(short, long)]
+    pub out: PathBuf,
+    /// Candidate prompts (training samples) to build pairs from.
+    #[arg(long, default_value_t = 256)]
+    pub pairs: usize,
+    /// Keep only pairs whose loser the shapes analyzer rejects.
+    #[arg(long)]
+    pub loser_must_fail: bool,
+    /// Pairs per stored part (the unit a rerun skips or redoes).
+    #[arg(long, default_value_t = 64)]
+    pub part_size: usize,
+    /// β of the DPO loss (Diffusion-DPO uses 5000 for per-pixel SD latents).
+    #[arg(long, default_value_t = 1000.0)]
+    pub beta: f64,
+    #[arg(long, default_value_t = 1e-4)]
+    pub lr: f64,
+    #[arg(long, default_value_t = 150)]
+    pub steps: u64,
+    /// Pairs per step.
+    #[arg(long, default_value_t = 16)]
+    pub batch: usize,
+    #[arg(long, default_value_t = 10)]
+    pub warmup: u64,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Images per held-out prompt in the before/after eval.
+    #[arg(long, default_value_t = 4)]
+    pub eval_n: usize,
+    /// Skip the before/after eval.
+    #[arg(long)]
+    pub no_eval: bool,
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+    /// Print the summary as JSON.
     #[arg(long)]
     pub json: bool,
 }

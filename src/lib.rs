@@ -12,6 +12,7 @@
 //! Reports ([`report`]) read a run folder and write JSON and PNG next to it.
 
 pub mod config;
+pub mod dpo;
 pub mod error;
 pub mod eval;
 pub mod inpaint;

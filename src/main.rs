@@ -301,6 +301,7 @@ manifest: {}",
         Command::Sample(a) => student::sample_cmd(a, progress)?,
         Command::Eval(a) => student::eval_cmd(a, progress)?,
         Command::Inpaint(a) => student::inpaint_cmd(a, progress)?,
+        Command::Dpo(a) => student::dpo_cmd(a, progress)?,
         Command::Demo { n, steps } => {
             let t0 = std::time::Instant::now();
             let config = Path::new("configs/shapes-demo.toml").to_path_buf();

@@ -1,11 +1,11 @@
 //! `lightgen train` and `lightgen sample`: argument handling and summaries around
 //! [`lightgen::train`] and [`lightgen::sample`].
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 
-use crate::cli::{EvalArgs, InpaintArgs, SampleArgs, TrainArgs};
+use crate::cli::{DpoArgs, EvalArgs, InpaintArgs, SampleArgs, TrainArgs};
 use lightgen::model::sampler::CfgSchedule;
 use lightgen::pipeline::manifest;
 use lightgen::sample::{generate, Decoder, Prompter, Student};
@@ -358,5 +358,119 @@ pub fn inpaint_cmd(a: InpaintArgs, progress: bool) -> Result<()> {
     } else {
         println!("{} results ({unknown} of {} tokens repainted): {}", imgs.len(), prep.unknown.len(), grid.display());
     }
+    Ok(())
+}
+
+/// The eval `lightgen dpo` runs before and after.
+fn eval_args(ckpt: &Path, manifest: &Path, out: PathBuf, n: usize) -> EvalArgs {
+    EvalArgs {
+        checkpoint: Some(ckpt.to_path_buf()),
+        manifest: Some(manifest.to_path_buf()),
+        compare: None,
+        prompts: None,
+        limit: None,
+        n,
+        out: Some(out),
+        no_ema: false,
+        seed: 0,
+        batch: 64,
+        cfg: None,
+        steps: None,
+        temperature: None,
+        clip_x0: None,
+        format: "shapes".into(),
+        device: "cpu".into(),
+        json: false,
+    }
+}
+
+/// `lightgen dpo`.
+pub fn dpo_cmd(a: DpoArgs, progress: bool) -> Result<()> {
+    use lightgen::dpo::{self, pairs::PairsConfig, DpoConfig};
+    let base = checkpoint::resolve(&a.checkpoint)?;
+    let state = checkpoint::read_state(&base)?;
+    let cfg = DpoConfig {
+        pairs: PairsConfig {
+            count: a.pairs,
+            seed: a.seed,
+            loser_must_fail: a.loser_must_fail,
+            part_size: a.part_size,
+            sample: state.config.sample.clone(),
+        },
+        beta: a.beta,
+        lr: a.lr,
+        warmup_steps: a.warmup,
+        steps: a.steps,
+        batch_size: a.batch,
+        weight_decay: 0.0,
+        grad_clip: 3.0,
+        ema: 0.0,
+        seed: a.seed,
+        checkpoint_every: 50,
+    };
+    let device = train::device(&a.device)?;
+    let s = dpo::run(&base, &a.manifest, &cfg, &a.out, &device, progress)?;
+    lightgen::pipeline::shard::write_atomic(&a.out.join("dpo.json"), &serde_json::to_vec_pretty(&s)?)?;
+    if !a.json {
+        println!(
+            "pairs     {} of {} candidates ({} losers judged, {} rejected by the analyzer); {}/pairs.png",
+            s.pairs,
+            s.candidates,
+            s.losers_judged,
+            s.losers_failed,
+            a.out.join("pairs").display()
+        );
+        println!(
+            "dpo       {} steps, loss {:.4} → {:.4}, implicit reward accuracy {:.2}, {:.0} s → {}",
+            s.steps,
+            s.first_loss,
+            s.last_loss,
+            s.last_reward_accuracy,
+            s.seconds,
+            s.checkpoint.display()
+        );
+    }
+    if a.no_eval {
+        if a.json {
+            println!("{}", serde_json::to_string_pretty(&s)?);
+        }
+        return Ok(());
+    }
+    let (before, after) = (a.out.join("eval-base"), a.out.join("eval-dpo"));
+    for (ck, dir) in [(&base, &before), (&s.checkpoint, &after)] {
+        if !dir.join("eval.json").exists() {
+            eval_quiet(eval_args(ck, &a.manifest, dir.clone(), a.eval_n), progress)?;
+        }
+    }
+    let (x, y) = (
+        lightgen::eval::read_report(&before.join("eval.json"))?,
+        lightgen::eval::read_report(&after.join("eval.json"))?,
+    );
+    let table = lightgen::eval::compare(&x, &y);
+    lightgen::pipeline::shard::write_atomic(&a.out.join("compare.md"), table.as_bytes())?;
+    if a.json {
+        println!("{}", serde_json::json!({ "dpo": s, "before": x.overall, "after": y.overall }));
+    } else {
+        println!("\nbefore (base) → after (dpo), {} images per held-out prompt:\n{table}", a.eval_n);
+    }
+    Ok(())
+}
+
+/// An eval whose table is not printed (the caller prints the comparison).
+fn eval_quiet(a: EvalArgs, progress: bool) -> Result<()> {
+    let out = a.out.clone().expect("out");
+    let ck = checkpoint::resolve(a.checkpoint.as_ref().expect("checkpoint"))?;
+    let mpath = a.manifest.clone().expect("manifest");
+    let m = manifest::verify(&mpath)?;
+    let student = Student::load(&ck, true, &train::device(&a.device)?)?;
+    let prompts = lightgen::eval::load_prompts(lightgen::sample::held_out(&mpath, &m)?)?;
+    let opts = student.state.config.sample.clone();
+    let prompter = Prompter::for_manifest(&mpath, &m, None)?;
+    let decoder = Decoder::for_manifest(&m, None)?;
+    let pb = lightgen::progress::bar((prompts.len() * a.n) as u64, "eval", "images", progress);
+    lightgen::eval::run(&student, &prompter, &decoder, &prompts, a.n, &opts, a.seed, a.batch, &out, |n| {
+        pb.inc(n as u64)
+    })?;
+    pb.finish_and_clear();
     Ok(())
 }

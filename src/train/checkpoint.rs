@@ -34,7 +34,7 @@ fn tmp_err(p: &Path, e: impl std::fmt::Display) -> Error {
     Error::invalid(p.display().to_string(), e.to_string())
 }
 
-fn save_tensors(path: &Path, t: &BTreeMap<String, Tensor>) -> Result<()> {
+pub(crate) fn save_tensors(path: &Path, t: &BTreeMap<String, Tensor>) -> Result<()> {
     let map: HashMap<String, Tensor> = t.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
     candle_core::safetensors::save(&map, path).map_err(|e| tmp_err(path, e))?;
     std::fs::File::open(path).and_then(|f| f.sync_all()).map_err(|e| Error::io(path, e))

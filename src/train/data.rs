@@ -142,6 +142,42 @@ impl Dataset {
         Batch { step, size: b, tokens, ids, feats }
     }
 
+    /// Sample `i` of the training index as (manifest shard, row).
+    pub fn locate(&self, i: usize) -> (usize, usize) {
+        let (s, r) = self.index[i];
+        (s as usize, r as usize)
+    }
+
+    /// Sample `i` alone, without augmentation (no flip; VAE moments at their mean), as a
+    /// batch of one.
+    pub fn example(&self, i: usize) -> Batch {
+        let (l, c) = (self.tokens, self.token_dim);
+        let (s, r) = self.locate(i);
+        let shard = &self.shards[s];
+        let mut tokens = vec![0.0f32; l * c];
+        if self.latent.moments {
+            let mut raw = Vec::new();
+            shard.latents_into(r, false, &mut raw);
+            for t in 0..l {
+                for k in 0..c {
+                    tokens[t * c + k] = (raw[t * 2 * c + k] - self.latent.shift) * self.latent.scale;
+                }
+            }
+        } else {
+            shard.latents_into_slice(r, false, &mut tokens);
+        }
+        let (mut ids, mut feats) = (Vec::new(), Vec::new());
+        if self.text_channels == 0 {
+            ids = shard.text(r).0.into_iter().take(self.text_len).collect();
+            ids.resize(self.text_len, 0);
+        } else {
+            let n = shard.text_features_into(r, &mut feats).unwrap_or(0).min(self.text_len);
+            feats.truncate(n * self.text_channels);
+            feats.resize(self.text_len * self.text_channels, 0.0);
+        }
+        Batch { step: 0, size: 1, tokens, ids, feats }
+    }
+
     /// Batches for steps `from..to` from a background thread (a few ahead).
     pub fn stream(self: &std::sync::Arc<Self>, seed: u64, from: u64, to: u64, b: usize) -> mpsc::Receiver<Batch> {
         let (tx, rx) = mpsc::sync_channel(3);

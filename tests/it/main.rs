@@ -5,6 +5,7 @@ mod clip;
 mod curate;
 mod distill;
 mod distributed;
+mod dpo;
 mod expand;
 mod generate;
 mod http;

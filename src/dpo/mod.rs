@@ -1,0 +1,310 @@
+//! `lightgen dpo`: Diffusion-DPO post-training of a student checkpoint on pairs of (teacher
+//! image that passed curation, the student's own sample) for the same caption. The policy and
+//! the frozen reference both start from the base checkpoint's EMA weights (the ones that are
+//! evaluated); dropout is off in both, so at step 0 the policy equals the reference and the
+//! loss is exactly ln 2. Every random draw of step s comes from (seed, s): a run killed and
+//! rerun continues from its last checkpoint to the same weights.
+
+pub mod loss;
+pub mod pairs;
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use candle_core::{Device, Tensor};
+use rand::seq::SliceRandom;
+use rand::{RngExt, SeedableRng};
+use rand_distr::{Distribution, StandardNormal};
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::model::layers::Ctx;
+use crate::model::text::TextInput;
+use crate::pipeline::manifest::{self, Manifest};
+use crate::sample::{Decoder, Student};
+use crate::train::checkpoint::{self, TrainState};
+use crate::train::data::Dataset;
+use crate::train::optim::{AdamW, Ema};
+use crate::train::schedule::{lr_at, mask_ratio, orders, step_rng, LrSchedule};
+use loss::{dpo_loss, pair_mse, Draws};
+use pairs::{Pairs, PairsConfig, PairsPlan};
+
+/// The DPO run's settings (recorded in the checkpoint's lineage).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DpoConfig {
+    pub pairs: PairsConfig,
+    pub beta: f64,
+    pub lr: f64,
+    pub warmup_steps: u64,
+    pub steps: u64,
+    /// Pairs per step.
+    pub batch_size: usize,
+    pub weight_decay: f64,
+    pub grad_clip: f64,
+    /// EMA of the DPO weights (0: the checkpoint's EMA is the last weights).
+    pub ema: f64,
+    pub seed: u64,
+    pub checkpoint_every: u64,
+}
+
+fn terr(e: candle_core::Error) -> Error {
+    Error::invalid("dpo", e.to_string())
+}
+
+/// One logged step.
+#[derive(Debug, Clone, Serialize)]
+pub struct DpoStep {
+    pub step: u64,
+    pub loss: f64,
+    /// Share of the batch's pairs whose implicit reward already prefers the winner (d < 0).
+    pub reward_accuracy: f64,
+    /// Mean of d = (Lw − Ll) − (Lw_ref − Ll_ref).
+    pub margin: f64,
+    pub lr: f64,
+    pub grad_norm: f64,
+}
+
+/// What `run` did.
+#[derive(Debug, Clone, Serialize)]
+pub struct DpoSummary {
+    pub pairs: usize,
+    pub candidates: usize,
+    pub losers_judged: u64,
+    pub losers_failed: u64,
+    pub pairs_id: String,
+    pub steps: u64,
+    pub first_loss: f64,
+    pub last_loss: f64,
+    pub last_reward_accuracy: f64,
+    pub seconds: f64,
+    pub checkpoint: PathBuf,
+}
+
+/// The shared draws of step `step` for `b` pairs of `l` tokens of `c` values.
+fn draws(seed: u64, step: u64, b: usize, l: usize, c: usize, dev: &Device) -> Result<Draws> {
+    let mut rng = step_rng(seed, step, 0);
+    let masked = ((l as f64 * mask_ratio(0.7, &mut rng)).ceil() as usize).clamp(1, l);
+    let ord = orders(b, l, &mut rng);
+    let n = b * masked;
+    let t: Vec<usize> = (0..n).map(|_| rng.random_range(0..1000)).collect();
+    let noise: Vec<f32> = (0..n * c).map(|_| StandardNormal.sample(&mut rng)).collect();
+    Ok(Draws { orders: ord, masked, t, noise: Tensor::from_vec(noise, (n, c), dev).map_err(terr)? })
+}
+
+/// The pairs of step `step`: epochs of a seeded permutation.
+fn picks(seed: u64, step: u64, b: usize, n: usize) -> Vec<usize> {
+    (0..b)
+        .map(|i| {
+            let pos = step * b as u64 + i as u64;
+            let mut perm: Vec<usize> = (0..n).collect();
+            perm.shuffle(&mut rand_chacha::ChaCha8Rng::seed_from_u64(
+                seed ^ (pos / n as u64).wrapping_mul(0xD1B5_4A32_D192_ED03),
+            ));
+            perm[(pos % n as u64) as usize]
+        })
+        .collect()
+}
+
+/// (2B, L, C) tokens [winners; losers] and the (2B) text input of some pairs.
+fn batch(p: &Pairs, idx: &[usize], ds: &Dataset, dev: &Device) -> Result<(Tensor, TextInput)> {
+    let (l, c, tl) = (ds.tokens, ds.token_dim, ds.text_len);
+    let w = l * c;
+    let mut tokens = Vec::with_capacity(2 * idx.len() * w);
+    for src in [&p.winner, &p.loser] {
+        for &i in idx {
+            tokens.extend_from_slice(&src[i * w..(i + 1) * w]);
+        }
+    }
+    let b2 = 2 * idx.len();
+    let tokens = Tensor::from_vec(tokens, (b2, l, c), dev).map_err(terr)?;
+    let text = if ds.text_channels == 0 {
+        let ids: Vec<u32> =
+            (0..2).flat_map(|_| idx.iter().flat_map(|&i| p.ids[i * tl..(i + 1) * tl].iter().copied())).collect();
+        TextInput::Ids(Tensor::from_vec(ids, (b2, tl), dev).map_err(terr)?)
+    } else {
+        let f = tl * ds.text_channels;
+        let v: Vec<f32> =
+            (0..2).flat_map(|_| idx.iter().flat_map(|&i| p.feats[i * f..(i + 1) * f].iter().copied())).collect();
+        TextInput::Features(Tensor::from_vec(v, (b2, tl, ds.text_channels), dev).map_err(terr)?)
+    };
+    Ok((tokens, text))
+}
+
+/// Builds the pairs (resumable), then trains; checkpoints land in `out/checkpoints/`.
+pub fn run(
+    base_ckpt: &Path,
+    manifest_path: &Path,
+    cfg: &DpoConfig,
+    out: &Path,
+    device: &Device,
+    progress: bool,
+) -> Result<DpoSummary> {
+    let t0 = Instant::now();
+    let m: Manifest = manifest::verify(manifest_path)?;
+    let ds = Dataset::open(manifest_path, &m)?;
+    let base = Student::load(base_ckpt, true, device)?;
+    if base.state.manifest_id != m.id {
+        return Err(Error::Conflict {
+            path: base_ckpt.to_path_buf(),
+            message: format!(
+                "was trained on manifest {}, not {} ({})",
+                base.state.manifest_id,
+                m.id,
+                manifest_path.display()
+            ),
+        });
+    }
+    let decoder = Decoder::for_manifest(&m, None)?;
+    let weights = std::fs::read(base_ckpt.join("ema.safetensors")).map_err(|e| Error::io(base_ckpt, e))?;
+    let plan = PairsPlan {
+        config: cfg.pairs.clone(),
+        base_checkpoint: base_ckpt.display().to_string(),
+        base_weights: blake3::hash(&weights).to_hex().to_string(),
+        manifest_id: m.id.clone(),
+    };
+    let pb = crate::progress::bar(cfg.pairs.count.min(ds.len()) as u64, "pairs", "prompts", progress);
+    let pairs_dir = out.join("pairs");
+    let p = pairs::build(&base, &decoder, manifest_path, &m, &ds, &plan, &pairs_dir, |k| pb.inc(k as u64))?;
+    pb.finish_and_clear();
+    let parts = p.candidates.div_ceil(cfg.pairs.part_size.max(1)) as u64;
+    let (judged, failed) = pairs::verdicts(&pairs_dir, &p.id, parts);
+    if p.n == 0 {
+        return Err(Error::invalid(
+            "dpo",
+            "no pairs were kept (every loser passed the analyzer?): nothing to learn from",
+        ));
+    }
+    let lineage = serde_json::json!({
+        "kind": "dpo",
+        "base_checkpoint": base_ckpt.display().to_string(),
+        "base_step": base.state.step,
+        "base_weights": plan.base_weights,
+        "pairs": { "dir": pairs_dir.display().to_string(), "id": p.id, "pairs": p.n, "candidates": p.candidates },
+        "dpo": cfg,
+    });
+
+    // Policy and reference from the base EMA weights; resume from our last checkpoint.
+    let policy = Student::load(base_ckpt, true, device)?;
+    let reference = base;
+    let mut opt = AdamW::new(0.9, 0.95, cfg.weight_decay);
+    let mut ema = Ema::new(&policy.store, cfg.ema);
+    let mut start = 0;
+    if let Some(ck) = checkpoint::list(out).pop() {
+        let st = checkpoint::read_state(&ck)?;
+        if st.lineage.as_ref() != Some(&lineage) {
+            return Err(Error::Conflict {
+                path: ck,
+                message: "is a DPO checkpoint of another base, pair set or config; use another --out".into(),
+            });
+        }
+        policy
+            .store
+            .load(&checkpoint::load_tensors(&ck.join("model.safetensors"))?)
+            .map_err(|e| Error::invalid("dpo resume", e))?;
+        ema.weights = checkpoint::load_tensors(&ck.join("ema.safetensors"))?;
+        for (k, v) in checkpoint::load_tensors(&ck.join("optim.safetensors"))? {
+            match (k.strip_prefix("m."), k.strip_prefix("v.")) {
+                (Some(n), _) => drop(opt.m.insert(n.to_string(), v)),
+                (_, Some(n)) => drop(opt.v.insert(n.to_string(), v)),
+                _ => {}
+            }
+        }
+        opt.t = st.adam_t;
+        start = st.step;
+    }
+    let metrics_path = out.join("metrics.jsonl");
+    let mut metrics = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&metrics_path)
+        .map_err(|e| Error::io(&metrics_path, e))?;
+    let grid = policy.state.grid;
+    let (l, c) = (grid * grid, policy.model.cfg.token_dim);
+    let ctx = Ctx::eval(); // no dropout: policy and reference see the same network
+    let pb = crate::progress::bar(cfg.steps, "dpo", "steps", progress);
+    pb.set_position(start);
+    let (mut first, mut last, mut last_acc) = (f64::NAN, f64::NAN, f64::NAN);
+    let mut last_ck = checkpoint::list(out).pop().unwrap_or_default();
+    for step in start..cfg.steps {
+        let idx = picks(cfg.seed, step, cfg.batch_size.min(p.n).max(1), p.n);
+        let (tokens, text) = batch(&p, &idx, &ds, device)?;
+        let d = draws(cfg.seed, step, idx.len(), l, c, device)?;
+        let ref_mse = {
+            let tr = reference.model.text.forward(&text, &ctx).map_err(terr)?;
+            pair_mse(&reference.model, &tokens, &tr, &d, grid, &ctx).map_err(terr)?.detach()
+        };
+        let tp = policy.model.text.forward(&text, &ctx).map_err(terr)?;
+        let pol_mse = pair_mse(&policy.model, &tokens, &tp, &d, grid, &ctx).map_err(terr)?;
+        let (loss, diff) = dpo_loss(&pol_mse, &ref_mse, cfg.beta).map_err(terr)?;
+        let value = loss.to_scalar::<f32>().map_err(terr)? as f64;
+        if !value.is_finite() {
+            return Err(Error::invalid(
+                format!("dpo step {step}"),
+                format!("the loss is {value}; lower --lr or --beta"),
+            ));
+        }
+        let dv: Vec<f32> = diff.to_vec1().map_err(terr)?;
+        let grads = loss.backward().map_err(terr)?;
+        let lr = lr_at(step, cfg.lr, cfg.lr, cfg.warmup_steps, cfg.steps, LrSchedule::Constant);
+        let grad_norm = opt.step(&policy.store, &grads, lr, cfg.grad_clip).map_err(terr)?;
+        ema.update(&policy.store).map_err(terr)?;
+        let acc = dv.iter().filter(|x| **x < 0.0).count() as f64 / dv.len() as f64;
+        let margin = dv.iter().map(|x| *x as f64).sum::<f64>() / dv.len() as f64;
+        let s = DpoStep { step, loss: value, reward_accuracy: acc, margin, lr, grad_norm };
+        writeln!(metrics, "{}", serde_json::to_string(&s).expect("serialises"))
+            .map_err(|e| Error::io(&metrics_path, e))?;
+        if first.is_nan() {
+            first = value;
+        }
+        (last, last_acc) = (value, acc);
+        pb.inc(1);
+        pb.set_prefix(format!("loss {value:.3}"));
+        let done = step + 1;
+        if done == cfg.steps || (cfg.checkpoint_every > 0 && done % cfg.checkpoint_every == 0) {
+            metrics.flush().map_err(|e| Error::io(&metrics_path, e))?;
+            let state =
+                TrainState { step: done, adam_t: opt.t, lineage: Some(lineage.clone()), ..policy.state.clone() };
+            let mut optim = std::collections::BTreeMap::new();
+            for (k, v) in &opt.m {
+                optim.insert(format!("m.{k}"), v.clone());
+            }
+            for (k, v) in &opt.v {
+                optim.insert(format!("v.{k}"), v.clone());
+            }
+            last_ck = checkpoint::save(out, &state, &policy.store.tensors(), &ema.weights, &optim, 2)?;
+        }
+    }
+    pb.finish_and_clear();
+    Ok(DpoSummary {
+        pairs: p.n,
+        candidates: p.candidates,
+        losers_judged: judged,
+        losers_failed: failed,
+        pairs_id: p.id,
+        steps: cfg.steps,
+        first_loss: first,
+        last_loss: last,
+        last_reward_accuracy: last_acc,
+        seconds: t0.elapsed().as_secs_f64(),
+        checkpoint: last_ck,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn picks_cover_every_pair_once_per_epoch_and_draws_are_pure() {
+        let mut seen: Vec<usize> = (0..5).flat_map(|s| picks(7, s, 4, 20)).collect();
+        seen.sort();
+        assert_eq!(seen, (0..20).collect::<Vec<_>>(), "5 steps of 4 = one epoch of 20");
+        assert_eq!(picks(7, 3, 4, 20), picks(7, 3, 4, 20));
+        let a = draws(1, 9, 3, 16, 12, &Device::Cpu).unwrap();
+        let b = draws(1, 9, 3, 16, 12, &Device::Cpu).unwrap();
+        assert_eq!((a.masked, a.t.clone(), a.orders.clone()), (b.masked, b.t, b.orders));
+        assert!(a.masked >= 12 && a.masked <= 16, "mask ratio ≥ 0.7: {}", a.masked);
+        assert_eq!(a.noise.dims(), &[3 * a.masked, 12]);
+    }
+}

@@ -1,0 +1,280 @@
+//! DPO pairs, as LightGen builds them (`lightgen.md` §6): for each prompt of the pair set the
+//! winner is the teacher's image that passed curation (a training sample of the manifest), the
+//! loser is the base student's own sample for the same caption. Built once, stored in parts
+//! (`pairs/part-NNNNN.safetensors` with both latents and the caption, then its
+//! `_stats.json` marker, last), so a killed build resumes where it stopped.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use candle_core::{Device, Tensor};
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::model::sampler::{sample_tokens, Canvas, SampleOptions};
+use crate::model::text::TextInput;
+use crate::pipeline::manifest::Manifest;
+use crate::pipeline::shard;
+use crate::sample::{Decoder, Student};
+use crate::train::data::Dataset;
+use crate::world::analyze::Analyzer;
+use crate::world::Spec;
+
+/// How the pair set is drawn.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PairsConfig {
+    /// Candidate prompts (training samples drawn without replacement).
+    pub count: usize,
+    pub seed: u64,
+    /// Keep a pair only when the analyzer rejects the loser (the winner passed curation), so
+    /// every pair teaches something; shapes world only.
+    pub loser_must_fail: bool,
+    pub part_size: usize,
+    /// How the losers are sampled.
+    pub sample: SampleOptions,
+}
+
+/// `pairs/pairs.json`: what the set is made of; a folder made otherwise is refused.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PairsPlan {
+    pub config: PairsConfig,
+    pub base_checkpoint: String,
+    /// blake3 of the base weights the losers came from.
+    pub base_weights: String,
+    pub manifest_id: String,
+}
+
+impl PairsPlan {
+    pub fn id(&self) -> String {
+        blake3::hash(serde_json::to_string(self).expect("plan serialises").as_bytes()).to_hex().to_string()
+    }
+}
+
+/// All pairs, host-side.
+pub struct Pairs {
+    pub n: usize,
+    /// (N, L, C) each.
+    pub winner: Vec<f32>,
+    pub loser: Vec<f32>,
+    /// (N, T) ids or (N, T, Ct) features.
+    pub ids: Vec<u32>,
+    pub feats: Vec<f32>,
+    pub candidates: usize,
+    pub id: String,
+}
+
+/// Captions by training sample, and their specs when the run's expand parts are beside the
+/// manifest (to judge the losers).
+fn captions(root: &Path, m: &Manifest, ds: &Dataset, picked: &[usize]) -> Result<Vec<(String, Option<Spec>)>> {
+    let mut by_shard: HashMap<usize, Vec<(String, String)>> = HashMap::new();
+    let mut specs: HashMap<String, Spec> = HashMap::new();
+    if let Ok(parts) = shard::committed_parts(&root.join("expand")) {
+        for p in parts {
+            for row in crate::pipeline::prompts::read_prompts(&p)? {
+                if let Some(s) = row.spec.as_deref().and_then(|s| serde_json::from_str::<Spec>(s).ok()) {
+                    specs.insert(row.prompt_id, s);
+                }
+            }
+        }
+    }
+    let mut out = Vec::with_capacity(picked.len());
+    for &i in picked {
+        let (k, r) = ds.locate(i);
+        if let std::collections::hash_map::Entry::Vacant(e) = by_shard.entry(k) {
+            let f =
+                crate::pipeline::frame::Frame::read(&root.join(&m.shards[k].index), Some(&["prompt_id", "prompt"]))?;
+            let (ids, texts) = (f.str("prompt_id")?, f.str("prompt")?);
+            e.insert(
+                ids.iter()
+                    .zip(texts.iter())
+                    .map(|(a, b)| (a.unwrap_or_default().to_string(), b.unwrap_or_default().to_string()))
+                    .collect(),
+            );
+        }
+        let (id, text) = by_shard[&k][r].clone();
+        out.push((text, specs.get(&id).cloned()));
+    }
+    Ok(out)
+}
+
+fn text_input(ds: &Dataset, ids: &[u32], feats: &[f32], b: usize, dev: &Device) -> Result<TextInput> {
+    let e = |e: candle_core::Error| Error::invalid("dpo pairs", e.to_string());
+    Ok(if ds.text_channels == 0 {
+        TextInput::Ids(Tensor::from_slice(ids, (b, ds.text_len), dev).map_err(e)?)
+    } else {
+        TextInput::Features(Tensor::from_slice(feats, (b, ds.text_len, ds.text_channels), dev).map_err(e)?)
+    })
+}
+
+/// Builds (or finishes) the pair set in `dir`; returns it loaded.
+#[allow(clippy::too_many_arguments)]
+pub fn build(
+    base: &Student,
+    decoder: &Decoder,
+    manifest_path: &Path,
+    m: &Manifest,
+    ds: &Dataset,
+    plan: &PairsPlan,
+    dir: &Path,
+    mut progress: impl FnMut(usize),
+) -> Result<Pairs> {
+    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    let plan_path = dir.join("pairs.json");
+    match std::fs::read(&plan_path) {
+        Ok(bytes) => {
+            let old: PairsPlan = serde_json::from_slice(&bytes)
+                .map_err(|e| Error::invalid(plan_path.display().to_string(), e.to_string()))?;
+            if &old != plan {
+                return Err(Error::Conflict {
+                    path: dir.to_path_buf(),
+                    message:
+                        "holds pairs made from another base checkpoint, manifest or pair config; use another --out"
+                            .into(),
+                });
+            }
+        }
+        Err(_) => shard::write_atomic(&plan_path, &serde_json::to_vec_pretty(plan).expect("plan serialises"))?,
+    }
+    shard::clean_temporaries(dir)?;
+    let cfg = &plan.config;
+    let id = plan.id();
+    let mut all: Vec<usize> = (0..ds.len()).collect();
+    all.shuffle(&mut ChaCha8Rng::seed_from_u64(cfg.seed));
+    all.truncate(cfg.count.min(ds.len()));
+    let root = manifest_path.parent().unwrap_or(Path::new("."));
+    let caps = captions(root, m, ds, &all)?;
+    if cfg.loser_must_fail && caps.iter().all(|(_, s)| s.is_none()) {
+        return Err(Error::invalid(
+            "dpo --loser-must-fail",
+            "no prompt specs beside the manifest (expand/ parts): the losers cannot be judged",
+        ));
+    }
+    let judge = Analyzer::new();
+    let dev = base.model.fake_latent.device().clone();
+    let grid = base.state.grid;
+    let (l, c) = (grid * grid, base.model.cfg.token_dim);
+    for (k, chunk) in all.chunks(cfg.part_size.max(1)).enumerate() {
+        let k = k as u64;
+        if done(dir, k, &id).is_some() {
+            progress(chunk.len());
+            continue;
+        }
+        let examples: Vec<_> = chunk.iter().map(|&i| ds.example(i)).collect();
+        let winner: Vec<f32> = examples.iter().flat_map(|e| e.tokens.iter().copied()).collect();
+        let ids: Vec<u32> = examples.iter().flat_map(|e| e.ids.iter().copied()).collect();
+        let feats: Vec<f32> = examples.iter().flat_map(|e| e.feats.iter().copied()).collect();
+        let text = text_input(ds, &ids, &feats, chunk.len(), &dev)?;
+        let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed ^ (k + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+        let loser: Vec<f32> =
+            sample_tokens(&base.model, &text, Canvas::blank(chunk.len(), l, c), grid, &cfg.sample, &mut rng)
+                .and_then(|t| t.flatten_all()?.to_vec1())
+                .map_err(|e| Error::invalid("dpo pairs", e.to_string()))?;
+        // Which pairs to keep, and the loser verdicts.
+        let (mut keep, mut failed, mut judged) = (Vec::new(), 0u64, 0u64);
+        let first = k as usize * cfg.part_size.max(1);
+        for j in 0..chunk.len() {
+            let (_, spec) = &caps[first + j];
+            let fails = spec.as_ref().map(|s| {
+                judged += 1;
+                !judge.judge(&decoder.decode(&loser[j * l * c..(j + 1) * l * c]), s).verdict.pass
+            });
+            failed += u64::from(fails == Some(true));
+            if !cfg.loser_must_fail || fails == Some(true) {
+                keep.push(j);
+            }
+        }
+        let pick = |v: &[f32], w: usize| -> Vec<f32> {
+            keep.iter().flat_map(|&j| v[j * w..(j + 1) * w].iter().copied()).collect()
+        };
+        let n = keep.len();
+        let tl = ds.text_len;
+        let mut t = std::collections::BTreeMap::new();
+        let e = |e: candle_core::Error| Error::invalid("dpo pairs", e.to_string());
+        t.insert("winner".to_string(), Tensor::from_vec(pick(&winner, l * c), (n, l, c), &Device::Cpu).map_err(e)?);
+        t.insert("loser".to_string(), Tensor::from_vec(pick(&loser, l * c), (n, l, c), &Device::Cpu).map_err(e)?);
+        let kept_ids: Vec<u32> = keep.iter().flat_map(|&j| ids[j * tl..(j + 1) * tl].iter().copied()).collect();
+        t.insert("ids".to_string(), Tensor::from_vec(kept_ids, (n, tl), &Device::Cpu).map_err(e)?);
+        if ds.text_channels > 0 {
+            let w = tl * ds.text_channels;
+            t.insert(
+                "feats".to_string(),
+                Tensor::from_vec(pick(&feats, w), (n, tl, ds.text_channels), &Device::Cpu).map_err(e)?,
+            );
+        }
+        let path = dir.join(part_file(k));
+        let tmp = dir.join(format!("{}.tmp-{}", part_file(k), std::process::id()));
+        crate::train::checkpoint::save_tensors(&tmp, &t)?;
+        std::fs::rename(&tmp, &path).map_err(|e| Error::io(&path, e))?;
+        let extra = serde_json::json!({ "candidates": chunk.len(), "losers_judged": judged, "losers_failed": failed });
+        commit(dir, k, n as u64, &id, extra)?;
+        if k == 0 {
+            grid_png(decoder, &winner, &loser, chunk.len().min(16), l * c, &dir.join("pairs.png"))?;
+        }
+        progress(chunk.len());
+    }
+    load(dir, &id, all.len(), all.len().div_ceil(cfg.part_size.max(1)) as u64)
+}
+
+fn part_file(k: u64) -> String {
+    format!("part-{k:05}.safetensors")
+}
+
+/// Part `k`'s marker if the part is complete: written for set `id`, file size and hash as recorded.
+fn done(dir: &Path, k: u64, id: &str) -> Option<shard::PartStats> {
+    let st: shard::PartStats = serde_json::from_slice(&std::fs::read(dir.join(shard::stats_name(k))).ok()?).ok()?;
+    let (hash, bytes) = shard::hash_file(&dir.join(part_file(k))).ok()?;
+    (st.plan == id && st.part == k && st.blake3 == hash && st.bytes == bytes).then_some(st)
+}
+
+/// Writes part `k`'s marker, after its file.
+fn commit(dir: &Path, k: u64, rows: u64, id: &str, extra: serde_json::Value) -> Result<()> {
+    let path = dir.join(part_file(k));
+    let (blake3, bytes) = shard::hash_file(&path).map_err(|e| Error::io(&path, e))?;
+    let st = shard::PartStats { part: k, rows, bytes, blake3, plan: id.into(), extra };
+    shard::write_atomic(&dir.join(shard::stats_name(k)), &serde_json::to_vec_pretty(&st).expect("stats serialise"))
+}
+
+/// How many losers were judged and failed, over the committed parts.
+pub fn verdicts(dir: &Path, id: &str, parts: u64) -> (u64, u64) {
+    (0..parts).filter_map(|k| done(dir, k, id)).fold((0, 0), |(j, f), st| {
+        (j + st.extra["losers_judged"].as_u64().unwrap_or(0), f + st.extra["losers_failed"].as_u64().unwrap_or(0))
+    })
+}
+
+/// Winner and loser side by side for the first pairs: `pairs.png`.
+fn grid_png(decoder: &Decoder, winner: &[f32], loser: &[f32], n: usize, w: usize, path: &Path) -> Result<()> {
+    let mut cells = Vec::new();
+    for j in 0..n {
+        cells.push((decoder.decode(&winner[j * w..(j + 1) * w]), true));
+        cells.push((decoder.decode(&loser[j * w..(j + 1) * w]), false));
+    }
+    crate::report::chart::grid(&cells).save(path).map_err(|e| Error::Image { path: path.to_path_buf(), source: e })
+}
+
+/// Loads the `parts` parts of the set `id` in `dir` (all must be complete).
+pub fn load(dir: &Path, id: &str, candidates: usize, parts: u64) -> Result<Pairs> {
+    let mut p = Pairs { n: 0, winner: vec![], loser: vec![], ids: vec![], feats: vec![], candidates, id: id.into() };
+    for k in 0..parts {
+        let path = dir.join(part_file(k));
+        if done(dir, k, id).is_none() {
+            return Err(Error::invalid(path.display().to_string(), "missing, or does not match its marker"));
+        }
+        let t = crate::train::checkpoint::load_tensors(&path)?;
+        let bad = |e: candle_core::Error| Error::invalid(path.display().to_string(), e.to_string());
+        let f32s = |name: &str| -> Result<Vec<f32>> {
+            match t.get(name) {
+                Some(x) => x.flatten_all().and_then(|x| x.to_vec1()).map_err(bad),
+                None => Ok(Vec::new()),
+            }
+        };
+        p.winner.extend(f32s("winner")?);
+        p.loser.extend(f32s("loser")?);
+        p.feats.extend(f32s("feats")?);
+        p.ids.extend(t["ids"].flatten_all().and_then(|x| x.to_vec1::<u32>()).map_err(bad)?);
+        p.n += t["winner"].dim(0).map_err(bad)?;
+    }
+    Ok(p)
+}

@@ -1,0 +1,112 @@
+//! `lightgen dpo` on the example manifest with a micro student (seed 0): pairs are stored in
+//! parts and a rerun redoes only a part that is incomplete; the checkpoint's lineage names the
+//! base and the pair set; a second config in the same folder is refused.
+
+use std::path::Path;
+
+use super::{lightgen, stderr};
+
+const MANIFEST: &str = "manifests/shapes-tiny/manifest.json";
+
+fn dpo(base: &Path, out: &Path, extra: &[&str]) -> std::process::Output {
+    let mut args =
+        vec!["dpo", "-q", "--checkpoint", base.to_str().unwrap(), "-m", MANIFEST, "--out", out.to_str().unwrap()];
+    args.extend_from_slice(&[
+        "--pairs",
+        "12",
+        "--part-size",
+        "4",
+        "--steps",
+        "3",
+        "--batch",
+        "4",
+        "--no-eval",
+        "--json",
+    ]);
+    args.extend_from_slice(extra);
+    lightgen(&args)
+}
+
+#[test]
+fn pairs_resume_by_part_and_the_checkpoint_names_its_lineage() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = dir.path().join("base");
+    let o = lightgen(&[
+        "train",
+        "-q",
+        "-m",
+        MANIFEST,
+        "-c",
+        "tests/fixtures/train-micro.toml",
+        "--out",
+        base.to_str().unwrap(),
+        "--steps",
+        "3",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = dir.path().join("dpo");
+    let o = dpo(&base, &out, &[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let s: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!((s["pairs"].as_u64(), s["candidates"].as_u64()), (Some(12), Some(12)), "{s}");
+    // dropout is off and the policy starts as the reference: the first loss is ln 2
+    assert!((s["first_loss"].as_f64().unwrap() - std::f64::consts::LN_2).abs() < 1e-6, "{s}");
+    let pairs = out.join("pairs");
+    let part = |k: u32| std::fs::read(pairs.join(format!("part-{k:05}.safetensors"))).unwrap();
+    let before: Vec<Vec<u8>> = (0..3).map(part).collect();
+
+    // A build killed after writing part 1 but before its marker: only part 1 is made again.
+    std::fs::remove_file(pairs.join("part-00001_stats.json")).unwrap();
+    std::fs::write(pairs.join("part-00001.safetensors"), b"half-written").unwrap();
+    let t0 = std::fs::metadata(pairs.join("part-00000.safetensors")).unwrap().modified().unwrap();
+    let out2 = dir.path().join("dpo-again");
+    std::fs::create_dir_all(&out2).unwrap();
+    // same pair set in another run folder: copy the pairs, keep the broken part
+    let copy = out2.join("pairs");
+    std::fs::create_dir_all(&copy).unwrap();
+    for f in std::fs::read_dir(&pairs).unwrap() {
+        let f = f.unwrap().path();
+        std::fs::copy(&f, copy.join(f.file_name().unwrap())).unwrap();
+    }
+    let o = dpo(&base, &out2, &[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let again = |k: u32| std::fs::read(copy.join(format!("part-{k:05}.safetensors"))).unwrap();
+    for k in 0..3 {
+        assert_eq!(again(k), before[k as usize], "part {k} is the same pairs, bit for bit");
+    }
+    assert_eq!(std::fs::metadata(pairs.join("part-00000.safetensors")).unwrap().modified().unwrap(), t0);
+    let s2: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(s2["last_loss"], s["last_loss"], "same pairs, same seed: same training");
+
+    // The checkpoint says where it comes from.
+    let state: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("checkpoints/step-00000003/state.json")).unwrap()).unwrap();
+    let lin = &state["lineage"];
+    assert_eq!(lin["kind"], "dpo");
+    assert!(lin["base_checkpoint"].as_str().unwrap().ends_with("step-00000003"), "{lin}");
+    assert_eq!(lin["pairs"]["id"], s["pairs_id"]);
+    assert_eq!(lin["dpo"]["beta"], 1000.0);
+    // and it samples like any checkpoint
+    let smp = dir.path().join("smp");
+    let o = lightgen(&[
+        "sample",
+        "-q",
+        "--checkpoint",
+        out.to_str().unwrap(),
+        "-m",
+        MANIFEST,
+        "-p",
+        "a red circle",
+        "--out",
+        smp.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+
+    // Another β in the same folder is refused, not mixed in.
+    let o = dpo(&base, &out, &["--beta", "50"]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("another base, pair set or config"), "{}", stderr(&o));
+    // The analyzer filter needs the prompts' specs (the run's expand/ beside the manifest).
+    let o = dpo(&base, &dir.path().join("f"), &["--loser-must-fail"]);
+    assert!(!o.status.success() && stderr(&o).contains("cannot be judged"), "{}", stderr(&o));
+}
