@@ -90,6 +90,9 @@ pub enum Command {
     /// student's own sample) per caption, built once (resumable); a new checkpoint whose
     /// lineage names the base and the pair set; an eval table before/after.
     Dpo(DpoArgs),
+    /// Studies that train several students and compare them.
+    #[command(subcommand)]
+    Study(StudyCommand),
     /// The main job on the embedded default: distill the shapes world (configs/shapes-demo.toml),
     /// train the tiny student (configs/train-tiny.toml), evaluate it on the held-out prompts.
     /// Rerunning resumes whatever is unfinished.
@@ -503,6 +506,48 @@ pub struct DpoArgs {
     #[arg(long, default_value = "cpu")]
     pub device: String,
     /// Print the summary as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum StudyCommand {
+    /// Diversity vs volume (the paper's Fig. 6): subsets at several volume fractions, random
+    /// or coverage-first, and a narrow corpus of the smallest size; the same training budget
+    /// for each; study.md, study.json and study.png (score vs images, a line per strategy).
+    DiversityVsVolume(StudyArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct StudyArgs {
+    /// The parent manifest (its run's expand/ must be beside it, for slot values).
+    #[arg(short, long)]
+    pub manifest: PathBuf,
+    /// Output folder: one folder per arm (train/, eval/), study.md, study.json, study.png.
+    #[arg(short, long)]
+    pub out: PathBuf,
+    /// Training preset for every arm.
+    #[arg(long, default_value = "tiny")]
+    pub preset: String,
+    /// Or a training config file.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Training steps of every arm (the shared compute budget); the preset's if left out.
+    #[arg(long)]
+    pub steps: Option<u64>,
+    /// Volume fractions, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "0.25,0.5,1")]
+    pub fractions: Vec<f64>,
+    /// Share of the shape and colour values the narrow arm may draw from.
+    #[arg(long, default_value_t = 0.5)]
+    pub narrow_share: f64,
+    /// Images per held-out prompt in each arm's eval.
+    #[arg(long, default_value_t = 2)]
+    pub eval_n: usize,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
     #[arg(long)]
     pub json: bool,
 }

@@ -25,6 +25,7 @@ pub mod sample;
 pub mod schema;
 pub mod serve;
 pub mod store;
+pub mod study;
 pub mod taxonomy;
 pub mod train;
 pub mod world;

@@ -130,7 +130,7 @@ fn run(command: Command, progress: bool) -> Result<()> {
             }
             let parent = manifest::verify(&path)?;
             let filters = filters.iter().map(|f| Rule::parse_filter(f)).collect::<Result<Vec<_>, _>>()?;
-            let rule = Rule { count, fraction, strategy, filters, stratum: per, seed };
+            let rule = Rule { count, fraction, strategy, filters, only_allowed: false, stratum: per, seed };
             let rows = subset::select(&path, &parent, &rule)?;
             let (out, m) = manifest::write_subset(&path, &parent, &name, &rule.describe(), &rows)?;
             print!("{}", manifest::show(&m));
@@ -302,6 +302,7 @@ manifest: {}",
         Command::Eval(a) => student::eval_cmd(a, progress)?,
         Command::Inpaint(a) => student::inpaint_cmd(a, progress)?,
         Command::Dpo(a) => student::dpo_cmd(a, progress)?,
+        Command::Study(cli::StudyCommand::DiversityVsVolume(a)) => student::study_cmd(a, progress)?,
         Command::Demo { n, steps } => {
             let t0 = std::time::Instant::now();
             let config = Path::new("configs/shapes-demo.toml").to_path_buf();

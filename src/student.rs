@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 
-use crate::cli::{DpoArgs, EvalArgs, InpaintArgs, SampleArgs, TrainArgs};
+use crate::cli::{DpoArgs, EvalArgs, InpaintArgs, SampleArgs, StudyArgs, TrainArgs};
 use lightgen::model::sampler::CfgSchedule;
 use lightgen::pipeline::manifest;
 use lightgen::sample::{generate, Decoder, Prompter, Student};
@@ -472,5 +472,38 @@ fn eval_quiet(a: EvalArgs, progress: bool) -> Result<()> {
         pb.inc(n as u64)
     })?;
     pb.finish_and_clear();
+    Ok(())
+}
+
+/// `lightgen study diversity-vs-volume`.
+pub fn study_cmd(a: StudyArgs, progress: bool) -> Result<()> {
+    let mut train = match &a.config {
+        Some(p) => TrainConfig::load(p)?,
+        None => TrainConfig::preset(&a.preset)
+            .with_context(|| format!("--preset {}: unknown; known: tiny, small, base", a.preset))?,
+    };
+    if let Some(s) = a.steps {
+        train.train.steps = s;
+    }
+    train.train.sample_every = 0; // one grid per arm is not worth its time here
+    anyhow::ensure!(
+        !a.fractions.is_empty() && a.fractions.iter().all(|f| *f > 0.0 && *f <= 1.0),
+        "--fractions: expected values in (0, 1]"
+    );
+    anyhow::ensure!(a.narrow_share > 0.0 && a.narrow_share <= 1.0, "--narrow-share: expected a value in (0, 1]");
+    let cfg = lightgen::study::StudyConfig {
+        fractions: a.fractions.clone(),
+        narrow_share: a.narrow_share,
+        eval_n: a.eval_n,
+        seed: a.seed,
+        train,
+    };
+    let r = lightgen::study::run(&a.manifest, &cfg, &a.out, &train::device(&a.device)?, progress)?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&r)?);
+    } else {
+        print!("{}", lightgen::study::markdown(&r));
+        println!("\nplot {}; table {}", a.out.join("study.png").display(), a.out.join("study.md").display());
+    }
     Ok(())
 }

@@ -39,8 +39,10 @@ pub struct Rule {
     pub count: Option<u64>,
     pub fraction: Option<f64>,
     pub strategy: Strategy,
-    /// (key, allowed values): key `family` or `slot:<name>`; a sample passes if it has any.
+    /// (key, allowed values): key `family` or `slot:<name>`; a sample passes if it has any
+    /// (or, with `only_allowed`, if every value it has is allowed).
     pub filters: Vec<(String, Vec<String>)>,
+    pub only_allowed: bool,
     /// Apply count/fraction within each stratum (`family` or `slot:<name>`).
     pub stratum: Option<String>,
     pub seed: u64,
@@ -69,8 +71,9 @@ impl Rule {
         if let Some(s) = &self.stratum {
             parts.push(format!("per={s}"));
         }
+        let word = if self.only_allowed { "only" } else { "where" };
         for (k, v) in &self.filters {
-            parts.push(format!("where {k}={}", v.join(",")));
+            parts.push(format!("{word} {k}={}", v.join(",")));
         }
         parts.join(" ")
     }
@@ -124,7 +127,15 @@ pub fn select(manifest_path: &Path, m: &Manifest, rule: &Rule) -> Result<Vec<Vec
             None => vec![c.family.clone()],
         }
     };
-    cands.retain(|c| rule.filters.iter().all(|(k, vals)| key_values(c, k).iter().any(|v| vals.contains(v))));
+    cands.retain(|c| {
+        rule.filters.iter().all(|(k, vals)| {
+            let have = key_values(c, k);
+            match rule.only_allowed {
+                true => have.iter().all(|v| vals.contains(v)),
+                false => have.iter().any(|v| vals.contains(v)),
+            }
+        })
+    });
 
     let mut groups: BTreeMap<String, Vec<usize>> = BTreeMap::new();
     for (i, c) in cands.iter().enumerate() {

@@ -12,6 +12,7 @@ mod http;
 mod onnx;
 mod report;
 mod schemas;
+mod study;
 mod taxonomies;
 mod train;
 mod world;
