@@ -184,7 +184,16 @@ pub fn write_geneval(out: &Path, prompts: &[EvalPrompt], per_prompt: usize, imgs
         std::fs::create_dir_all(&samples).map_err(|e| Error::io(&samples, e))?;
         let mut meta = p.spec.clone();
         meta.prompt = p.prompt.clone();
-        let line = serde_json::to_string(&meta).expect("spec serialises") + "\n";
+        // GenEval's evaluator tests `"color" in req`: absent keys, never nulls
+        let mut v = serde_json::to_value(&meta).expect("spec serialises");
+        for key in ["include", "exclude"] {
+            for o in v[key].as_array_mut().into_iter().flatten() {
+                if let Some(obj) = o.as_object_mut() {
+                    obj.retain(|_, x| !x.is_null());
+                }
+            }
+        }
+        let line = v.to_string() + "\n";
         for (j, img) in imgs[i * per_prompt..(i + 1) * per_prompt].iter().enumerate() {
             let path = samples.join(format!("{j:04}.png"));
             let mut png = Vec::new();
@@ -289,6 +298,7 @@ mod tests {
         assert_eq!(meta["tag"], "counting");
         assert_eq!(meta["prompt"], "a photo of two circles");
         assert_eq!(meta["include"][0]["count"], 2);
+        assert!(meta["include"][0].get("color").is_none(), "no null keys: {meta}");
         // image 2 of prompt 1 is the 6th image overall
         let back = image::open(out.join("00001/samples/0002.png")).unwrap().to_rgb8();
         assert_eq!(back.get_pixel(0, 0).0, [200, 0, 0]);
