@@ -253,28 +253,7 @@ pub fn demo_rest(run_dir: &Path, n: usize, steps: Option<u64>, progress: bool, t
         );
     }
     let eval_out = run_dir.join("eval");
-    eval_cmd(
-        EvalArgs {
-            checkpoint: Some(out.clone()),
-            manifest: Some(manifest_path),
-            compare: None,
-            prompts: None,
-            limit: None,
-            n,
-            out: Some(eval_out.clone()),
-            no_ema: false,
-            seed: 0,
-            batch: 64,
-            cfg: None,
-            steps: None,
-            temperature: None,
-            clip_x0: None,
-            format: "shapes".into(),
-            device: "cpu".into(),
-            json: false,
-        },
-        progress,
-    )?;
+    eval_cmd(eval_args(&out, &manifest_path, eval_out.clone(), n), progress)?;
     println!("\ndemo done in {:.1} min", t0.elapsed().as_secs_f64() / 60.0);
     println!("  loss curve    {}", out.join("loss.png").display());
     println!("  sample grids  {}", out.join("samples").display());
