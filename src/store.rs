@@ -21,8 +21,12 @@ use object_store::{BackoffConfig, ObjectStore, ObjectStoreExt, PutPayload, Retry
 use crate::error::{Error, Result};
 use crate::pipeline::shard::{self, PartStats};
 
-/// Files larger than this are uploaded in parts.
+/// Files larger than this are uploaded in parts (`LIGHTGEN_MULTIPART_BYTES` overrides it).
 pub const MULTIPART_BYTES: u64 = 16 << 20;
+
+fn multipart_bytes() -> u64 {
+    std::env::var("LIGHTGEN_MULTIPART_BYTES").ok().and_then(|v| v.parse().ok()).unwrap_or(MULTIPART_BYTES)
+}
 /// Size of each uploaded part (S3 needs ≥ 5 MiB for all but the last).
 const CHUNK_BYTES: usize = 8 << 20;
 /// Requests in flight at once when many small objects are read.
@@ -163,7 +167,7 @@ impl Store {
     async fn upload_async(&self, rel: &str, local: &Path) -> Result<()> {
         let size = std::fs::metadata(local).map_err(|e| Error::io(local, e))?.len();
         let key = self.key(rel);
-        if size <= MULTIPART_BYTES {
+        if size <= multipart_bytes() {
             let bytes = std::fs::read(local).map_err(|e| Error::io(local, e))?;
             return self.inner.put(&key, PutPayload::from(bytes)).await.map(|_| ()).map_err(|e| self.err(rel, e));
         }

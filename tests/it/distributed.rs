@@ -62,7 +62,9 @@ impl S3 {
             .env("AWS_SECRET_ACCESS_KEY", "it-secret-never-printed")
             .env("AWS_REGION", "us-east-1")
             .env("AWS_ENDPOINT", format!("http://127.0.0.1:{}", self.port))
-            .env("AWS_ALLOW_HTTP", "true");
+            .env("AWS_ALLOW_HTTP", "true")
+            // every part file above 4 KiB goes through S3's multipart upload
+            .env("LIGHTGEN_MULTIPART_BYTES", "4096");
         c
     }
 
