@@ -150,7 +150,9 @@ pub fn recolor_cases(
     let mut out = Vec::new();
     for (k, spec) in specs.iter().enumerate().take(n) {
         let req = SceneRequest { spec: spec.clone(), sizes: vec![], background: Some("plain".into()), style: None };
-        let Ok(r) = render::render(&req, seed + k as u64, res, &render::Imperfections::none()) else { continue };
+        let Ok(r) = render::render(&req, seed.wrapping_add(k as u64), res, &render::Imperfections::none()) else {
+            continue;
+        };
         let target = &spec.include[0];
         let Some(obj) =
             r.scene.objects.iter().find(|o| o.class == target.class && Some(&o.color) == target.color.as_ref())
@@ -204,7 +206,8 @@ pub fn recolor_check(
     for (k, case) in cases.iter().enumerate() {
         let prep = prepare(&case.image, &case.mask, res, grid)?;
         unknown += prep.unknown.iter().filter(|u| **u).count();
-        let (imgs, _, _) = inpaint(student, prompter, decoder, &prep, &case.prompt, 1, opts, seed + k as u64, true)?;
+        let (imgs, _, _) =
+            inpaint(student, prompter, decoder, &prep, &case.prompt, 1, opts, seed.wrapping_add(k as u64), true)?;
         let img = &imgs[0];
         changed += img.pixels().zip(prep.image.pixels()).zip(&prep.mask).filter(|((a, b), m)| !**m && a != b).count();
         let pass = judge.judge(img, &case.spec).verdict.pass;

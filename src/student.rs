@@ -418,7 +418,7 @@ pub fn dpo_cmd(a: DpoArgs, progress: bool) -> Result<()> {
     let (before, after) = (a.out.join("eval-base"), a.out.join("eval-dpo"));
     for (ck, dir) in [(&base, &before), (&s.checkpoint, &after)] {
         if !dir.join("eval.json").exists() {
-            eval_quiet(eval_args(ck, &a.manifest, dir.clone(), a.eval_n), progress)?;
+            eval_cmd(eval_args(ck, &a.manifest, dir.clone(), a.eval_n), progress)?;
         }
     }
     let (x, y) = (
@@ -432,25 +432,6 @@ pub fn dpo_cmd(a: DpoArgs, progress: bool) -> Result<()> {
     } else {
         println!("\nbefore (base) → after (dpo), {} images per held-out prompt:\n{table}", a.eval_n);
     }
-    Ok(())
-}
-
-/// An eval whose table is not printed (the caller prints the comparison).
-fn eval_quiet(a: EvalArgs, progress: bool) -> Result<()> {
-    let out = a.out.clone().expect("out");
-    let ck = checkpoint::resolve(a.checkpoint.as_ref().expect("checkpoint"))?;
-    let mpath = a.manifest.clone().expect("manifest");
-    let m = manifest::verify(&mpath)?;
-    let student = Student::load(&ck, true, &train::device(&a.device)?)?;
-    let prompts = lightgen::eval::load_prompts(lightgen::sample::held_out(&mpath, &m)?)?;
-    let opts = student.state.config.sample.clone();
-    let prompter = Prompter::for_manifest(&mpath, &m, None)?;
-    let decoder = Decoder::for_manifest(&m, None)?;
-    let pb = lightgen::progress::bar((prompts.len() * a.n) as u64, "eval", "images", progress);
-    lightgen::eval::run(&student, &prompter, &decoder, &prompts, a.n, &opts, a.seed, a.batch, &out, |n| {
-        pb.inc(n as u64)
-    })?;
-    pb.finish_and_clear();
     Ok(())
 }
 
