@@ -535,8 +535,9 @@ pub struct StudyArgs {
     /// Training steps of every arm (the shared compute budget); the preset's if left out.
     #[arg(long)]
     pub steps: Option<u64>,
-    /// Volume fractions, comma-separated.
-    #[arg(long, value_delimiter = ',', default_value = "0.25,0.5,1")]
+    /// Volume fractions, comma-separated. Coverage-first differs from random only while a
+    /// random draw of that size still misses slot values or pairs (small fractions).
+    #[arg(long, value_delimiter = ',', default_value = "0.05,0.25,1")]
     pub fractions: Vec<f64>,
     /// Share of the shape and colour values the narrow arm may draw from.
     #[arg(long, default_value_t = 0.5)]
