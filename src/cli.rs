@@ -323,26 +323,8 @@ pub struct SampleArgs {
     /// Output folder: 00000.png … and grid.png.
     #[arg(short, long)]
     pub out: PathBuf,
-    /// Use the raw weights instead of the EMA.
-    #[arg(long)]
-    pub no_ema: bool,
-    /// Masked-AR steps (default: the training config's [sample]).
-    #[arg(long)]
-    pub steps: Option<usize>,
-    /// Guidance scale.
-    #[arg(long)]
-    pub cfg: Option<f64>,
-    /// constant or linear.
-    #[arg(long)]
-    pub cfg_schedule: Option<String>,
-    #[arg(long)]
-    pub temperature: Option<f64>,
-    /// Diffusion steps of the head.
-    #[arg(long)]
-    pub diffusion_steps: Option<usize>,
-    /// Clamp the head's predicted x0 to ±R (0 = off).
-    #[arg(long)]
-    pub clip_x0: Option<f64>,
+    #[command(flatten)]
+    pub flags: SampleFlags,
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
     /// Images per model call.
@@ -354,9 +336,6 @@ pub struct SampleArgs {
     /// The T5 export to encode prompts with (default: the path in the manifest's lineage).
     #[arg(long)]
     pub t5: Option<PathBuf>,
-    /// cpu, or cuda[:N].
-    #[arg(long, default_value = "cpu")]
-    pub device: String,
 }
 
 #[derive(Debug, Args)]
@@ -382,33 +361,18 @@ pub struct EvalArgs {
     /// Output folder (eval.json, eval.md, judgements.jsonl, failures-<task>.png).
     #[arg(short, long, required_unless_present = "compare")]
     pub out: Option<PathBuf>,
-    /// Use the raw weights instead of the EMA.
-    #[arg(long)]
-    pub no_ema: bool,
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
     /// Images per model call.
     #[arg(long, default_value_t = 32)]
     pub batch: usize,
-    /// Guidance scale (default: the training config's [sample]).
-    #[arg(long)]
-    pub cfg: Option<f64>,
-    /// Masked-AR steps.
-    #[arg(long)]
-    pub steps: Option<usize>,
-    #[arg(long)]
-    pub temperature: Option<f64>,
-    /// Clamp the head's predicted x0 to ±R (0 = off).
-    #[arg(long)]
-    pub clip_x0: Option<f64>,
-    /// cpu, or cuda[:N].
+    #[command(flatten)]
+    pub flags: SampleFlags,
     /// `shapes`: judge with the shapes analyzer (eval.json, eval.md, grids). `geneval`: also
     /// write GenEval's folder layout (`<out>/00000/metadata.jsonl`, `samples/0000.png` …) for
     /// its official evaluator; a run that is not the shapes world is then written, not judged.
     #[arg(long, default_value = "shapes", value_parser = ["shapes", "geneval"])]
     pub format: String,
-    #[arg(long, default_value = "cpu")]
-    pub device: String,
     /// Print the report as JSON.
     #[arg(long)]
     pub json: bool,
@@ -448,16 +412,8 @@ pub struct InpaintArgs {
     /// Pixels added around the masked object's box in --check.
     #[arg(long, default_value_t = 2)]
     pub margin: u32,
-    #[arg(long)]
-    pub no_ema: bool,
-    #[arg(long)]
-    pub cfg: Option<f64>,
-    #[arg(long)]
-    pub steps: Option<usize>,
-    #[arg(long)]
-    pub temperature: Option<f64>,
-    #[arg(long, default_value = "cpu")]
-    pub device: String,
+    #[command(flatten)]
+    pub flags: SampleFlags,
     /// Print the result as JSON.
     #[arg(long)]
     pub json: bool,
@@ -551,4 +507,47 @@ pub struct StudyArgs {
     pub device: String,
     #[arg(long)]
     pub json: bool,
+}
+
+/// Which weights, how to sample and where: shared by `sample`, `eval` and `inpaint`.
+#[derive(Debug, Args)]
+pub struct SampleFlags {
+    /// Use the raw weights instead of the EMA.
+    #[arg(long)]
+    pub no_ema: bool,
+    /// Masked-AR steps (default: the training config's [sample]).
+    #[arg(long)]
+    pub steps: Option<usize>,
+    /// Guidance scale.
+    #[arg(long)]
+    pub cfg: Option<f64>,
+    /// constant or linear.
+    #[arg(long)]
+    pub cfg_schedule: Option<String>,
+    #[arg(long)]
+    pub temperature: Option<f64>,
+    /// Diffusion steps of the head.
+    #[arg(long)]
+    pub diffusion_steps: Option<usize>,
+    /// Clamp the head's predicted x0 to ±R (0 = off).
+    #[arg(long)]
+    pub clip_x0: Option<f64>,
+    /// cpu, or cuda[:N].
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+}
+
+impl Default for SampleFlags {
+    fn default() -> Self {
+        SampleFlags {
+            no_ema: false,
+            steps: None,
+            cfg: None,
+            cfg_schedule: None,
+            temperature: None,
+            diffusion_steps: None,
+            clip_x0: None,
+            device: "cpu".into(),
+        }
+    }
 }

@@ -5,9 +5,9 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 
-use crate::cli::{DpoArgs, EvalArgs, InpaintArgs, SampleArgs, StudyArgs, TrainArgs};
-use lightgen::model::sampler::CfgSchedule;
-use lightgen::pipeline::manifest;
+use crate::cli::{DpoArgs, EvalArgs, InpaintArgs, SampleArgs, SampleFlags, StudyArgs, TrainArgs};
+use lightgen::model::sampler::{CfgSchedule, SampleOptions};
+use lightgen::pipeline::manifest::{self, Manifest};
 use lightgen::sample::{generate, Decoder, Prompter, Student};
 use lightgen::train::{self, checkpoint, TrainConfig, TrainOptions};
 
@@ -43,11 +43,44 @@ pub fn train_cmd(a: TrainArgs, progress: bool) -> Result<()> {
     Ok(())
 }
 
+/// The checkpoint (resolved), its manifest (verified) and the student, as `flags` ask.
+fn load(ckpt: &Path, manifest_path: &Path, flags: &SampleFlags) -> Result<(PathBuf, Manifest, Student)> {
+    let ck = checkpoint::resolve(ckpt)?;
+    let m = manifest::verify(manifest_path)?;
+    let student = Student::load(&ck, !flags.no_ema, &train::device(&flags.device)?)?;
+    Ok((ck, m, student))
+}
+
+/// The checkpoint's sampling settings with the flags' overrides.
+fn sample_options(student: &Student, f: &SampleFlags) -> Result<SampleOptions> {
+    let mut opts = student.state.config.sample.clone();
+    if let Some(v) = f.steps {
+        opts.steps = v;
+    }
+    if let Some(v) = f.cfg {
+        opts.cfg = v;
+    }
+    if let Some(v) = &f.cfg_schedule {
+        opts.cfg_schedule = match v.as_str() {
+            "constant" => CfgSchedule::Constant,
+            "linear" => CfgSchedule::Linear,
+            o => bail!("--cfg-schedule {o}: expected constant or linear"),
+        };
+    }
+    if let Some(v) = f.temperature {
+        opts.temperature = v;
+    }
+    if let Some(v) = f.diffusion_steps {
+        opts.diffusion_steps = v;
+    }
+    if let Some(v) = f.clip_x0 {
+        opts.clip_x0 = (v > 0.0).then_some(v);
+    }
+    Ok(opts)
+}
+
 pub fn sample_cmd(a: SampleArgs, progress: bool) -> Result<()> {
-    let ck = checkpoint::resolve(&a.checkpoint)?;
-    let m = manifest::verify(&a.manifest)?;
-    let device = train::device(&a.device)?;
-    let student = Student::load(&ck, !a.no_ema, &device)?;
+    let (ck, m, student) = load(&a.checkpoint, &a.manifest, &a.flags)?;
     if student.state.manifest_id != m.id {
         eprintln!(
             "note: {} was trained on manifest {}, not {} ({}); its tokenizer and text encoder are used as given",
@@ -65,29 +98,7 @@ pub fn sample_cmd(a: SampleArgs, progress: bool) -> Result<()> {
     if prompts.is_empty() {
         bail!("no prompts: pass --prompt TEXT or --prompts FILE");
     }
-    let mut opts = student.state.config.sample.clone();
-    if let Some(v) = a.steps {
-        opts.steps = v;
-    }
-    if let Some(v) = a.cfg {
-        opts.cfg = v;
-    }
-    if let Some(v) = &a.cfg_schedule {
-        opts.cfg_schedule = match v.as_str() {
-            "constant" => CfgSchedule::Constant,
-            "linear" => CfgSchedule::Linear,
-            o => bail!("--cfg-schedule {o}: expected constant or linear"),
-        };
-    }
-    if let Some(v) = a.temperature {
-        opts.temperature = v;
-    }
-    if let Some(v) = a.diffusion_steps {
-        opts.diffusion_steps = v;
-    }
-    if let Some(v) = a.clip_x0 {
-        opts.clip_x0 = (v > 0.0).then_some(v);
-    }
+    let opts = sample_options(&student, &a.flags)?;
     let prompter = Prompter::for_manifest(&a.manifest, &m, a.t5.as_deref())?;
     let decoder = Decoder::for_manifest(&m, a.vae.as_deref())?;
     let all: Vec<String> = prompts.iter().flat_map(|p| std::iter::repeat_n(p.clone(), a.n)).collect();
@@ -126,10 +137,7 @@ pub fn eval_cmd(a: EvalArgs, progress: bool) -> Result<()> {
     let (Some(ckpt), Some(mpath), Some(out)) = (&a.checkpoint, &a.manifest, &a.out) else {
         bail!("pass --checkpoint, --manifest and --out (or --compare A B)");
     };
-    let ck = checkpoint::resolve(ckpt)?;
-    let m = manifest::verify(mpath)?;
-    let device = train::device(&a.device)?;
-    let student = Student::load(&ck, !a.no_ema, &device)?;
+    let (_, m, student) = load(ckpt, mpath, &a.flags)?;
     let mut prompts = match &a.prompts {
         Some(p) => lightgen::eval::read_geneval(p)?,
         None => lightgen::eval::load_prompts(lightgen::sample::held_out(mpath, &m)?)?,
@@ -137,19 +145,7 @@ pub fn eval_cmd(a: EvalArgs, progress: bool) -> Result<()> {
     if let Some(n) = a.limit {
         prompts.truncate(n);
     }
-    let mut opts = student.state.config.sample.clone();
-    if let Some(v) = a.cfg {
-        opts.cfg = v;
-    }
-    if let Some(v) = a.steps {
-        opts.steps = v;
-    }
-    if let Some(v) = a.temperature {
-        opts.temperature = v;
-    }
-    if let Some(v) = a.clip_x0 {
-        opts.clip_x0 = (v > 0.0).then_some(v);
-    }
+    let opts = sample_options(&student, &a.flags)?;
     let prompter = Prompter::for_manifest(mpath, &m, None)?;
     let decoder = Decoder::for_manifest(&m, None)?;
     let pb = lightgen::progress::bar((prompts.len() * a.n) as u64, "eval", "images", progress);
@@ -264,20 +260,8 @@ pub fn demo_rest(run_dir: &Path, n: usize, steps: Option<u64>, progress: bool, t
 /// `lightgen inpaint`: one edit, or the recolouring check.
 pub fn inpaint_cmd(a: InpaintArgs, progress: bool) -> Result<()> {
     use lightgen::inpaint;
-    let ck = checkpoint::resolve(&a.checkpoint)?;
-    let m = manifest::verify(&a.manifest)?;
-    let device = train::device(&a.device)?;
-    let student = Student::load(&ck, !a.no_ema, &device)?;
-    let mut opts = student.state.config.sample.clone();
-    if let Some(v) = a.cfg {
-        opts.cfg = v;
-    }
-    if let Some(v) = a.steps {
-        opts.steps = v;
-    }
-    if let Some(v) = a.temperature {
-        opts.temperature = v;
-    }
+    let (ck, m, student) = load(&a.checkpoint, &a.manifest, &a.flags)?;
+    let opts = sample_options(&student, &a.flags)?;
     let prompter = Prompter::for_manifest(&a.manifest, &m, None)?;
     let decoder = Decoder::for_manifest(&m, None)?;
     std::fs::create_dir_all(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
@@ -350,15 +334,10 @@ fn eval_args(ckpt: &Path, manifest: &Path, out: PathBuf, n: usize) -> EvalArgs {
         limit: None,
         n,
         out: Some(out),
-        no_ema: false,
         seed: 0,
         batch: 64,
-        cfg: None,
-        steps: None,
-        temperature: None,
-        clip_x0: None,
+        flags: SampleFlags::default(),
         format: "shapes".into(),
-        device: "cpu".into(),
         json: false,
     }
 }
