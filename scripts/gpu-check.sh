@@ -1,33 +1,49 @@
 #!/usr/bin/env bash
-# One-step GPU check for the candle trainer: builds lightgen with `--features cuda` (unless
-# LIGHTGEN_BIN points at a CUDA build), trains the `base` preset for a few hundred steps on
-# random latents and T5-XXL-sized features, and reports ms/step, tokens/s and the peak GPU
-# memory (polled from nvidia-smi). Runs on any CUDA machine (driver ≥ 580 for CUDA 13):
+# One-step GPU check for the candle trainer. Builds lightgen with `--features cuda`
+# (scripts/build-cuda.sh; skipped when LIGHTGEN_BIN points at a CUDA build), then:
+#   1. trains the `base` preset for STEPS steps on random latents and T5-XXL-sized features,
+#      in bf16 and in f32 (PRECISIONS), and reports ms/step, tokens/s and peak GPU memory;
+#   2. unless E2E=0: distills a 1,000-prompt shapes corpus, trains `tiny` on it on the GPU
+#      (E2E_STEPS, default 200) and evaluates it there (40 held-out prompts).
+# Runs on any CUDA machine with driver >= 580 (CUDA 13) and the CUDA 13 cuBLAS/cuRAND
+# libraries on the loader path (PyTorch's cu130 wheels ship them).
 #
 #   scripts/gpu-check.sh [STEPS] [BATCH]
-#
-# Building needs a CUDA toolkit (nvcc on PATH or CUDA_HOME) and CUDA_COMPUTE_CAP (90 for
-# H100/H200); see the README's "GPU" section for a toolkit from PyPI wheels.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 STEPS="${1:-300}"
 BATCH="${2:-64}"
 BIN="${LIGHTGEN_BIN:-}"
 if [[ -z "$BIN" ]]; then
-    export CUDA_COMPUTE_CAP="${CUDA_COMPUTE_CAP:-90}"
-    cargo build --release --features cuda
+    scripts/build-cuda.sh release
     BIN=target/release/lightgen
 fi
 command -v nvidia-smi >/dev/null || { echo "nvidia-smi not found: no NVIDIA driver here" >&2; exit 2; }
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
-PEAK_FILE="$(mktemp)"
-echo 0 > "$PEAK_FILE"
-( while sleep 0.5; do
-      used=$(nvidia-smi --query-gpu=memory.used --format=csv,noheader,nounits | head -1)
-      [[ "$used" -gt "$(cat "$PEAK_FILE")" ]] && echo "$used" > "$PEAK_FILE"
-  done ) &
-POLL=$!
-trap 'kill $POLL 2>/dev/null || true' EXIT
-"$BIN" train-check --preset base --steps "$STEPS" --batch "$BATCH" --grid 16 --device cuda
-kill $POLL 2>/dev/null || true
-echo "peak GPU memory: $(cat "$PEAK_FILE") MiB (nvidia-smi, whole device)"
+# Peak memory of each run, polled from nvidia-smi (whole device).
+peak_of() {
+    local peak_file status=0; peak_file="$(mktemp)"; echo 0 > "$peak_file"
+    # The poller writes nothing to stdout, so a pipe on this script closes when it ends.
+    ( while sleep 0.5; do
+          used=$(nvidia-smi --query-gpu=memory.used --format=csv,noheader,nounits | head -1)
+          [[ "$used" -gt "$(cat "$peak_file")" ]] && echo "$used" > "$peak_file"
+      done ) >/dev/null 2>&1 &
+    local poll=$!
+    "$@" || status=$?
+    kill $poll 2>/dev/null || true
+    echo "peak GPU memory: $(cat "$peak_file") MiB (exit $status)"
+}
+for precision in ${PRECISIONS:-bf16 f32}; do
+    peak_of "$BIN" train-check --preset base --steps "$STEPS" --batch "$BATCH" --grid 16 --device cuda --precision "$precision"
+done
+# The whole student path on the GPU: a small shapes corpus, a short tiny training run with its
+# sample grid, and an evaluation, all with --device cuda.
+if [[ -n "${E2E:-1}" && "${E2E:-1}" != 0 ]]; then
+    RUN="$(mktemp -d)"
+    "$BIN" distill -q --config configs/shapes-demo.toml --count 1000 --output-dir "$RUN" | tail -n 9
+    "$BIN" train -q -m "$RUN/shapes-demo/manifest.json" --preset tiny --steps "${E2E_STEPS:-200}" --device cuda \
+        --out "$RUN/train" --json | tail -c 600
+    "$BIN" eval -q -m "$RUN/shapes-demo/manifest.json" --checkpoint "$RUN/train" --device cuda -n 1 --limit 40 \
+        --out "$RUN/eval" | tail -n 12
+    [[ -n "${OUT_DIR:-}" ]] && cp "$RUN/train/loss.png" "$RUN/eval/samples.png" "$OUT_DIR/" || true
+fi

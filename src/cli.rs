@@ -82,6 +82,10 @@ pub enum Command {
     /// GenEval-style evaluation of a checkpoint on the manifest's held-out prompts (or a GenEval
     /// evaluation_metadata.jsonl), judged by the shapes analyzer: per-task and overall scores.
     Eval(EvalArgs),
+    /// Does a checkpoint use its caption and its visible tokens? How much z moves when the
+    /// caption changes, and the eps-MSE by timestep band with and without the caption and
+    /// with all tokens masked or a quarter visible, on a seeded batch of training samples.
+    Probe(ProbeArgs),
     /// Zero-shot inpainting: repaint the masked part of an image for a prompt, the rest kept
     /// (known tokens fixed; with paste-back, known pixels exact). --check N runs the recolouring
     /// check on N held-out two-object scenes instead.
@@ -121,6 +125,9 @@ pub enum Command {
         /// cpu, or cuda[:N].
         #[arg(long, default_value = "cpu")]
         device: String,
+        /// auto (bf16 on CUDA, f32 on CPU), f32 or bf16.
+        #[arg(long, default_value = "auto")]
+        precision: String,
     },
     /// What this build can do here: version, commit, cores, teachers, scorers, tokenizers.
     Doctor,
@@ -373,6 +380,27 @@ pub struct EvalArgs {
     /// its official evaluator; a run that is not the shapes world is then written, not judged.
     #[arg(long, default_value = "shapes", value_parser = ["shapes", "geneval"])]
     pub format: String,
+    /// Print the report as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ProbeArgs {
+    /// A checkpoint folder, or a training folder (its latest checkpoint).
+    #[arg(long)]
+    pub checkpoint: PathBuf,
+    /// The manifest the model was trained on (the samples come from its training split).
+    #[arg(short, long)]
+    pub manifest: PathBuf,
+    /// Training samples in the probe batch.
+    #[arg(long, default_value_t = 64)]
+    pub samples: usize,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// cpu, or cuda[:N].
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
     /// Print the report as JSON.
     #[arg(long)]
     pub json: bool,

@@ -19,6 +19,7 @@ pub mod inpaint;
 pub mod model;
 pub mod onnx;
 pub mod pipeline;
+pub mod probe;
 pub mod progress;
 pub mod report;
 pub mod sample;

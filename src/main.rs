@@ -300,6 +300,14 @@ manifest: {}",
         Command::Train(a) => student::train_cmd(a, progress)?,
         Command::Sample(a) => student::sample_cmd(a, progress)?,
         Command::Eval(a) => student::eval_cmd(a, progress)?,
+        Command::Probe(a) => {
+            let r = lightgen::probe::run(&a.checkpoint, &a.manifest, a.samples, a.seed, &a.device)?;
+            if a.json {
+                println!("{}", serde_json::to_string_pretty(&r)?);
+            } else {
+                print!("{}", r.markdown());
+            }
+        }
         Command::Inpaint(a) => student::inpaint_cmd(a, progress)?,
         Command::Dpo(a) => student::dpo_cmd(a, progress)?,
         Command::Study(cli::StudyCommand::DiversityVsVolume(a)) => student::study_cmd(a, progress)?,
@@ -321,8 +329,8 @@ manifest: {}",
             run(Command::Distill(DistillArgs { stage, store: None, worker: None, workers: None }), progress)?;
             student::demo_rest(&run_dir, n, steps, progress, t0)?;
         }
-        Command::TrainCheck { preset, steps, batch, grid, device } => {
-            student::train_check(&preset, steps, batch, grid, &device)?
+        Command::TrainCheck { preset, steps, batch, grid, device, precision } => {
+            student::train_check(&preset, steps, batch, grid, &device, &precision)?
         }
         Command::Doctor => {
             let cores = std::thread::available_parallelism().map_or(1, |n| n.get());

@@ -174,7 +174,14 @@ pub fn eval_cmd(a: EvalArgs, progress: bool) -> Result<()> {
 }
 
 /// Random latents (64-d tokens) and T5-XXL-sized features (128 × 4096): the reference's shapes.
-pub fn train_check(preset: &str, steps: u64, batch: Option<usize>, grid: usize, device: &str) -> Result<()> {
+pub fn train_check(
+    preset: &str,
+    steps: u64,
+    batch: Option<usize>,
+    grid: usize,
+    device: &str,
+    precision: &str,
+) -> Result<()> {
     use lightgen::model::TextSource;
     use lightgen::train::data::Batch;
     use rand::SeedableRng;
@@ -185,6 +192,8 @@ pub fn train_check(preset: &str, steps: u64, batch: Option<usize>, grid: usize, 
         cfg.train.batch_size = b;
     }
     cfg.train.steps = steps;
+    cfg.train.precision = serde_json::from_value(serde_json::Value::String(precision.into()))
+        .map_err(|_| anyhow::anyhow!("--precision {precision}: expected auto, f32 or bf16"))?;
     let (text_len, channels) = (128, 4096);
     let model =
         cfg.model_config().map_err(anyhow::Error::msg)?.for_data(64, grid, TextSource::Features, channels, text_len);
@@ -201,9 +210,10 @@ pub fn train_check(preset: &str, steps: u64, batch: Option<usize>, grid: usize, 
         feats: draw(b * text_len * channels),
     };
     println!(
-        "preset {preset}: {:.1}M parameters, batch {b}, {} tokens per image, device {device}",
+        "preset {preset}: {:.1}M parameters, batch {b}, {} tokens per image, device {device}, {:?} matmuls",
         tr.store.count() as f64 / 1e6,
-        grid * grid
+        grid * grid,
+        cfg.train.precision.dtype(&dev)
     );
     let warm = 3.min(steps);
     for s in 0..warm {

@@ -8,7 +8,7 @@ use rand::Rng;
 use rand_distr::{Distribution, StandardNormal};
 
 use super::diffusion::{timestep_embedding, Diffusion};
-use super::layers::{LayerNorm, Linear};
+use super::layers::{like, LayerNorm, Linear};
 use super::store::Scope;
 
 const FREQ_DIM: usize = 256;
@@ -101,14 +101,17 @@ impl DiffLoss {
     ///
     /// Exact reformulations for speed: the timestep MLP runs once per distinct timestep and the
     /// condition projection once per distinct z row, then both are gathered to the N rows.
+    ///
+    /// It runs in z's dtype (bf16 under autocast) and returns f32 for the loss and sampler math.
     pub fn net(&self, x: &Tensor, t: &[f32], z: &Tensor) -> Result<Tensor> {
         let n = t.len();
         let dev = x.device();
+        let x = &like(x, z.dtype())?;
         let mut uniq: Vec<f32> = t.to_vec();
         uniq.sort_by(f32::total_cmp);
         uniq.dedup();
         let u = uniq.len();
-        let temb = Tensor::from_vec(timestep_embedding(&uniq, FREQ_DIM), (u, FREQ_DIM), dev)?; // (U, 256)
+        let temb = Tensor::from_vec(timestep_embedding(&uniq, FREQ_DIM), (u, FREQ_DIM), dev)?.to_dtype(z.dtype())?; // (U, 256)
         let temb = self.time2.forward(&self.time0.forward(&temb)?.silu()?)?; // (U, w)
         let t_emb = if u == n && uniq.as_slice() == t {
             temb
@@ -128,7 +131,7 @@ impl DiffLoss {
             h = (h + m[2].mul(&u)?)?;
         }
         let m = self.final_ada.forward(&y)?.chunk(2, D::Minus1)?;
-        self.final_linear.forward(&modulate(&self.final_norm.forward(&h)?, &m[0], &m[1])?)
+        like(&self.final_linear.forward(&modulate(&self.final_norm.forward(&h)?, &m[0], &m[1])?)?, DType::F32)
     }
 
     /// `training_losses` for target x0 (N, C), condition z (M, Dz) (N = M·k, see [`Self::net`]), timesteps t (N) and

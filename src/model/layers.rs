@@ -5,25 +5,38 @@
 
 use std::cell::RefCell;
 
-use candle_core::{Result, Tensor, D};
+use candle_core::{DType, Result, Tensor, D};
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 use super::store::Scope;
 
-/// Train/eval mode and the dropout stream for one forward pass.
+/// Train/eval mode, the compute dtype and the dropout stream for one forward pass.
 pub struct Ctx {
     pub train: bool,
+    /// What the matmuls run in: F32, or BF16 as autocast does (weights stay f32 and are cast
+    /// at each use, so gradients land on the f32 masters; norms and softmax run in f32).
+    pub dtype: DType,
     rng: RefCell<ChaCha8Rng>,
 }
 
 impl Ctx {
     pub fn eval() -> Ctx {
-        Ctx { train: false, rng: RefCell::new(ChaCha8Rng::seed_from_u64(0)) }
+        Ctx { train: false, dtype: DType::F32, rng: RefCell::new(ChaCha8Rng::seed_from_u64(0)) }
     }
 
     pub fn train(seed: u64) -> Ctx {
-        Ctx { train: true, rng: RefCell::new(ChaCha8Rng::seed_from_u64(seed)) }
+        Ctx { train: true, dtype: DType::F32, rng: RefCell::new(ChaCha8Rng::seed_from_u64(seed)) }
+    }
+
+    pub fn with_dtype(mut self, dtype: DType) -> Ctx {
+        self.dtype = dtype;
+        self
+    }
+
+    /// `x` in the compute dtype.
+    pub fn cast(&self, x: &Tensor) -> Result<Tensor> {
+        like(x, self.dtype)
     }
 
     /// Inverted dropout: zero with probability p, scale the rest by 1 / (1 − p).
@@ -32,9 +45,25 @@ impl Ctx {
             return Ok(x.clone());
         }
         let keep = 1.0 / (1.0 - p);
+        if !x.device().is_cpu() {
+            // On a GPU the mask is drawn there (seeded per step by the trainer): a host-side
+            // mask of every attention map would cost more than the step itself.
+            let m =
+                (Tensor::rand(0f32, 1f32, x.shape(), x.device())?.ge(p as f64)?.to_dtype(x.dtype())? * keep as f64)?;
+            return x.mul(&m);
+        }
         let mut rng = self.rng.borrow_mut();
         let m: Vec<f32> = (0..x.elem_count()).map(|_| if rng.random::<f32>() < p { 0.0 } else { keep }).collect();
-        x.mul(&Tensor::from_vec(m, x.shape(), x.device())?)
+        x.mul(&Tensor::from_vec(m, x.shape(), x.device())?.to_dtype(x.dtype())?)
+    }
+}
+
+/// `t` as `dtype` (no copy when it already is).
+pub fn like(t: &Tensor, dtype: DType) -> Result<Tensor> {
+    if t.dtype() == dtype {
+        Ok(t.clone())
+    } else {
+        t.to_dtype(dtype)
     }
 }
 
@@ -59,14 +88,14 @@ impl Linear {
         Ok(Linear { w: s.normal("weight", &[out, inp], std)?, b: Some(s.zeros("bias", &[out])?) })
     }
 
-    /// (…, in) → (…, out).
+    /// (…, in) → (…, out), in x's dtype.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let dims = x.dims().to_vec();
         let inp = *dims.last().expect("rank ≥ 1");
         let rows = x.elem_count() / inp.max(1);
-        let y = x.reshape((rows, inp))?.matmul(&self.w.t()?)?; // (N, out)
+        let y = x.reshape((rows, inp))?.matmul(&like(&self.w, x.dtype())?.t()?)?; // (N, out)
         let y = match &self.b {
-            Some(b) => y.broadcast_add(b)?,
+            Some(b) => y.broadcast_add(&like(b, x.dtype())?)?,
             None => y,
         };
         let mut out = dims;
@@ -93,7 +122,10 @@ impl LayerNorm {
         LayerNorm { w: None, b: None, eps: 1e-6 }
     }
 
+    /// In f32 whatever x's dtype (as autocast), returned in x's dtype.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let dtype = x.dtype();
+        let x = &like(x, DType::F32)?;
         let mean = x.mean_keepdim(D::Minus1)?;
         let xc = x.broadcast_sub(&mean)?;
         let var = xc.sqr()?.mean_keepdim(D::Minus1)?;
@@ -104,7 +136,7 @@ impl LayerNorm {
         if let Some(b) = &self.b {
             y = y.broadcast_add(b)?;
         }
-        Ok(y)
+        like(&y, dtype)
     }
 }
 
@@ -118,9 +150,9 @@ pub fn softmax(x: &Tensor) -> Result<Tensor> {
 /// Attention over heads: q (B, H, Lq, d), k and v (B, H, Lk, d) → (B, H, Lq, d).
 pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, ctx: &Ctx, drop: f32) -> Result<Tensor> {
     let scale = (q.dim(D::Minus1)? as f64).powf(-0.5);
-    let att = (q.matmul(&k.t()?)? * scale)?; // (B, H, Lq, Lk)
+    let att = like(&(q.matmul(&k.t()?)? * scale)?, DType::F32)?; // (B, H, Lq, Lk), f32 for the softmax
     let att = if ctx.train { softmax(&att)? } else { candle_nn::ops::softmax_last_dim(&att)? };
-    ctx.dropout(&att, drop)?.matmul(v)
+    ctx.dropout(&like(&att, v.dtype())?, drop)?.matmul(v)
 }
 
 #[cfg(test)]

@@ -9,7 +9,7 @@ use candle_core::{Result, Tensor};
 use super::blocks::{Block, CrossBlock};
 use super::config::MarConfig;
 use super::diffloss::DiffLoss;
-use super::layers::{Ctx, LayerNorm, Linear};
+use super::layers::{like, Ctx, LayerNorm, Linear};
 use super::store::{ParamStore, Scope};
 use super::text::TextAligner;
 
@@ -151,20 +151,23 @@ impl Mar {
             (b, 1, 1),
             text.device(),
         )?;
-        let null = self.null_text(b, t)?;
+        let (k, null) = (like(&k, text.dtype())?, like(&self.null_text(b, t)?, text.dtype())?);
         text.broadcast_mul(&k)? + null.broadcast_mul(&(k.ones_like()? - &k)?)?
     }
 
-    /// tokens (B, L, C), mask, aligned text (B, T, D) → z (B, L, D) for the DiffLoss head.
+    /// tokens (B, L, C), mask, aligned text (B, T, D) → z (B, L, D) for the DiffLoss head, in
+    /// the context's compute dtype.
     pub fn forward_z(&self, tokens: &Tensor, mask: &Mask, text: &Tensor, grid: usize, ctx: &Ctx) -> Result<Tensor> {
         let (b, l, _) = tokens.dims3()?;
         let d = self.cfg.width;
         let dev = tokens.device();
+        let (tokens, text) = (&ctx.cast(tokens)?, &ctx.cast(text)?);
+        let pos = |table: &Tensor| ctx.cast(&self.pos(table, grid)?);
         // Encoder over the visible tokens only (possibly none).
         let vis = mask.rows(false);
         let lv = vis.len() / b;
         let x = if lv > 0 {
-            let x = self.z_proj.forward(tokens)?.broadcast_add(&self.pos(&self.encoder_pos, grid)?)?; // (B, L, D)
+            let x = self.z_proj.forward(tokens)?.broadcast_add(&pos(&self.encoder_pos)?)?; // (B, L, D)
             let x = self.z_proj_ln.forward(&x)?;
             let idx = Tensor::from_vec(vis, b * lv, dev)?;
             let mut x = x.reshape((b * l, d))?.index_select(&idx, 0)?.reshape((b, lv, d))?; // (B, Lv, D)
@@ -176,7 +179,7 @@ impl Mar {
             None
         };
         // Decoder: visible tokens back in place, the mask token everywhere else.
-        let mask_row = self.mask_token.reshape((1, d))?;
+        let mask_row = ctx.cast(&self.mask_token.reshape((1, d))?)?;
         let x = match x {
             Some(x) => {
                 let x = self.decoder_embed.forward(&x)?.reshape((b * lv, d))?; // (B·Lv, D)
@@ -199,13 +202,13 @@ impl Mar {
             }
             None => mask_row.unsqueeze(0)?.broadcast_as((b, l, d))?.contiguous()?,
         };
-        let mut x = x.broadcast_add(&self.pos(&self.decoder_pos, grid)?)?;
+        let mut x = x.broadcast_add(&pos(&self.decoder_pos)?)?;
         for blk in &self.decoder_blocks {
             x = blk.forward(&x, ctx)?;
         }
         let x = self.decoder_norm.forward(&x)?;
         // Cross-attention stack over the text.
-        let mut x = self.last_embed.forward(&x)?.broadcast_add(&self.pos(&self.last_pos, grid)?)?;
+        let mut x = self.last_embed.forward(&x)?.broadcast_add(&pos(&self.last_pos)?)?;
         for blk in &self.cross_blocks {
             x = blk.forward(&x, text, ctx)?;
         }

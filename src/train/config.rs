@@ -55,6 +55,19 @@ pub struct TrainSection {
     /// Copies of each token's condition, each with its own timestep and noise.
     pub diffusion_batch_mul: usize,
     pub mask_ratio_min: f64,
+    /// Min-SNR-γ loss weighting (Hang et al. 2023): each token's eps-MSE is weighted by
+    /// min(SNR_t, γ) / SNR_t. 0 = off, the reference's uniform weighting. Small CPU runs use it
+    /// because uniform eps weighting spends almost all of the gradient on low-noise timesteps,
+    /// where the answer is in the noisy token itself and text and context barely matter.
+    pub min_snr_gamma: f64,
+    /// High-noise weighting: each token's eps-MSE is also weighted by min(1 + 1/SNR, Γ),
+    /// the v-prediction loss's weight truncated at Γ. 0 = off (the reference). With pixel
+    /// tokens the head reads a flat colour off the noisy token itself down to SNR ≈ 1/16, so
+    /// only the noisiest steps need the caption, and eps-MSE gives those ~SNR of the weight.
+    pub high_noise_weight: f64,
+    /// Compute precision: `auto` = bf16 on CUDA, f32 on CPU (the reference trains under
+    /// bf16 autocast); `f32` or `bf16` force one. Weights and optimizer state are f32 always.
+    pub precision: Precision,
     /// Captions replaced by the null caption (for classifier-free guidance).
     pub text_drop_prob: f64,
     pub seed: u64,
@@ -83,6 +96,9 @@ impl Default for TrainSection {
             ema: 0.9999,
             diffusion_batch_mul: 4,
             mask_ratio_min: 0.7,
+            min_snr_gamma: 0.0,
+            high_noise_weight: 0.0,
+            precision: Precision::Auto,
             text_drop_prob: 0.1,
             seed: 0,
             log_every: 10,
@@ -90,6 +106,27 @@ impl Default for TrainSection {
             keep_checkpoints: 2,
             sample_every: 0,
             grid_prompts: 8,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Precision {
+    #[default]
+    Auto,
+    F32,
+    Bf16,
+}
+
+impl Precision {
+    /// The matmul dtype on `device`.
+    pub fn dtype(self, device: &candle_core::Device) -> candle_core::DType {
+        match self {
+            Precision::F32 => candle_core::DType::F32,
+            Precision::Bf16 => candle_core::DType::BF16,
+            Precision::Auto if device.is_cuda() => candle_core::DType::BF16,
+            Precision::Auto => candle_core::DType::F32,
         }
     }
 }

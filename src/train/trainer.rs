@@ -38,6 +38,21 @@ pub struct StepStats {
     pub ms: f64,
 }
 
+/// min(SNR, γ) / SNR for a timestep with cumulative alpha `ab` (SNR = ab / (1 − ab)).
+pub fn min_snr_weight(ab: f64, gamma: f64) -> f64 {
+    let snr = ab / (1.0 - ab);
+    snr.min(gamma) / snr
+}
+
+/// The eps-MSE weight of a timestep: min-SNR-γ (γ > 0) times the truncated high-noise
+/// weight min(1 + 1/SNR, Γ) (Γ > 0); 1 when both are off.
+pub fn loss_weight(ab: f64, gamma: f64, high: f64) -> f64 {
+    let snr = ab / (1.0 - ab);
+    let low = if gamma > 0.0 { min_snr_weight(ab, gamma) } else { 1.0 };
+    let hi = if high > 0.0 { (1.0 + 1.0 / snr).min(high) } else { 1.0 };
+    low * hi
+}
+
 /// The model, its optimiser and EMA, at a step.
 pub struct Trainer {
     pub model: Mar,
@@ -98,14 +113,28 @@ impl Trainer {
         let noise: Vec<f32> = (0..n * c).map(|_| StandardNormal.sample(&mut rng)).collect();
         let noise = Tensor::from_vec(noise, (n, c), &self.device)?;
         let terms = m.diffloss.terms(&target, &z, &ts, &noise)?;
-        Ok((terms.loss, terms.mse, ratio))
+        let loss = if t.min_snr_gamma > 0.0 || t.high_noise_weight > 0.0 {
+            // loss = w·mse + vb; the variance term is unchanged.
+            let ab = &m.diffloss.train_diffusion.alphas_cumprod;
+            let w: Vec<f32> =
+                ts.iter().map(|&i| loss_weight(ab[i], t.min_snr_gamma, t.high_noise_weight) as f32).collect();
+            let w = Tensor::from_vec(w, n, &self.device)?;
+            ((&terms.loss - &terms.mse)? + terms.mse.mul(&w)?)?
+        } else {
+            terms.loss
+        };
+        Ok((loss, terms.mse, ratio))
     }
 
     /// One optimisation step on `b` as step `step`.
     pub fn step(&mut self, b: &Batch, step: u64) -> Result<StepStats> {
         let t0 = Instant::now();
         let t = self.cfg.train.clone();
-        let ctx = Ctx::train(step_rng(t.seed, step, 2).random());
+        let seed: u64 = step_rng(t.seed, step, 2).random();
+        if !self.device.is_cpu() {
+            self.device.set_seed(seed).map_err(terr)?; // the GPU's dropout masks
+        }
+        let ctx = Ctx::train(seed).with_dtype(t.precision.dtype(&self.device));
         let (rows, _, ratio) = self.losses(b, step, &ctx).map_err(terr)?;
         let loss = rows.mean_all().map_err(terr)?;
         let value = loss.to_scalar::<f32>().map_err(terr)? as f64;
@@ -392,6 +421,7 @@ pub fn grid_for(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::diffusion::Diffusion;
 
     fn micro() -> TrainConfig {
         TrainConfig::parse(include_str!("../../tests/fixtures/train-micro.toml"), "micro").unwrap()
@@ -415,5 +445,65 @@ mod tests {
         let first: f64 = losses[..10].iter().sum::<f64>() / 10.0;
         let last: f64 = losses[40..].iter().sum::<f64>() / 10.0;
         assert!(last < 0.7 * first, "first 10 {first:.3}, last 10 {last:.3}");
+    }
+
+    fn micro_trainer(precision: super::super::config::Precision, min_snr: f64) -> (Trainer, Batch) {
+        let mut cfg = micro();
+        cfg.train.precision = precision;
+        cfg.train.min_snr_gamma = min_snr;
+        cfg.train.text_drop_prob = 0.0;
+        let model = cfg.model_config().unwrap().for_data(12, 4, TextSource::Vocab { vocab: 10 }, 0, 3);
+        let tr = Trainer::new(cfg, model, 4, &Device::Cpu).unwrap();
+        let tokens: Vec<f32> = (0..4 * 16 * 12).map(|i| ((i * 37 % 101) as f32 / 50.0) - 1.0).collect();
+        let batch = Batch { step: 0, size: 4, tokens, ids: vec![2, 3, 0, 4, 5, 0, 2, 5, 0, 3, 4, 0], feats: vec![] };
+        (tr, batch)
+    }
+
+    #[test]
+    fn reduced_precision_autocast_matches_f32_and_grads_land_on_f32_masters() {
+        // Seeded (train.seed = 0): the same weights, batch, mask, timesteps and noise in f32
+        // and under autocast. candle's CPU matmul has no bf16, so the CPU test runs the same
+        // code path in f16 (CUDA runs it in bf16: `precision = "auto"`).
+        use candle_core::DType;
+        let (tr, batch) = micro_trainer(super::super::config::Precision::F32, 0.0);
+        let run = |dtype: DType| {
+            let ctx = Ctx::train(5).with_dtype(dtype);
+            let (rows, _, _) = tr.losses(&batch, 1, &ctx).unwrap();
+            assert_eq!(rows.dtype(), DType::F32, "the loss math runs in f32");
+            let loss = rows.mean_all().unwrap();
+            let grads = loss.backward().unwrap();
+            let g = grads
+                .get(tr.store.vars["diffloss.net.final_layer.linear.weight"].as_tensor())
+                .expect("a gradient for the head")
+                .clone();
+            (loss.to_scalar::<f32>().unwrap(), g)
+        };
+        let (la, ga) = run(DType::F32);
+        let (lb, gb) = run(DType::F16);
+        assert!(la.is_finite() && (la - lb).abs() < 0.01 * la, "f32 {la} vs f16 {lb}");
+        assert_eq!(gb.dtype(), DType::F32, "gradients reach the f32 master weights");
+        let rel = ((&ga - &gb).unwrap().sqr().unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap()
+            / ga.sqr().unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap())
+        .sqrt();
+        assert!(rel < 0.05, "relative gradient error {rel}");
+        assert_eq!(super::super::config::Precision::Auto.dtype(&Device::Cpu), DType::F32);
+        assert_eq!(super::super::config::Precision::Bf16.dtype(&Device::Cpu), DType::BF16);
+    }
+
+    #[test]
+    fn min_snr_weighting_down_weights_low_noise_only() {
+        let ab = Diffusion::training().alphas_cumprod;
+        // SNR(0) is huge: weight γ/SNR; at the last step SNR < 1 < γ: weight 1.
+        assert!((min_snr_weight(ab[0], 5.0) - 5.0 * (1.0 - ab[0]) / ab[0]).abs() < 1e-12);
+        assert_eq!(min_snr_weight(ab[999], 5.0), 1.0);
+        // Same step, same draws: the weighted loss is below the plain one (every weight ≤ 1).
+        let (a, batch) = micro_trainer(super::super::config::Precision::F32, 0.0);
+        let (b, _) = micro_trainer(super::super::config::Precision::F32, 5.0);
+        let ctx = Ctx::eval();
+        let (la, ma, _) = a.losses(&batch, 3, &ctx).unwrap();
+        let (lb, mb, _) = b.losses(&batch, 3, &ctx).unwrap();
+        let sum = |t: &Tensor| t.sum_all().unwrap().to_scalar::<f32>().unwrap();
+        assert_eq!(sum(&ma), sum(&mb));
+        assert!(sum(&lb) < sum(&la), "{} vs {}", sum(&lb), sum(&la));
     }
 }

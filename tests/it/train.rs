@@ -320,3 +320,43 @@ fn inpaint_keeps_pixels_outside_the_mask_and_is_deterministic_by_seed() {
     ]);
     assert!(!o.status.success() && stderr(&o).contains("--mask: is 16×16, the image is 32×32"), "{}", stderr(&o));
 }
+
+#[test]
+fn probe_reads_zero_caption_use_from_a_caption_blind_model() {
+    // Seeded (model seed 0, probe seed 0). A freshly trained micro model's z moves with the
+    // caption; once its cross-attention projections are zeroed, the text cannot reach z, and
+    // the probe must read exactly 0 caption sensitivity and 0 caption gain.
+    let dir = tempfile::tempdir().unwrap();
+    let ck = dir.path().join("run");
+    let o = train(&ck, &["--steps", "3"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = lightgen(&["probe", "--checkpoint", ck.to_str().unwrap(), "-m", MANIFEST, "--samples", "8", "--json"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let r: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert!(r["caption_sensitivity"].as_f64().unwrap() > 1e-3, "{r}");
+    for key in ["masked_all_caption", "masked_all_null", "visible_quarter_caption", "visible_quarter_null"] {
+        let v = r[key].as_array().unwrap();
+        assert_eq!(v.len(), 5, "{key}");
+        assert!(v.iter().all(|x| x.as_f64().unwrap().is_finite() && x.as_f64().unwrap() > 0.0), "{key}: {v:?}");
+    }
+    // The same through the library, after cutting the text path.
+    use lightgen::pipeline::manifest;
+    use lightgen::sample::Student;
+    use lightgen::train::data::Dataset;
+    let mp = super::root().join(MANIFEST);
+    let ds = Dataset::open(&mp, &manifest::verify(&mp).unwrap()).unwrap();
+    let ckpt = lightgen::train::checkpoint::resolve(&ck).unwrap();
+    let student = Student::load(&ckpt, true, &candle_core::Device::Cpu).unwrap();
+    let seen = lightgen::probe::probe(&student, &ds, 8, 0).unwrap();
+    assert_eq!(seen.caption_sensitivity, r["caption_sensitivity"].as_f64().unwrap());
+    for (name, var) in &student.store.vars {
+        if name.starts_with("cross_attn_blocks.") && name.contains(".attn.proj.") {
+            var.set(&var.zeros_like().unwrap()).unwrap();
+        }
+    }
+    let blind = lightgen::probe::probe(&student, &ds, 8, 0).unwrap();
+    assert_eq!(blind.caption_sensitivity, 0.0);
+    assert_eq!(blind.masked_all_caption, blind.masked_all_null);
+    assert_eq!(blind.visible_quarter_caption, blind.visible_quarter_null);
+    assert!(blind.markdown().contains("caption gain, all masked | 0.000 | 0.000 | 0.000 | 0.000 | 0.000 |"));
+}
