@@ -19,9 +19,9 @@ use serde::Serialize;
 use crate::error::{Error, Result};
 use crate::model::layers::Ctx;
 use crate::model::text::TextInput;
-use crate::model::{Mask, TextSource};
+use crate::model::Mask;
 use crate::sample::Student;
-use crate::train::data::{Batch, Dataset};
+use crate::train::data::Dataset;
 use crate::train::schedule::orders;
 
 /// Timestep bands of 200 over the 1000 training steps.
@@ -70,17 +70,6 @@ impl ProbeReport {
     }
 }
 
-/// The text input of a host batch for this model.
-fn text_input(student: &Student, b: &Batch, dev: &candle_core::Device) -> candle_core::Result<TextInput> {
-    let cfg = &student.model.cfg;
-    Ok(match cfg.text {
-        TextSource::Vocab { .. } => TextInput::Ids(Tensor::from_slice(&b.ids, (b.size, cfg.text_len), dev)?),
-        TextSource::Features => {
-            TextInput::Features(Tensor::from_slice(&b.feats, (b.size, cfg.text_len, cfg.caption_channels), dev)?)
-        }
-    })
-}
-
 /// Probes `student` on `samples` training samples of `ds` (seeded by `seed`).
 pub fn probe(student: &Student, ds: &Dataset, samples: usize, seed: u64) -> Result<ProbeReport> {
     let err = |e: candle_core::Error| Error::invalid("probe", e.to_string());
@@ -94,7 +83,8 @@ pub fn probe(student: &Student, ds: &Dataset, samples: usize, seed: u64) -> Resu
     let b = ds.batch(seed, 0, samples, &mut (u64::MAX, Vec::new()));
     let ctx = Ctx::eval();
     let tokens = Tensor::from_slice(&b.tokens, (b.size, l, c), &dev).map_err(err)?; // (B, L, C)
-    let text = m.text.forward(&text_input(student, &b, &dev).map_err(err)?, &ctx).map_err(err)?; // (B, T, D)
+    let input = TextInput::from_host(&b.ids, &b.feats, b.size, ds.text_len, ds.text_channels, &dev).map_err(err)?;
+    let text = m.text.forward(&input, &ctx).map_err(err)?; // (B, T, D)
     let null = m.drop_text(&text, &vec![false; b.size]).map_err(err)?;
     let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x5EED);
     let order = orders(b.size, l, &mut rng);

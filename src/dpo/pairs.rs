@@ -100,15 +100,6 @@ fn captions(root: &Path, m: &Manifest, ds: &Dataset, picked: &[usize]) -> Result
     Ok(out)
 }
 
-fn text_input(ds: &Dataset, ids: &[u32], feats: &[f32], b: usize, dev: &Device) -> Result<TextInput> {
-    let e = |e: candle_core::Error| Error::invalid("dpo pairs", e.to_string());
-    Ok(if ds.text_channels == 0 {
-        TextInput::Ids(Tensor::from_slice(ids, (b, ds.text_len), dev).map_err(e)?)
-    } else {
-        TextInput::Features(Tensor::from_slice(feats, (b, ds.text_len, ds.text_channels), dev).map_err(e)?)
-    })
-}
-
 /// Builds (or finishes) the pair set in `dir`; returns it loaded.
 #[allow(clippy::too_many_arguments)]
 pub fn build(
@@ -166,7 +157,8 @@ pub fn build(
         let winner: Vec<f32> = examples.iter().flat_map(|e| e.tokens.iter().copied()).collect();
         let ids: Vec<u32> = examples.iter().flat_map(|e| e.ids.iter().copied()).collect();
         let feats: Vec<f32> = examples.iter().flat_map(|e| e.feats.iter().copied()).collect();
-        let text = text_input(ds, &ids, &feats, chunk.len(), &dev)?;
+        let text = TextInput::from_host(&ids, &feats, chunk.len(), ds.text_len, ds.text_channels, &dev)
+            .map_err(|e| Error::invalid("dpo pairs", e.to_string()))?;
         let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed ^ (k + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15));
         let loser: Vec<f32> =
             sample_tokens(&base.model, &text, Canvas::blank(chunk.len(), l, c), grid, &cfg.sample, &mut rng)

@@ -3,7 +3,7 @@
 //! encoder outputs; for the shapes world's vocabulary ids they are a learned word table plus
 //! learned positions (word ids carry no context of their own).
 
-use candle_core::{Result, Tensor};
+use candle_core::{Device, Result, Tensor};
 
 use super::blocks::Block;
 use super::config::{MarConfig, TextSource};
@@ -16,6 +16,18 @@ pub enum TextInput {
     Ids(Tensor),
     /// (B, T, C) encoder features, zero past each caption's length.
     Features(Tensor),
+}
+
+impl TextInput {
+    /// Host-side captions as the model's input: (B, T) ids when `channels` is 0, else (B, T,
+    /// channels) features.
+    pub fn from_host(ids: &[u32], feats: &[f32], b: usize, t: usize, channels: usize, dev: &Device) -> Result<Self> {
+        Ok(if channels == 0 {
+            TextInput::Ids(Tensor::from_slice(ids, (b, t), dev)?)
+        } else {
+            TextInput::Features(Tensor::from_slice(feats, (b, t, channels), dev)?)
+        })
+    }
 }
 
 pub struct TextAligner {

@@ -74,17 +74,10 @@ impl Trainer {
     }
 
     /// The text input of a host batch.
-    pub fn text_input(&self, b: &Batch) -> Result<TextInput> {
-        let t = self.model.cfg.text_len;
-        Ok(match self.model.cfg.text {
-            TextSource::Vocab { .. } => {
-                TextInput::Ids(Tensor::from_slice(&b.ids, (b.size, t), &self.device).map_err(terr)?)
-            }
-            TextSource::Features => TextInput::Features(
-                Tensor::from_slice(&b.feats, (b.size, t, self.model.cfg.caption_channels), &self.device)
-                    .map_err(terr)?,
-            ),
-        })
+    pub fn text_input(&self, b: &Batch) -> candle_core::Result<TextInput> {
+        let cfg = &self.model.cfg;
+        let channels = if let TextSource::Vocab { .. } = cfg.text { 0 } else { cfg.caption_channels };
+        TextInput::from_host(&b.ids, &b.feats, b.size, cfg.text_len, channels, &self.device)
     }
 
     /// Per-masked-token DiffLoss terms of a batch with this step's mask, orders, caption drops,
@@ -99,7 +92,7 @@ impl Trainer {
         let mask = Mask::from_orders(&orders(b.size, l, &mut rng), l, masked);
         let keep = keep_text(b.size, t.text_drop_prob, &mut rng);
         let tokens = Tensor::from_slice(&b.tokens, (b.size, l, c), &self.device)?; // (B, L, C)
-        let text = m.text.forward(&self.text_input(b).map_err(|e| candle_core::Error::msg(e.to_string()))?, ctx)?;
+        let text = m.text.forward(&self.text_input(b)?, ctx)?;
         let text = m.drop_text(&text, &keep)?; // (B, T, D)
         let z = m.forward_z(&tokens, &mask, &text, self.grid, ctx)?; // (B, L, D)
                                                                      // Only masked tokens count; each is repeated diffusion_batch_mul times.
