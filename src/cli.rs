@@ -126,7 +126,7 @@ pub enum Command {
         #[arg(long, default_value = "cpu")]
         device: String,
         /// auto (bf16 on CUDA, f32 on CPU), f32 or bf16.
-        #[arg(long, default_value = "auto")]
+        #[arg(long, default_value = "auto", value_parser = ["auto", "f32", "bf16"])]
         precision: String,
     },
     /// What this build can do here: version, commit, cores, teachers, scorers, tokenizers.

@@ -111,7 +111,8 @@ impl DiffLoss {
         uniq.sort_by(f32::total_cmp);
         uniq.dedup();
         let u = uniq.len();
-        let temb = Tensor::from_vec(timestep_embedding(&uniq, FREQ_DIM), (u, FREQ_DIM), dev)?.to_dtype(z.dtype())?; // (U, 256)
+        let temb = Tensor::from_vec(timestep_embedding(&uniq, FREQ_DIM), (u, FREQ_DIM), dev)?; // (U, 256)
+        let temb = like(&temb, z.dtype())?;
         let temb = self.time2.forward(&self.time0.forward(&temb)?.silu()?)?; // (U, w)
         let t_emb = if u == n && uniq.as_slice() == t {
             temb

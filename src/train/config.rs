@@ -170,6 +170,12 @@ impl TrainConfig {
         if !(0.0..=1.0).contains(&t.mask_ratio_min) || !(0.0..1.0).contains(&t.text_drop_prob) {
             return Err("train.mask_ratio_min must be in [0, 1] and train.text_drop_prob in [0, 1)".into());
         }
+        if !(t.min_snr_gamma >= 0.0) || !(t.high_noise_weight >= 0.0) {
+            return Err(format!(
+                "train.min_snr_gamma = {} and train.high_noise_weight = {}: expected ≥ 0 (0 = off)",
+                t.min_snr_gamma, t.high_noise_weight
+            ));
+        }
         if !(0.0..1.0).contains(&t.ema) {
             return Err(format!("train.ema = {}: expected a rate in [0, 1)", t.ema));
         }

@@ -38,17 +38,12 @@ pub struct StepStats {
     pub ms: f64,
 }
 
-/// min(SNR, γ) / SNR for a timestep with cumulative alpha `ab` (SNR = ab / (1 − ab)).
-pub fn min_snr_weight(ab: f64, gamma: f64) -> f64 {
-    let snr = ab / (1.0 - ab);
-    snr.min(gamma) / snr
-}
-
-/// The eps-MSE weight of a timestep: min-SNR-γ (γ > 0) times the truncated high-noise
-/// weight min(1 + 1/SNR, Γ) (Γ > 0); 1 when both are off.
+/// The eps-MSE weight of a timestep with cumulative alpha `ab` (SNR = ab / (1 − ab)):
+/// min-SNR-γ, min(SNR, γ)/SNR (γ > 0), times the truncated high-noise weight
+/// min(1 + 1/SNR, Γ) (Γ > 0); 1 when both are off.
 pub fn loss_weight(ab: f64, gamma: f64, high: f64) -> f64 {
     let snr = ab / (1.0 - ab);
-    let low = if gamma > 0.0 { min_snr_weight(ab, gamma) } else { 1.0 };
+    let low = if gamma > 0.0 { snr.min(gamma) / snr } else { 1.0 };
     let hi = if high > 0.0 { (1.0 + 1.0 / snr).min(high) } else { 1.0 };
     low * hi
 }
@@ -487,8 +482,12 @@ mod tests {
     fn min_snr_weighting_down_weights_low_noise_only() {
         let ab = Diffusion::training().alphas_cumprod;
         // SNR(0) is huge: weight γ/SNR; at the last step SNR < 1 < γ: weight 1.
-        assert!((min_snr_weight(ab[0], 5.0) - 5.0 * (1.0 - ab[0]) / ab[0]).abs() < 1e-12);
-        assert_eq!(min_snr_weight(ab[999], 5.0), 1.0);
+        assert!((loss_weight(ab[0], 5.0, 0.0) - 5.0 * (1.0 - ab[0]) / ab[0]).abs() < 1e-12);
+        assert_eq!(loss_weight(ab[999], 5.0, 0.0), 1.0);
+        // Γ caps the high-noise weight, which is 1 + 1/SNR below the cap.
+        assert_eq!(loss_weight(ab[999], 0.0, 50.0), 50.0);
+        assert!((loss_weight(ab[500], 0.0, 50.0) - (1.0 + (1.0 - ab[500]) / ab[500])).abs() < 1e-12);
+        assert_eq!(loss_weight(ab[500], 0.0, 0.0), 1.0);
         // Same step, same draws: the weighted loss is below the plain one (every weight ≤ 1).
         let (a, batch) = micro_trainer(super::super::config::Precision::F32, 0.0);
         let (b, _) = micro_trainer(super::super::config::Precision::F32, 5.0);

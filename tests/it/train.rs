@@ -159,6 +159,17 @@ fn bad_train_configs_name_the_field() {
     ]);
     assert!(!o.status.success());
     assert!(stderr(&o).contains("unknown preset; known: tiny, small, base, large"), "{}", stderr(&o));
+    std::fs::write(&p, "[model]\npreset = \"tiny\"\n[train]\nhigh_noise_weight = -1.0\n").unwrap();
+    let o = lightgen(&[
+        "train",
+        "-m",
+        MANIFEST,
+        "-c",
+        p.to_str().unwrap(),
+        "--out",
+        dir.path().join("o").to_str().unwrap(),
+    ]);
+    assert!(!o.status.success() && stderr(&o).contains("train.high_noise_weight = -1: expected ≥ 0"), "{}", stderr(&o));
     std::fs::write(&p, "[model]\npreset = \"tiny\"\n[train]\nbatchsize = 3\n").unwrap();
     let o = lightgen(&[
         "train",
@@ -333,6 +344,8 @@ fn probe_reads_zero_caption_use_from_a_caption_blind_model() {
     let o = lightgen(&["probe", "--checkpoint", ck.to_str().unwrap(), "-m", MANIFEST, "--samples", "8", "--json"]);
     assert!(o.status.success(), "{}", stderr(&o));
     let r: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let bad = lightgen(&["probe", "--checkpoint", ck.to_str().unwrap(), "-m", MANIFEST, "--samples", "1"]);
+    assert!(!bad.status.success() && stderr(&bad).contains("at least 2 samples"), "{}", stderr(&bad));
     assert!(r["caption_sensitivity"].as_f64().unwrap() > 1e-3, "{r}");
     for key in ["masked_all_caption", "masked_all_null", "visible_quarter_caption", "visible_quarter_null"] {
         let v = r[key].as_array().unwrap();
