@@ -3,8 +3,13 @@
 # (scripts/build-cuda.sh; skipped when LIGHTGEN_BIN points at a CUDA build), then:
 #   1. trains the `base` preset for STEPS steps on random latents and T5-XXL-sized features,
 #      in bf16 and in f32 (PRECISIONS), and reports ms/step, tokens/s and peak GPU memory;
-#   2. unless E2E=0: distills a 1,000-prompt shapes corpus, trains `tiny` on it on the GPU
-#      (E2E_STEPS, default 200) and evaluates it there (40 held-out prompts).
+#   2. unless E2E=0: distills a shapes corpus (E2E_COUNT prompts, default 1,000), trains on it
+#      on the GPU (E2E_CONFIG, default configs/train-tiny.toml, for E2E_STEPS, default 200) and
+#      evaluates it there (EVAL_LIMIT held-out prompts, default 40, 0 = all; EVAL_N images each,
+#      default 1).
+# PRECISIONS="" skips step 1. The quality run the CPU cannot afford (issue 7), about 8 minutes
+# on an H100/H200:
+#   PRECISIONS= E2E_COUNT=4000 E2E_STEPS=5000 EVAL_LIMIT=0 EVAL_N=2 OUT_DIR=$OUT scripts/gpu-check.sh
 # Runs on any CUDA machine with driver >= 580 (CUDA 13) and the CUDA 13 cuBLAS/cuRAND
 # libraries on the loader path (PyTorch's cu130 wheels ship them).
 #
@@ -40,10 +45,14 @@ done
 # sample grid, and an evaluation, all with --device cuda.
 if [[ -n "${E2E:-1}" && "${E2E:-1}" != 0 ]]; then
     RUN="$(mktemp -d)"
-    "$BIN" distill -q --config configs/shapes-demo.toml --count 1000 --output-dir "$RUN" | tail -n 9
-    "$BIN" train -q -m "$RUN/shapes-demo/manifest.json" --preset tiny --steps "${E2E_STEPS:-200}" --device cuda \
-        --out "$RUN/train" --json | tail -c 600
-    "$BIN" eval -q -m "$RUN/shapes-demo/manifest.json" --checkpoint "$RUN/train" --device cuda -n 1 --limit 40 \
-        --out "$RUN/eval" | tail -n 12
-    [[ -n "${OUT_DIR:-}" ]] && cp "$RUN/train/loss.png" "$RUN/eval/samples.png" "$OUT_DIR/" || true
+    "$BIN" distill -q --config configs/shapes-demo.toml --count "${E2E_COUNT:-1000}" --output-dir "$RUN" | tail -n 9
+    "$BIN" train -q -m "$RUN/shapes-demo/manifest.json" -c "${E2E_CONFIG:-configs/train-tiny.toml}" \
+        --steps "${E2E_STEPS:-200}" --device cuda --out "$RUN/train" --json | tail -c 600
+    limit=()
+    [[ "${EVAL_LIMIT:-40}" != 0 ]] && limit=(--limit "${EVAL_LIMIT:-40}")
+    "$BIN" eval -q -m "$RUN/shapes-demo/manifest.json" --checkpoint "$RUN/train" --device cuda -n "${EVAL_N:-1}" \
+        "${limit[@]}" --out "$RUN/eval" | tail -n 12
+    if [[ -n "${OUT_DIR:-}" ]]; then
+        cp "$RUN/train/loss.png" "$RUN/train/metrics.jsonl" "$RUN/eval/samples.png" "$RUN/eval/eval.json" "$OUT_DIR/" || true
+    fi
 fi

@@ -84,7 +84,7 @@ pub struct DpoSummary {
 /// The shared draws of step `step` for `b` pairs of `l` tokens of `c` values.
 fn draws(seed: u64, step: u64, b: usize, l: usize, c: usize, dev: &Device) -> Result<Draws> {
     let mut rng = step_rng(seed, step, 0);
-    let masked = ((l as f64 * mask_ratio(0.7, &mut rng)).ceil() as usize).clamp(1, l);
+    let masked = ((l as f64 * mask_ratio(0.7, 0.25, &mut rng)).ceil() as usize).clamp(1, l);
     let ord = orders(b, l, &mut rng);
     let n = b * masked;
     let t: Vec<usize> = (0..n).map(|_| rng.random_range(0..1000)).collect();

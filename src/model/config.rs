@@ -16,6 +16,34 @@ pub enum TextSource {
     Features,
 }
 
+/// What the DiffLoss head outputs. The reference predicts eps. `v` (Salimans & Ho 2022,
+/// v = sqrt(ᾱ)·eps − sqrt(1 − ᾱ)·x0) is for small heads: at high noise eps ≈ x_t, so an eps
+/// head must reproduce its input to within sqrt(ᾱ/(1 − ᾱ)) of the x0 signal, and its error is
+/// amplified by sqrt((1 − ᾱ)/ᾱ) (6× at t = 900) into the x0 the sampler steps to. A v head
+/// outputs ≈ −x0 there instead. `lightgen probe` shows the difference (its "constant mean
+/// token" row).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Prediction {
+    #[default]
+    Eps,
+    V,
+}
+
+/// How the three learned positional tables start. The reference draws them from N(0, 0.02²):
+/// against O(1) token features that is a 2–3% signal, and after 450 CPU steps the tables of
+/// the demo student were still that small, with neighbours no closer than any two positions
+/// (cosine 0.24 both). The student was then blind to where a token is: it filled the middle of
+/// a red square with grey. `sincos` starts them at MAE's fixed 2-D sin-cos table (amplitude 1,
+/// nearby positions alike), still learned from there.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum PosInit {
+    #[default]
+    Normal,
+    Sincos,
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct MarConfig {
@@ -39,6 +67,13 @@ pub struct MarConfig {
     pub text: TextSource,
     pub diffloss_width: usize,
     pub diffloss_depth: usize,
+    /// The head's output (eps in every reference preset; older checkpoints lack the field).
+    #[serde(default)]
+    pub prediction: Prediction,
+    /// Initial positional tables (N(0, 0.02²) in every reference preset; older checkpoints lack
+    /// the field).
+    #[serde(default)]
+    pub pos_init: PosInit,
     pub attn_dropout: f32,
     pub proj_dropout: f32,
 }
@@ -60,6 +95,8 @@ impl MarConfig {
             text: TextSource::Features,
             diffloss_width: dl.0,
             diffloss_depth: dl.1,
+            prediction: Prediction::Eps,
+            pos_init: PosInit::Normal,
             attn_dropout: drop,
             proj_dropout: drop,
         }
@@ -117,6 +154,9 @@ impl MarConfig {
     pub fn check(&self) -> Result<(), String> {
         if self.width % self.heads != 0 {
             return Err(format!("width {} is not a multiple of heads {}", self.width, self.heads));
+        }
+        if self.pos_init == PosInit::Sincos && self.width % 4 != 0 {
+            return Err(format!("model.pos_init = \"sincos\" needs a width divisible by 4, not {}", self.width));
         }
         if self.token_dim == 0 || self.pos_grid == 0 || self.text_len == 0 {
             return Err("token_dim, pos_grid and text_len must be positive".into());

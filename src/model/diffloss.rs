@@ -1,12 +1,14 @@
 //! MAR's diffusion head (`models/diffloss.py`): `SimpleMLPAdaLN` models p(token | z) with an
 //! iDDPM diffusion (epsilon prediction, learned-range variance). Training loss per token =
 //! eps-MSE + the variational bound with the mean detached; sampling is ancestral over the
-//! respaced steps with classifier-free guidance on eps only.
+//! respaced steps with classifier-free guidance on eps only. With `Prediction::V` the head
+//! outputs v instead, trained by v-MSE; everything downstream sees the eps it implies.
 
 use candle_core::{DType, Result, Tensor, D};
 use rand::Rng;
 use rand_distr::{Distribution, StandardNormal};
 
+use super::config::Prediction;
 use super::diffusion::{timestep_embedding, Diffusion};
 use super::layers::{like, LayerNorm, Linear};
 use super::store::Scope;
@@ -31,6 +33,7 @@ pub struct DiffLoss {
     final_norm: LayerNorm,
     final_linear: Linear,
     pub token_dim: usize,
+    pub prediction: Prediction,
     pub train_diffusion: Diffusion,
 }
 
@@ -38,7 +41,7 @@ pub struct DiffLoss {
 pub struct Terms {
     /// mse + vb, (N).
     pub loss: Tensor,
-    /// eps-MSE alone, (N) (what Diffusion-DPO compares).
+    /// The MSE of the head's target alone (eps, or v), (N): what Diffusion-DPO compares.
     pub mse: Tensor,
 }
 
@@ -62,7 +65,13 @@ fn approx_cdf(x: &Tensor) -> Result<Tensor> {
 impl DiffLoss {
     /// Initialised as the reference: xavier Linears, N(0, 0.02) time-embedding weights, zero
     /// adaLN modulations and a zero output layer.
-    pub fn new(s: &mut Scope, token_dim: usize, z_dim: usize, width: usize, depth: usize) -> Result<DiffLoss> {
+    pub fn new(
+        s: &mut Scope,
+        token_dim: usize,
+        z_dim: usize,
+        (width, depth): (usize, usize),
+        prediction: Prediction,
+    ) -> Result<DiffLoss> {
         let mut net = s.pp("net");
         let (time0, time2) = {
             let mut t = net.pp("time_embed.mlp");
@@ -92,12 +101,14 @@ impl DiffLoss {
             final_norm: LayerNorm::plain(),
             final_linear,
             token_dim,
+            prediction,
             train_diffusion: Diffusion::training(),
         })
     }
 
     /// x (N, C) noisy tokens, t (N) original timesteps, z (M, Dz) with N = M·k (the rows of z
-    /// repeated k times, as `diffusion_batch_mul` does) → (N, 2C) = [eps, v].
+    /// repeated k times, as `diffusion_batch_mul` does) → (N, 2C) = [eps (or v), variance
+    /// interpolation].
     ///
     /// Exact reformulations for speed: the timestep MLP runs once per distinct timestep and the
     /// condition projection once per distinct z row, then both are gathered to the N rows.
@@ -145,12 +156,17 @@ impl DiffLoss {
             + noise.broadcast_mul(&col(&d.sqrt_one_minus_alphas_cumprod)?)?)?; // (N, C)
         let tf: Vec<f32> = t.iter().map(|&i| i as f32).collect();
         let out = self.net(&x_t, &tf, z)?; // (N, 2C)
-        let eps = out.narrow(1, 0, c)?;
+        let pred = out.narrow(1, 0, c)?;
         let v = out.narrow(1, c, c)?;
-        let mse = (noise - &eps)?.sqr()?.mean(1)?; // (N)
+        let (sa, sb) = (col(&d.sqrt_alphas_cumprod)?, col(&d.sqrt_one_minus_alphas_cumprod)?); // (N, 1)
+        let target = match self.prediction {
+            Prediction::Eps => noise.clone(),
+            Prediction::V => (noise.broadcast_mul(&sa)? - x0.broadcast_mul(&sb)?)?,
+        };
+        let mse = (target - &pred)?.sqr()?.mean(1)?; // (N)
 
         // The variational bound trains only the variance: the mean comes from a detached eps.
-        let eps_d = eps.detach();
+        let eps_d = self.eps(&pred.detach(), &x_t, &sa, &sb)?;
         let min_log = col(&d.posterior_log_variance_clipped)?; // (N, 1)
         let max_log = column(t.iter().map(|&i| d.betas[i].ln()), x0)?;
         let frac = ((v + 1.0)? * 0.5)?;
@@ -177,6 +193,15 @@ impl DiffLoss {
         Ok(Terms { loss, mse })
     }
 
+    /// The eps implied by the head's output `pred` (N, C) at x_t (N, C), given sqrt(ᾱ) and
+    /// sqrt(1 − ᾱ) as (N, 1) columns or scalars broadcast alike: eps = sqrt(ᾱ)·v + sqrt(1 − ᾱ)·x_t.
+    fn eps(&self, pred: &Tensor, x_t: &Tensor, sa: &Tensor, sb: &Tensor) -> Result<Tensor> {
+        match self.prediction {
+            Prediction::Eps => Ok(pred.clone()),
+            Prediction::V => pred.broadcast_mul(sa)? + x_t.broadcast_mul(sb)?,
+        }
+    }
+
     /// −log p(x0 | x1) under a discretised Gaussian (1/255 bins on [-1, 1]), in bits, (N).
     fn decoder_nll(&self, x0: &Tensor, mean: &Tensor, logvar: &Tensor) -> Result<Tensor> {
         let centered = (x0 - mean)?;
@@ -193,7 +218,8 @@ impl DiffLoss {
     }
 
     /// Ancestral sampling of N tokens from z: (N, Dz), or (2N, Dz) = [cond; uncond] with guidance
-    /// scale `cfg` on eps (both halves start from the same noise and the cond half's state is
+    /// scale `cfg` on eps (on v for a v head, the same thing: eps is affine in v at a shared
+    /// x_t) (both halves start from the same noise and the cond half's state is
     /// fed to both, as `forward_with_cfg`). Temperature scales the per-step noise; `clip_x0`
     /// clamps the predicted x0 to ±r at every step.
     pub fn sample(
@@ -221,6 +247,12 @@ impl DiffLoss {
                 ((&eu + ((&ec - &eu)? * cfg)?)?, out.narrow(0, 0, n)?.narrow(1, c, c)?)
             } else {
                 (out.narrow(1, 0, c)?, out.narrow(1, c, c)?)
+            };
+            let eps = match self.prediction {
+                Prediction::Eps => eps,
+                Prediction::V => {
+                    ((eps * diff.sqrt_alphas_cumprod[i])? + (&x * diff.sqrt_one_minus_alphas_cumprod[i])?)?
+                }
             };
             let frac = ((v + 1.0)? * 0.5)?;
             let (max_log, min_log) = (diff.betas[i].ln(), diff.posterior_log_variance_clipped[i]);
@@ -255,10 +287,16 @@ mod tests {
     #[test]
     fn a_trained_head_samples_its_target() {
         // Seeded (store 3, ChaCha 4): the head learns p(x | z) for two conditions with fixed
-        // targets; its samples must land near them.
+        // targets; its samples must land near them, with an eps head and with a v head.
+        for prediction in [Prediction::Eps, Prediction::V] {
+            trained_head_samples_its_target(prediction);
+        }
+    }
+
+    fn trained_head_samples_its_target(prediction: Prediction) {
         let dev = Device::Cpu;
         let mut store = ParamStore::new(3, &dev);
-        let head = DiffLoss::new(&mut store.root().pp("diffloss"), 4, 2, 64, 2).unwrap();
+        let head = DiffLoss::new(&mut store.root().pp("diffloss"), 4, 2, (64, 2), prediction).unwrap();
         let targets = [[0.5f32, -0.5, 0.25, 0.9], [-0.8, 0.1, 0.7, -0.3]];
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(4);
         let mut opt = AdamW::new(0.9, 0.95, 0.0);
@@ -288,5 +326,25 @@ mod tests {
                 assert!((a - b).abs() < 0.15, "{row:?} vs {:?}", targets[k]);
             }
         }
+    }
+
+    #[test]
+    fn the_v_target_implies_the_true_eps() {
+        // x_t = sqrt(ᾱ)·x0 + sqrt(1−ᾱ)·eps and v = sqrt(ᾱ)·eps − sqrt(1−ᾱ)·x0 must give back eps,
+        // at every noise level, or a v head would sample from the wrong mean.
+        let dev = Device::Cpu;
+        let mut store = ParamStore::new(0, &dev);
+        let head = DiffLoss::new(&mut store.root().pp("diffloss"), 3, 2, (8, 1), Prediction::V).unwrap();
+        let d = Diffusion::training();
+        let t = [0usize, 250, 500, 900, 999];
+        let col = |tab: &[f64]| column(t.iter().map(|&i| tab[i]), &Tensor::zeros(1, DType::F32, &dev).unwrap());
+        let (sa, sb) = (col(&d.sqrt_alphas_cumprod).unwrap(), col(&d.sqrt_one_minus_alphas_cumprod).unwrap());
+        let x0 = Tensor::from_vec((0..15).map(|i| (i as f32 * 0.37).sin()).collect(), (5, 3), &dev).unwrap();
+        let eps = Tensor::from_vec((0..15).map(|i| (i as f32 * 1.3).cos()).collect(), (5, 3), &dev).unwrap();
+        let x_t = (x0.broadcast_mul(&sa).unwrap() + eps.broadcast_mul(&sb).unwrap()).unwrap();
+        let v = (eps.broadcast_mul(&sa).unwrap() - x0.broadcast_mul(&sb).unwrap()).unwrap();
+        let back = head.eps(&v, &x_t, &sa, &sb).unwrap();
+        let err = (back - &eps).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+        assert!(err < 1e-5, "{err}");
     }
 }

@@ -7,7 +7,7 @@
 use candle_core::{Result, Tensor};
 
 use super::blocks::{Block, CrossBlock};
-use super::config::MarConfig;
+use super::config::{MarConfig, PosInit};
 use super::diffloss::DiffLoss;
 use super::layers::{like, Ctx, LayerNorm, Linear};
 use super::store::{ParamStore, Scope};
@@ -84,23 +84,33 @@ impl Mar {
         };
         let z_proj = Linear::xavier(&mut s.pp("z_proj"), cfg.token_dim, d)?;
         let z_proj_ln = LayerNorm::new(&mut s.pp("z_proj_ln"), d)?;
-        let encoder_pos = s.normal("encoder_pos_embed_learned", &[1, p, d], 0.02)?;
+        let pos_table = |s: &mut Scope, name: &str| match cfg.pos_init {
+            PosInit::Normal => s.normal(name, &[1, p, d], 0.02),
+            PosInit::Sincos => s.values(name, &[1, p, d], sincos_2d(cfg.pos_grid, d)),
+        };
+        let encoder_pos = pos_table(&mut s, "encoder_pos_embed_learned")?;
         let encoder_blocks = blocks(&mut s, "encoder_blocks", cfg.encoder_depth)?;
         let encoder_norm = LayerNorm::new(&mut s.pp("encoder_norm"), d)?;
         let decoder_embed = Linear::xavier(&mut s.pp("decoder_embed"), d, d)?;
         let mask_token = s.normal("mask_token", &[1, 1, d], 0.02)?;
-        let decoder_pos = s.normal("decoder_pos_embed_learned", &[1, p, d], 0.02)?;
+        let decoder_pos = pos_table(&mut s, "decoder_pos_embed_learned")?;
         let decoder_blocks = blocks(&mut s, "decoder_blocks", cfg.decoder_depth)?;
         let decoder_norm = LayerNorm::new(&mut s.pp("decoder_norm"), d)?;
         let last_embed = Linear::xavier(&mut s.pp("last_embed"), d, d)?;
-        let last_pos = s.normal("last_pos_embed_learned", &[1, p, d], 0.02)?;
+        let last_pos = pos_table(&mut s, "last_pos_embed_learned")?;
         let cross_blocks = (0..cfg.cross_depth)
             .map(|i| CrossBlock::new(&mut s.pp("cross_attn_blocks").pp(i), d, h, r, ad, pd))
             .collect::<Result<_>>()?;
         let cross_norm = LayerNorm::new(&mut s.pp("cross_norm"), d)?;
         let fake_latent = s.normal("fake_latent", &[1, 1, d], 0.02)?;
         let text = TextAligner::new(&mut s.pp("text_emb"), cfg)?;
-        let diffloss = DiffLoss::new(&mut s.pp("diffloss"), cfg.token_dim, d, cfg.diffloss_width, cfg.diffloss_depth)?;
+        let diffloss = DiffLoss::new(
+            &mut s.pp("diffloss"),
+            cfg.token_dim,
+            d,
+            (cfg.diffloss_width, cfg.diffloss_depth),
+            cfg.prediction,
+        )?;
         Ok(Mar {
             cfg: cfg.clone(),
             z_proj,
@@ -214,6 +224,24 @@ impl Mar {
         }
         self.cross_norm.forward(&x) // (B, L, D)
     }
+}
+
+/// A 2-D sin-cos table like MAE's `get_2d_sincos_pos_embed(d, grid)`, (grid², d) in raster
+/// order: the first d/2 channels encode the row, the last d/2 the column, each as
+/// [sin(x·ω_k), cos(x·ω_k)] with ω_k = 1/10000^(k/(d/4)), k < d/4.
+pub fn sincos_2d(grid: usize, d: usize) -> Vec<f32> {
+    let q = d / 4;
+    let omega: Vec<f64> = (0..q).map(|k| 1.0 / 10000f64.powf(k as f64 / q as f64)).collect();
+    let mut out = Vec::with_capacity(grid * grid * d);
+    for y in 0..grid {
+        for x in 0..grid {
+            for coord in [y, x] {
+                out.extend(omega.iter().map(|w| (coord as f64 * w).sin() as f32));
+                out.extend(omega.iter().map(|w| (coord as f64 * w).cos() as f32));
+            }
+        }
+    }
+    out
 }
 
 /// PyTorch `F.interpolate(mode="bicubic", align_corners=False, scale_factor=s)` along one

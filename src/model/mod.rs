@@ -20,7 +20,7 @@ pub mod sampler;
 pub mod store;
 pub mod text;
 
-pub use config::{MarConfig, TextSource};
+pub use config::{MarConfig, PosInit, Prediction, TextSource};
 pub use mar::{Mar, Mask};
 pub use store::ParamStore;
 
@@ -98,6 +98,36 @@ mod tests {
         let tokens = Tensor::ones((2, 36, 12), candle_core::DType::F32, &Device::Cpu).unwrap();
         let z = m.forward_z(&tokens, &half, &text, 6, &ctx).unwrap();
         assert_eq!(z.dims(), &[2, 36, 32]);
+    }
+
+    #[test]
+    fn sincos_positions_start_known_and_local() {
+        // MAE's table: position (0, 0) is [sin 0…, cos 0…] twice; (y, x) = (1, 2) has sin(1·ω_0) =
+        // sin 1 in channel 0 and sin(2·ω_0) = sin 2 in channel d/2. Neighbours are more alike than
+        // far positions, which is what the N(0, 0.02²) init lacks.
+        let (g, d) = (8, 32);
+        let t = mar::sincos_2d(g, d);
+        assert_eq!(t.len(), g * g * d);
+        assert_eq!(&t[..d], [[0.0f32; 8], [1.0; 8], [0.0; 8], [1.0; 8]].concat().as_slice());
+        let at = |y: usize, x: usize| &t[(y * g + x) * d..(y * g + x + 1) * d];
+        assert!((at(1, 2)[0] - 1f32.sin()).abs() < 1e-6 && (at(1, 2)[16] - 2f32.sin()).abs() < 1e-6);
+        let cos = |a: &[f32], b: &[f32]| {
+            let dot: f32 = a.iter().zip(b).map(|(x, y)| x * y).sum();
+            dot / (a.iter().map(|x| x * x).sum::<f32>().sqrt() * b.iter().map(|x| x * x).sum::<f32>().sqrt())
+        };
+        assert!(cos(at(3, 3), at(3, 4)) > cos(at(3, 3), at(3, 7)) + 0.1);
+        assert!(cos(at(3, 3), at(4, 3)) > cos(at(3, 3), at(0, 3)) + 0.1);
+        // The model starts its three tables there; the parameter count does not change.
+        let cfg = MarConfig { pos_init: PosInit::Sincos, ..micro() };
+        let mut store = ParamStore::new(0, &Device::Cpu);
+        Mar::new(&cfg, &mut store).unwrap();
+        let want = mar::sincos_2d(cfg.pos_grid, cfg.width);
+        for name in ["encoder_pos_embed_learned", "decoder_pos_embed_learned", "last_pos_embed_learned"] {
+            assert_eq!(store.vars[name].flatten_all().unwrap().to_vec1::<f32>().unwrap(), want, "{name}");
+        }
+        let (body, head) = cfg.parameter_count();
+        assert_eq!(store.count() as u64, body + head);
+        assert!(MarConfig { width: 30, heads: 2, ..cfg }.check().unwrap_err().contains("divisible by 4"));
     }
 
     #[test]

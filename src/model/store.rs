@@ -71,6 +71,11 @@ impl Scope<'_> {
         Ok(out)
     }
 
+    /// A parameter with the given initial values.
+    pub fn values(&mut self, name: &str, dims: &[usize], values: Vec<f32>) -> Result<Tensor> {
+        self.add(name, dims, values)
+    }
+
     pub fn zeros(&mut self, name: &str, dims: &[usize]) -> Result<Tensor> {
         self.add(name, dims, vec![0.0; dims.iter().product()])
     }

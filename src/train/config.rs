@@ -34,6 +34,10 @@ pub struct ModelSection {
     pub text_depth: Option<usize>,
     pub diffloss_width: Option<usize>,
     pub diffloss_depth: Option<usize>,
+    /// eps (the reference) | v: what the DiffLoss head predicts (see `Prediction`).
+    pub prediction: Option<crate::model::config::Prediction>,
+    /// normal (the reference) | sincos: how the positional tables start (see `PosInit`).
+    pub pos_init: Option<crate::model::PosInit>,
     /// Attention and projection dropout.
     pub dropout: Option<f32>,
 }
@@ -55,13 +59,19 @@ pub struct TrainSection {
     /// Copies of each token's condition, each with its own timestep and noise.
     pub diffusion_batch_mul: usize,
     pub mask_ratio_min: f64,
+    /// Spread of the mask ratio's N(1, std²) on [mask_ratio_min, 1] (0.25 in the reference).
+    /// Training with the reference's [0.7, 1] never shows the student more than 30% of the
+    /// tokens, but the last of 8 sampling steps draw over half of them with 44–80% visible:
+    /// a small student does not generalise there (`lightgen probe`'s "¾ visible" row).
+    pub mask_ratio_std: f64,
     /// Min-SNR-γ loss weighting (Hang et al. 2023): each token's eps-MSE is weighted by
-    /// min(SNR_t, γ) / SNR_t. 0 = off, the reference's uniform weighting. Small CPU runs use it
-    /// because uniform eps weighting spends almost all of the gradient on low-noise timesteps,
-    /// where the answer is in the noisy token itself and text and context barely matter.
+    /// min(SNR_t, γ) / SNR_t (a v head's v-MSE by min(SNR_t, γ) / (SNR_t + 1)). 0 = off, the
+    /// reference's uniform weighting. Uniform eps weighting spends almost all of the gradient
+    /// on low-noise timesteps, where the answer is in the noisy token itself and text and
+    /// context barely matter.
     pub min_snr_gamma: f64,
     /// High-noise weighting: each token's eps-MSE is also weighted by min(1 + 1/SNR, Γ),
-    /// the v-prediction loss's weight truncated at Γ. 0 = off (the reference). With pixel
+    /// the v-prediction loss's weight truncated at Γ. 0 = off (the reference); eps heads only. With pixel
     /// tokens the head reads a flat colour off the noisy token itself down to SNR ≈ 1/16, so
     /// only the noisiest steps need the caption, and eps-MSE gives those ~SNR of the weight.
     pub high_noise_weight: f64,
@@ -96,6 +106,7 @@ impl Default for TrainSection {
             ema: 0.9999,
             diffusion_batch_mul: 4,
             mask_ratio_min: 0.7,
+            mask_ratio_std: 0.25,
             min_snr_gamma: 0.0,
             high_noise_weight: 0.0,
             precision: Precision::Auto,
@@ -162,13 +173,22 @@ impl TrainConfig {
     }
 
     pub fn validate(&self) -> std::result::Result<(), String> {
-        self.model_config()?;
+        let model = self.model_config()?;
         let t = &self.train;
+        if model.prediction == crate::model::Prediction::V && t.high_noise_weight > 0.0 {
+            return Err(format!(
+                "train.high_noise_weight = {} with model.prediction = \"v\": a v head's MSE already carries the weight 1 + 1/SNR; expected 0",
+                t.high_noise_weight
+            ));
+        }
         if t.batch_size == 0 || t.steps == 0 || t.diffusion_batch_mul == 0 {
             return Err("train.batch_size, train.steps and train.diffusion_batch_mul must be positive".into());
         }
         if !(0.0..=1.0).contains(&t.mask_ratio_min) || !(0.0..1.0).contains(&t.text_drop_prob) {
             return Err("train.mask_ratio_min must be in [0, 1] and train.text_drop_prob in [0, 1)".into());
+        }
+        if !(t.mask_ratio_std > 0.0 && t.mask_ratio_std.is_finite()) {
+            return Err(format!("train.mask_ratio_std = {}: expected a positive spread", t.mask_ratio_std));
         }
         if !(t.min_snr_gamma >= 0.0) || !(t.high_noise_weight >= 0.0) {
             return Err(format!(
@@ -210,12 +230,19 @@ impl TrainConfig {
         if let Some(d) = m.diffloss_depth {
             c.diffloss_depth = d;
         }
+        if let Some(p) = m.prediction {
+            c.prediction = p;
+        }
+        if let Some(p) = m.pos_init {
+            c.pos_init = p;
+        }
         if let Some(p) = m.dropout {
             (c.attn_dropout, c.proj_dropout) = (p, p);
         }
         if c.width % c.heads != 0 {
             return Err(format!("model width {} is not a multiple of heads {}", c.width, c.heads));
         }
+        c.check()?;
         Ok(c)
     }
 

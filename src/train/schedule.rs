@@ -39,10 +39,10 @@ pub fn step_rng(seed: u64, step: u64, purpose: u64) -> ChaCha8Rng {
     r
 }
 
-/// `scipy.stats.truncnorm((min − 1)/0.25, 0, loc=1, scale=0.25)`: N(1, 0.25²) restricted
-/// to [min, 1], drawn by rejection from the left half-normal.
-pub fn mask_ratio(min: f64, rng: &mut impl rand::Rng) -> f64 {
-    let n = Normal::new(0.0, 0.25).expect("finite");
+/// `scipy.stats.truncnorm((min − 1)/std, 0, loc=1, scale=std)` (std = 0.25 in the reference):
+/// N(1, std²) restricted to [min, 1], drawn by rejection from the left half-normal.
+pub fn mask_ratio(min: f64, std: f64, rng: &mut impl rand::Rng) -> f64 {
+    let n = Normal::new(0.0, std).expect("finite");
     loop {
         let r = 1.0 - f64::abs(n.sample(rng));
         if r >= min {
@@ -88,10 +88,16 @@ mod tests {
         // = 1 + 0.25·(0.194186 − 0.398942)/(0.5 − 0.115070) = 0.867017.
         let mut rng = ChaCha8Rng::seed_from_u64(3); // fixed seed: a 200k-draw mean
         let n = 200_000;
-        let draws: Vec<f64> = (0..n).map(|_| mask_ratio(0.7, &mut rng)).collect();
+        let draws: Vec<f64> = (0..n).map(|_| mask_ratio(0.7, 0.25, &mut rng)).collect();
         assert!(draws.iter().all(|r| (0.7..=1.0).contains(r)));
         let mean = draws.iter().sum::<f64>() / n as f64;
         assert!((mean - 0.867017).abs() < 0.002, "{mean}");
+        // N(1, 1) on [0.2, 1]: 1 − E|N| given |N| ≤ 0.8 = 1 − (1 − e^−0.32)/∫₀^0.8 e^(−x²/2) dx
+        // = 1 − 0.273851/0.722815 = 0.621133.
+        let draws: Vec<f64> = (0..n).map(|_| mask_ratio(0.2, 1.0, &mut rng)).collect();
+        assert!(draws.iter().all(|r| (0.2..=1.0).contains(r)));
+        let mean = draws.iter().sum::<f64>() / n as f64;
+        assert!((mean - 0.621133).abs() < 0.002, "{mean}");
     }
 
     #[test]

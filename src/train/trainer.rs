@@ -20,7 +20,7 @@ use super::schedule::{keep_text, lr_at, mask_ratio, orders, step_rng};
 use crate::error::{Error, Result};
 use crate::model::layers::Ctx;
 use crate::model::text::TextInput;
-use crate::model::{Mar, MarConfig, Mask, ParamStore, TextSource};
+use crate::model::{Mar, MarConfig, Mask, ParamStore, Prediction, TextSource};
 use crate::pipeline::manifest::{self, Manifest};
 
 fn terr(e: candle_core::Error) -> Error {
@@ -38,12 +38,17 @@ pub struct StepStats {
     pub ms: f64,
 }
 
-/// The eps-MSE weight of a timestep with cumulative alpha `ab` (SNR = ab / (1 − ab)):
-/// min-SNR-γ, min(SNR, γ)/SNR (γ > 0), times the truncated high-noise weight
-/// min(1 + 1/SNR, Γ) (Γ > 0); 1 when both are off.
-pub fn loss_weight(ab: f64, gamma: f64, high: f64) -> f64 {
+/// The weight of the head's MSE at a timestep with cumulative alpha `ab` (SNR = ab / (1 − ab)):
+/// min-SNR-γ, min(SNR, γ)/SNR for an eps head and min(SNR, γ)/(SNR + 1) for a v head (both
+/// are the x0 weight min(SNR, γ), Hang et al. 2023), times the truncated high-noise weight
+/// min(1 + 1/SNR, Γ) (Γ > 0, eps heads only); 1 when both are off.
+pub fn loss_weight(ab: f64, gamma: f64, high: f64, prediction: Prediction) -> f64 {
     let snr = ab / (1.0 - ab);
-    let low = if gamma > 0.0 { snr.min(gamma) / snr } else { 1.0 };
+    let norm = match prediction {
+        Prediction::Eps => snr,
+        Prediction::V => snr + 1.0,
+    };
+    let low = if gamma > 0.0 { snr.min(gamma) / norm } else { 1.0 };
     let hi = if high > 0.0 { (1.0 + 1.0 / snr).min(high) } else { 1.0 };
     low * hi
 }
@@ -82,7 +87,7 @@ impl Trainer {
         let m = &self.model;
         let (l, c) = (self.grid * self.grid, m.cfg.token_dim);
         let mut rng = step_rng(t.seed, step, 0);
-        let ratio = mask_ratio(t.mask_ratio_min, &mut rng);
+        let ratio = mask_ratio(t.mask_ratio_min, t.mask_ratio_std, &mut rng);
         let masked = ((l as f64 * ratio).ceil() as usize).min(l);
         let mask = Mask::from_orders(&orders(b.size, l, &mut rng), l, masked);
         let keep = keep_text(b.size, t.text_drop_prob, &mut rng);
@@ -104,8 +109,10 @@ impl Trainer {
         let loss = if t.min_snr_gamma > 0.0 || t.high_noise_weight > 0.0 {
             // loss = w·mse + vb; the variance term is unchanged.
             let ab = &m.diffloss.train_diffusion.alphas_cumprod;
-            let w: Vec<f32> =
-                ts.iter().map(|&i| loss_weight(ab[i], t.min_snr_gamma, t.high_noise_weight) as f32).collect();
+            let w: Vec<f32> = ts
+                .iter()
+                .map(|&i| loss_weight(ab[i], t.min_snr_gamma, t.high_noise_weight, m.cfg.prediction) as f32)
+                .collect();
             let w = Tensor::from_vec(w, n, &self.device)?;
             ((&terms.loss - &terms.mse)? + terms.mse.mul(&w)?)?
         } else {
@@ -482,12 +489,20 @@ mod tests {
     fn min_snr_weighting_down_weights_low_noise_only() {
         let ab = Diffusion::training().alphas_cumprod;
         // SNR(0) is huge: weight γ/SNR; at the last step SNR < 1 < γ: weight 1.
-        assert!((loss_weight(ab[0], 5.0, 0.0) - 5.0 * (1.0 - ab[0]) / ab[0]).abs() < 1e-12);
-        assert_eq!(loss_weight(ab[999], 5.0, 0.0), 1.0);
+        let eps = Prediction::Eps;
+        assert!((loss_weight(ab[0], 5.0, 0.0, eps) - 5.0 * (1.0 - ab[0]) / ab[0]).abs() < 1e-12);
+        assert_eq!(loss_weight(ab[999], 5.0, 0.0, eps), 1.0);
+        // A v head's MSE is the eps-MSE × (1 + 1/SNR): its min-SNR weight is min(SNR, γ)/(SNR + 1),
+        // so both weigh x0 errors by min(SNR, γ).
+        for i in [0, 300, 700, 999] {
+            let snr = ab[i] / (1.0 - ab[i]);
+            let v = loss_weight(ab[i], 5.0, 0.0, Prediction::V) * (1.0 + 1.0 / snr);
+            assert!((v / loss_weight(ab[i], 5.0, 0.0, eps) - 1.0).abs() < 1e-9, "t = {i}");
+        }
         // Γ caps the high-noise weight, which is 1 + 1/SNR below the cap.
-        assert_eq!(loss_weight(ab[999], 0.0, 50.0), 50.0);
-        assert!((loss_weight(ab[500], 0.0, 50.0) - (1.0 + (1.0 - ab[500]) / ab[500])).abs() < 1e-12);
-        assert_eq!(loss_weight(ab[500], 0.0, 0.0), 1.0);
+        assert_eq!(loss_weight(ab[999], 0.0, 50.0, eps), 50.0);
+        assert!((loss_weight(ab[500], 0.0, 50.0, eps) - (1.0 + (1.0 - ab[500]) / ab[500])).abs() < 1e-12);
+        assert_eq!(loss_weight(ab[500], 0.0, 0.0, eps), 1.0);
         // Same step, same draws: the weighted loss is below the plain one (every weight ≤ 1).
         let (a, batch) = micro_trainer(super::super::config::Precision::F32, 0.0);
         let (b, _) = micro_trainer(super::super::config::Precision::F32, 5.0);

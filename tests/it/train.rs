@@ -170,6 +170,17 @@ fn bad_train_configs_name_the_field() {
         dir.path().join("o").to_str().unwrap(),
     ]);
     assert!(!o.status.success() && stderr(&o).contains("train.high_noise_weight = -1: expected ≥ 0"), "{}", stderr(&o));
+    std::fs::write(&p, "[model]\npreset = \"tiny\"\nprediction = \"v\"\n[train]\nhigh_noise_weight = 5.0\n").unwrap();
+    let o = lightgen(&[
+        "train",
+        "-m",
+        MANIFEST,
+        "-c",
+        p.to_str().unwrap(),
+        "--out",
+        dir.path().join("o").to_str().unwrap(),
+    ]);
+    assert!(!o.status.success() && stderr(&o).contains("already carries the weight 1 + 1/SNR"), "{}", stderr(&o));
     std::fs::write(&p, "[model]\npreset = \"tiny\"\n[train]\nbatchsize = 3\n").unwrap();
     let o = lightgen(&[
         "train",
@@ -347,7 +358,18 @@ fn probe_reads_zero_caption_use_from_a_caption_blind_model() {
     let bad = lightgen(&["probe", "--checkpoint", ck.to_str().unwrap(), "-m", MANIFEST, "--samples", "1"]);
     assert!(!bad.status.success() && stderr(&bad).contains("at least 2 samples"), "{}", stderr(&bad));
     assert!(r["caption_sensitivity"].as_f64().unwrap() > 1e-3, "{r}");
-    for key in ["masked_all_caption", "masked_all_null", "visible_quarter_caption", "visible_quarter_null"] {
+    // The constant-guess row weighs |x0 − μ|² by ᾱ/(1 − ᾱ) for an eps head: it falls with t.
+    let base: Vec<f64> = r["mean_token"].as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect();
+    assert!(base.windows(2).all(|w| w[0] > w[1]), "{base:?}");
+    assert_eq!(r["prediction"], "eps");
+    for key in [
+        "masked_all_caption",
+        "masked_all_null",
+        "visible_quarter_caption",
+        "visible_quarter_null",
+        "visible_three_quarters",
+        "mean_token",
+    ] {
         let v = r[key].as_array().unwrap();
         assert_eq!(v.len(), 5, "{key}");
         assert!(v.iter().all(|x| x.as_f64().unwrap().is_finite() && x.as_f64().unwrap() > 0.0), "{key}: {v:?}");
@@ -372,4 +394,57 @@ fn probe_reads_zero_caption_use_from_a_caption_blind_model() {
     assert_eq!(blind.masked_all_caption, blind.masked_all_null);
     assert_eq!(blind.visible_quarter_caption, blind.visible_quarter_null);
     assert!(blind.markdown().contains("caption gain, all masked | 0.000 | 0.000 | 0.000 | 0.000 | 0.000 |"));
+}
+
+#[test]
+fn a_v_head_trains_samples_and_probes_in_v_space() {
+    // Seeded (micro config, seed 0). `model.prediction = "v"` reaches the checkpoint, the sampler
+    // and the probe. The probe's constant-guess row weighs |x0 − μ|² by 1/(1 − ᾱ) for v and by
+    // ᾱ/(1 − ᾱ) for eps: in the noisiest band (ᾱ < 0.1) the v row must be far above the eps row.
+    let dir = tempfile::tempdir().unwrap();
+    let micro = std::fs::read_to_string(super::root().join(MICRO)).unwrap();
+    let cfg = dir.path().join("v.toml");
+    std::fs::write(&cfg, micro.replacen("[model]\n", "[model]\nprediction = \"v\"\n", 1)).unwrap();
+    let (v, eps) = (dir.path().join("v"), dir.path().join("eps"));
+    let o = lightgen(&[
+        "train",
+        "-q",
+        "-m",
+        MANIFEST,
+        "-c",
+        cfg.to_str().unwrap(),
+        "--out",
+        v.to_str().unwrap(),
+        "--steps",
+        "3",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(train(&eps, &["--steps", "3"]).status.success());
+    let state = String::from_utf8(read(&v.join("checkpoints/step-00000003/state.json"))).unwrap();
+    assert!(state.contains("\"prediction\": \"v\"") || state.contains("\"prediction\":\"v\""), "{state}");
+    let probe = |ck: &Path| -> serde_json::Value {
+        let o = lightgen(&["probe", "--checkpoint", ck.to_str().unwrap(), "-m", MANIFEST, "--samples", "8", "--json"]);
+        assert!(o.status.success(), "{}", stderr(&o));
+        serde_json::from_slice(&o.stdout).unwrap()
+    };
+    let (pv, pe) = (probe(&v), probe(&eps));
+    assert_eq!((pv["prediction"].as_str(), pe["prediction"].as_str()), (Some("v"), Some("eps")));
+    let last = |p: &serde_json::Value| p["mean_token"][4].as_f64().unwrap();
+    assert!(last(&pv) > 10.0 * last(&pe), "v {} vs eps {}", last(&pv), last(&pe));
+    let out = dir.path().join("s");
+    let o = lightgen(&[
+        "sample",
+        "-q",
+        "--checkpoint",
+        v.to_str().unwrap(),
+        "-m",
+        MANIFEST,
+        "-p",
+        "a red circle",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let img = image::open(out.join("00000.png")).unwrap();
+    assert_eq!((img.width(), img.height()), (32, 32));
 }
