@@ -147,52 +147,29 @@ fn resume_refuses_another_manifest() {
 fn bad_train_configs_name_the_field() {
     let dir = tempfile::tempdir().unwrap();
     let p = dir.path().join("t.toml");
-    std::fs::write(&p, "[model]\npreset = \"huge\"\n").unwrap();
-    let o = lightgen(&[
-        "train",
-        "-m",
-        MANIFEST,
-        "-c",
-        p.to_str().unwrap(),
-        "--out",
-        dir.path().join("o").to_str().unwrap(),
-    ]);
-    assert!(!o.status.success());
-    assert!(stderr(&o).contains("unknown preset; known: tiny, small, base, large"), "{}", stderr(&o));
-    std::fs::write(&p, "[model]\npreset = \"tiny\"\n[train]\nhigh_noise_weight = -1.0\n").unwrap();
-    let o = lightgen(&[
-        "train",
-        "-m",
-        MANIFEST,
-        "-c",
-        p.to_str().unwrap(),
-        "--out",
-        dir.path().join("o").to_str().unwrap(),
-    ]);
-    assert!(!o.status.success() && stderr(&o).contains("train.high_noise_weight = -1: expected ≥ 0"), "{}", stderr(&o));
-    std::fs::write(&p, "[model]\npreset = \"tiny\"\nprediction = \"v\"\n[train]\nhigh_noise_weight = 5.0\n").unwrap();
-    let o = lightgen(&[
-        "train",
-        "-m",
-        MANIFEST,
-        "-c",
-        p.to_str().unwrap(),
-        "--out",
-        dir.path().join("o").to_str().unwrap(),
-    ]);
-    assert!(!o.status.success() && stderr(&o).contains("already carries the weight 1 + 1/SNR"), "{}", stderr(&o));
-    std::fs::write(&p, "[model]\npreset = \"tiny\"\n[train]\nbatchsize = 3\n").unwrap();
-    let o = lightgen(&[
-        "train",
-        "-m",
-        MANIFEST,
-        "-c",
-        p.to_str().unwrap(),
-        "--out",
-        dir.path().join("o").to_str().unwrap(),
-    ]);
-    let e = stderr(&o);
-    assert!(!o.status.success() && e.contains("t.toml:4:1") && e.contains("batchsize"), "{e}");
+    let out = dir.path().join("o");
+    let refused = |text: &str| -> String {
+        std::fs::write(&p, text).unwrap();
+        let o = lightgen(&["train", "-m", MANIFEST, "-c", p.to_str().unwrap(), "--out", out.to_str().unwrap()]);
+        assert!(!o.status.success(), "{text}");
+        stderr(&o)
+    };
+    let tiny = "[model]\npreset = \"tiny\"\n";
+    for (text, want) in [
+        ("[model]\npreset = \"huge\"\n".to_string(), "unknown preset; known: tiny, small, base, large"),
+        (format!("{tiny}[train]\nhigh_noise_weight = -1.0\n"), "train.high_noise_weight = -1: expected ≥ 0"),
+        (
+            format!("{tiny}prediction = \"v\"\n[train]\nhigh_noise_weight = 5.0\n"),
+            "already carries the weight 1 + 1/SNR",
+        ),
+        (format!("{tiny}[train]\nmask_ratio_std = 0.0\n"), "train.mask_ratio_std = 0: expected a positive spread"),
+        (format!("{tiny}width = 30\nheads = 2\npos_init = \"sincos\"\n"), "needs a width divisible by 4, not 30"),
+    ] {
+        let e = refused(&text);
+        assert!(e.contains(want), "{text}: {e}");
+    }
+    let e = refused(&format!("{tiny}[train]\nbatchsize = 3\n"));
+    assert!(e.contains("t.toml:4:1") && e.contains("batchsize"), "{e}");
 }
 
 #[test]
