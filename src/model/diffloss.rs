@@ -248,12 +248,13 @@ impl DiffLoss {
             } else {
                 (out.narrow(1, 0, c)?, out.narrow(1, c, c)?)
             };
-            let eps = match self.prediction {
-                Prediction::Eps => eps,
-                Prediction::V => {
-                    ((eps * diff.sqrt_alphas_cumprod[i])? + (&x * diff.sqrt_one_minus_alphas_cumprod[i])?)?
-                }
-            };
+            let scalar = |v: f64| Tensor::new(v as f32, z.device());
+            let eps = self.eps(
+                &eps,
+                &x,
+                &scalar(diff.sqrt_alphas_cumprod[i])?,
+                &scalar(diff.sqrt_one_minus_alphas_cumprod[i])?,
+            )?;
             let frac = ((v + 1.0)? * 0.5)?;
             let (max_log, min_log) = (diff.betas[i].ln(), diff.posterior_log_variance_clipped[i]);
             let logvar = ((&frac * (max_log - min_log))? + min_log)?;
