@@ -88,19 +88,7 @@ fn pairs_resume_by_part_and_the_checkpoint_names_its_lineage() {
     assert_eq!(lin["dpo"]["beta"], 1000.0);
     // and it samples like any checkpoint
     let smp = dir.path().join("smp");
-    let o = lightgen(&[
-        "sample",
-        "-q",
-        "--checkpoint",
-        out.to_str().unwrap(),
-        "-m",
-        MANIFEST,
-        "-p",
-        "a red circle",
-        "--out",
-        smp.to_str().unwrap(),
-    ]);
-    assert!(o.status.success(), "{}", stderr(&o));
+    super::sample_red_circle(&out, MANIFEST, &smp);
 
     // Another β in the same folder is refused, not mixed in.
     let o = dpo(&base, &out, &["--beta", "50"]);

@@ -40,6 +40,13 @@ pub fn write_config(dir: &Path, name: &str, taxonomy: &str, count: u64, extra: &
     path
 }
 
+/// `lightgen sample` of one "a red circle" from `checkpoint` into `out`; asserts it succeeded.
+pub fn sample_red_circle(checkpoint: &Path, manifest: &str, out: &Path) {
+    let (ck, out) = (checkpoint.to_str().unwrap(), out.to_str().unwrap());
+    let o = lightgen(&["sample", "-q", "--checkpoint", ck, "-m", manifest, "-p", "a red circle", "--out", out]);
+    assert!(o.status.success(), "{}", stderr(&o));
+}
+
 pub fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }

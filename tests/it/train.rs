@@ -409,19 +409,7 @@ fn a_v_head_trains_samples_and_probes_in_v_space() {
     let last = |p: &serde_json::Value| p["mean_token"][4].as_f64().unwrap();
     assert!(last(&pv) > 10.0 * last(&pe), "v {} vs eps {}", last(&pv), last(&pe));
     let out = dir.path().join("s");
-    let o = lightgen(&[
-        "sample",
-        "-q",
-        "--checkpoint",
-        v.to_str().unwrap(),
-        "-m",
-        MANIFEST,
-        "-p",
-        "a red circle",
-        "--out",
-        out.to_str().unwrap(),
-    ]);
-    assert!(o.status.success(), "{}", stderr(&o));
+    super::sample_red_circle(&v, MANIFEST, &out);
     let img = image::open(out.join("00000.png")).unwrap();
     assert_eq!((img.width(), img.height()), (32, 32));
 }
