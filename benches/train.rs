@@ -3,7 +3,6 @@
 //! values, 32 vocabulary ids), and sampling throughput (images/s) with the tiny config's sampler.
 //! Run: `cargo bench --profile dev --bench train`.
 
-use candle_core::Device;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use lightgen::model::sampler::{sample_tokens, Canvas};
 use lightgen::model::text::TextInput;
@@ -11,11 +10,12 @@ use lightgen::model::TextSource;
 use lightgen::train::data::Batch;
 use lightgen::train::{TrainConfig, Trainer};
 use rand::SeedableRng;
+use tch::Device;
 
 fn trainer(preset: &str) -> Trainer {
     let cfg = TrainConfig::preset(preset).unwrap();
     let model = cfg.model_config().unwrap().for_data(48, 8, TextSource::Vocab { vocab: 96 }, 0, 32);
-    Trainer::new(cfg, model, 8, &Device::Cpu).unwrap()
+    Trainer::new(cfg, model, 8, Device::Cpu).unwrap()
 }
 
 fn batch(b: usize) -> Batch {
@@ -47,19 +47,14 @@ fn sampling(c: &mut Criterion) {
     g.sample_size(10);
     let tr = trainer("tiny");
     let n = 16;
-    let ids = candle_core::Tensor::from_vec(
-        (0..n * 32).map(|i| (i % 20) as u32 + 2).collect::<Vec<_>>(),
-        (n, 32),
-        &Device::Cpu,
-    )
-    .unwrap();
+    let ids: Vec<u32> = (0..n * 32).map(|i| (i % 20) as u32 + 2).collect();
     g.throughput(Throughput::Elements(n as u64)); // images
     g.bench_function("tiny_16_images", |bench| {
         bench.iter(|| {
             let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
             sample_tokens(
                 &tr.model,
-                &TextInput::Ids(ids.clone()),
+                &TextInput::from_host(&ids, &[], n, 32, 0, Device::Cpu),
                 Canvas::blank(n, 64, 48),
                 8,
                 &tr.cfg.sample,

@@ -1,28 +1,26 @@
 #!/usr/bin/env bash
-# One-step GPU check for the candle trainer. Builds lightgen with `--features cuda`
-# (scripts/build-cuda.sh; skipped when LIGHTGEN_BIN points at a CUDA build), then:
-#   1. trains the `base` preset for STEPS steps on random latents and T5-XXL-sized features,
-#      in bf16 and in f32 (PRECISIONS), and reports ms/step, tokens/s and peak GPU memory;
+# One-call GPU check for the libtorch student. The binary is the one built here (no Rust on the
+# GPU machines): it loads the GPU machine's own libtorch (PyTorch 2.11, the version it was built
+# against) through LD_LIBRARY_PATH, and libtorch's CUDA backend from there. Then:
+#   1. trains `base` and `large` (PRESETS) for STEPS steps on random latents and T5-XXL-sized
+#      features at BATCH × 256 tokens, in bf16 and in f32 (PRECISIONS), and reports ms/step,
+#      tokens/s, model FLOPs/s and MFU, and peak GPU memory;
 #   2. unless E2E=0: distills a shapes corpus (E2E_COUNT prompts, default 1,000), trains on it
 #      on the GPU (E2E_CONFIG, default configs/train-tiny.toml, for E2E_STEPS, default 200) and
 #      evaluates it there (EVAL_LIMIT held-out prompts, default 40, 0 = all; EVAL_N images each,
 #      default 1).
-# PRECISIONS="" skips step 1. The quality run the CPU cannot afford (issue 7), about 8 minutes
-# on an H100/H200:
+# PRECISIONS="" skips step 1. The quality run the CPU cannot afford (issue 18):
 #   PRECISIONS= E2E_COUNT=4000 E2E_STEPS=5000 EVAL_LIMIT=0 EVAL_N=2 OUT_DIR=$OUT scripts/gpu-check.sh
-# Runs on any CUDA machine with driver >= 580 (CUDA 13) and the CUDA 13 cuBLAS/cuRAND
-# libraries on the loader path (PyTorch's cu130 wheels ship them).
 #
-#   scripts/gpu-check.sh [STEPS] [BATCH]
+#   LIGHTGEN_BIN=target/debug/lightgen scripts/gpu-check.sh [STEPS] [BATCH]
 set -euo pipefail
 cd "$(dirname "$0")/.."
-STEPS="${1:-300}"
+STEPS="${1:-30}"
 BATCH="${2:-64}"
-BIN="${LIGHTGEN_BIN:-}"
-if [[ -z "$BIN" ]]; then
-    scripts/build-cuda.sh release
-    BIN=target/release/lightgen
-fi
+BIN="${LIGHTGEN_BIN:-target/debug/lightgen}"
+TORCH_LIB="$(python3 -c 'import os, torch; print(os.path.join(os.path.dirname(torch.__file__), "lib"))')"
+export LD_LIBRARY_PATH="$TORCH_LIB${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+"$BIN" doctor | grep libtorch
 command -v nvidia-smi >/dev/null || { echo "nvidia-smi not found: no NVIDIA driver here" >&2; exit 2; }
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
 # Peak memory of each run, polled from nvidia-smi (whole device).
@@ -38,8 +36,10 @@ peak_of() {
     kill $poll 2>/dev/null || true
     echo "peak GPU memory: $(cat "$peak_file") MiB (exit $status)"
 }
-for precision in ${PRECISIONS:-bf16 f32}; do
-    peak_of "$BIN" train-check --preset base --steps "$STEPS" --batch "$BATCH" --grid 16 --device cuda --precision "$precision"
+for preset in ${PRESETS:-base large}; do
+    for precision in ${PRECISIONS-bf16 f32}; do
+        peak_of "$BIN" train-check --preset "$preset" --steps "$STEPS" --batch "$BATCH" --grid 16 --device cuda --precision "$precision"
+    done
 done
 # The whole student path on the GPU: a small shapes corpus, a short tiny training run with its
 # sample grid, and an evaluation, all with --device cuda.

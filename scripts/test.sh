@@ -6,6 +6,8 @@ if ! command -v cargo >/dev/null; then
   echo "cargo is required (https://rustup.rs)" >&2
   exit 1
 fi
+# The student runs on libtorch 2.11 (through tch): fetch it from PyPI once (see the script).
+./scripts/libtorch.sh
 # The ONNX tests run real ONNX Runtime: its shared library comes with the PyPI wheel, which
 # lightgen finds inside the Python install (or set ORT_DYLIB_PATH yourself).
 if [ -z "${ORT_DYLIB_PATH:-}" ] && ! python3 -c "import onnxruntime" 2>/dev/null; then

@@ -111,7 +111,7 @@ pub enum Command {
     /// Training throughput on random latents and T5-sized features (no data needed): tokens/s
     /// and ms/step for a preset, e.g. `--preset base --device cuda` (scripts/gpu-check.sh).
     TrainCheck {
-        /// tiny, small, base (a training config preset).
+        /// tiny, small, base, large (a training config preset).
         #[arg(long, default_value = "base")]
         preset: String,
         #[arg(long, default_value_t = 300)]
@@ -286,7 +286,7 @@ pub struct TrainArgs {
     /// A training config (TOML, e.g. configs/train-tiny.toml).
     #[arg(short, long, conflicts_with = "preset")]
     pub config: Option<PathBuf>,
-    /// A built-in training config: tiny, small, base.
+    /// A built-in training config: tiny, small, base, large.
     #[arg(long)]
     pub preset: Option<String>,
     /// Output folder (checkpoints/, metrics.jsonl, loss.png, samples/).
@@ -302,7 +302,7 @@ pub struct TrainArgs {
     /// Override train.steps.
     #[arg(long)]
     pub steps: Option<u64>,
-    /// cpu, or cuda[:N] (needs a build with --features cuda).
+    /// cpu, or cuda[:N] (libtorch must see a GPU: `lightgen doctor`).
     #[arg(long, default_value = "cpu")]
     pub device: String,
     /// Print the summary as JSON.

@@ -72,7 +72,7 @@ pub fn inpaint(
     seed: u64,
     paste_back: bool,
 ) -> Result<(Vec<RgbImage>, Vec<f32>, Vec<Vec<f32>>)> {
-    let dev = student.model.fake_latent.device().clone();
+    let dev = student.model.device();
     let grid = student.state.grid;
     let (l, c) = (grid * grid, student.model.cfg.token_dim);
     let known = decoder.encode(&prep.image)?; // (L · C)
@@ -84,12 +84,9 @@ pub fn inpaint(
     }
     let canvas = Canvas { tokens: known.repeat(n), unknown: prep.unknown.repeat(n) };
     let prompts = vec![prompt; n];
-    let text = prompter.input(&prompts, &dev)?;
+    let text = prompter.input(&prompts, dev)?;
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    let err = |e: candle_core::Error| Error::invalid("inpaint", e.to_string());
-    let tokens: Vec<f32> = sample_tokens(&student.model, &text, canvas, grid, opts, &mut rng)
-        .and_then(|t| t.flatten_all()?.to_vec1())
-        .map_err(err)?;
+    let tokens = sample_tokens(&student.model, &text, canvas, grid, opts, &mut rng).map_err(|e| Error::invalid("inpaint", e))?;
     let per: Vec<Vec<f32>> = tokens.chunks_exact(l * c).map(<[f32]>::to_vec).collect();
     let images = per
         .iter()

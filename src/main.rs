@@ -342,6 +342,20 @@ manifest: {}",
             let builtins: Vec<String> =
                 lightgen::taxonomy::BUILTIN.iter().map(|(n, _)| format!("builtin:{n}")).collect();
             println!("taxonomies {}", builtins.join(", "));
+            let cuda = lightgen::train::load_cuda_backend();
+            println!(
+                "libtorch  {} from {}; {} threads; CUDA {}{}; CPU bf16 matmuls {}",
+                env!("LIGHTGEN_LIBTORCH_VERSION"),
+                env!("LIGHTGEN_LIBTORCH_PATH"),
+                tch::get_num_threads(),
+                if tch::Cuda::is_available() {
+                    format!("yes ({} devices, cuDNN {})", tch::Cuda::device_count(), tch::utils::version_cudnn())
+                } else {
+                    format!("no ({})", cuda.err().unwrap_or_else(|| "no driver or no GPU".into()))
+                },
+                if tch::Cuda::is_available() { ", bf16 autocast" } else { "" },
+                if std::arch::is_x86_feature_detected!("avx512bf16") { "native (AVX-512 BF16)" } else { "emulated" }
+            );
             match lightgen::onnx::runtime::get(None) {
                 Ok(rt) => println!(
                     "onnx      ONNX Runtime {} from {}; execution providers: {}",

@@ -12,14 +12,14 @@
 
 use std::path::Path;
 
-use candle_core::Tensor;
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, StandardNormal};
 use serde::Serialize;
+use tch::{Kind, Tensor};
 
 use crate::error::{Error, Result};
-use crate::model::layers::Ctx;
+use crate::model::layers::{index, scalar, tensor_f32, to_host, Ctx};
 use crate::model::text::TextInput;
 use crate::model::{Mask, Prediction};
 use crate::sample::Student;
@@ -85,9 +85,8 @@ impl ProbeReport {
 
 /// Probes `student` on `samples` training samples of `ds` (seeded by `seed`).
 pub fn probe(student: &Student, ds: &Dataset, samples: usize, seed: u64) -> Result<ProbeReport> {
-    let err = |e: candle_core::Error| Error::invalid("probe", e.to_string());
     let m = &student.model;
-    let dev = student.store.device.clone();
+    let dev = student.store.device;
     let (l, c) = (ds.tokens, ds.token_dim);
     let grid = (l as f64).sqrt().round() as usize;
     if samples < 2 {
@@ -95,39 +94,41 @@ pub fn probe(student: &Student, ds: &Dataset, samples: usize, seed: u64) -> Resu
     }
     let b = ds.batch(seed, 0, samples, &mut (u64::MAX, Vec::new()));
     let ctx = Ctx::eval();
-    let tokens = Tensor::from_slice(&b.tokens, (b.size, l, c), &dev).map_err(err)?; // (B, L, C)
-    let input = TextInput::from_host(&b.ids, &b.feats, b.size, ds.text_len, ds.text_channels, &dev).map_err(err)?;
-    let text = m.text.forward(&input, &ctx).map_err(err)?; // (B, T, D)
-    let null = m.drop_text(&text, &vec![false; b.size]).map_err(err)?;
+    let _guard = tch::no_grad_guard();
+    let tokens = tensor_f32(&b.tokens, &[b.size, l, c], dev); // (B, L, C)
+    let input = TextInput::from_host(&b.ids, &b.feats, b.size, ds.text_len, ds.text_channels, dev);
+    let text = m.text.forward(&input, &ctx).map_err(|e| Error::invalid("probe", e))?; // (B, T, D)
+    let null = m.drop_text(&text, &vec![false; b.size]);
+    let (bl, ci) = ((b.size * l) as i64, c as i64);
     let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x5EED);
     let order = orders(b.size, l, &mut rng);
 
     // MSE of the head's target on the masked tokens per band; the same orders, timesteps and noise for every row.
-    let losses = |masked: usize, text: &Tensor| -> candle_core::Result<Vec<f64>> {
+    let losses = |masked: usize, text: &Tensor| -> Vec<f64> {
         let mask = Mask::from_orders(&order, l, masked);
-        let z = m.forward_z(&tokens, &mask, text, grid, &ctx)?; // (B, L, D)
+        let z = m.forward_z(&tokens, &mask, text, grid, &ctx); // (B, L, D)
         let rows = mask.rows(true);
         let k = rows.len();
-        let idx = Tensor::from_vec(rows, k, &dev)?;
-        let z = z.reshape((b.size * l, z.dim(2)?))?.index_select(&idx, 0)?; // (K, D)
-        let x0 = tokens.reshape((b.size * l, c))?.index_select(&idx, 0)?; // (K, C)
+        let idx = index(&rows, dev);
+        let z = z.view([bl, z.size()[2]]).index_select(0, &idx); // (K, D)
+        let x0 = tokens.view([bl, ci]).index_select(0, &idx); // (K, C)
         let mut draw = ChaCha8Rng::seed_from_u64(seed ^ 0xBA2D);
         (0..BANDS)
             .map(|band| {
                 let ts: Vec<usize> = (0..k).map(|_| draw.random_range(band * 200..band * 200 + 200)).collect();
                 let noise: Vec<f32> = (0..k * c).map(|_| StandardNormal.sample(&mut draw)).collect();
-                let noise = Tensor::from_vec(noise, (k, c), &dev)?;
-                Ok(m.diffloss.terms(&x0, &z, &ts, &noise)?.mse.mean_all()?.to_scalar::<f32>()? as f64)
+                let noise = tensor_f32(&noise, &[k, c], dev);
+                scalar(&m.diffloss.terms(&x0, &z, &ts, &noise).mse.mean(Kind::Float))
             })
             .collect()
     };
-    let mean_token = || -> candle_core::Result<Vec<f64>> {
-        let x0 = tokens.reshape((b.size * l, c))?; // (B·L, C)
-        let mu = x0.mean_keepdim(0)?; // (1, C)
-        let sq = x0.broadcast_sub(&mu)?.sqr()?.mean(1)?.to_vec1::<f32>()?; // (B·L,) |x0 − μ|² per dim
+    let mean_token = || -> Vec<f64> {
+        let x0 = tokens.view([bl, ci]); // (B·L, C)
+        let mu = x0.mean_dim(0, true, Kind::Float); // (1, C)
+        let sq = to_host(&(x0 - mu).square().mean_dim(1, false, Kind::Float)); // (B·L,) |x0 − μ|² per dim
         let ab = &m.diffloss.train_diffusion.alphas_cumprod;
         let mut draw = ChaCha8Rng::seed_from_u64(seed ^ 0xBA2D);
-        Ok((0..BANDS)
+        (0..BANDS)
             .map(|band| {
                 let w: f64 = sq
                     .iter()
@@ -143,7 +144,7 @@ pub fn probe(student: &Student, ds: &Dataset, samples: usize, seed: u64) -> Resu
                     .sum();
                 w / sq.len() as f64
             })
-            .collect())
+            .collect()
     };
     let quarter = l - l / 4;
     let report = ProbeReport {
@@ -154,13 +155,13 @@ pub fn probe(student: &Student, ds: &Dataset, samples: usize, seed: u64) -> Resu
             Prediction::V => "v",
         }
         .to_string(),
-        caption_sensitivity: caption_sensitivity(student, &tokens, &text, &order, grid).map_err(err)?,
-        masked_all_caption: losses(l, &text).map_err(err)?,
-        masked_all_null: losses(l, &null).map_err(err)?,
-        visible_quarter_caption: losses(quarter, &text).map_err(err)?,
-        visible_quarter_null: losses(quarter, &null).map_err(err)?,
-        visible_three_quarters: losses(l / 4, &text).map_err(err)?,
-        mean_token: mean_token().map_err(err)?,
+        caption_sensitivity: caption_sensitivity(student, &tokens, &text, &order, grid),
+        masked_all_caption: losses(l, &text),
+        masked_all_null: losses(l, &null),
+        visible_quarter_caption: losses(quarter, &text),
+        visible_quarter_null: losses(quarter, &null),
+        visible_three_quarters: losses(l / 4, &text),
+        mean_token: mean_token(),
     };
     Ok(report)
 }
@@ -172,12 +173,12 @@ fn caption_sensitivity(
     text: &Tensor,
     order: &[Vec<usize>],
     grid: usize,
-) -> candle_core::Result<f64> {
-    let (b, l, _) = tokens.dims3()?;
-    let z = student.model.forward_z(tokens, &Mask::from_orders(order, l, l), text, grid, &Ctx::eval())?; // (B, L, D)
-    let diff = (z.narrow(0, 0, b - 1)? - z.narrow(0, 1, b - 1)?)?.abs()?.mean_all()?.to_scalar::<f32>()? as f64;
-    let scale = z.abs()?.mean_all()?.to_scalar::<f32>()? as f64;
-    Ok(diff / scale.max(1e-12))
+) -> f64 {
+    let (b, l, _) = tokens.size3().expect("(B, L, C)");
+    let z = student.model.forward_z(tokens, &Mask::from_orders(order, l as usize, l as usize), text, grid, &Ctx::eval()); // (B, L, D)
+    let diff = scalar(&(z.narrow(0, 0, b - 1) - z.narrow(0, 1, b - 1)).abs().mean(Kind::Float));
+    let scale = scalar(&z.abs().mean(Kind::Float));
+    diff / scale.max(1e-12)
 }
 
 /// Loads a checkpoint and its manifest's training data, then probes.
@@ -185,6 +186,6 @@ pub fn run(ckpt: &Path, manifest_path: &Path, samples: usize, seed: u64, device:
     let ck = crate::train::checkpoint::resolve(ckpt)?;
     let m = crate::pipeline::manifest::verify(manifest_path)?;
     let ds = Dataset::open(manifest_path, &m)?;
-    let student = Student::load(&ck, true, &crate::train::device(device)?)?;
+    let student = Student::load(&ck, true, crate::train::device(device)?)?;
     probe(&student, &ds, samples.min(ds.len()), seed)
 }

@@ -4,10 +4,10 @@
 
 use std::path::{Path, PathBuf};
 
-use candle_core::{Device, Tensor};
 use image::RgbImage;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
+use tch::Device;
 
 use crate::config::RunConfig;
 use crate::error::{Error, Result};
@@ -31,11 +31,10 @@ pub struct Student {
 
 impl Student {
     /// Loads `ckpt` (a checkpoint folder) with its EMA or raw weights.
-    pub fn load(ckpt: &Path, ema: bool, device: &Device) -> Result<Student> {
+    pub fn load(ckpt: &Path, ema: bool, device: Device) -> Result<Student> {
         let state = read_state(ckpt)?;
         let mut store = ParamStore::new(0, device);
-        let model = Mar::new(&state.model, &mut store)
-            .map_err(|e| Error::invalid(ckpt.display().to_string(), e.to_string()))?;
+        let model = Mar::new(&state.model, &mut store).map_err(|e| Error::invalid(ckpt.display().to_string(), e))?;
         let file = ckpt.join(if ema { "ema.safetensors" } else { "model.safetensors" });
         store.load(&load_tensors(&file)?).map_err(|m| Error::invalid(file.display().to_string(), m))?;
         Ok(Student { model, store, state, checkpoint: ckpt.to_path_buf() })
@@ -86,13 +85,12 @@ impl Prompter {
         Ok(Prompter::T5 { t5: Box::new(t5), max_len, dim })
     }
 
-    pub fn input(&self, prompts: &[&str], device: &Device) -> Result<TextInput> {
+    pub fn input(&self, prompts: &[&str], device: Device) -> Result<TextInput> {
         let b = prompts.len();
-        let t = |e: candle_core::Error| Error::invalid("text input", e.to_string());
         match self {
             Prompter::Vocab { vocab, max_len } => {
                 let ids: Vec<u32> = prompts.iter().flat_map(|p| vocab.encode(p, *max_len).0).collect();
-                Ok(TextInput::Ids(Tensor::from_vec(ids, (b, *max_len), device).map_err(t)?))
+                Ok(TextInput::from_host(&ids, &[], b, *max_len, 0, device))
             }
             Prompter::T5 { t5, max_len, dim } => {
                 let feats = t5.features(prompts).map_err(|e| Error::invalid("t5", e))?;
@@ -101,7 +99,7 @@ impl Prompter {
                     let n = f.len().min(max_len * dim);
                     all[i * max_len * dim..i * max_len * dim + n].copy_from_slice(&f[..n]);
                 }
-                Ok(TextInput::Features(Tensor::from_vec(all, (b, *max_len, *dim), device).map_err(t)?))
+                Ok(TextInput::from_host(&[], &all, b, *max_len, *dim, device))
             }
         }
     }
@@ -183,18 +181,16 @@ pub fn generate(
     batch: usize,
     mut progress: impl FnMut(usize),
 ) -> Result<Vec<RgbImage>> {
-    let dev = student.model.fake_latent.device().clone();
+    let dev = student.model.device();
     let grid = student.state.grid;
     let (l, c) = (grid * grid, student.model.cfg.token_dim);
     let mut out = Vec::with_capacity(prompts.len());
     for (k, chunk) in prompts.chunks(batch.max(1)).enumerate() {
         let refs: Vec<&str> = chunk.iter().map(String::as_str).collect();
-        let text = prompter.input(&refs, &dev)?;
+        let text = prompter.input(&refs, dev)?;
         let mut rng = ChaCha8Rng::seed_from_u64(seed ^ (k as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
-        let tokens = sample_tokens(&student.model, &text, Canvas::blank(chunk.len(), l, c), grid, opts, &mut rng)
-            .map_err(|e| Error::invalid("sample", e.to_string()))?;
-        let v: Vec<f32> =
-            tokens.flatten_all().and_then(|t| t.to_vec1()).map_err(|e| Error::invalid("sample", e.to_string()))?;
+        let v = sample_tokens(&student.model, &text, Canvas::blank(chunk.len(), l, c), grid, opts, &mut rng)
+            .map_err(|e| Error::invalid("sample", e))?;
         for i in 0..chunk.len() {
             out.push(decoder.decode(&v[i * l * c..(i + 1) * l * c]));
         }

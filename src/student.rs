@@ -15,8 +15,8 @@ pub fn train_cmd(a: TrainArgs, progress: bool) -> Result<()> {
     let mut cfg = match (&a.config, &a.preset) {
         (Some(p), _) => TrainConfig::load(p)?,
         (None, Some(name)) => TrainConfig::preset(name)
-            .with_context(|| format!("--preset {name}: unknown; known: tiny, small, base (or pass --config FILE)"))?,
-        (None, None) => bail!("pass --config FILE or --preset tiny|small|base"),
+            .with_context(|| format!("--preset {name}: unknown; known: tiny, small, base, large (or pass --config FILE)"))?,
+        (None, None) => bail!("pass --config FILE or --preset tiny|small|base|large"),
     };
     if let Some(s) = a.steps {
         cfg.train.steps = s;
@@ -47,7 +47,7 @@ pub fn train_cmd(a: TrainArgs, progress: bool) -> Result<()> {
 fn load(ckpt: &Path, manifest_path: &Path, flags: &SampleFlags) -> Result<(PathBuf, Manifest, Student)> {
     let ck = checkpoint::resolve(ckpt)?;
     let m = manifest::verify(manifest_path)?;
-    let student = Student::load(&ck, !flags.no_ema, &train::device(&flags.device)?)?;
+    let student = Student::load(&ck, !flags.no_ema, train::device(&flags.device)?)?;
     Ok((ck, m, student))
 }
 
@@ -187,7 +187,7 @@ pub fn train_check(
     use rand::SeedableRng;
     use rand_distr::{Distribution, StandardNormal};
     let mut cfg =
-        TrainConfig::preset(preset).with_context(|| format!("--preset {preset}: unknown; known: tiny, small, base"))?;
+        TrainConfig::preset(preset).with_context(|| format!("--preset {preset}: unknown; known: tiny, small, base, large"))?;
     if let Some(b) = batch {
         cfg.train.batch_size = b;
     }
@@ -198,7 +198,7 @@ pub fn train_check(
     let model =
         cfg.model_config().map_err(anyhow::Error::msg)?.for_data(64, grid, TextSource::Features, channels, text_len);
     let dev = train::device(device)?;
-    let mut tr = lightgen::train::Trainer::new(cfg.clone(), model, grid, &dev)?;
+    let mut tr = lightgen::train::Trainer::new(cfg.clone(), model, grid, dev)?;
     let b = cfg.train.batch_size;
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
     let mut draw = |n: usize| -> Vec<f32> { (0..n).map(|_| StandardNormal.sample(&mut rng)).collect() };
@@ -213,26 +213,44 @@ pub fn train_check(
         "preset {preset}: {:.1}M parameters, batch {b}, {} tokens per image, device {device}, {:?} matmuls",
         tr.store.count() as f64 / 1e6,
         grid * grid,
-        cfg.train.precision.dtype(&dev)
+        cfg.train.precision.dtype(dev)
     );
     let warm = 3.min(steps);
     for s in 0..warm {
         tr.step(&batch, s)?;
     }
     let t0 = std::time::Instant::now();
-    let mut last = 0.0;
+    let (mut last, mut flops) = (0.0, 0.0);
+    let l = grid * grid;
     for s in warm..steps {
-        last = tr.step(&batch, s)?.loss;
+        let st = tr.step(&batch, s)?;
+        last = st.loss;
+        let masked = ((l as f64 * st.mask_ratio).ceil() as usize).min(l);
+        let per = lightgen::model::config::train_flops_per_image(
+            &tr.model.cfg,
+            l,
+            text_len,
+            masked,
+            cfg.train.diffusion_batch_mul,
+        );
+        flops += per * b as f64;
     }
     let n = steps.saturating_sub(warm).max(1) as f64;
     let secs = t0.elapsed().as_secs_f64();
     println!(
-        "{} steps: {:.1} ms/step, {:.0} tokens/s, {:.1} images/s, last loss {last:.4}",
+        "{} steps: {:.1} ms/step, {:.0} tokens/s, {:.1} images/s, {:.1} TFLOP/s of model FLOPs, last loss {last:.4}",
         n,
         secs * 1e3 / n,
-        n * (b * grid * grid) as f64 / secs,
-        n * b as f64 / secs
+        n * (b * l) as f64 / secs,
+        n * b as f64 / secs,
+        flops / secs / 1e12
     );
+    if dev.is_cuda() {
+        // H100/H200 SXM datasheets: 989.4 TFLOP/s dense bf16; 66.9 TFLOP/s f32 (libtorch's
+        // default keeps f32 matmuls off TF32).
+        let peak = if cfg.train.precision.dtype(dev) == tch::Kind::BFloat16 { 989.4e12 } else { 66.9e12 };
+        println!("MFU {:.1}% of {:.1} TFLOP/s (H100/H200 SXM dense peak)", 100.0 * flops / secs / peak, peak / 1e12);
+    }
     Ok(())
 }
 
@@ -251,7 +269,7 @@ pub fn demo_rest(run_dir: &Path, n: usize, steps: Option<u64>, progress: bool, t
     println!("\ntrain     tiny student, {} steps of {} → {}", cfg.train.steps, cfg.train.batch_size, out.display());
     if !done {
         let resume = !checkpoint::list(&out).is_empty();
-        let opts = TrainOptions { out: out.clone(), resume, device: candle_core::Device::Cpu, progress, stop_at: None };
+        let opts = TrainOptions { out: out.clone(), resume, device: tch::Device::Cpu, progress, stop_at: None };
         let s = train::train(&manifest_path, cfg, &opts)?;
         println!(
             "trained   {} steps in {:.0} s ({:.0} ms/step), loss {:.3} → {:.3}",
@@ -377,7 +395,7 @@ pub fn dpo_cmd(a: DpoArgs, progress: bool) -> Result<()> {
         checkpoint_every: 50,
     };
     let device = train::device(&a.device)?;
-    let s = dpo::run(&base, &a.manifest, &cfg, &a.out, &device, progress)?;
+    let s = dpo::run(&base, &a.manifest, &cfg, &a.out, device, progress)?;
     lightgen::pipeline::shard::write_atomic(&a.out.join("dpo.json"), &serde_json::to_vec_pretty(&s)?)?;
     if !a.json {
         println!(
@@ -429,7 +447,7 @@ pub fn study_cmd(a: StudyArgs, progress: bool) -> Result<()> {
     let mut train = match &a.config {
         Some(p) => TrainConfig::load(p)?,
         None => TrainConfig::preset(&a.preset)
-            .with_context(|| format!("--preset {}: unknown; known: tiny, small, base", a.preset))?,
+            .with_context(|| format!("--preset {}: unknown; known: tiny, small, base, large", a.preset))?,
     };
     if let Some(s) = a.steps {
         train.train.steps = s;
@@ -447,7 +465,7 @@ pub fn study_cmd(a: StudyArgs, progress: bool) -> Result<()> {
         seed: a.seed,
         train,
     };
-    let r = lightgen::study::run(&a.manifest, &cfg, &a.out, &train::device(&a.device)?, progress)?;
+    let r = lightgen::study::run(&a.manifest, &cfg, &a.out, train::device(&a.device)?, progress)?;
     if a.json {
         println!("{}", serde_json::to_string_pretty(&r)?);
     } else {

@@ -8,7 +8,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
-use candle_core::Device;
+use tch::Device;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
@@ -143,7 +143,7 @@ pub fn run(
     manifest_path: &Path,
     cfg: &StudyConfig,
     out: &Path,
-    device: &Device,
+    device: Device,
     progress: bool,
 ) -> Result<StudyReport> {
     let parent: Manifest = manifest::verify(manifest_path)?;
@@ -177,7 +177,7 @@ pub fn run(
         let eval_dir = dir.join("eval");
         if !eval_dir.join("eval.json").exists() {
             let opts =
-                TrainOptions { out: dir.join("train"), resume: true, device: device.clone(), progress, stop_at: None };
+                TrainOptions { out: dir.join("train"), resume: true, device, progress, stop_at: None };
             let s = crate::train::train(&mpath, cfg.train.clone(), &opts)?;
             let student = Student::load(&checkpoint::resolve(&s.checkpoint)?, true, device)?;
             let prompts = crate::eval::load_prompts(crate::sample::held_out(&mpath, &m)?)?;

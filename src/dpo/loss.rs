@@ -3,9 +3,9 @@
 //! of the policy and of the frozen reference give
 //! `loss = −log σ(−β/2 · ((Lw − Ll) − (Lw_ref − Ll_ref)))`.
 
-use candle_core::{Result, Tensor};
+use tch::{Kind, Tensor};
 
-use crate::model::layers::Ctx;
+use crate::model::layers::{index, Ctx};
 use crate::model::{Mar, Mask};
 
 /// What one batch's noise looks like: the shared draws of B pairs.
@@ -22,69 +22,65 @@ pub struct Draws {
 
 /// Per-sample eps-MSE over the masked tokens of `tokens` (2B, L, C) = [winners; losers], with
 /// `text` (2B, T, D) the aligned captions: (2B).
-pub fn pair_mse(model: &Mar, tokens: &Tensor, text: &Tensor, d: &Draws, grid: usize, ctx: &Ctx) -> Result<Tensor> {
-    let (b2, l, c) = tokens.dims3()?;
+pub fn pair_mse(model: &Mar, tokens: &Tensor, text: &Tensor, d: &Draws, grid: usize, ctx: &Ctx) -> Tensor {
+    let (b2, l, c) = tokens.size3().expect("(2B, L, C)");
     let orders: Vec<Vec<usize>> = d.orders.iter().chain(d.orders.iter()).cloned().collect();
-    let mask = Mask::from_orders(&orders, l, d.masked);
-    let z = model.forward_z(tokens, &mask, text, grid, ctx)?; // (2B, L, D)
-                                                              // Rows ascend by sample then position: row j of winner i and of loser i is one position.
-    let rows = mask.rows(true);
-    let k = rows.len(); // 2B · masked
-    let idx = Tensor::from_vec(rows, k, tokens.device())?;
-    let z = z.reshape((b2 * l, z.dim(2)?))?.index_select(&idx, 0)?; // (K, D)
-    let target = tokens.reshape((b2 * l, c))?.index_select(&idx, 0)?; // (K, C)
+    let mask = Mask::from_orders(&orders, l as usize, d.masked);
+    let z = model.forward_z(tokens, &mask, text, grid, ctx); // (2B, L, D)
+    // Rows ascend by sample then position: row j of winner i and of loser i is one position.
+    let idx = index(&mask.rows(true), tokens.device()); // (K = 2B · masked)
+    let z = z.view([b2 * l, z.size()[2]]).index_select(0, &idx); // (K, D)
+    let target = tokens.view([b2 * l, c]).index_select(0, &idx); // (K, C)
     let t: Vec<usize> = d.t.iter().chain(d.t.iter()).copied().collect();
-    let noise = Tensor::cat(&[&d.noise, &d.noise], 0)?; // (K, C)
-    let mse = model.diffloss.terms(&target, &z, &t, &noise)?.mse; // (K)
-    mse.reshape((b2, d.masked))?.mean(1) // (2B)
+    let noise = Tensor::cat(&[&d.noise, &d.noise], 0); // (K, C)
+    let mse = model.diffloss.terms(&target, &z, &t, &noise).mse; // (K)
+    mse.view([b2, d.masked as i64]).mean_dim(1, false, Kind::Float) // (2B)
 }
 
 /// The DPO loss from per-sample MSEs (2B) of the policy and the reference: (scalar loss,
-/// per-pair `d = (Lw − Ll) − (Lw_ref − Ll_ref)`, B). The reference side must carry no gradient.
-pub fn dpo_loss(policy: &Tensor, reference: &Tensor, beta: f64) -> Result<(Tensor, Tensor)> {
-    let b = policy.dim(0)? / 2;
-    let diff = |x: &Tensor| -> Result<Tensor> { x.narrow(0, 0, b)? - x.narrow(0, b, b)? };
-    let d = (diff(policy)? - diff(&reference.detach())?)?; // (B)
-                                                           // −log σ(−x) = softplus(x) = max(x, 0) + log(1 + e^−|x|), stable for any x
-    let x = (&d * (beta / 2.0))?;
-    let softplus = (x.relu()? + ((x.abs()?.neg()?.exp()? + 1.0)?.log()?))?;
-    Ok((softplus.mean_all()?, d))
+/// per-pair `d = (Lw − Ll) − (Lw_ref − Ll_ref)`, B). The reference side carries no gradient.
+pub fn dpo_loss(policy: &Tensor, reference: &Tensor, beta: f64) -> (Tensor, Tensor) {
+    let b = policy.size()[0] / 2;
+    let diff = |x: &Tensor| x.narrow(0, 0, b) - x.narrow(0, b, b);
+    let d = diff(policy) - diff(&reference.detach()); // (B)
+    // −log σ(−x) = softplus(x), libtorch's stable kernel for any x
+    let x = &d * (beta / 2.0);
+    (x.softplus().mean(Kind::Float), d)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use candle_core::Device;
+    use crate::model::layers::{scalar, to_host};
 
     #[test]
     fn loss_matches_a_hand_computed_case() {
         // Two pairs. Policy MSEs: w = (0.30, 0.50), l = (0.40, 0.45); reference: w = (0.35, 0.50),
         // l = (0.35, 0.50). d1 = (0.30 − 0.40) − (0.35 − 0.35) = −0.10; d2 = (0.50 − 0.45) − 0 = 0.05.
         // β = 20: −log σ(−10·d) → −log σ(1) = 0.313262, −log σ(−0.5) = 0.974077; mean 0.643669.
-        let dev = Device::Cpu;
-        let p = Tensor::new(&[0.30f32, 0.50, 0.40, 0.45], &dev).unwrap();
-        let r = Tensor::new(&[0.35f32, 0.50, 0.35, 0.50], &dev).unwrap();
-        let (loss, d) = dpo_loss(&p, &r, 20.0).unwrap();
-        let d: Vec<f32> = d.to_vec1().unwrap();
+        let p = Tensor::from_slice(&[0.30f32, 0.50, 0.40, 0.45]);
+        let r = Tensor::from_slice(&[0.35f32, 0.50, 0.35, 0.50]);
+        let (loss, d) = dpo_loss(&p, &r, 20.0);
+        let d = to_host(&d);
         assert!((d[0] + 0.10).abs() < 1e-6 && (d[1] - 0.05).abs() < 1e-6, "{d:?}");
-        let v = loss.to_scalar::<f32>().unwrap();
+        let v = scalar(&loss);
         assert!((v - 0.643_669).abs() < 1e-5, "{v}");
         // policy = reference: log 2 whatever β
-        let (same, _) = dpo_loss(&r, &r, 5000.0).unwrap();
-        assert!((same.to_scalar::<f32>().unwrap() - std::f32::consts::LN_2).abs() < 1e-6);
+        let (same, _) = dpo_loss(&r, &r, 5000.0);
+        assert!((scalar(&same) - std::f64::consts::LN_2).abs() < 1e-6);
         // large arguments stay finite (softplus, not log(sigmoid))
-        let (big, _) = dpo_loss(&p, &r, 1e6).unwrap();
-        assert!(big.to_scalar::<f32>().unwrap().is_finite());
+        let (big, _) = dpo_loss(&p, &r, 1e6);
+        assert!(scalar(&big).is_finite());
     }
 
     #[test]
     fn the_gradient_lowers_the_winner_error_relative_to_the_loser() {
         // d loss / d Lw > 0 and d loss / d Ll < 0: descending makes the winner likelier.
-        let dev = Device::Cpu;
-        let p = candle_core::Var::new(&[0.4f32, 0.4], &dev).unwrap();
-        let r = Tensor::new(&[0.4f32, 0.4], &dev).unwrap();
-        let (loss, _) = dpo_loss(p.as_tensor(), &r, 10.0).unwrap();
-        let g: Vec<f32> = loss.backward().unwrap().get(&p).unwrap().to_vec1().unwrap();
+        let p = Tensor::from_slice(&[0.4f32, 0.4]).set_requires_grad(true);
+        let r = Tensor::from_slice(&[0.4f32, 0.4]);
+        let (loss, _) = dpo_loss(&p, &r, 10.0);
+        loss.backward();
+        let g = to_host(&p.grad());
         assert!(g[0] > 0.0 && g[1] < 0.0, "{g:?}");
         assert!((g[0] - 2.5).abs() < 1e-5, "β/2 · σ(0) = 2.5: {g:?}");
     }

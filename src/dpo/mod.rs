@@ -12,14 +12,14 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use candle_core::{Device, Tensor};
 use rand::seq::SliceRandom;
 use rand::{RngExt, SeedableRng};
 use rand_distr::{Distribution, StandardNormal};
 use serde::{Deserialize, Serialize};
+use tch::{Device, Tensor};
 
 use crate::error::{Error, Result};
-use crate::model::layers::Ctx;
+use crate::model::layers::{scalar, tensor_f32, to_host, Ctx};
 use crate::model::text::TextInput;
 use crate::pipeline::manifest::{self, Manifest};
 use crate::sample::{Decoder, Student};
@@ -46,10 +46,6 @@ pub struct DpoConfig {
     pub ema: f64,
     pub seed: u64,
     pub checkpoint_every: u64,
-}
-
-fn terr(e: candle_core::Error) -> Error {
-    Error::invalid("dpo", e.to_string())
 }
 
 /// One logged step.
@@ -82,14 +78,14 @@ pub struct DpoSummary {
 }
 
 /// The shared draws of step `step` for `b` pairs of `l` tokens of `c` values.
-fn draws(seed: u64, step: u64, b: usize, l: usize, c: usize, dev: &Device) -> Result<Draws> {
+fn draws(seed: u64, step: u64, b: usize, l: usize, c: usize, dev: Device) -> Draws {
     let mut rng = step_rng(seed, step, 0);
     let masked = ((l as f64 * mask_ratio(0.7, 0.25, &mut rng)).ceil() as usize).clamp(1, l);
     let ord = orders(b, l, &mut rng);
     let n = b * masked;
     let t: Vec<usize> = (0..n).map(|_| rng.random_range(0..1000)).collect();
     let noise: Vec<f32> = (0..n * c).map(|_| StandardNormal.sample(&mut rng)).collect();
-    Ok(Draws { orders: ord, masked, t, noise: Tensor::from_vec(noise, (n, c), dev).map_err(terr)? })
+    Draws { orders: ord, masked, t, noise: tensor_f32(&noise, &[n, c], dev) }
 }
 
 /// The pairs of step `step`: epochs of a seeded permutation.
@@ -107,7 +103,7 @@ fn picks(seed: u64, step: u64, b: usize, n: usize) -> Vec<usize> {
 }
 
 /// (2B, L, C) tokens [winners; losers] and the (2B) text input of some pairs.
-fn batch(p: &Pairs, idx: &[usize], ds: &Dataset, dev: &Device) -> Result<(Tensor, TextInput)> {
+fn batch(p: &Pairs, idx: &[usize], ds: &Dataset, dev: Device) -> (Tensor, TextInput) {
     let (l, c, tl) = (ds.tokens, ds.token_dim, ds.text_len);
     let w = l * c;
     let mut tokens = Vec::with_capacity(2 * idx.len() * w);
@@ -117,18 +113,18 @@ fn batch(p: &Pairs, idx: &[usize], ds: &Dataset, dev: &Device) -> Result<(Tensor
         }
     }
     let b2 = 2 * idx.len();
-    let tokens = Tensor::from_vec(tokens, (b2, l, c), dev).map_err(terr)?;
+    let tokens = tensor_f32(&tokens, &[b2, l, c], dev);
     let text = if ds.text_channels == 0 {
         let ids: Vec<u32> =
             (0..2).flat_map(|_| idx.iter().flat_map(|&i| p.ids[i * tl..(i + 1) * tl].iter().copied())).collect();
-        TextInput::Ids(Tensor::from_vec(ids, (b2, tl), dev).map_err(terr)?)
+        TextInput::from_host(&ids, &[], b2, tl, 0, dev)
     } else {
         let f = tl * ds.text_channels;
         let v: Vec<f32> =
             (0..2).flat_map(|_| idx.iter().flat_map(|&i| p.feats[i * f..(i + 1) * f].iter().copied())).collect();
-        TextInput::Features(Tensor::from_vec(v, (b2, tl, ds.text_channels), dev).map_err(terr)?)
+        TextInput::from_host(&[], &v, b2, tl, ds.text_channels, dev)
     };
-    Ok((tokens, text))
+    (tokens, text)
 }
 
 /// Builds the pairs (resumable), then trains; checkpoints land in `out/checkpoints/`.
@@ -137,7 +133,7 @@ pub fn run(
     manifest_path: &Path,
     cfg: &DpoConfig,
     out: &Path,
-    device: &Device,
+    device: Device,
     progress: bool,
 ) -> Result<DpoSummary> {
     let t0 = Instant::now();
@@ -202,8 +198,12 @@ pub fn run(
             .store
             .load(&checkpoint::load_tensors(&ck.join("model.safetensors"))?)
             .map_err(|e| Error::invalid("dpo resume", e))?;
-        ema.weights = checkpoint::load_tensors(&ck.join("ema.safetensors"))?;
+        ema.weights = checkpoint::load_tensors(&ck.join("ema.safetensors"))?
+            .into_iter()
+            .map(|(k, v)| (k, v.to_device(device)))
+            .collect();
         for (k, v) in checkpoint::load_tensors(&ck.join("optim.safetensors"))? {
+            let v = v.to_device(device);
             match (k.strip_prefix("m."), k.strip_prefix("v.")) {
                 (Some(n), _) => drop(opt.m.insert(n.to_string(), v)),
                 (_, Some(n)) => drop(opt.v.insert(n.to_string(), v)),
@@ -228,27 +228,29 @@ pub fn run(
     let mut last_ck = checkpoint::list(out).pop().unwrap_or_default();
     for step in start..cfg.steps {
         let idx = picks(cfg.seed, step, cfg.batch_size.min(p.n).max(1), p.n);
-        let (tokens, text) = batch(&p, &idx, &ds, device)?;
-        let d = draws(cfg.seed, step, idx.len(), l, c, device)?;
-        let ref_mse = {
-            let tr = reference.model.text.forward(&text, &ctx).map_err(terr)?;
-            pair_mse(&reference.model, &tokens, &tr, &d, grid, &ctx).map_err(terr)?.detach()
-        };
-        let tp = policy.model.text.forward(&text, &ctx).map_err(terr)?;
-        let pol_mse = pair_mse(&policy.model, &tokens, &tp, &d, grid, &ctx).map_err(terr)?;
-        let (loss, diff) = dpo_loss(&pol_mse, &ref_mse, cfg.beta).map_err(terr)?;
-        let value = loss.to_scalar::<f32>().map_err(terr)? as f64;
+        let (tokens, text) = batch(&p, &idx, &ds, device);
+        let d = draws(cfg.seed, step, idx.len(), l, c, device);
+        let text_err = |e: String| Error::invalid("dpo", e);
+        let ref_mse = tch::no_grad(|| -> Result<Tensor> {
+            let tr = reference.model.text.forward(&text, &ctx).map_err(text_err)?;
+            Ok(pair_mse(&reference.model, &tokens, &tr, &d, grid, &ctx))
+        })?;
+        let tp = policy.model.text.forward(&text, &ctx).map_err(text_err)?;
+        let pol_mse = pair_mse(&policy.model, &tokens, &tp, &d, grid, &ctx);
+        let (loss, diff) = dpo_loss(&pol_mse, &ref_mse, cfg.beta);
+        let value = scalar(&loss);
         if !value.is_finite() {
             return Err(Error::invalid(
                 format!("dpo step {step}"),
                 format!("the loss is {value}; lower --lr or --beta"),
             ));
         }
-        let dv: Vec<f32> = diff.to_vec1().map_err(terr)?;
-        let grads = loss.backward().map_err(terr)?;
+        let dv = to_host(&diff);
+        policy.store.zero_grad();
+        loss.backward();
         let lr = lr_at(step, cfg.lr, cfg.lr, cfg.warmup_steps, cfg.steps, LrSchedule::Constant);
-        let grad_norm = opt.step(&policy.store, &grads, lr, cfg.grad_clip).map_err(terr)?;
-        ema.update(&policy.store).map_err(terr)?;
+        let grad_norm = scalar(&opt.step(&policy.store, lr, cfg.grad_clip));
+        ema.update(&policy.store);
         let acc = dv.iter().filter(|x| **x < 0.0).count() as f64 / dv.len() as f64;
         let margin = dv.iter().map(|x| *x as f64).sum::<f64>() / dv.len() as f64;
         let s = DpoStep { step, loss: value, reward_accuracy: acc, margin, lr, grad_norm };
@@ -267,10 +269,10 @@ pub fn run(
                 TrainState { step: done, adam_t: opt.t, lineage: Some(lineage.clone()), ..policy.state.clone() };
             let mut optim = std::collections::BTreeMap::new();
             for (k, v) in &opt.m {
-                optim.insert(format!("m.{k}"), v.clone());
+                optim.insert(format!("m.{k}"), v.shallow_clone());
             }
             for (k, v) in &opt.v {
-                optim.insert(format!("v.{k}"), v.clone());
+                optim.insert(format!("v.{k}"), v.shallow_clone());
             }
             last_ck = checkpoint::save(out, &state, &policy.store.tensors(), &ema.weights, &optim, 2)?;
         }
@@ -301,10 +303,10 @@ mod tests {
         seen.sort();
         assert_eq!(seen, (0..20).collect::<Vec<_>>(), "5 steps of 4 = one epoch of 20");
         assert_eq!(picks(7, 3, 4, 20), picks(7, 3, 4, 20));
-        let a = draws(1, 9, 3, 16, 12, &Device::Cpu).unwrap();
-        let b = draws(1, 9, 3, 16, 12, &Device::Cpu).unwrap();
+        let a = draws(1, 9, 3, 16, 12, Device::Cpu);
+        let b = draws(1, 9, 3, 16, 12, Device::Cpu);
         assert_eq!((a.masked, a.t.clone(), a.orders.clone()), (b.masked, b.t, b.orders));
         assert!(a.masked >= 12 && a.masked <= 16, "mask ratio ≥ 0.7: {}", a.masked);
-        assert_eq!(a.noise.dims(), &[3 * a.masked, 12]);
+        assert_eq!(a.noise.size(), [3 * a.masked as i64, 12]);
     }
 }

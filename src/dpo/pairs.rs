@@ -7,13 +7,14 @@
 use std::collections::HashMap;
 use std::path::Path;
 
-use candle_core::{Device, Tensor};
+use tch::{Device, Kind, Tensor};
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
+use crate::model::layers::{tensor_f32, to_host};
 use crate::model::sampler::{sample_tokens, Canvas, SampleOptions};
 use crate::model::text::TextInput;
 use crate::pipeline::manifest::Manifest;
@@ -144,7 +145,7 @@ pub fn build(
         ));
     }
     let judge = Analyzer::new();
-    let dev = base.model.fake_latent.device().clone();
+    let dev = base.model.device();
     let grid = base.state.grid;
     let (l, c) = (grid * grid, base.model.cfg.token_dim);
     for (k, chunk) in all.chunks(cfg.part_size.max(1)).enumerate() {
@@ -157,13 +158,11 @@ pub fn build(
         let winner: Vec<f32> = examples.iter().flat_map(|e| e.tokens.iter().copied()).collect();
         let ids: Vec<u32> = examples.iter().flat_map(|e| e.ids.iter().copied()).collect();
         let feats: Vec<f32> = examples.iter().flat_map(|e| e.feats.iter().copied()).collect();
-        let text = TextInput::from_host(&ids, &feats, chunk.len(), ds.text_len, ds.text_channels, &dev)
-            .map_err(|e| Error::invalid("dpo pairs", e.to_string()))?;
+        let text = TextInput::from_host(&ids, &feats, chunk.len(), ds.text_len, ds.text_channels, dev);
         let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed ^ (k + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15));
         let loser: Vec<f32> =
             sample_tokens(&base.model, &text, Canvas::blank(chunk.len(), l, c), grid, &cfg.sample, &mut rng)
-                .and_then(|t| t.flatten_all()?.to_vec1())
-                .map_err(|e| Error::invalid("dpo pairs", e.to_string()))?;
+                .map_err(|e| Error::invalid("dpo pairs", e))?;
         // Which pairs to keep, and the loser verdicts.
         let (mut keep, mut failed, mut judged) = (Vec::new(), 0u64, 0u64);
         let first = k as usize * cfg.part_size.max(1);
@@ -184,17 +183,15 @@ pub fn build(
         let n = keep.len();
         let tl = ds.text_len;
         let mut t = std::collections::BTreeMap::new();
-        let e = |e: candle_core::Error| Error::invalid("dpo pairs", e.to_string());
-        t.insert("winner".to_string(), Tensor::from_vec(pick(&winner, l * c), (n, l, c), &Device::Cpu).map_err(e)?);
-        t.insert("loser".to_string(), Tensor::from_vec(pick(&loser, l * c), (n, l, c), &Device::Cpu).map_err(e)?);
-        let kept_ids: Vec<u32> = keep.iter().flat_map(|&j| ids[j * tl..(j + 1) * tl].iter().copied()).collect();
-        t.insert("ids".to_string(), Tensor::from_vec(kept_ids, (n, tl), &Device::Cpu).map_err(e)?);
+        let cpu = Device::Cpu;
+        t.insert("winner".to_string(), tensor_f32(&pick(&winner, l * c), &[n, l, c], cpu));
+        t.insert("loser".to_string(), tensor_f32(&pick(&loser, l * c), &[n, l, c], cpu));
+        let kept_ids: Vec<i64> =
+            keep.iter().flat_map(|&j| ids[j * tl..(j + 1) * tl].iter().map(|&i| i64::from(i))).collect();
+        t.insert("ids".to_string(), Tensor::from_slice(&kept_ids).view([n as i64, tl as i64]));
         if ds.text_channels > 0 {
             let w = tl * ds.text_channels;
-            t.insert(
-                "feats".to_string(),
-                Tensor::from_vec(pick(&feats, w), (n, tl, ds.text_channels), &Device::Cpu).map_err(e)?,
-            );
+            t.insert("feats".to_string(), tensor_f32(&pick(&feats, w), &[n, tl, ds.text_channels], cpu));
         }
         let path = dir.join(part_file(k));
         let tmp = dir.join(format!("{}.tmp-{}", part_file(k), std::process::id()));
@@ -255,18 +252,15 @@ pub fn load(dir: &Path, id: &str, candidates: usize, parts: u64) -> Result<Pairs
             return Err(Error::invalid(path.display().to_string(), "missing, or does not match its marker"));
         }
         let t = crate::train::checkpoint::load_tensors(&path)?;
-        let bad = |e: candle_core::Error| Error::invalid(path.display().to_string(), e.to_string());
-        let f32s = |name: &str| -> Result<Vec<f32>> {
-            match t.get(name) {
-                Some(x) => x.flatten_all().and_then(|x| x.to_vec1()).map_err(bad),
-                None => Ok(Vec::new()),
-            }
-        };
-        p.winner.extend(f32s("winner")?);
-        p.loser.extend(f32s("loser")?);
-        p.feats.extend(f32s("feats")?);
-        p.ids.extend(t["ids"].flatten_all().and_then(|x| x.to_vec1::<u32>()).map_err(bad)?);
-        p.n += t["winner"].dim(0).map_err(bad)?;
+        let bad = |what: &str| Error::invalid(path.display().to_string(), format!("no `{what}` tensor"));
+        let f32s = |name: &str| -> Vec<f32> { t.get(name).map(to_host).unwrap_or_default() };
+        p.winner.extend(f32s("winner"));
+        p.loser.extend(f32s("loser"));
+        p.feats.extend(f32s("feats"));
+        let ids = t.get("ids").ok_or_else(|| bad("ids"))?.to_kind(Kind::Int64).contiguous().view(-1);
+        let ids = Vec::<i64>::try_from(&ids).map_err(|e| Error::invalid(path.display().to_string(), e.to_string()))?;
+        p.ids.extend(ids.into_iter().map(|i| i as u32));
+        p.n += t.get("winner").ok_or_else(|| bad("winner"))?.size()[0] as usize;
     }
     Ok(p)
 }

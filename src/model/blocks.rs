@@ -2,7 +2,7 @@
 //! `Attention_Block(is_cross=True)` (`models/utils.py`), whose residual starts from the
 //! *normalised* query — a quirk kept for parity with the released weights.
 
-use candle_core::{Result, Tensor};
+use tch::Tensor;
 
 use super::layers::{attention, Ctx, LayerNorm, Linear};
 use super::store::Scope;
@@ -15,49 +15,47 @@ pub struct Mlp {
 }
 
 impl Mlp {
-    pub fn new(s: &mut Scope, dim: usize, ratio: usize, drop: f32) -> Result<Mlp> {
-        Ok(Mlp {
-            fc1: Linear::xavier(&mut s.pp("fc1"), dim, dim * ratio)?,
-            fc2: Linear::xavier(&mut s.pp("fc2"), dim * ratio, dim)?,
+    pub fn new(s: &mut Scope, dim: usize, ratio: usize, drop: f32) -> Mlp {
+        Mlp {
+            fc1: Linear::xavier(&mut s.pp("fc1"), dim, dim * ratio),
+            fc2: Linear::xavier(&mut s.pp("fc2"), dim * ratio, dim),
             drop,
-        })
+        }
     }
 
-    pub fn forward(&self, x: &Tensor, ctx: &Ctx) -> Result<Tensor> {
-        let h = ctx.dropout(&self.fc1.forward(x)?.gelu_erf()?, self.drop)?;
-        ctx.dropout(&self.fc2.forward(&h)?, self.drop)
+    pub fn forward(&self, x: &Tensor, ctx: &Ctx) -> Tensor {
+        let h = ctx.dropout(&self.fc1.forward(x).gelu("none"), self.drop);
+        ctx.dropout(&self.fc2.forward(&h), self.drop)
     }
 }
 
-/// Splits (B, L, D) into heads: (B, H, L, D/H), contiguous.
-fn heads(x: &Tensor, h: usize) -> Result<Tensor> {
-    let (b, l, d) = x.dims3()?;
-    x.reshape((b, l, h, d / h))?.transpose(1, 2)?.contiguous()
+/// (B, L, H·d) → (B, H, L, d): a view, as SDPA takes strided inputs.
+fn heads(x: &Tensor, h: i64) -> Tensor {
+    let (b, l, d) = x.size3().expect("(B, L, D)");
+    x.view([b, l, h, d / h]).transpose(1, 2)
 }
 
 /// (B, H, L, d) → (B, L, H·d).
-fn merge(x: &Tensor) -> Result<Tensor> {
-    let (b, h, l, d) = x.dims4()?;
-    x.transpose(1, 2)?.reshape((b, l, h * d))
+fn merge(x: &Tensor) -> Tensor {
+    let (b, h, l, d) = x.size4().expect("(B, H, L, d)");
+    x.transpose(1, 2).reshape([b, l, h * d])
 }
 
 /// timm `Attention`: fused qkv (with bias), SDPA, proj.
 pub struct SelfAttention {
     qkv: Linear,
     proj: Linear,
-    heads: usize,
+    heads: i64,
     attn_drop: f32,
     proj_drop: f32,
 }
 
 impl SelfAttention {
-    pub fn forward(&self, x: &Tensor, ctx: &Ctx) -> Result<Tensor> {
-        let (b, l, d) = x.dims3()?;
-        let qkv = self.qkv.forward(x)?.reshape((b, l, 3, self.heads, d / self.heads))?; // (B, L, 3, H, d)
-        let qkv = qkv.permute((2, 0, 3, 1, 4))?; // (3, B, H, L, d)
-        let (q, k, v) = (qkv.get(0)?.contiguous()?, qkv.get(1)?.contiguous()?, qkv.get(2)?.contiguous()?);
-        let o = merge(&attention(&q, &k, &v, ctx, self.attn_drop)?)?; // (B, L, D)
-        ctx.dropout(&self.proj.forward(&o)?, self.proj_drop)
+    pub fn forward(&self, x: &Tensor, ctx: &Ctx) -> Tensor {
+        let (b, l, d) = x.size3().expect("(B, L, D)");
+        let qkv = self.qkv.forward(x).view([b, l, 3, self.heads, d / self.heads]).permute([2, 0, 3, 1, 4]); // (3, B, H, L, d)
+        let o = attention(&qkv.get(0), &qkv.get(1), &qkv.get(2), ctx, self.attn_drop); // (B, H, L, d)
+        ctx.dropout(&self.proj.forward(&merge(&o)), self.proj_drop) // (B, L, D)
     }
 }
 
@@ -70,27 +68,27 @@ pub struct Block {
 }
 
 impl Block {
-    pub fn new(s: &mut Scope, dim: usize, heads: usize, ratio: usize, attn_drop: f32, proj_drop: f32) -> Result<Block> {
-        let norm1 = LayerNorm::new(&mut s.pp("norm1"), dim)?;
+    pub fn new(s: &mut Scope, dim: usize, heads: usize, ratio: usize, attn_drop: f32, proj_drop: f32) -> Block {
+        let norm1 = LayerNorm::new(&mut s.pp("norm1"), dim);
         let attn = {
             let mut a = s.pp("attn");
             SelfAttention {
-                qkv: Linear::xavier(&mut a.pp("qkv"), dim, 3 * dim)?,
-                proj: Linear::xavier(&mut a.pp("proj"), dim, dim)?,
-                heads,
+                qkv: Linear::xavier(&mut a.pp("qkv"), dim, 3 * dim),
+                proj: Linear::xavier(&mut a.pp("proj"), dim, dim),
+                heads: heads as i64,
                 attn_drop,
                 proj_drop,
             }
         };
-        let norm2 = LayerNorm::new(&mut s.pp("norm2"), dim)?;
-        let mlp = Mlp::new(&mut s.pp("mlp"), dim, ratio, proj_drop)?;
-        Ok(Block { norm1, attn, norm2, mlp })
+        let norm2 = LayerNorm::new(&mut s.pp("norm2"), dim);
+        let mlp = Mlp::new(&mut s.pp("mlp"), dim, ratio, proj_drop);
+        Block { norm1, attn, norm2, mlp }
     }
 
     /// (B, L, D) → (B, L, D).
-    pub fn forward(&self, x: &Tensor, ctx: &Ctx) -> Result<Tensor> {
-        let x = (x + self.attn.forward(&self.norm1.forward(x)?, ctx)?)?;
-        &x + self.mlp.forward(&self.norm2.forward(&x)?, ctx)?
+    pub fn forward(&self, x: &Tensor, ctx: &Ctx) -> Tensor {
+        let x = x + self.attn.forward(&self.norm1.forward(x), ctx);
+        &x + self.mlp.forward(&self.norm2.forward(&x), ctx)
     }
 }
 
@@ -99,7 +97,7 @@ pub struct CrossAttention {
     query_linear: Linear,
     kv: Linear,
     proj: Linear,
-    heads: usize,
+    heads: i64,
     attn_drop: f32,
     proj_drop: f32,
 }
@@ -114,43 +112,35 @@ pub struct CrossBlock {
 }
 
 impl CrossBlock {
-    pub fn new(
-        s: &mut Scope,
-        dim: usize,
-        heads: usize,
-        ratio: usize,
-        attn_drop: f32,
-        proj_drop: f32,
-    ) -> Result<CrossBlock> {
-        let normq = LayerNorm::new(&mut s.pp("normq"), dim)?;
-        let normkv = LayerNorm::new(&mut s.pp("normkv"), dim)?;
+    pub fn new(s: &mut Scope, dim: usize, heads: usize, ratio: usize, attn_drop: f32, proj_drop: f32) -> CrossBlock {
+        let normq = LayerNorm::new(&mut s.pp("normq"), dim);
+        let normkv = LayerNorm::new(&mut s.pp("normkv"), dim);
         let attn = {
             let mut a = s.pp("attn");
             CrossAttention {
-                query_linear: Linear::xavier(&mut a.pp("query_linear"), dim, dim)?,
-                kv: Linear::xavier(&mut a.pp("kv"), dim, 2 * dim)?,
-                proj: Linear::xavier(&mut a.pp("proj"), dim, dim)?,
-                heads,
+                query_linear: Linear::xavier(&mut a.pp("query_linear"), dim, dim),
+                kv: Linear::xavier(&mut a.pp("kv"), dim, 2 * dim),
+                proj: Linear::xavier(&mut a.pp("proj"), dim, dim),
+                heads: heads as i64,
                 attn_drop,
                 proj_drop,
             }
         };
-        let norm2 = LayerNorm::new(&mut s.pp("norm2"), dim)?;
-        let mlp = Mlp::new(&mut s.pp("mlp"), dim, ratio, proj_drop)?;
-        Ok(CrossBlock { normq, normkv, attn, norm2, mlp })
+        let norm2 = LayerNorm::new(&mut s.pp("norm2"), dim);
+        let mlp = Mlp::new(&mut s.pp("mlp"), dim, ratio, proj_drop);
+        CrossBlock { normq, normkv, attn, norm2, mlp }
     }
 
     /// x (B, L, D) image tokens, text (B, T, D) → (B, L, D).
-    pub fn forward(&self, x: &Tensor, text: &Tensor, ctx: &Ctx) -> Result<Tensor> {
-        let q = self.normq.forward(x)?;
-        let kv = self.normkv.forward(text)?;
-        let (b, t, d) = kv.dims3()?;
+    pub fn forward(&self, x: &Tensor, text: &Tensor, ctx: &Ctx) -> Tensor {
+        let q = self.normq.forward(x);
+        let kv = self.normkv.forward(text);
+        let (b, t, d) = kv.size3().expect("(B, T, D)");
         let a = &self.attn;
-        let qh = heads(&a.query_linear.forward(&q)?, a.heads)?; // (B, H, L, d)
-        let kv2 = a.kv.forward(&kv)?.reshape((b, t, 2, a.heads, d / a.heads))?.permute((2, 0, 3, 1, 4))?; // (2, B, H, T, d)
-        let (k, v) = (kv2.get(0)?.contiguous()?, kv2.get(1)?.contiguous()?);
-        let o = merge(&attention(&qh, &k, &v, ctx, a.attn_drop)?)?; // (B, L, D)
-        let x = (&q + ctx.dropout(&a.proj.forward(&o)?, a.proj_drop)?)?;
-        &x + self.mlp.forward(&self.norm2.forward(&x)?, ctx)?
+        let qh = heads(&a.query_linear.forward(&q), a.heads); // (B, H, L, d)
+        let kv2 = a.kv.forward(&kv).view([b, t, 2, a.heads, d / a.heads]).permute([2, 0, 3, 1, 4]); // (2, B, H, T, d)
+        let o = merge(&attention(&qh, &kv2.get(0), &kv2.get(1), ctx, a.attn_drop)); // (B, L, D)
+        let x = &q + ctx.dropout(&a.proj.forward(&o), a.proj_drop);
+        &x + self.mlp.forward(&self.norm2.forward(&x), ctx)
     }
 }

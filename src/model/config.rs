@@ -193,9 +193,47 @@ impl MarConfig {
     }
 }
 
+/// Model FLOPs of one training step per image (forward + backward = 3 × forward, multiply-adds
+/// counted as 2), counted analytically from the shapes the model runs: `l` image tokens of which
+/// `masked` are masked, `t` caption tokens, `mul` DiffLoss copies of each masked token. The
+/// encoder sees only the visible tokens; attention counts QKᵀ and AV. Used for MFU.
+pub fn train_flops_per_image(cfg: &MarConfig, l: usize, t: usize, masked: usize, mul: usize) -> f64 {
+    let (d, r) = (cfg.width as f64, cfg.mlp_ratio as f64);
+    let (l, t, lv) = (l as f64, t as f64, (l - masked.min(l)) as f64);
+    let block = |n: f64| n * (4.0 + 2.0 * r) * d * d * 2.0 + 2.0 * 2.0 * n * n * d; // qkv, proj, mlp; attention
+    let text = t * (cfg.caption_channels as f64 * d + d * d) * 2.0 + cfg.text_depth as f64 * block(t);
+    let enc = l * cfg.token_dim as f64 * d * 2.0 + cfg.encoder_depth as f64 * block(lv);
+    let dec = lv * d * d * 2.0 + cfg.decoder_depth as f64 * block(l);
+    let cross = l * d * d * 2.0
+        + cfg.cross_depth as f64 * (l * (2.0 + 2.0 * r) * d * d * 2.0 + t * 2.0 * d * d * 2.0 + 2.0 * 2.0 * l * t * d);
+    let (w, c, n) = (cfg.diffloss_width as f64, cfg.token_dim as f64, (masked * mul) as f64);
+    let head = masked as f64 * d * w * 2.0
+        + n * (c * w + cfg.diffloss_depth as f64 * 5.0 * w * w + 2.0 * w * w + w * 2.0 * c) * 2.0;
+    3.0 * (text + enc + dec + cross + head)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn training_flops_are_six_per_parameter_per_token_plus_attention() {
+        // With every token visible and masked alike, the matmul FLOPs of a transformer are
+        // 6 × (matmul parameters) × tokens; `large` at 256 tokens, T = 128: the blocks hold
+        // 12·d² each (48 blocks + 6 aligner), so the count must exceed 6·12·d²·(48·256 + 6·128).
+        let cfg = MarConfig::large();
+        let f = train_flops_per_image(&cfg, 256, 128, 256, 4);
+        let d2 = (cfg.width * cfg.width) as f64;
+        let blocks = 6.0 * 12.0 * d2 * (48.0 * 256.0 + 6.0 * 128.0);
+        assert!(f > blocks && f < 2.0 * blocks, "{f:e} vs {blocks:e}");
+        // All visible vs all masked (no head copies): the difference is the encoder blocks and
+        // decoder_embed on 256 tokens, less the head's condition projection of 256 rows.
+        let (d, l) = (cfg.width as f64, 256.0);
+        let block = l * 12.0 * d * d * 2.0 + 4.0 * l * l * d;
+        let want = 3.0 * (16.0 * block + l * d * d * 2.0 - l * d * cfg.diffloss_width as f64 * 2.0);
+        let got = train_flops_per_image(&cfg, 256, 128, 0, 0) - train_flops_per_image(&cfg, 256, 128, 256, 0);
+        assert!((got / want - 1.0).abs() < 1e-9, "{got:e} vs {want:e}");
+    }
 
     #[test]
     fn large_with_t5_xxl_counts_792m_as_the_reference() {

@@ -4,13 +4,13 @@
 //! respaced steps with classifier-free guidance on eps only. With `Prediction::V` the head
 //! outputs v instead, trained by v-MSE; everything downstream sees the eps it implies.
 
-use candle_core::{DType, Result, Tensor, D};
 use rand::Rng;
 use rand_distr::{Distribution, StandardNormal};
+use tch::{Device, Kind, Tensor};
 
 use super::config::Prediction;
 use super::diffusion::{timestep_embedding, Diffusion};
-use super::layers::{like, LayerNorm, Linear};
+use super::layers::{index, like, tensor_f32, LayerNorm, Linear};
 use super::store::Scope;
 
 const FREQ_DIM: usize = 256;
@@ -45,53 +45,47 @@ pub struct Terms {
     pub mse: Tensor,
 }
 
-fn modulate(x: &Tensor, shift: &Tensor, scale: &Tensor) -> Result<Tensor> {
-    x.broadcast_mul(&(scale + 1.0)?)?.broadcast_add(shift)
+fn modulate(x: &Tensor, shift: &Tensor, scale: &Tensor) -> Tensor {
+    x * (scale + 1.0) + shift
 }
 
-/// A (N, 1) column of per-row coefficients.
-fn column(v: impl Iterator<Item = f64>, like: &Tensor) -> Result<Tensor> {
+/// A (N, 1) f32 column of per-row coefficients on `dev`.
+fn column(v: impl Iterator<Item = f64>, dev: Device) -> Tensor {
     let v: Vec<f32> = v.map(|x| x as f32).collect();
     let n = v.len();
-    Tensor::from_vec(v, (n, 1), like.device())
+    tensor_f32(&v, &[n, 1], dev)
 }
 
 /// `approx_standard_normal_cdf`: 0.5·(1 + tanh(sqrt(2/π)·(x + 0.044715·x³))).
-fn approx_cdf(x: &Tensor) -> Result<Tensor> {
-    let inner = ((x + (x.sqr()? * x)? * 0.044715)? * (2.0 / std::f64::consts::PI).sqrt())?;
-    (inner.tanh()? + 1.0)? * 0.5
+fn approx_cdf(x: &Tensor) -> Tensor {
+    let inner = (x + x.pow_tensor_scalar(3) * 0.044715) * (2.0 / std::f64::consts::PI).sqrt();
+    (inner.tanh() + 1.0) * 0.5
 }
 
 impl DiffLoss {
     /// Initialised as the reference: xavier Linears, N(0, 0.02) time-embedding weights, zero
     /// adaLN modulations and a zero output layer.
-    pub fn new(
-        s: &mut Scope,
-        token_dim: usize,
-        z_dim: usize,
-        (width, depth): (usize, usize),
-        prediction: Prediction,
-    ) -> Result<DiffLoss> {
+    pub fn new(s: &mut Scope, token_dim: usize, z_dim: usize, (width, depth): (usize, usize), prediction: Prediction) -> DiffLoss {
         let mut net = s.pp("net");
         let (time0, time2) = {
             let mut t = net.pp("time_embed.mlp");
-            (Linear::normal(&mut t.pp(0), FREQ_DIM, width, 0.02)?, Linear::normal(&mut t.pp(2), width, width, 0.02)?)
+            (Linear::normal(&mut t.pp(0), FREQ_DIM, width, 0.02), Linear::normal(&mut t.pp(2), width, width, 0.02))
         };
-        let cond_embed = Linear::xavier(&mut net.pp("cond_embed"), z_dim, width)?;
-        let input_proj = Linear::xavier(&mut net.pp("input_proj"), token_dim, width)?;
+        let cond_embed = Linear::xavier(&mut net.pp("cond_embed"), z_dim, width);
+        let input_proj = Linear::xavier(&mut net.pp("input_proj"), token_dim, width);
         let mut res_blocks = Vec::with_capacity(depth);
         for i in 0..depth {
             let mut b = net.pp(format!("res_blocks.{i}"));
-            let in_ln = LayerNorm::new(&mut b.pp("in_ln"), width)?;
-            let mlp0 = Linear::xavier(&mut b.pp("mlp").pp(0), width, width)?;
-            let mlp2 = Linear::xavier(&mut b.pp("mlp").pp(2), width, width)?;
-            let ada = Linear::zeros(&mut b.pp("adaLN_modulation").pp(1), width, 3 * width)?;
+            let in_ln = LayerNorm::new(&mut b.pp("in_ln"), width);
+            let mlp0 = Linear::xavier(&mut b.pp("mlp").pp(0), width, width);
+            let mlp2 = Linear::xavier(&mut b.pp("mlp").pp(2), width, width);
+            let ada = Linear::zeros(&mut b.pp("adaLN_modulation").pp(1), width, 3 * width);
             res_blocks.push(ResBlock { in_ln, mlp0, mlp2, ada });
         }
         let mut f = net.pp("final_layer");
-        let final_linear = Linear::zeros(&mut f.pp("linear"), width, 2 * token_dim)?;
-        let final_ada = Linear::zeros(&mut f.pp("adaLN_modulation").pp(1), width, 2 * width)?;
-        Ok(DiffLoss {
+        let final_linear = Linear::zeros(&mut f.pp("linear"), width, 2 * token_dim);
+        let final_ada = Linear::zeros(&mut f.pp("adaLN_modulation").pp(1), width, 2 * width);
+        DiffLoss {
             time0,
             time2,
             cond_embed,
@@ -103,7 +97,7 @@ impl DiffLoss {
             token_dim,
             prediction,
             train_diffusion: Diffusion::training(),
-        })
+        }
     }
 
     /// x (N, C) noisy tokens, t (N) original timesteps, z (M, Dz) with N = M·k (the rows of z
@@ -114,114 +108,111 @@ impl DiffLoss {
     /// condition projection once per distinct z row, then both are gathered to the N rows.
     ///
     /// It runs in z's dtype (bf16 under autocast) and returns f32 for the loss and sampler math.
-    pub fn net(&self, x: &Tensor, t: &[f32], z: &Tensor) -> Result<Tensor> {
+    pub fn net(&self, x: &Tensor, t: &[f32], z: &Tensor) -> Tensor {
         let n = t.len();
         let dev = x.device();
-        let x = &like(x, z.dtype())?;
+        let x = &like(x, z.kind());
         let mut uniq: Vec<f32> = t.to_vec();
         uniq.sort_by(f32::total_cmp);
         uniq.dedup();
         let u = uniq.len();
-        let temb = Tensor::from_vec(timestep_embedding(&uniq, FREQ_DIM), (u, FREQ_DIM), dev)?; // (U, 256)
-        let temb = like(&temb, z.dtype())?;
-        let temb = self.time2.forward(&self.time0.forward(&temb)?.silu()?)?; // (U, w)
+        let temb = like(&tensor_f32(&timestep_embedding(&uniq, FREQ_DIM), &[u, FREQ_DIM], dev), z.kind()); // (U, 256)
+        let temb = self.time2.forward(&self.time0.forward(&temb).silu()); // (U, w)
         let t_emb = if u == n && uniq.as_slice() == t {
             temb
         } else {
-            let pos: Vec<u32> = t.iter().map(|v| uniq.partition_point(|q| q < v) as u32).collect();
-            temb.index_select(&Tensor::from_vec(pos, n, dev)?, 0)? // (N, w)
+            let pos: Vec<i64> = t.iter().map(|v| uniq.partition_point(|q| q < v) as i64).collect();
+            temb.index_select(0, &index(&pos, dev)) // (N, w)
         };
-        let m = z.dim(0)?;
-        let c = self.cond_embed.forward(z)?; // (M, w)
-        let c = if m == n { c } else { c.repeat((n / m, 1))? }; // (N, w)
-        let y = (t_emb + c)?.silu()?; // (N, w), SiLU'd once for every adaLN
-        let mut h = self.input_proj.forward(x)?; // (N, w)
+        let m = z.size()[0] as usize;
+        let c = self.cond_embed.forward(z); // (M, w)
+        let c = if m == n { c } else { c.repeat([(n / m) as i64, 1]) }; // (N, w)
+        let y = (t_emb + c).silu(); // (N, w), SiLU'd once for every adaLN
+        let mut h = self.input_proj.forward(x); // (N, w)
         for b in &self.res_blocks {
-            let m = b.ada.forward(&y)?.chunk(3, D::Minus1)?; // shift, scale, gate: (N, w) each
-            let u = modulate(&b.in_ln.forward(&h)?, &m[0], &m[1])?;
-            let u = b.mlp2.forward(&b.mlp0.forward(&u)?.silu()?)?;
-            h = (h + m[2].mul(&u)?)?;
+            let m = b.ada.forward(&y).chunk(3, -1); // shift, scale, gate: (N, w) each
+            let u = modulate(&b.in_ln.forward(&h), &m[0], &m[1]);
+            let u = b.mlp2.forward(&b.mlp0.forward(&u).silu());
+            h = h + &m[2] * u;
         }
-        let m = self.final_ada.forward(&y)?.chunk(2, D::Minus1)?;
-        like(&self.final_linear.forward(&modulate(&self.final_norm.forward(&h)?, &m[0], &m[1])?)?, DType::F32)
+        let m = self.final_ada.forward(&y).chunk(2, -1);
+        like(&self.final_linear.forward(&modulate(&self.final_norm.forward(&h), &m[0], &m[1])), Kind::Float)
     }
 
-    /// `training_losses` for target x0 (N, C), condition z (M, Dz) (N = M·k, see [`Self::net`]), timesteps t (N) and
-    /// noise (N, C): per-row mse + vb (in bits, mean over channels).
-    pub fn terms(&self, x0: &Tensor, z: &Tensor, t: &[usize], noise: &Tensor) -> Result<Terms> {
+    /// `training_losses` for target x0 (N, C), condition z (M, Dz) (N = M·k, see [`Self::net`]),
+    /// timesteps t (N) and noise (N, C): per-row mse + vb (in bits, mean over channels).
+    pub fn terms(&self, x0: &Tensor, z: &Tensor, t: &[usize], noise: &Tensor) -> Terms {
         let d = &self.train_diffusion;
-        let c = self.token_dim;
-        let col = |tab: &[f64]| column(t.iter().map(|&i| tab[i]), x0);
-        let x_t = (x0.broadcast_mul(&col(&d.sqrt_alphas_cumprod)?)?
-            + noise.broadcast_mul(&col(&d.sqrt_one_minus_alphas_cumprod)?)?)?; // (N, C)
+        let c = self.token_dim as i64;
+        let dev = x0.device();
+        let col = |tab: &[f64]| column(t.iter().map(|&i| tab[i]), dev);
+        let (sa, sb) = (col(&d.sqrt_alphas_cumprod), col(&d.sqrt_one_minus_alphas_cumprod)); // (N, 1)
+        let x_t = x0 * &sa + noise * &sb; // (N, C)
         let tf: Vec<f32> = t.iter().map(|&i| i as f32).collect();
-        let out = self.net(&x_t, &tf, z)?; // (N, 2C)
-        let pred = out.narrow(1, 0, c)?;
-        let v = out.narrow(1, c, c)?;
-        let (sa, sb) = (col(&d.sqrt_alphas_cumprod)?, col(&d.sqrt_one_minus_alphas_cumprod)?); // (N, 1)
+        let out = self.net(&x_t, &tf, z); // (N, 2C)
+        let pred = out.narrow(1, 0, c);
+        let v = out.narrow(1, c, c);
         let target = match self.prediction {
-            Prediction::Eps => noise.clone(),
-            Prediction::V => (noise.broadcast_mul(&sa)? - x0.broadcast_mul(&sb)?)?,
+            Prediction::Eps => noise.shallow_clone(),
+            Prediction::V => noise * &sa - x0 * &sb,
         };
-        let mse = (target - &pred)?.sqr()?.mean(1)?; // (N)
+        let mse = (target - &pred).square().mean_dim(1, false, Kind::Float); // (N)
 
         // The variational bound trains only the variance: the mean comes from a detached eps.
-        let eps_d = self.eps(&pred.detach(), &x_t, &sa, &sb)?;
-        let min_log = col(&d.posterior_log_variance_clipped)?; // (N, 1)
-        let max_log = column(t.iter().map(|&i| d.betas[i].ln()), x0)?;
-        let frac = ((v + 1.0)? * 0.5)?;
-        let model_logvar = (frac.broadcast_mul(&max_log)? + (frac.ones_like()? - &frac)?.broadcast_mul(&min_log)?)?;
-        let x0_hat = (x_t.broadcast_mul(&col(&d.sqrt_recip_alphas_cumprod)?)?
-            - eps_d.broadcast_mul(&col(&d.sqrt_recipm1_alphas_cumprod)?)?)?;
-        let (c1, c2) = (col(&d.posterior_mean_coef1)?, col(&d.posterior_mean_coef2)?);
-        let model_mean = (x0_hat.broadcast_mul(&c1)? + x_t.broadcast_mul(&c2)?)?;
-        let true_mean = (x0.broadcast_mul(&c1)? + x_t.broadcast_mul(&c2)?)?;
+        let eps_d = self.eps(&pred.detach(), &x_t, &sa, &sb);
+        let min_log = col(&d.posterior_log_variance_clipped); // (N, 1)
+        let max_log = column(t.iter().map(|&i| d.betas[i].ln()), dev);
+        let frac = (v + 1.0) * 0.5;
+        let model_logvar = &frac * &max_log + (1.0 - &frac) * &min_log;
+        let x0_hat = &x_t * col(&d.sqrt_recip_alphas_cumprod) - eps_d * col(&d.sqrt_recipm1_alphas_cumprod);
+        let (c1, c2) = (col(&d.posterior_mean_coef1), col(&d.posterior_mean_coef2));
+        let model_mean = x0_hat * &c1 + &x_t * &c2;
+        let true_mean = x0 * &c1 + &x_t * &c2;
         // normal_kl(true_mean, true_logvar, model_mean, model_logvar), mean over channels, in bits.
-        let dlog = model_logvar.broadcast_sub(&min_log)?; // logvar2 − logvar1
-        let kl =
-            ((dlog.neg()?.exp()? + &dlog)? + (&true_mean - &model_mean)?.sqr()?.mul(&model_logvar.neg()?.exp()?)?)?;
-        let kl = (kl - 1.0)?;
-        let kl = (kl.mean(1)? * (0.5 / std::f64::consts::LN_2))?; // (N)
+        let dlog = &model_logvar - &min_log; // logvar2 − logvar1
+        let kl = (-&dlog).exp() + &dlog + (true_mean - &model_mean).square() * (-&model_logvar).exp() - 1.0;
+        let kl = kl.mean_dim(1, false, Kind::Float) * (0.5 / std::f64::consts::LN_2); // (N)
         let vb = if t.contains(&0) {
-            let nll = self.decoder_nll(x0, &model_mean, &model_logvar)?;
-            let is0 = Tensor::from_vec(t.iter().map(|&i| u8::from(i == 0)).collect::<Vec<_>>(), t.len(), x0.device())?;
-            is0.where_cond(&nll, &kl)?
+            let nll = self.decoder_nll(x0, &model_mean, &model_logvar);
+            let is0: Vec<bool> = t.iter().map(|&i| i == 0).collect();
+            nll.where_self(&Tensor::from_slice(&is0).to_device(dev), &kl)
         } else {
             kl
         };
-        let loss = (&mse + vb)?;
-        Ok(Terms { loss, mse })
+        let loss = &mse + vb;
+        Terms { loss, mse }
     }
 
     /// The eps implied by the head's output `pred` (N, C) at x_t (N, C), given sqrt(ᾱ) and
     /// sqrt(1 − ᾱ) as (N, 1) columns or scalars broadcast alike: eps = sqrt(ᾱ)·v + sqrt(1 − ᾱ)·x_t.
-    fn eps(&self, pred: &Tensor, x_t: &Tensor, sa: &Tensor, sb: &Tensor) -> Result<Tensor> {
+    fn eps(&self, pred: &Tensor, x_t: &Tensor, sa: &Tensor, sb: &Tensor) -> Tensor {
         match self.prediction {
-            Prediction::Eps => Ok(pred.clone()),
-            Prediction::V => pred.broadcast_mul(sa)? + x_t.broadcast_mul(sb)?,
+            Prediction::Eps => pred.shallow_clone(),
+            Prediction::V => pred * sa + x_t * sb,
         }
     }
 
     /// −log p(x0 | x1) under a discretised Gaussian (1/255 bins on [-1, 1]), in bits, (N).
-    fn decoder_nll(&self, x0: &Tensor, mean: &Tensor, logvar: &Tensor) -> Result<Tensor> {
-        let centered = (x0 - mean)?;
-        let inv_std = (logvar * -0.5)?.exp()?;
-        let cdf_plus = approx_cdf(&((&centered + 1.0 / 255.0)? * &inv_std)?)?;
-        let cdf_min = approx_cdf(&((&centered - 1.0 / 255.0)? * &inv_std)?)?;
-        let log_plus = cdf_plus.clamp(1e-12, f64::MAX)?.log()?;
-        let log_one_minus_min = (cdf_min.ones_like()? - &cdf_min)?.clamp(1e-12, f64::MAX)?.log()?;
-        let log_delta = (&cdf_plus - &cdf_min)?.clamp(1e-12, f64::MAX)?.log()?;
-        let lo = x0.lt(-0.999)?;
-        let hi = x0.gt(0.999)?;
-        let logp = lo.where_cond(&log_plus, &hi.where_cond(&log_one_minus_min, &log_delta)?)?;
-        (logp.mean(1)? * (-1.0 / std::f64::consts::LN_2))?.to_dtype(DType::F32)
+    fn decoder_nll(&self, x0: &Tensor, mean: &Tensor, logvar: &Tensor) -> Tensor {
+        let centered = x0 - mean;
+        let inv_std = (logvar * -0.5).exp();
+        let cdf_plus = approx_cdf(&((&centered + 1.0 / 255.0) * &inv_std));
+        let cdf_min = approx_cdf(&((&centered - 1.0 / 255.0) * &inv_std));
+        let log_plus = cdf_plus.clamp_min(1e-12).log();
+        let log_one_minus_min = (-&cdf_min + 1.0).clamp_min(1e-12).log();
+        let log_delta = (&cdf_plus - &cdf_min).clamp_min(1e-12).log();
+        let lo = x0.lt(-0.999);
+        let hi = x0.gt(0.999);
+        let logp = log_plus.where_self(&lo, &log_one_minus_min.where_self(&hi, &log_delta));
+        logp.mean_dim(1, false, Kind::Float) * (-1.0 / std::f64::consts::LN_2)
     }
 
     /// Ancestral sampling of N tokens from z: (N, Dz), or (2N, Dz) = [cond; uncond] with guidance
     /// scale `cfg` on eps (on v for a v head, the same thing: eps is affine in v at a shared
     /// x_t) (both halves start from the same noise and the cond half's state is
     /// fed to both, as `forward_with_cfg`). Temperature scales the per-step noise; `clip_x0`
-    /// clamps the predicted x0 to ±r at every step.
+    /// clamps the predicted x0 to ±r at every step. Noise comes from `rng` on the host, so a
+    /// seed draws the same tokens on every device.
     pub fn sample(
         &self,
         z: &Tensor,
@@ -230,59 +221,79 @@ impl DiffLoss {
         clip_x0: Option<f64>,
         diff: &Diffusion,
         rng: &mut impl Rng,
-    ) -> Result<Tensor> {
+    ) -> Tensor {
         let guided = cfg != 1.0;
-        let rows = z.dim(0)?;
+        let rows = z.size()[0] as usize;
         let n = if guided { rows / 2 } else { rows };
         let c = self.token_dim;
-        let mut noise = |len: usize| -> Vec<f32> { (0..len).map(|_| StandardNormal.sample(rng)).collect() };
-        let mut x = Tensor::from_vec(noise(n * c), (n, c), z.device())?; // (N, C)
+        let dev = z.device();
+        let mut noise = |len: usize| -> Tensor {
+            let v: Vec<f32> = (0..len).map(|_| StandardNormal.sample(rng)).collect();
+            tensor_f32(&v, &[len / c, c], dev)
+        };
+        let mut x = noise(n * c); // (N, C)
         for i in (0..diff.steps()).rev() {
-            let t = vec![diff.timestep_map[i] as f32; rows];
-            let input = if guided { Tensor::cat(&[&x, &x], 0)? } else { x.clone() };
-            let out = self.net(&input, &t, z)?; // (rows, 2C)
-            let (eps, v) = if guided {
-                let ec = out.narrow(0, 0, n)?.narrow(1, 0, c)?;
-                let eu = out.narrow(0, n, n)?.narrow(1, 0, c)?;
-                ((&eu + ((&ec - &eu)? * cfg)?)?, out.narrow(0, 0, n)?.narrow(1, c, c)?)
-            } else {
-                (out.narrow(1, 0, c)?, out.narrow(1, c, c)?)
-            };
-            let scalar = |v: f64| Tensor::new(v as f32, z.device());
-            let eps = self.eps(
-                &eps,
-                &x,
-                &scalar(diff.sqrt_alphas_cumprod[i])?,
-                &scalar(diff.sqrt_one_minus_alphas_cumprod[i])?,
-            )?;
-            let frac = ((v + 1.0)? * 0.5)?;
-            let (max_log, min_log) = (diff.betas[i].ln(), diff.posterior_log_variance_clipped[i]);
-            let logvar = ((&frac * (max_log - min_log))? + min_log)?;
-            let x0 = ((&x * diff.sqrt_recip_alphas_cumprod[i])? - (eps * diff.sqrt_recipm1_alphas_cumprod[i])?)?;
-            // The reference never clips (`clip_denoised=False`); `clip_x0` is iDDPM's
-            // `clip_denoised` for tokens with a known range (pixels in [-1, 1]).
-            let x0 = match clip_x0 {
-                Some(r) => x0.clamp(-r, r)?,
-                None => x0,
-            };
-            let mean = ((x0 * diff.posterior_mean_coef1[i])? + (&x * diff.posterior_mean_coef2[i])?)?;
-            x = if i > 0 {
-                let z = Tensor::from_vec(noise(n * c), (n, c), z.device())?;
-                (mean + ((logvar * 0.5)?.exp()? * z)? * temperature)?
-            } else {
-                mean
-            };
+            let z_i = (i > 0).then(|| noise(n * c));
+            x = self.p_step(&x, z, i, cfg, temperature, clip_x0, diff, z_i.as_ref());
         }
-        Ok(x)
+        x
+    }
+
+    /// One ancestral step from x_i (N, C) at respaced index `i` to x_(i−1): `p_sample` with the
+    /// given noise (N, C) (none at i = 0), the same for both CFG halves.
+    #[allow(clippy::too_many_arguments)]
+    pub fn p_step(
+        &self,
+        x: &Tensor,
+        z: &Tensor,
+        i: usize,
+        cfg: f64,
+        temperature: f64,
+        clip_x0: Option<f64>,
+        diff: &Diffusion,
+        noise: Option<&Tensor>,
+    ) -> Tensor {
+        let guided = cfg != 1.0;
+        let rows = z.size()[0] as usize;
+        let (n, c) = (x.size()[0], self.token_dim as i64);
+        let dev = x.device();
+        let t = vec![diff.timestep_map[i] as f32; rows];
+        let input = if guided { Tensor::cat(&[x, x], 0) } else { x.shallow_clone() };
+        let out = self.net(&input, &t, z); // (rows, 2C)
+        let (eps, v) = if guided {
+            let ec = out.narrow(0, 0, n).narrow(1, 0, c);
+            let eu = out.narrow(0, n, n).narrow(1, 0, c);
+            (&eu + (ec - &eu) * cfg, out.narrow(0, 0, n).narrow(1, c, c))
+        } else {
+            (out.narrow(1, 0, c), out.narrow(1, c, c))
+        };
+        let scalar = |v: f64| Tensor::scalar_tensor(v, (Kind::Float, dev));
+        let eps =
+            self.eps(&eps, x, &scalar(diff.sqrt_alphas_cumprod[i]), &scalar(diff.sqrt_one_minus_alphas_cumprod[i]));
+        let frac = (v + 1.0) * 0.5;
+        let (max_log, min_log) = (diff.betas[i].ln(), diff.posterior_log_variance_clipped[i]);
+        let logvar = frac * (max_log - min_log) + min_log;
+        let x0 = x * diff.sqrt_recip_alphas_cumprod[i] - eps * diff.sqrt_recipm1_alphas_cumprod[i];
+        // The reference never clips (`clip_denoised=False`); `clip_x0` is iDDPM's
+        // `clip_denoised` for tokens with a known range (pixels in [-1, 1]).
+        let x0 = match clip_x0 {
+            Some(r) => x0.clamp(-r, r),
+            None => x0,
+        };
+        let mean = x0 * diff.posterior_mean_coef1[i] + x * diff.posterior_mean_coef2[i];
+        match noise {
+            Some(z) if i > 0 => mean + (logvar * 0.5).exp() * z * temperature,
+            _ => mean,
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::layers::{scalar, to_host};
     use crate::model::store::ParamStore;
     use crate::train::optim::AdamW;
-    use candle_core::Device;
     use rand::{RngExt, SeedableRng};
 
     #[test]
@@ -296,8 +307,8 @@ mod tests {
 
     fn trained_head_samples_its_target(prediction: Prediction) {
         let dev = Device::Cpu;
-        let mut store = ParamStore::new(3, &dev);
-        let head = DiffLoss::new(&mut store.root().pp("diffloss"), 4, 2, (64, 2), prediction).unwrap();
+        let mut store = ParamStore::new(3, dev);
+        let head = DiffLoss::new(&mut store.root().pp("diffloss"), 4, 2, (64, 2), prediction);
         let targets = [[0.5f32, -0.5, 0.25, 0.9], [-0.8, 0.1, 0.7, -0.3]];
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(4);
         let mut opt = AdamW::new(0.9, 0.95, 0.0);
@@ -308,21 +319,19 @@ mod tests {
             let z: Vec<f32> = which.iter().flat_map(|&w| if w == 0 { [1.0f32, 0.0] } else { [0.0, 1.0] }).collect();
             let t: Vec<usize> = (0..n).map(|_| rng.random_range(0..1000)).collect();
             let noise: Vec<f32> = (0..n * 4).map(|_| StandardNormal.sample(&mut rng)).collect();
-            let terms = head
-                .terms(
-                    &Tensor::from_vec(x0, (n, 4), &dev).unwrap(),
-                    &Tensor::from_vec(z, (n, 2), &dev).unwrap(),
-                    &t,
-                    &Tensor::from_vec(noise, (n, 4), &dev).unwrap(),
-                )
-                .unwrap();
-            let g = terms.loss.mean_all().unwrap().backward().unwrap();
-            opt.step(&store, &g, 3e-3, 3.0).unwrap();
+            let terms = head.terms(
+                &tensor_f32(&x0, &[n, 4], dev),
+                &tensor_f32(&z, &[n, 2], dev),
+                &t,
+                &tensor_f32(&noise, &[n, 4], dev),
+            );
+            store.zero_grad();
+            terms.loss.mean(Kind::Float).backward();
+            let _ = opt.step(&store, 3e-3, 3.0);
         }
-        let z = Tensor::from_vec(vec![1.0f32, 0.0, 1.0, 0.0, 0.0, 1.0, 0.0, 1.0], (4, 2), &dev).unwrap();
-        let x = head.sample(&z, 1.0, 1.0, Some(1.0), &Diffusion::respaced(50), &mut rng).unwrap();
-        let v: Vec<Vec<f32>> = x.to_vec2().unwrap();
-        for (row, k) in v.iter().zip([0, 0, 1, 1]) {
+        let z = tensor_f32(&[1.0f32, 0.0, 1.0, 0.0, 0.0, 1.0, 0.0, 1.0], &[4, 2], dev);
+        let x = to_host(&tch::no_grad(|| head.sample(&z, 1.0, 1.0, Some(1.0), &Diffusion::respaced(50), &mut rng)));
+        for (row, k) in x.chunks(4).zip([0, 0, 1, 1]) {
             for (a, b) in row.iter().zip(targets[k]) {
                 assert!((a - b).abs() < 0.15, "{row:?} vs {:?}", targets[k]);
             }
@@ -334,18 +343,18 @@ mod tests {
         // x_t = sqrt(ᾱ)·x0 + sqrt(1−ᾱ)·eps and v = sqrt(ᾱ)·eps − sqrt(1−ᾱ)·x0 must give back eps,
         // at every noise level, or a v head would sample from the wrong mean.
         let dev = Device::Cpu;
-        let mut store = ParamStore::new(0, &dev);
-        let head = DiffLoss::new(&mut store.root().pp("diffloss"), 3, 2, (8, 1), Prediction::V).unwrap();
+        let mut store = ParamStore::new(0, dev);
+        let head = DiffLoss::new(&mut store.root().pp("diffloss"), 3, 2, (8, 1), Prediction::V);
         let d = Diffusion::training();
         let t = [0usize, 250, 500, 900, 999];
-        let col = |tab: &[f64]| column(t.iter().map(|&i| tab[i]), &Tensor::zeros(1, DType::F32, &dev).unwrap());
-        let (sa, sb) = (col(&d.sqrt_alphas_cumprod).unwrap(), col(&d.sqrt_one_minus_alphas_cumprod).unwrap());
-        let x0 = Tensor::from_vec((0..15).map(|i| (i as f32 * 0.37).sin()).collect(), (5, 3), &dev).unwrap();
-        let eps = Tensor::from_vec((0..15).map(|i| (i as f32 * 1.3).cos()).collect(), (5, 3), &dev).unwrap();
-        let x_t = (x0.broadcast_mul(&sa).unwrap() + eps.broadcast_mul(&sb).unwrap()).unwrap();
-        let v = (eps.broadcast_mul(&sa).unwrap() - x0.broadcast_mul(&sb).unwrap()).unwrap();
-        let back = head.eps(&v, &x_t, &sa, &sb).unwrap();
-        let err = (back - &eps).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+        let col = |tab: &[f64]| column(t.iter().map(|&i| tab[i]), dev);
+        let (sa, sb) = (col(&d.sqrt_alphas_cumprod), col(&d.sqrt_one_minus_alphas_cumprod));
+        let x0 = tensor_f32(&(0..15).map(|i| (i as f32 * 0.37).sin()).collect::<Vec<_>>(), &[5, 3], dev);
+        let eps = tensor_f32(&(0..15).map(|i| (i as f32 * 1.3).cos()).collect::<Vec<_>>(), &[5, 3], dev);
+        let x_t = &x0 * &sa + &eps * &sb;
+        let v = &eps * &sa - &x0 * &sb;
+        let back = head.eps(&v, &x_t, &sa, &sb);
+        let err = scalar(&(back - &eps).abs().max());
         assert!(err < 1e-5, "{err}");
     }
 }

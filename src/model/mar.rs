@@ -4,12 +4,12 @@
 //! DiffLoss head. Weight names mirror the PyTorch modules. Sequence length is an argument
 //! (the grid), never model state; positions interpolate bicubically for other grids.
 
-use candle_core::{Result, Tensor};
+use tch::{Device, Kind, Tensor};
 
 use super::blocks::{Block, CrossBlock};
 use super::config::{MarConfig, PosInit};
 use super::diffloss::DiffLoss;
-use super::layers::{like, Ctx, LayerNorm, Linear};
+use super::layers::{index, like, Ctx, LayerNorm, Linear};
 use super::store::{ParamStore, Scope};
 use super::text::TextAligner;
 
@@ -45,8 +45,8 @@ impl Mask {
     }
 
     /// Flat row indices (b·L + l) where `masked == want`, in raster order per sample.
-    pub fn rows(&self, want: bool) -> Vec<u32> {
-        self.masked.iter().enumerate().filter(|(_, m)| **m == want).map(|(i, _)| i as u32).collect()
+    pub fn rows(&self, want: bool) -> Vec<i64> {
+        self.masked.iter().enumerate().filter(|(_, m)| **m == want).map(|(i, _)| i as i64).collect()
     }
 }
 
@@ -74,43 +74,43 @@ pub struct Mar {
 
 impl Mar {
     /// Builds the model with fresh weights in `store` (initialised as `initialize_weights`).
-    pub fn new(cfg: &MarConfig, store: &mut ParamStore) -> Result<Mar> {
-        cfg.check().map_err(candle_core::Error::msg)?;
+    pub fn new(cfg: &MarConfig, store: &mut ParamStore) -> Result<Mar, String> {
+        cfg.check()?;
         let (d, p, h, r) = (cfg.width, cfg.pos_grid * cfg.pos_grid, cfg.heads, cfg.mlp_ratio);
         let (ad, pd) = (cfg.attn_dropout, cfg.proj_dropout);
         let mut s = store.root();
-        let blocks = |s: &mut Scope, name: &str, n: usize| -> Result<Vec<Block>> {
+        let blocks = |s: &mut Scope, name: &str, n: usize| -> Vec<Block> {
             (0..n).map(|i| Block::new(&mut s.pp(name).pp(i), d, h, r, ad, pd)).collect()
         };
-        let z_proj = Linear::xavier(&mut s.pp("z_proj"), cfg.token_dim, d)?;
-        let z_proj_ln = LayerNorm::new(&mut s.pp("z_proj_ln"), d)?;
+        let z_proj = Linear::xavier(&mut s.pp("z_proj"), cfg.token_dim, d);
+        let z_proj_ln = LayerNorm::new(&mut s.pp("z_proj_ln"), d);
         let pos_table = |s: &mut Scope, name: &str| match cfg.pos_init {
             PosInit::Normal => s.normal(name, &[1, p, d], 0.02),
             PosInit::Sincos => s.values(name, &[1, p, d], sincos_2d(cfg.pos_grid, d)),
         };
-        let encoder_pos = pos_table(&mut s, "encoder_pos_embed_learned")?;
-        let encoder_blocks = blocks(&mut s, "encoder_blocks", cfg.encoder_depth)?;
-        let encoder_norm = LayerNorm::new(&mut s.pp("encoder_norm"), d)?;
-        let decoder_embed = Linear::xavier(&mut s.pp("decoder_embed"), d, d)?;
-        let mask_token = s.normal("mask_token", &[1, 1, d], 0.02)?;
-        let decoder_pos = pos_table(&mut s, "decoder_pos_embed_learned")?;
-        let decoder_blocks = blocks(&mut s, "decoder_blocks", cfg.decoder_depth)?;
-        let decoder_norm = LayerNorm::new(&mut s.pp("decoder_norm"), d)?;
-        let last_embed = Linear::xavier(&mut s.pp("last_embed"), d, d)?;
-        let last_pos = pos_table(&mut s, "last_pos_embed_learned")?;
+        let encoder_pos = pos_table(&mut s, "encoder_pos_embed_learned");
+        let encoder_blocks = blocks(&mut s, "encoder_blocks", cfg.encoder_depth);
+        let encoder_norm = LayerNorm::new(&mut s.pp("encoder_norm"), d);
+        let decoder_embed = Linear::xavier(&mut s.pp("decoder_embed"), d, d);
+        let mask_token = s.normal("mask_token", &[1, 1, d], 0.02);
+        let decoder_pos = pos_table(&mut s, "decoder_pos_embed_learned");
+        let decoder_blocks = blocks(&mut s, "decoder_blocks", cfg.decoder_depth);
+        let decoder_norm = LayerNorm::new(&mut s.pp("decoder_norm"), d);
+        let last_embed = Linear::xavier(&mut s.pp("last_embed"), d, d);
+        let last_pos = pos_table(&mut s, "last_pos_embed_learned");
         let cross_blocks = (0..cfg.cross_depth)
             .map(|i| CrossBlock::new(&mut s.pp("cross_attn_blocks").pp(i), d, h, r, ad, pd))
-            .collect::<Result<_>>()?;
-        let cross_norm = LayerNorm::new(&mut s.pp("cross_norm"), d)?;
-        let fake_latent = s.normal("fake_latent", &[1, 1, d], 0.02)?;
-        let text = TextAligner::new(&mut s.pp("text_emb"), cfg)?;
+            .collect();
+        let cross_norm = LayerNorm::new(&mut s.pp("cross_norm"), d);
+        let fake_latent = s.normal("fake_latent", &[1, 1, d], 0.02);
+        let text = TextAligner::new(&mut s.pp("text_emb"), cfg);
         let diffloss = DiffLoss::new(
             &mut s.pp("diffloss"),
             cfg.token_dim,
             d,
             (cfg.diffloss_width, cfg.diffloss_depth),
             cfg.prediction,
-        )?;
+        );
         Ok(Mar {
             cfg: cfg.clone(),
             z_proj,
@@ -133,97 +133,106 @@ impl Mar {
         })
     }
 
-    /// A positional table for a `grid`×`grid` sequence: as learned, or bicubically resized
-    /// (`interpolate_pos_encoding`). (1, grid², D).
-    fn pos(&self, table: &Tensor, grid: usize) -> Result<Tensor> {
-        let g = self.cfg.pos_grid;
-        if grid == g {
-            return Ok(table.clone());
-        }
-        let m = bicubic_matrix_2d(g, grid, (grid as f64 + 0.1) / g as f64);
-        let m = Tensor::from_vec(m, (grid * grid, g * g), table.device())?; // (L, P)
-        m.matmul(&table.squeeze(0)?)?.unsqueeze(0) // (1, L, D)
+    /// The device the weights live on.
+    pub fn device(&self) -> Device {
+        self.fake_latent.device()
+    }
+
+    /// A positional table for a `grid`×`grid` sequence: as learned, or resized by libtorch's
+    /// bicubic kernel as `interpolate_pos_encoding` (scale (grid + 0.1)/g, align_corners
+    /// False). (1, grid², D).
+    fn pos(&self, table: &Tensor, grid: usize) -> Tensor {
+        resize_positions(table, self.cfg.pos_grid, grid)
     }
 
     /// The null caption for `b` samples of `t` tokens: (B, T, D).
-    pub fn null_text(&self, b: usize, t: usize) -> Result<Tensor> {
-        self.fake_latent.broadcast_as((b, t, self.cfg.width))?.contiguous()
+    pub fn null_text(&self, b: usize, t: usize) -> Tensor {
+        self.fake_latent.expand([b as i64, t as i64, self.cfg.width as i64], false)
     }
 
     /// Replaces the aligned text of samples whose `keep` is false by the null caption.
-    pub fn drop_text(&self, text: &Tensor, keep: &[bool]) -> Result<Tensor> {
+    pub fn drop_text(&self, text: &Tensor, keep: &[bool]) -> Tensor {
         if keep.iter().all(|k| *k) {
-            return Ok(text.clone());
+            return text.shallow_clone();
         }
-        let (b, t, _) = text.dims3()?;
-        let k = Tensor::from_vec(
-            keep.iter().map(|&k| f32::from(u8::from(k))).collect::<Vec<_>>(),
-            (b, 1, 1),
-            text.device(),
-        )?;
-        let (k, null) = (like(&k, text.dtype())?, like(&self.null_text(b, t)?, text.dtype())?);
-        text.broadcast_mul(&k)? + null.broadcast_mul(&(k.ones_like()? - &k)?)?
+        let (b, t, _) = text.size3().expect("(B, T, D)");
+        let k: Vec<bool> = keep.to_vec();
+        let k = Tensor::from_slice(&k).view([b, 1, 1]).to_device(text.device()); // (B, 1, 1)
+        let null = like(&self.null_text(b as usize, t as usize), text.kind());
+        text.where_self(&k, &null)
     }
 
     /// tokens (B, L, C), mask, aligned text (B, T, D) → z (B, L, D) for the DiffLoss head, in
     /// the context's compute dtype.
-    pub fn forward_z(&self, tokens: &Tensor, mask: &Mask, text: &Tensor, grid: usize, ctx: &Ctx) -> Result<Tensor> {
-        let (b, l, _) = tokens.dims3()?;
-        let d = self.cfg.width;
+    pub fn forward_z(&self, tokens: &Tensor, mask: &Mask, text: &Tensor, grid: usize, ctx: &Ctx) -> Tensor {
+        let (b, l, _) = tokens.size3().expect("(B, L, C)");
+        let d = self.cfg.width as i64;
         let dev = tokens.device();
-        let (tokens, text) = (&ctx.cast(tokens)?, &ctx.cast(text)?);
-        let pos = |table: &Tensor| ctx.cast(&self.pos(table, grid)?);
+        let (tokens, text) = (&ctx.cast(tokens), &ctx.cast(text));
+        let pos = |table: &Tensor| ctx.cast(&self.pos(table, grid));
         // Encoder over the visible tokens only (possibly none).
         let vis = mask.rows(false);
-        let lv = vis.len() / b;
-        let x = if lv > 0 {
-            let x = self.z_proj.forward(tokens)?.broadcast_add(&pos(&self.encoder_pos)?)?; // (B, L, D)
-            let x = self.z_proj_ln.forward(&x)?;
-            let idx = Tensor::from_vec(vis, b * lv, dev)?;
-            let mut x = x.reshape((b * l, d))?.index_select(&idx, 0)?.reshape((b, lv, d))?; // (B, Lv, D)
+        let lv = vis.len() as i64 / b;
+        let x = (lv > 0).then(|| {
+            let x = self.z_proj.forward(tokens) + pos(&self.encoder_pos); // (B, L, D)
+            let x = self.z_proj_ln.forward(&x);
+            let mut x = x.view([b * l, d]).index_select(0, &index(&vis, dev)).view([b, lv, d]); // (B, Lv, D)
             for blk in &self.encoder_blocks {
-                x = blk.forward(&x, ctx)?;
+                x = blk.forward(&x, ctx);
             }
-            Some(self.encoder_norm.forward(&x)?)
-        } else {
-            None
-        };
+            self.encoder_norm.forward(&x)
+        });
         // Decoder: visible tokens back in place, the mask token everywhere else.
-        let mask_row = ctx.cast(&self.mask_token.reshape((1, d))?)?;
+        let mask_row = ctx.cast(&self.mask_token.view([1, d]));
         let x = match x {
             Some(x) => {
-                let x = self.decoder_embed.forward(&x)?.reshape((b * lv, d))?; // (B·Lv, D)
-                let pool = Tensor::cat(&[&x, &mask_row], 0)?; // (B·Lv + 1, D)
-                let mut next = 0u32;
-                let src: Vec<u32> = mask
+                let x = self.decoder_embed.forward(&x).view([b * lv, d]); // (B·Lv, D)
+                let pool = Tensor::cat(&[&x, &mask_row], 0); // (B·Lv + 1, D)
+                let mut next = 0i64;
+                let src: Vec<i64> = mask
                     .masked
                     .iter()
                     .map(|&m| {
                         if m {
-                            (b * lv) as u32
+                            b * lv
                         } else {
                             next += 1;
                             next - 1
                         }
                     })
                     .collect();
-                pool.index_select(&Tensor::from_vec(src, b * l, dev)?, 0)?.reshape((b, l, d))?
-                // (B, L, D)
+                pool.index_select(0, &index(&src, dev)).view([b, l, d]) // (B, L, D)
             }
-            None => mask_row.unsqueeze(0)?.broadcast_as((b, l, d))?.contiguous()?,
+            None => mask_row.view([1, 1, d]).expand([b, l, d], false),
         };
-        let mut x = x.broadcast_add(&pos(&self.decoder_pos)?)?;
+        let mut x = x + pos(&self.decoder_pos);
         for blk in &self.decoder_blocks {
-            x = blk.forward(&x, ctx)?;
+            x = blk.forward(&x, ctx);
         }
-        let x = self.decoder_norm.forward(&x)?;
+        let x = self.decoder_norm.forward(&x);
         // Cross-attention stack over the text.
-        let mut x = self.last_embed.forward(&x)?.broadcast_add(&pos(&self.last_pos)?)?;
+        let mut x = self.last_embed.forward(&x) + pos(&self.last_pos);
         for blk in &self.cross_blocks {
-            x = blk.forward(&x, text, ctx)?;
+            x = blk.forward(&x, text, ctx);
         }
         self.cross_norm.forward(&x) // (B, L, D)
     }
+}
+
+/// A (1, g², D) positional table resized to (1, grid², D) with libtorch's bicubic kernel, as
+/// the reference's `interpolate_pos_encoding`: `F.interpolate(mode="bicubic",
+/// align_corners=False, scale_factor=(grid + 0.1)/g)`. Also how a reference checkpoint's
+/// 16×16 tables load into a model trained at another grid.
+pub fn resize_positions(table: &Tensor, g: usize, grid: usize) -> Tensor {
+    if g == grid {
+        return table.shallow_clone(); // the reference interpolates only when the sizes differ
+    }
+    let d = *table.size().last().expect("(1, P, D)");
+    let scale = (grid as f64 + 0.1) / g as f64;
+    let (g, grid) = (g as i64, grid as i64);
+    let img = table.to_kind(Kind::Float).view([1, g, g, d]).permute([0, 3, 1, 2]); // (1, D, g, g)
+    let out = img.upsample_bicubic2d([grid, grid], false, scale, scale); // (1, D, grid, grid)
+    out.permute([0, 2, 3, 1]).reshape([1, grid * grid, d]).to_kind(table.kind())
 }
 
 /// A 2-D sin-cos table like MAE's `get_2d_sincos_pos_embed(d, grid)`, (grid², d) in raster
@@ -242,42 +251,4 @@ pub fn sincos_2d(grid: usize, d: usize) -> Vec<f32> {
         }
     }
     out
-}
-
-/// PyTorch `F.interpolate(mode="bicubic", align_corners=False, scale_factor=s)` along one
-/// axis as an (out, inp) matrix: source x = (dst + 0.5)/s − 0.5, Keys' cubic with A = −0.75,
-/// indices clamped at the borders.
-pub fn bicubic_matrix(inp: usize, out: usize, scale: f64) -> Vec<f64> {
-    const A: f64 = -0.75;
-    let c1 = |x: f64| ((A + 2.0) * x - (A + 3.0)) * x * x + 1.0;
-    let c2 = |x: f64| ((A * x - 5.0 * A) * x + 8.0 * A) * x - 4.0 * A;
-    let mut m = vec![0.0; out * inp];
-    for o in 0..out {
-        let src = (o as f64 + 0.5) / scale - 0.5;
-        let i0 = src.floor();
-        let t = src - i0;
-        let w = [c2(t + 1.0), c1(t), c1(1.0 - t), c2(2.0 - t)];
-        for (k, wk) in w.iter().enumerate() {
-            let i = (i0 as i64 - 1 + k as i64).clamp(0, inp as i64 - 1) as usize;
-            m[o * inp + i] += wk;
-        }
-    }
-    m
-}
-
-/// The 2-D (separable) version over raster-ordered grids: (out², inp²), f32.
-pub fn bicubic_matrix_2d(inp: usize, out: usize, scale: f64) -> Vec<f32> {
-    let w = bicubic_matrix(inp, out, scale);
-    let mut m = vec![0.0f32; out * out * inp * inp];
-    for y in 0..out {
-        for x in 0..out {
-            let row = (y * out + x) * inp * inp;
-            for i in 0..inp {
-                for j in 0..inp {
-                    m[row + i * inp + j] = (w[y * inp + i] * w[x * inp + j]) as f32;
-                }
-            }
-        }
-    }
-    m
 }

@@ -1,4 +1,4 @@
-//! The student: LightGen's text-to-image MAR in candle.
+//! The student: LightGen's text-to-image MAR on libtorch (`tch`).
 //!
 //! - [`config`]: architecture and presets (`tiny`, `small`, `base`, `large`).
 //! - [`mar`]: the Fluid backbone (MAE encoder/decoder + cross-attention over text).
@@ -26,10 +26,10 @@ pub use store::ParamStore;
 
 #[cfg(test)]
 mod tests {
-    use super::layers::Ctx;
+    use super::layers::{to_host, Ctx};
     use super::text::TextInput;
     use super::*;
-    use candle_core::{Device, Tensor};
+    use tch::{Device, Kind, Tensor};
 
     pub fn micro() -> MarConfig {
         MarConfig { text_depth: 1, ..MarConfig::tiny().for_data(12, 4, TextSource::Vocab { vocab: 10 }, 0, 5) }.shrunk()
@@ -47,57 +47,56 @@ mod tests {
     }
 
     fn ids(b: usize) -> TextInput {
-        TextInput::Ids(
-            Tensor::from_vec((0..b * 5).map(|i| (i % 10) as u32).collect::<Vec<_>>(), (b, 5), &Device::Cpu).unwrap(),
-        )
+        let v: Vec<u32> = (0..b * 5).map(|i| (i % 10) as u32).collect();
+        TextInput::from_host(&v, &[], b, 5, 0, Device::Cpu)
     }
 
     #[test]
     fn counted_parameters_equal_the_built_model() {
         let cfg = micro();
-        let mut store = ParamStore::new(0, &Device::Cpu);
+        let mut store = ParamStore::new(0, Device::Cpu);
         Mar::new(&cfg, &mut store).unwrap();
         let (body, head) = cfg.parameter_count();
         assert_eq!(store.count() as u64, body + head);
-        let head_built: usize =
-            store.vars.iter().filter(|(k, _)| k.starts_with("diffloss.")).map(|(_, v)| v.elem_count()).sum();
+        let head_built: i64 =
+            store.vars.iter().filter(|(k, _)| k.starts_with("diffloss.")).map(|(_, v)| v.numel() as i64).sum();
         assert_eq!(head_built as u64, head);
         assert!(store.vars.contains_key("cross_attn_blocks.0.attn.query_linear.weight"));
         assert!(store.vars.contains_key("diffloss.net.res_blocks.1.adaLN_modulation.1.weight"));
+        // The text path carries the reference's names (`Text_Embedding`).
+        assert!(store.vars.contains_key("text_emb.text_proj.linear_1.weight"));
+        assert!(store.vars.contains_key("text_emb.text_aligner.0.attn.qkv.weight"));
+        assert!(store.vars.contains_key("text_emb.text_aligner_norm.weight"));
     }
 
     #[test]
     fn same_seed_same_weights() {
-        let a = ParamStore::new(5, &Device::Cpu);
-        let mut a = a;
+        let mut a = ParamStore::new(5, Device::Cpu);
         Mar::new(&micro(), &mut a).unwrap();
-        let mut b = ParamStore::new(5, &Device::Cpu);
+        let mut b = ParamStore::new(5, Device::Cpu);
         Mar::new(&micro(), &mut b).unwrap();
-        let w = |s: &ParamStore| -> Vec<f32> {
-            s.vars["encoder_blocks.1.mlp.fc1.weight"].flatten_all().unwrap().to_vec1().unwrap()
-        };
+        let w = |s: &ParamStore| to_host(&s.vars["encoder_blocks.1.mlp.fc1.weight"]);
         assert_eq!(w(&a), w(&b));
     }
 
     #[test]
     fn zero_visible_tokens_give_finite_outputs() {
         let cfg = micro();
-        let mut store = ParamStore::new(1, &Device::Cpu);
+        let mut store = ParamStore::new(1, Device::Cpu);
         let m = Mar::new(&cfg, &mut store).unwrap();
         let ctx = Ctx::eval();
         let text = m.text.forward(&ids(2), &ctx).unwrap();
-        let tokens = Tensor::zeros((2, 16, 12), candle_core::DType::F32, &Device::Cpu).unwrap();
+        let tokens = Tensor::zeros([2, 16, 12], (Kind::Float, Device::Cpu));
         let all = Mask { batch: 2, len: 16, masked: vec![true; 32] };
-        let z = m.forward_z(&tokens, &all, &text, 4, &ctx).unwrap();
-        assert_eq!(z.dims(), &[2, 16, 32]);
-        let v: Vec<f32> = z.flatten_all().unwrap().to_vec1().unwrap();
-        assert!(v.iter().all(|x| x.is_finite()));
+        let z = m.forward_z(&tokens, &all, &text, 4, &ctx);
+        assert_eq!(z.size(), [2, 16, 32]);
+        assert!(to_host(&z).iter().all(|x| x.is_finite()));
         // Half visible, and a larger grid through the interpolated positions.
         let orders: Vec<Vec<usize>> = vec![(0..36).collect(), (0..36).rev().collect()];
         let half = Mask::from_orders(&orders, 36, 18);
-        let tokens = Tensor::ones((2, 36, 12), candle_core::DType::F32, &Device::Cpu).unwrap();
-        let z = m.forward_z(&tokens, &half, &text, 6, &ctx).unwrap();
-        assert_eq!(z.dims(), &[2, 36, 32]);
+        let tokens = Tensor::ones([2, 36, 12], (Kind::Float, Device::Cpu));
+        let z = m.forward_z(&tokens, &half, &text, 6, &ctx);
+        assert_eq!(z.size(), [2, 36, 32]);
     }
 
     #[test]
@@ -119,11 +118,11 @@ mod tests {
         assert!(cos(at(3, 3), at(4, 3)) > cos(at(3, 3), at(0, 3)) + 0.1);
         // The model starts its three tables there; the parameter count does not change.
         let cfg = MarConfig { pos_init: PosInit::Sincos, ..micro() };
-        let mut store = ParamStore::new(0, &Device::Cpu);
+        let mut store = ParamStore::new(0, Device::Cpu);
         Mar::new(&cfg, &mut store).unwrap();
         let want = mar::sincos_2d(cfg.pos_grid, cfg.width);
         for name in ["encoder_pos_embed_learned", "decoder_pos_embed_learned", "last_pos_embed_learned"] {
-            assert_eq!(store.vars[name].flatten_all().unwrap().to_vec1::<f32>().unwrap(), want, "{name}");
+            assert_eq!(to_host(&store.vars[name]), want, "{name}");
         }
         let (body, head) = cfg.parameter_count();
         assert_eq!(store.count() as u64, body + head);
@@ -131,25 +130,38 @@ mod tests {
     }
 
     #[test]
-    fn bicubic_resize_is_exact_on_identity_and_linear_ramps() {
-        let id = mar::bicubic_matrix(5, 5, 1.0);
-        for o in 0..5 {
-            for i in 0..5 {
-                assert!((id[o * 5 + i] - f64::from(u8::from(o == i))).abs() < 1e-12);
-            }
+    fn position_resize_is_pytorch_bicubic() {
+        // Same grid: no change. Upsampling 4 → 8 with scale 8.1/4 (the reference's +0.1) puts
+        // output 3 at source 3.5/2.025 − 0.5 = 1.228…: Keys' cubic (A = −0.75) weights over
+        // sources 0..3 from t = 0.228…, checked against the hand formula on a one-hot row
+        // per source position (each channel is one source).
+        let eye: Vec<f32> = (0..16).flat_map(|p| (0..16).map(move |c| f32::from(u8::from(p == c)))).collect();
+        let table = Tensor::from_slice(&eye).view([1, 16, 16]); // (1, 4×4, D = 16)
+        let same = mar::resize_positions(&table, 4, 4);
+        assert_eq!(to_host(&same), eye);
+        let big = to_host(&mar::resize_positions(&table, 4, 8)); // (1, 64, 16)
+        let scale: f64 = 8.1 / 4.0;
+        let src = 3.5 / scale - 0.5;
+        let t = src - src.floor();
+        const A: f64 = -0.75;
+        let c1 = |x: f64| ((A + 2.0) * x - (A + 3.0)) * x * x + 1.0;
+        let c2 = |x: f64| ((A * x - 5.0 * A) * x + 8.0 * A) * x - 4.0 * A;
+        let w = [c2(t + 1.0), c1(t), c1(1.0 - t), c2(2.0 - t)];
+        // Output (y = 0, x = 3) is separable: source row 0's total weight for y = 0 times
+        // column j's weight for x = 3. For y = 0 the source is −0.253, i0 = −1, and the taps
+        // −2, −1, 0 clamp onto row 0 (PyTorch bounds each access, not the coordinate).
+        let sy = 0.5 / scale - 0.5;
+        let ty = sy - sy.floor();
+        let wy = [c2(ty + 1.0), c1(ty), c1(1.0 - ty), c2(2.0 - ty)];
+        let wy0 = wy[0] + wy[1] + wy[2];
+        for (j, wx) in w.iter().enumerate() {
+            let got = big[3 * 16 + j] as f64; // output pixel (0, 3), channel = source (0, j)
+            assert!((got - wy0 * wx).abs() < 1e-5, "x weight {j}: {got} vs {}", wy0 * wx);
         }
-        // Hand-computed Keys weights (A = −0.75) at t = 0.25: c2(1.25), c1(0.25), c1(0.75), c2(1.75)
-        // = −0.10546875, 0.87890625, 0.26171875, −0.03515625. Upsampling 4 → 8 with scale 2 puts
-        // output 3 at source (3.5)/2 − 0.5 = 1.25, i.e. i0 = 1, t = 0.25.
-        let m = mar::bicubic_matrix(4, 8, 2.0);
-        let row = &m[3 * 4..4 * 4];
-        for (a, b) in row.iter().zip([-0.10546875, 0.87890625, 0.26171875, -0.03515625]) {
-            assert!((a - b).abs() < 1e-12, "{row:?}");
-        }
-        // Every row sums to 1 (borders clamp onto the edge), at LightGen's 16 → 32 scale too.
-        let m = mar::bicubic_matrix(16, 32, 32.1 / 16.0);
-        for o in 0..32 {
-            assert!(((0..16).map(|i| m[o * 16 + i]).sum::<f64>() - 1.0).abs() < 1e-12);
+        // Every output is a convex-ish combination: weights sum to 1.
+        for o in 0..64 {
+            let s: f32 = big[o * 16..(o + 1) * 16].iter().sum();
+            assert!((s - 1.0).abs() < 1e-5, "{o}: {s}");
         }
     }
 
@@ -157,7 +169,7 @@ mod tests {
     fn inpainting_keeps_known_tokens_bit_exact_and_fills_the_unknown_ones() {
         use rand::SeedableRng;
         let cfg = micro(); // 4×4 grid of 12-value tokens
-        let mut store = ParamStore::new(3, &Device::Cpu);
+        let mut store = ParamStore::new(3, Device::Cpu);
         let m = Mar::new(&cfg, &mut store).unwrap();
         let known: Vec<f32> = (0..2 * 16 * 12).map(|i| ((i * 37 % 101) as f32 / 50.0) - 1.0).collect();
         // 5 unknown tokens per sample, at different places
@@ -168,12 +180,7 @@ mod tests {
         let canvas = sampler::Canvas { tokens: known.clone(), unknown: unknown.clone() };
         let opts = sampler::SampleOptions { steps: 3, diffusion_steps: 10, cfg: 2.0, ..Default::default() };
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0); // fixed seed
-        let out: Vec<f32> = sampler::sample_tokens(&m, &ids(2), canvas, 4, &opts, &mut rng)
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .to_vec1()
-            .unwrap();
+        let out = sampler::sample_tokens(&m, &ids(2), canvas, 4, &opts, &mut rng).unwrap();
         for t in 0..32 {
             let (a, b) = (&out[t * 12..(t + 1) * 12], &known[t * 12..(t + 1) * 12]);
             if unknown[t] {

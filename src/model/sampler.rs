@@ -2,12 +2,12 @@
 //! reveal schedule, at least one token revealed per step, and the DiffLoss head drawing the
 //! revealed tokens with CFG on eps. Known tokens (inpainting) stay fixed and out of the orders.
 
-use candle_core::{Result, Tensor};
 use rand::seq::SliceRandom;
 use rand::Rng;
+use tch::Tensor;
 
 use super::diffusion::Diffusion;
-use super::layers::Ctx;
+use super::layers::{index, tensor_f32, to_host, Ctx};
 use super::mar::{Mar, Mask};
 use super::text::TextInput;
 
@@ -82,7 +82,8 @@ impl Canvas {
     }
 }
 
-/// Samples tokens for `b` captions (the canvas's unknown tokens only): (B, L, C).
+/// Samples tokens for `b` captions (the canvas's unknown tokens only): (B·L·C) on the host.
+/// Runs without autograd.
 pub fn sample_tokens(
     model: &Mar,
     text: &TextInput,
@@ -90,23 +91,24 @@ pub fn sample_tokens(
     grid: usize,
     opts: &SampleOptions,
     rng: &mut impl Rng,
-) -> Result<Tensor> {
+) -> Result<Vec<f32>, String> {
+    let _guard = tch::no_grad_guard();
     let ctx = Ctx::eval();
     let (l, c) = (grid * grid, model.cfg.token_dim);
     let b = canvas.unknown.len() / l;
-    let dev = model.fake_latent.device().clone();
+    let dev = model.device();
     let guided = opts.cfg != 1.0;
     let text_c = model.text.forward(text, &ctx)?; // (B, T, D)
     let text_all = if guided {
-        let t = text_c.dim(1)?;
-        Tensor::cat(&[&text_c, &model.null_text(b, t)?], 0)? // (2B, T, D)
+        let t = text_c.size()[1] as usize;
+        Tensor::cat(&[&text_c, &model.null_text(b, t)], 0) // (2B, T, D)
     } else {
         text_c
     };
     let Canvas { mut tokens, unknown } = canvas;
     let u = unknown[..l].iter().filter(|m| **m).count();
     if unknown.chunks(l).any(|m| m.iter().filter(|x| **x).count() != u) {
-        candle_core::bail!("every sample must have the same number of unknown tokens");
+        return Err("every sample must have the same number of unknown tokens".into());
     }
     // Orders: the unknown positions shuffled; `orders[..mask_len]` stay masked.
     let orders: Vec<Vec<usize>> = (0..b)
@@ -123,25 +125,24 @@ pub fn sample_tokens(
         if u == 0 {
             break;
         }
-        let x = Tensor::from_slice(&tokens, (b, l, c), &dev)?;
-        let (x, m) = if guided { (Tensor::cat(&[&x, &x], 0)?, mask.doubled()) } else { (x, mask.clone()) };
-        let z = model.forward_z(&x, &m, &text_all, grid, &ctx)?; // (B or 2B, L, D)
+        let x = tensor_f32(&tokens, &[b, l, c], dev);
+        let (x, m) = if guided { (Tensor::cat(&[&x, &x], 0), mask.doubled()) } else { (x, mask.clone()) };
+        let z = model.forward_z(&x, &m, &text_all, grid, &ctx); // (B or 2B, L, D)
         let next = Mask::from_orders(&orders, l, mask_len);
         // Reveal what is masked now and not masked next.
-        let pred: Vec<u32> = (0..b * l).filter(|&i| mask.masked[i] && !next.masked[i]).map(|i| i as u32).collect();
+        let pred: Vec<i64> = (0..b * l).filter(|&i| mask.masked[i] && !next.masked[i]).map(|i| i as i64).collect();
         mask = next;
         let scale = match opts.cfg_schedule {
             CfgSchedule::Constant => opts.cfg,
             CfgSchedule::Linear => 1.0 + (opts.cfg - 1.0) * (u - mask_len) as f64 / u as f64,
         };
-        let rows: Vec<u32> = if guided {
-            pred.iter().copied().chain(pred.iter().map(|&i| i + (b * l) as u32)).collect()
+        let rows: Vec<i64> = if guided {
+            pred.iter().copied().chain(pred.iter().map(|&i| i + (b * l) as i64)).collect()
         } else {
             pred.clone()
         };
-        let d = z.dim(2)?;
-        let n = rows.len();
-        let z_sel = z.reshape((z.dim(0)? * l, d))?.index_select(&Tensor::from_vec(rows, n, &dev)?, 0)?; // (K or 2K, D)
+        let (zb, _, d) = z.size3().expect("(B, L, D)");
+        let z_sel = z.view([zb * l as i64, d]).index_select(0, &index(&rows, dev)); // (K or 2K, D)
         let new = model.diffloss.sample(
             &z_sel,
             if guided { scale } else { 1.0 },
@@ -149,13 +150,13 @@ pub fn sample_tokens(
             opts.clip_x0,
             &diff,
             rng,
-        )?; // (K, C)
-        let new: Vec<f32> = new.flatten_all()?.to_vec1()?;
+        ); // (K, C)
+        let new = to_host(&new);
         for (k, &i) in pred.iter().enumerate() {
             tokens[i as usize * c..(i as usize + 1) * c].copy_from_slice(&new[k * c..(k + 1) * c]);
         }
     }
-    Tensor::from_vec(tokens, (b, l, c), &dev)
+    Ok(tokens)
 }
 
 #[cfg(test)]

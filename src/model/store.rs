@@ -1,56 +1,85 @@
-//! Named, seeded parameters. candle's own initialisers draw from an unseeded generator, so
-//! the model is initialised here from an explicit ChaCha stream: the same seed gives the same
-//! weights on every machine. Names mirror the PyTorch modules (`encoder_blocks.0.attn.qkv`).
+//! Named, seeded parameters. Every weight is drawn on the host from an explicit ChaCha stream
+//! (libtorch's initialisers use its global generator), so the same seed gives the same weights
+//! on every machine and device; then it lives on the device as a libtorch leaf that requires
+//! grad. Names mirror the PyTorch modules (`encoder_blocks.0.attn.qkv.weight`).
 
 use std::collections::BTreeMap;
 
-use candle_core::{DType, Device, Result, Tensor, Var};
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, Normal};
+use tch::{Device, Kind, Tensor};
 
 pub struct ParamStore {
-    pub vars: BTreeMap<String, Var>,
+    /// Leaf tensors (f32, requires grad), by name.
+    pub vars: BTreeMap<String, Tensor>,
     pub device: Device,
     rng: ChaCha8Rng,
 }
 
 impl ParamStore {
-    pub fn new(seed: u64, device: &Device) -> ParamStore {
-        ParamStore { vars: BTreeMap::new(), device: device.clone(), rng: ChaCha8Rng::seed_from_u64(seed) }
+    pub fn new(seed: u64, device: Device) -> ParamStore {
+        ParamStore { vars: BTreeMap::new(), device, rng: ChaCha8Rng::seed_from_u64(seed) }
     }
 
     pub fn root(&mut self) -> Scope<'_> {
         Scope { store: self, prefix: String::new() }
     }
 
-    /// Tensors by name (the model's state dict), detached.
+    /// The model's state dict: detached copies, so later updates do not show through.
     pub fn tensors(&self) -> BTreeMap<String, Tensor> {
-        self.vars.iter().map(|(k, v)| (k.clone(), v.as_tensor().detach())).collect()
+        self.vars.iter().map(|(k, v)| (k.clone(), v.detach().copy())).collect()
     }
 
     pub fn count(&self) -> usize {
-        self.vars.values().map(|v| v.elem_count()).sum()
+        self.vars.values().map(|v| v.numel()).sum()
     }
 
-    /// Overwrites every parameter from `tensors`; names and shapes must match exactly.
+    /// Overwrites every parameter from `tensors` in place; names and shapes must match, except
+    /// that a positional table of another square grid (the reference keeps 16×16 slots) is
+    /// resampled bicubically to the model's, as the reference does at every forward.
     pub fn load(&self, tensors: &BTreeMap<String, Tensor>) -> std::result::Result<(), String> {
         for (name, var) in &self.vars {
             let t = tensors.get(name).ok_or_else(|| format!("missing weight `{name}`"))?;
-            if t.dims() != var.dims() {
-                return Err(format!("weight `{name}` has shape {:?}, the model expects {:?}", t.dims(), var.dims()));
+            let resized;
+            let t = match (name.ends_with("pos_embed_learned"), square(t), square(var)) {
+                (true, Some(from), Some(to)) if from != to && t.size()[2] == var.size()[2] => {
+                    resized = super::mar::resize_positions(t, from, to);
+                    &resized
+                }
+                _ => t,
+            };
+            if t.size() != var.size() {
+                return Err(format!("weight `{name}` has shape {:?}, the model expects {:?}", t.size(), var.size()));
             }
-            let t = t.to_dtype(var.dtype()).and_then(|t| t.to_device(var.device())).map_err(|e| e.to_string())?;
-            var.set(&t).map_err(|e| e.to_string())?;
+            let mut dst = var.shallow_clone();
+            tch::no_grad(|| dst.copy_(&t.to_kind(Kind::Float).to_device(self.device)));
         }
         if let Some(extra) = tensors.keys().find(|k| !self.vars.contains_key(*k)) {
             return Err(format!("unexpected weight `{extra}` (a different architecture?)"));
         }
         Ok(())
     }
+
+    /// Clears every gradient (before a backward pass).
+    pub fn zero_grad(&self) {
+        for v in self.vars.values() {
+            let mut g = v.grad();
+            if g.defined() {
+                let _ = g.detach_().zero_();
+            }
+        }
+    }
 }
 
-/// A name prefix inside a store, like candle's `VarBuilder::pp`.
+/// The grid side of a (1, g², D) positional table.
+fn square(t: &Tensor) -> Option<usize> {
+    let s = t.size();
+    let g = (s.get(1).copied()? as f64).sqrt().round() as i64;
+    (s.len() == 3 && s[0] == 1 && g * g == s[1]).then_some(g as usize)
+}
+
+/// A name prefix inside a store, like tch's `nn::Path`.
 pub struct Scope<'a> {
     store: &'a mut ParamStore,
     prefix: String,
@@ -62,42 +91,38 @@ impl Scope<'_> {
         Scope { store: self.store, prefix }
     }
 
-    fn add(&mut self, name: &str, dims: &[usize], values: Vec<f32>) -> Result<Tensor> {
+    fn add(&mut self, name: &str, dims: &[usize], values: Vec<f32>) -> Tensor {
         let full = if self.prefix.is_empty() { name.to_string() } else { format!("{}.{name}", self.prefix) };
-        let t = Tensor::from_vec(values, dims, &self.store.device)?;
-        let var = Var::from_tensor(&t)?;
-        let out = var.as_tensor().clone();
-        assert!(self.store.vars.insert(full.clone(), var).is_none(), "parameter {full} created twice");
-        Ok(out)
+        let shape: Vec<i64> = dims.iter().map(|&d| d as i64).collect();
+        let t = Tensor::from_slice(&values).reshape(shape).to_device(self.store.device).set_requires_grad(true);
+        let out = t.shallow_clone();
+        assert!(self.store.vars.insert(full.clone(), t).is_none(), "parameter {full} created twice");
+        out
     }
 
     /// A parameter with the given initial values.
-    pub fn values(&mut self, name: &str, dims: &[usize], values: Vec<f32>) -> Result<Tensor> {
+    pub fn values(&mut self, name: &str, dims: &[usize], values: Vec<f32>) -> Tensor {
         self.add(name, dims, values)
     }
 
-    pub fn zeros(&mut self, name: &str, dims: &[usize]) -> Result<Tensor> {
+    pub fn zeros(&mut self, name: &str, dims: &[usize]) -> Tensor {
         self.add(name, dims, vec![0.0; dims.iter().product()])
     }
 
-    pub fn ones(&mut self, name: &str, dims: &[usize]) -> Result<Tensor> {
+    pub fn ones(&mut self, name: &str, dims: &[usize]) -> Tensor {
         self.add(name, dims, vec![1.0; dims.iter().product()])
     }
 
-    pub fn normal(&mut self, name: &str, dims: &[usize], std: f32) -> Result<Tensor> {
+    pub fn normal(&mut self, name: &str, dims: &[usize], std: f32) -> Tensor {
         let n = Normal::new(0.0f32, std).expect("finite std");
         let v = (0..dims.iter().product::<usize>()).map(|_| n.sample(&mut self.store.rng)).collect();
         self.add(name, dims, v)
     }
 
     /// `xavier_uniform_` for a (out, in) weight: U(±sqrt(6 / (in + out))).
-    pub fn xavier(&mut self, name: &str, out: usize, inp: usize) -> Result<Tensor> {
+    pub fn xavier(&mut self, name: &str, out: usize, inp: usize) -> Tensor {
         let bound = (6.0 / (inp + out) as f64).sqrt() as f32;
         let v = (0..out * inp).map(|_| self.store.rng.random_range(-bound..bound)).collect();
         self.add(name, &[out, inp], v)
-    }
-
-    pub fn dtype(&self) -> DType {
-        DType::F32
     }
 }

@@ -3,11 +3,11 @@
 //! resolved configs and the manifest id). Written under a temporary name, each file fsynced,
 //! `state.json` last, then the folder is renamed: a checkpoint that exists is complete.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use candle_core::{Device, Tensor};
 use serde::{Deserialize, Serialize};
+use tch::{Device, Tensor};
 
 use super::config::TrainConfig;
 use crate::error::{Error, Result};
@@ -34,16 +34,29 @@ fn tmp_err(p: &Path, e: impl std::fmt::Display) -> Error {
     Error::invalid(p.display().to_string(), e.to_string())
 }
 
+/// Writes `t` as safetensors (host copies, contiguous) and fsyncs the file.
 pub(crate) fn save_tensors(path: &Path, t: &BTreeMap<String, Tensor>) -> Result<()> {
-    let map: HashMap<String, Tensor> = t.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
-    candle_core::safetensors::save(&map, path).map_err(|e| tmp_err(path, e))?;
+    let host: Vec<(&str, Tensor)> =
+        t.iter().map(|(k, v)| (k.as_str(), v.detach().to_device(Device::Cpu).contiguous())).collect();
+    Tensor::write_safetensors(&host, path).map_err(|e| tmp_err(path, e))?;
     std::fs::File::open(path).and_then(|f| f.sync_all()).map_err(|e| Error::io(path, e))
 }
 
+/// Reads a safetensors file onto the host. Checkpoints written before the text path took the
+/// reference's names (`text_emb.caption_projection`, `.blocks`, `.norm`) load under the new ones.
 pub fn load_tensors(path: &Path) -> Result<BTreeMap<String, Tensor>> {
-    let m = candle_core::safetensors::load(path, &Device::Cpu)
+    let m = Tensor::read_safetensors(path)
         .map_err(|e| Error::invalid(path.display().to_string(), format!("not a readable safetensors file: {e}")))?;
-    Ok(m.into_iter().collect())
+    Ok(m.into_iter().map(|(k, v)| (legacy_rename(&k), v)).collect())
+}
+
+fn legacy_rename(name: &str) -> String {
+    for (old, new) in crate::model::text::LEGACY_NAMES {
+        if let Some(rest) = name.strip_prefix(old) {
+            return format!("{new}{rest}");
+        }
+    }
+    name.to_string()
 }
 
 /// Writes a checkpoint atomically and removes the oldest beyond `keep` (never `step_final`).

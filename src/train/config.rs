@@ -132,12 +132,12 @@ pub enum Precision {
 
 impl Precision {
     /// The matmul dtype on `device`.
-    pub fn dtype(self, device: &candle_core::Device) -> candle_core::DType {
+    pub fn dtype(self, device: tch::Device) -> tch::Kind {
         match self {
-            Precision::F32 => candle_core::DType::F32,
-            Precision::Bf16 => candle_core::DType::BF16,
-            Precision::Auto if device.is_cuda() => candle_core::DType::BF16,
-            Precision::Auto => candle_core::DType::F32,
+            Precision::F32 => tch::Kind::Float,
+            Precision::Bf16 => tch::Kind::BFloat16,
+            Precision::Auto if device.is_cuda() => tch::Kind::BFloat16,
+            Precision::Auto => tch::Kind::Float,
         }
     }
 }
@@ -153,6 +153,7 @@ impl TrainConfig {
             "tiny" => include_str!("../../configs/train-tiny.toml"),
             "small" => include_str!("../../configs/train-small.toml"),
             "base" => include_str!("../../configs/train-base.toml"),
+            "large" => include_str!("../../configs/train-large.toml"),
             _ => return None,
         };
         Some(Self::parse(text, &format!("preset {name}")).expect("built-in train presets parse"))

@@ -12,18 +12,52 @@ pub mod trainer;
 pub use config::TrainConfig;
 pub use trainer::{train, TrainOptions, TrainSummary, Trainer};
 
-/// `cpu`, or `cuda` / `cuda:N` in a build with the `cuda` feature.
-pub fn device(name: &str) -> crate::error::Result<candle_core::Device> {
+/// libtorch's CUDA backend registers itself when `libtorch_cuda.so` loads. The binary does
+/// not link it, since a CPU machine lacks the CUDA libraries it needs; it is loaded here, from
+/// the loader path (the rpath, or `LD_LIBRARY_PATH` pointing at a GPU machine's torch/lib),
+/// when CUDA is asked for. Returns why it could not be loaded.
+pub fn load_cuda_backend() -> Result<(), String> {
+    static LOADED: std::sync::OnceLock<Result<(), String>> = std::sync::OnceLock::new();
+    LOADED
+        .get_or_init(|| {
+            use libloading::os::unix::{Library, RTLD_GLOBAL, RTLD_NOW};
+            let built = concat!(env!("LIGHTGEN_LIBTORCH_PATH"), "/lib/libtorch_cuda.so");
+            let mut why = Vec::new();
+            for name in ["libtorch_cuda.so", built] {
+                // SAFETY: loading libtorch's own CUDA library runs its static initialisers,
+                // which register the CUDA hooks with the libtorch_cpu already loaded.
+                match unsafe { Library::open(Some(name), RTLD_NOW | RTLD_GLOBAL) } {
+                    Ok(lib) => {
+                        std::mem::forget(lib); // stays loaded for the process
+                        return Ok(());
+                    }
+                    Err(e) => why.push(e.to_string()),
+                }
+            }
+            Err(why.join("; "))
+        })
+        .clone()
+}
+
+/// `cpu`, `cuda` or `cuda:N` (CUDA when libtorch sees a GPU: the CUDA library of libtorch on a
+/// machine with a driver).
+pub fn device(name: &str) -> crate::error::Result<tch::Device> {
     let bad = |m: String| crate::error::Error::invalid("--device", m);
     match name {
-        "cpu" => Ok(candle_core::Device::Cpu),
+        "cpu" => Ok(tch::Device::Cpu),
         n if n == "cuda" || n.starts_with("cuda:") => {
             let ord: usize =
                 n.strip_prefix("cuda:").map_or(Ok(0), str::parse).map_err(|_| bad(format!("{n}: expected cuda:N")))?;
-            if !candle_core::utils::cuda_is_available() {
-                return Err(bad(format!("{n}: this build has no CUDA support (rebuild with --features cuda)")));
+            let loaded = load_cuda_backend();
+            if !tch::Cuda::is_available() {
+                let why = loaded.err().unwrap_or_else(|| "no driver or no GPU".into());
+                return Err(bad(format!("{n}: libtorch sees no CUDA device here ({why})")));
             }
-            candle_core::Device::new_cuda(ord).map_err(|e| bad(format!("{n}: {e}")))
+            let count = tch::Cuda::device_count() as usize;
+            if ord >= count {
+                return Err(bad(format!("{n}: only {count} CUDA device(s)")));
+            }
+            Ok(tch::Device::Cuda(ord))
         }
         other => Err(bad(format!("{other}: expected cpu, cuda or cuda:N"))),
     }

@@ -1,12 +1,13 @@
-//! AdamW as PyTorch's (decoupled weight decay, bias-corrected moments), with the reference's
+//! AdamW as PyTorch's single-tensor implementation (decoupled weight decay, bias-corrected
+//! moments, `lerp_`/`addcmul_`/`addcdiv_` in place on the device), with the reference's
 //! parameter groups (no decay for 1-D parameters, biases and the DiffLoss head), global
-//! gradient-norm clipping, and the EMA of the weights. Moments are exported for checkpoints
-//! so a resumed run continues bit for bit.
+//! gradient-norm clipping as `clip_grad_norm_`, and the EMA of the weights. Nothing here
+//! reads a value back to the host; moments are exported for checkpoints so a resumed run
+//! continues bit for bit.
 
 use std::collections::BTreeMap;
 
-use candle_core::backprop::GradStore;
-use candle_core::{Result, Tensor};
+use tch::{Kind, Tensor};
 
 use crate::model::ParamStore;
 
@@ -32,46 +33,56 @@ impl AdamW {
     }
 
     /// Clips the gradients to a global norm of `clip` (when > 0) and applies one update;
-    /// returns the norm before clipping. Parameters without a gradient are left untouched.
-    pub fn step(&mut self, store: &ParamStore, grads: &GradStore, lr: f64, clip: f64) -> Result<f64> {
-        let mut sq = 0.0f64;
-        for var in store.vars.values() {
-            if let Some(g) = grads.get(var.as_tensor()) {
-                sq += g.sqr()?.sum_all()?.to_scalar::<f32>()? as f64;
+    /// returns the norm before clipping as a device scalar (read it only when logging).
+    /// Parameters without a gradient are left untouched.
+    pub fn step(&mut self, store: &ParamStore, lr: f64, clip: f64) -> Tensor {
+        let _guard = tch::no_grad_guard();
+        let with_grad: Vec<(&String, &Tensor, Tensor)> = store
+            .vars
+            .iter()
+            .filter_map(|(k, v)| {
+                let g = v.grad();
+                g.defined().then_some((k, v, g))
+            })
+            .collect();
+        let norms: Vec<Tensor> = with_grad.iter().map(|(_, _, g)| g.norm()).collect();
+        let norm = if norms.is_empty() {
+            Tensor::scalar_tensor(0.0, (Kind::Float, store.device))
+        } else {
+            Tensor::stack(&norms, 0).norm() // ‖(‖g_i‖)_i‖₂ = the global norm
+        };
+        if clip > 0.0 {
+            // torch.nn.utils.clip_grad_norm_: g ← g · min(clip / (norm + 1e-6), 1), on the device.
+            let coef = (clip / (&norm + 1e-6)).clamp_max(1.0);
+            for (_, _, g) in &with_grad {
+                let _ = g.shallow_clone().g_mul_(&coef);
             }
         }
-        let norm = sq.sqrt();
-        let coef = if clip > 0.0 { (clip / (norm + 1e-6)).min(1.0) } else { 1.0 };
         self.t += 1;
         let (b1, b2) = (self.beta1, self.beta2);
         let bc1 = 1.0 - b1.powi(self.t as i32);
         let bc2 = 1.0 - b2.powi(self.t as i32);
-        for (name, var) in &store.vars {
-            let Some(g) = grads.get(var.as_tensor()) else { continue };
-            let g = if coef < 1.0 { (g * coef)? } else { g.clone() };
-            let m = match self.m.get(name) {
-                Some(m) => ((m * b1)? + (&g * (1.0 - b1))?)?,
-                None => (&g * (1.0 - b1))?,
-            };
-            let v = match self.v.get(name) {
-                Some(v) => ((v * b2)? + (g.sqr()? * (1.0 - b2))?)?,
-                None => (g.sqr()? * (1.0 - b2))?,
-            };
-            let mut p = var.as_tensor().detach();
-            if self.weight_decay > 0.0 && decays(name, var.rank()) {
-                p = (p * (1.0 - lr * self.weight_decay))?;
+        let step_size = lr / bc1;
+        for (name, var, g) in &with_grad {
+            let mut p = var.shallow_clone();
+            if self.weight_decay > 0.0 && decays(name, var.dim()) {
+                let _ = p.g_mul_scalar_(1.0 - lr * self.weight_decay);
             }
-            let denom = ((v.sqrt()? / bc2.sqrt())? + self.eps)?;
-            let p = (p - ((&m / denom)? * (lr / bc1))?)?;
-            var.set(&p)?;
-            self.m.insert(name.clone(), m);
-            self.v.insert(name.clone(), v);
+            let m = self.m.entry((*name).clone()).or_insert_with(|| var.zeros_like());
+            let _ = m.lerp_(g, 1.0 - b1);
+            let v = self.v.entry((*name).clone()).or_insert_with(|| var.zeros_like());
+            // tch's addcmul_ has no `value`: (1 − β2) scales one factor instead.
+            let _ = v.g_mul_scalar_(b2);
+            let _ = v.addcmul_(&(g * (1.0 - b2)), g);
+            let denom = (v.sqrt() / bc2.sqrt()) + self.eps;
+            let _ = p.addcdiv_(&(&*m * -step_size), &denom);
         }
-        Ok(norm)
+        norm.to_kind(Kind::Float)
     }
 }
 
-/// Exponential moving average of the weights: ema = ema·r + p·(1 − r) every step.
+/// Exponential moving average of the weights: ema = ema·r + p·(1 − r) every step, in place on
+/// the device (`update_ema` in the reference).
 pub struct Ema {
     pub rate: f64,
     pub weights: BTreeMap<String, Tensor>,
@@ -82,33 +93,38 @@ impl Ema {
         Ema { rate, weights: store.tensors() }
     }
 
-    pub fn update(&mut self, store: &ParamStore) -> Result<()> {
+    pub fn update(&mut self, store: &ParamStore) {
+        let _guard = tch::no_grad_guard();
         let r = self.rate;
         for (name, var) in &store.vars {
             let e = self.weights.get_mut(name).expect("EMA holds every parameter");
-            *e = ((&*e * r)? + (var.as_tensor().detach() * (1.0 - r))?)?;
+            let _ = e.g_mul_scalar_(r).g_add_(&(var * (1.0 - r)));
         }
-        Ok(())
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use candle_core::{Device, Var};
+    use crate::model::layers::{scalar, to_host};
+    use tch::Device;
+
+    fn store_with(name: &str, v: &[f32], dims: &[i64]) -> ParamStore {
+        let mut store = ParamStore::new(0, Device::Cpu);
+        store.vars.insert(name.into(), Tensor::from_slice(v).view(dims).set_requires_grad(true));
+        store
+    }
 
     #[test]
     fn one_adamw_step_matches_the_hand_computation() {
         // p = 1, g = 2·p (loss p²), lr 0.1, wd 0.5, betas (0.9, 0.95):
         // p ← p·(1 − 0.1·0.5) = 0.95; m = 0.2, v = 0.2; m̂ = 2, v̂ = 4 → p ← 0.95 − 0.1·2/(2 + 1e-8).
-        let mut store = ParamStore::new(0, &Device::Cpu);
-        store.vars.insert("w".into(), Var::new(&[[1.0f32]], &Device::Cpu).unwrap()); // 2-D: decayed
-        let w = store.vars["w"].as_tensor().clone();
-        let grads = w.sqr().unwrap().sum_all().unwrap().backward().unwrap();
+        let store = store_with("w", &[1.0], &[1, 1]); // 2-D: decayed
+        store.vars["w"].square().sum(Kind::Float).backward();
         let mut opt = AdamW::new(0.9, 0.95, 0.5);
-        let norm = opt.step(&store, &grads, 0.1, 0.0).unwrap();
+        let norm = scalar(&opt.step(&store, 0.1, 0.0));
         assert!((norm - 2.0).abs() < 1e-6);
-        let p: Vec<f32> = store.vars["w"].flatten_all().unwrap().to_vec1().unwrap();
+        let p = to_host(&store.vars["w"]);
         assert!((p[0] - (0.95 - 0.1)).abs() < 1e-6, "{p:?}");
         assert!(!decays("diffloss.net.input_proj.weight", 2) && !decays("x.bias", 1) && decays("z_proj.weight", 2));
         assert!(decays("encoder_pos_embed_learned", 3));
@@ -116,16 +132,25 @@ mod tests {
 
     #[test]
     fn clipping_scales_to_the_global_norm() {
-        let mut store = ParamStore::new(0, &Device::Cpu);
-        store.vars.insert("a".into(), Var::new(&[0.0f32], &Device::Cpu).unwrap());
-        let a = store.vars["a"].as_tensor().clone();
+        let store = store_with("a", &[0.0], &[1]);
         // loss = 30·a → g = 30; clip 3 → g 3; Adam's first step moves by lr regardless,
         // so check the moments instead: m = 0.1·3.
-        let grads = (a * 30.0).unwrap().sum_all().unwrap().backward().unwrap();
+        (&store.vars["a"] * 30.0).sum(Kind::Float).backward();
         let mut opt = AdamW::new(0.9, 0.95, 0.0);
-        let norm = opt.step(&store, &grads, 0.01, 3.0).unwrap();
+        let norm = scalar(&opt.step(&store, 0.01, 3.0));
         assert!((norm - 30.0).abs() < 1e-4);
-        let m: Vec<f32> = opt.m["a"].to_vec1().unwrap();
+        let m = to_host(&opt.m["a"]);
         assert!((m[0] - 0.3).abs() < 1e-5, "{m:?}");
+    }
+
+    #[test]
+    fn ema_moves_toward_the_weights_by_one_minus_the_rate() {
+        let store = store_with("w", &[1.0, 2.0], &[2]);
+        let mut ema = Ema::new(&store, 0.9);
+        let _ = tch::no_grad(|| store.vars["w"].shallow_clone().fill_(3.0));
+        ema.update(&store);
+        // 0.9·1 + 0.1·3 = 1.2; 0.9·2 + 0.1·3 = 2.1; the copy taken at start is not the weights.
+        let e = to_host(&ema.weights["w"]);
+        assert!((e[0] - 1.2).abs() < 1e-6 && (e[1] - 2.1).abs() < 1e-6, "{e:?}");
     }
 }

@@ -7,10 +7,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
-use candle_core::{Device, Tensor};
 use rand::RngExt;
 use rand_distr::{Distribution, StandardNormal};
 use serde::Serialize;
+use tch::{Device, Kind, Tensor};
 
 use super::checkpoint::{self, TrainState};
 use super::config::TrainConfig;
@@ -18,14 +18,10 @@ use super::data::{Batch, Dataset};
 use super::optim::{AdamW, Ema};
 use super::schedule::{keep_text, lr_at, mask_ratio, orders, step_rng};
 use crate::error::{Error, Result};
-use crate::model::layers::Ctx;
+use crate::model::layers::{index, scalar, tensor_f32, Ctx};
 use crate::model::text::TextInput;
 use crate::model::{Mar, MarConfig, Mask, ParamStore, Prediction, TextSource};
 use crate::pipeline::manifest::{self, Manifest};
-
-fn terr(e: candle_core::Error) -> Error {
-    Error::invalid("train", e.to_string())
-}
 
 /// What one step measured.
 #[derive(Debug, Clone, Serialize)]
@@ -53,6 +49,21 @@ pub fn loss_weight(ab: f64, gamma: f64, high: f64, prediction: Prediction) -> f6
     low * hi
 }
 
+/// The random choices of one training step.
+pub struct StepDraws {
+    pub ratio: f64,
+    /// Masked tokens per sample.
+    pub masked: usize,
+    /// Per sample, a permutation of the L positions; its first `masked` are masked.
+    pub orders: Vec<Vec<usize>>,
+    /// Per sample, whether its caption is kept (else the null caption).
+    pub keep: Vec<bool>,
+    /// Timestep of each head row (N = B · masked · diffusion_batch_mul, copy-major).
+    pub t: Vec<usize>,
+    /// Noise of each head row, (N · C).
+    pub noise: Vec<f32>,
+}
+
 /// The model, its optimiser and EMA, at a step.
 pub struct Trainer {
     pub model: Mar,
@@ -65,107 +76,136 @@ pub struct Trainer {
 }
 
 impl Trainer {
-    pub fn new(cfg: TrainConfig, model_cfg: MarConfig, grid: usize, device: &Device) -> Result<Trainer> {
+    pub fn new(cfg: TrainConfig, model_cfg: MarConfig, grid: usize, device: Device) -> Result<Trainer> {
         let mut store = ParamStore::new(cfg.train.seed, device);
-        let model = Mar::new(&model_cfg, &mut store).map_err(terr)?;
+        let model = Mar::new(&model_cfg, &mut store).map_err(|e| Error::invalid("model config", e))?;
         let ema = Ema::new(&store, cfg.train.ema);
         let opt = AdamW::new(0.9, 0.95, cfg.train.weight_decay);
-        Ok(Trainer { model, store, opt, ema, cfg, grid, device: device.clone() })
+        Ok(Trainer { model, store, opt, ema, cfg, grid, device })
     }
 
     /// The text input of a host batch.
-    pub fn text_input(&self, b: &Batch) -> candle_core::Result<TextInput> {
+    pub fn text_input(&self, b: &Batch) -> TextInput {
         let cfg = &self.model.cfg;
         let channels = if let TextSource::Vocab { .. } = cfg.text { 0 } else { cfg.caption_channels };
-        TextInput::from_host(&b.ids, &b.feats, b.size, cfg.text_len, channels, &self.device)
+        TextInput::from_host(&b.ids, &b.feats, b.size, cfg.text_len, channels, self.device)
     }
 
-    /// Per-masked-token DiffLoss terms of a batch with this step's mask, orders, caption drops,
-    /// timesteps and noise: (loss rows, mse rows, mask ratio).
-    pub fn losses(&self, b: &Batch, step: u64, ctx: &Ctx) -> candle_core::Result<(Tensor, Tensor, f64)> {
+    /// The random choices of step `step` for a batch of `b`: all from (seed, step), so a
+    /// resumed run draws what the uninterrupted one would have.
+    pub fn draws(&self, b: usize, step: u64) -> StepDraws {
         let t = &self.cfg.train;
-        let m = &self.model;
-        let (l, c) = (self.grid * self.grid, m.cfg.token_dim);
+        let (l, c) = (self.grid * self.grid, self.model.cfg.token_dim);
         let mut rng = step_rng(t.seed, step, 0);
         let ratio = mask_ratio(t.mask_ratio_min, t.mask_ratio_std, &mut rng);
         let masked = ((l as f64 * ratio).ceil() as usize).min(l);
-        let mask = Mask::from_orders(&orders(b.size, l, &mut rng), l, masked);
-        let keep = keep_text(b.size, t.text_drop_prob, &mut rng);
-        let tokens = Tensor::from_slice(&b.tokens, (b.size, l, c), &self.device)?; // (B, L, C)
-        let text = m.text.forward(&self.text_input(b)?, ctx)?;
-        let text = m.drop_text(&text, &keep)?; // (B, T, D)
-        let z = m.forward_z(&tokens, &mask, &text, self.grid, ctx)?; // (B, L, D)
-                                                                     // Only masked tokens count; each is repeated diffusion_batch_mul times.
-        let rows = mask.rows(true);
-        let k = rows.len();
-        let idx = Tensor::from_vec(rows, k, &self.device)?;
-        let z = z.reshape((b.size * l, z.dim(2)?))?.index_select(&idx, 0)?; // (K, D), repeated inside the head
-        let target = tokens.reshape((b.size * l, c))?.index_select(&idx, 0)?.repeat((t.diffusion_batch_mul, 1))?; // (N, C)
-        let n = k * t.diffusion_batch_mul;
+        let orders = orders(b, l, &mut rng);
+        let keep = keep_text(b, t.text_drop_prob, &mut rng);
+        let n = b * masked * t.diffusion_batch_mul;
         let ts: Vec<usize> = (0..n).map(|_| rng.random_range(0..1000)).collect();
         let noise: Vec<f32> = (0..n * c).map(|_| StandardNormal.sample(&mut rng)).collect();
-        let noise = Tensor::from_vec(noise, (n, c), &self.device)?;
-        let terms = m.diffloss.terms(&target, &z, &ts, &noise)?;
+        StepDraws { ratio, masked, orders, keep, t: ts, noise }
+    }
+
+    /// Per-masked-token DiffLoss terms of a batch with this step's draws: (loss rows, mse rows).
+    pub fn losses(&self, b: &Batch, step: u64, ctx: &Ctx) -> Result<(Tensor, Tensor, f64)> {
+        let d = self.draws(b.size, step);
+        let (loss, mse) = self.losses_with(b, &d, ctx)?;
+        Ok((loss, mse, d.ratio))
+    }
+
+    /// The same with given draws (the reference-parity test passes the reference's).
+    pub fn losses_with(&self, b: &Batch, d: &StepDraws, ctx: &Ctx) -> Result<(Tensor, Tensor)> {
+        let t = &self.cfg.train;
+        let m = &self.model;
+        let (l, c) = (self.grid * self.grid, m.cfg.token_dim);
+        let mask = Mask::from_orders(&d.orders, l, d.masked);
+        let tokens = tensor_f32(&b.tokens, &[b.size, l, c], self.device); // (B, L, C)
+        let text = m.text.forward(&self.text_input(b), ctx).map_err(|e| Error::invalid("train", e))?;
+        let text = m.drop_text(&text, &d.keep); // (B, T, D)
+        let z = m.forward_z(&tokens, &mask, &text, self.grid, ctx); // (B, L, D)
+        // Only masked tokens count; each is repeated diffusion_batch_mul times.
+        let rows = mask.rows(true);
+        let idx = index(&rows, self.device);
+        let dz = z.size()[2];
+        let z = z.view([(b.size * l) as i64, dz]).index_select(0, &idx); // (K, D), repeated inside the head
+        let target = tokens.view([(b.size * l) as i64, c as i64]).index_select(0, &idx);
+        let target = target.repeat([t.diffusion_batch_mul as i64, 1]); // (N, C)
+        let n = rows.len() * t.diffusion_batch_mul;
+        if d.t.len() != n || d.noise.len() != n * c {
+            return Err(Error::invalid("train", format!("draws for {} rows, the batch has {n}", d.t.len())));
+        }
+        let noise = tensor_f32(&d.noise, &[n, c], self.device);
+        let terms = m.diffloss.terms(&target, &z, &d.t, &noise);
         let loss = if t.min_snr_gamma > 0.0 || t.high_noise_weight > 0.0 {
             // loss = w·mse + vb; the variance term is unchanged.
             let ab = &m.diffloss.train_diffusion.alphas_cumprod;
-            let w: Vec<f32> = ts
+            let w: Vec<f32> = d
+                .t
                 .iter()
                 .map(|&i| loss_weight(ab[i], t.min_snr_gamma, t.high_noise_weight, m.cfg.prediction) as f32)
                 .collect();
-            let w = Tensor::from_vec(w, n, &self.device)?;
-            ((&terms.loss - &terms.mse)? + terms.mse.mul(&w)?)?
+            let w = tensor_f32(&w, &[n], self.device);
+            (&terms.loss - &terms.mse) + &terms.mse * w
         } else {
-            terms.loss
+            terms.loss.shallow_clone()
         };
-        Ok((loss, terms.mse, ratio))
+        Ok((loss, terms.mse))
     }
 
     /// One optimisation step on `b` as step `step`.
     pub fn step(&mut self, b: &Batch, step: u64) -> Result<StepStats> {
+        let d = self.draws(b.size, step);
+        self.step_with(b, step, &d)
+    }
+
+    /// One optimisation step with given draws: forward, backward, clip, AdamW, EMA. The host
+    /// waits for the device once, at the end, to read the loss and the gradient norm.
+    pub fn step_with(&mut self, b: &Batch, step: u64, d: &StepDraws) -> Result<StepStats> {
         let t0 = Instant::now();
         let t = self.cfg.train.clone();
         let seed: u64 = step_rng(t.seed, step, 2).random();
-        if !self.device.is_cpu() {
-            self.device.set_seed(seed).map_err(terr)?; // the GPU's dropout masks
-        }
-        let ctx = Ctx::train(seed).with_dtype(t.precision.dtype(&self.device));
-        let (rows, _, ratio) = self.losses(b, step, &ctx).map_err(terr)?;
-        let loss = rows.mean_all().map_err(terr)?;
-        let value = loss.to_scalar::<f32>().map_err(terr)? as f64;
+        let ctx = Ctx::train(seed).with_dtype(t.precision.dtype(self.device));
+        let (rows, _) = self.losses_with(b, d, &ctx)?;
+        let loss = rows.mean(Kind::Float);
+        self.store.zero_grad();
+        loss.backward();
+        let lr = lr_at(step, self.cfg.lr(), t.min_lr, t.warmup_steps, t.steps, t.lr_schedule);
+        let grad_norm = self.opt.step(&self.store, lr, t.grad_clip);
+        self.ema.update(&self.store);
+        let value = scalar(&loss);
         if !value.is_finite() {
             return Err(Error::invalid(
                 format!("train step {step}"),
                 format!("the loss is {value}; lower train.blr or check the data"),
             ));
         }
-        let grads = loss.backward().map_err(terr)?;
-        let lr = lr_at(step, self.cfg.lr(), t.min_lr, t.warmup_steps, t.steps, t.lr_schedule);
-        let grad_norm = self.opt.step(&self.store, &grads, lr, t.grad_clip).map_err(terr)?;
-        self.ema.update(&self.store).map_err(terr)?;
-        Ok(StepStats { step, loss: value, lr, grad_norm, mask_ratio: ratio, ms: t0.elapsed().as_secs_f64() * 1e3 })
+        let grad_norm = scalar(&grad_norm);
+        Ok(StepStats { step, loss: value, lr, grad_norm, mask_ratio: d.ratio, ms: t0.elapsed().as_secs_f64() * 1e3 })
     }
 
     fn optim_tensors(&self) -> std::collections::BTreeMap<String, Tensor> {
         let mut o = std::collections::BTreeMap::new();
         for (k, v) in &self.opt.m {
-            o.insert(format!("m.{k}"), v.clone());
+            o.insert(format!("m.{k}"), v.shallow_clone());
         }
         for (k, v) in &self.opt.v {
-            o.insert(format!("v.{k}"), v.clone());
+            o.insert(format!("v.{k}"), v.shallow_clone());
         }
         o
     }
 
     fn restore(&mut self, ckpt: &Path, state: &TrainState) -> Result<()> {
+        let dev = self.device;
         let model = checkpoint::load_tensors(&ckpt.join("model.safetensors"))?;
         self.store.load(&model).map_err(|m| Error::invalid(ckpt.display().to_string(), m))?;
-        self.ema.weights = checkpoint::load_tensors(&ckpt.join("ema.safetensors"))?;
+        self.ema.weights =
+            checkpoint::load_tensors(&ckpt.join("ema.safetensors"))?.into_iter().map(|(k, v)| (k, v.to_device(dev))).collect();
         for (k, v) in checkpoint::load_tensors(&ckpt.join("optim.safetensors"))? {
             if let Some(n) = k.strip_prefix("m.") {
-                self.opt.m.insert(n.to_string(), v);
+                self.opt.m.insert(n.to_string(), v.to_device(dev));
             } else if let Some(n) = k.strip_prefix("v.") {
-                self.opt.v.insert(n.to_string(), v);
+                self.opt.v.insert(n.to_string(), v.to_device(dev));
             }
         }
         self.opt.t = state.adam_t;
@@ -249,7 +289,7 @@ pub fn train(manifest_path: &Path, cfg: TrainConfig, opts: &TrainOptions) -> Res
         None => model_for(&cfg, &ds)?,
     };
     let grid = m.latent.grid as usize;
-    let mut tr = Trainer::new(cfg.clone(), model_cfg.clone(), grid, &opts.device)?;
+    let mut tr = Trainer::new(cfg.clone(), model_cfg.clone(), grid, opts.device)?;
     if let Some((ck, st)) = &resumed {
         tr.restore(ck, st)?;
     }
@@ -314,7 +354,7 @@ pub fn train(manifest_path: &Path, cfg: TrainConfig, opts: &TrainOptions) -> Res
         if (t.sample_every > 0 && done % t.sample_every == 0) || (at_end && done == t.steps) {
             if let Some(ck) = &last_ck {
                 if ck.ends_with(format!("step-{done:08}")) {
-                    grid_for(manifest_path, &m, ck, &cfg, &out.join("samples"), done, &opts.device)?;
+                    grid_for(manifest_path, &m, ck, &cfg, &out.join("samples"), done, opts.device)?;
                 }
             }
         }
@@ -380,7 +420,7 @@ pub fn grid_for(
     cfg: &TrainConfig,
     dir: &Path,
     step: u64,
-    device: &Device,
+    device: Device,
 ) -> Result<()> {
     use crate::sample::{generate, held_out, Decoder, Prompter, Student};
     let prompts: Vec<(String, String, String)> =
@@ -432,7 +472,7 @@ mod tests {
         cfg.train.blr = 0.64; // lr 0.01 at batch 4
         cfg.train.text_drop_prob = 0.0;
         let model = cfg.model_config().unwrap().for_data(12, 4, TextSource::Vocab { vocab: 10 }, 0, 3);
-        let mut tr = Trainer::new(cfg, model, 4, &Device::Cpu).unwrap();
+        let mut tr = Trainer::new(cfg, model, 4, Device::Cpu).unwrap();
         let tokens: Vec<f32> = (0..4 * 16 * 12).map(|i| if (i / 192 + i % 12) % 2 == 0 { 0.8 } else { -0.8 }).collect();
         let batch = Batch { step: 0, size: 4, tokens, ids: vec![2, 3, 0, 4, 5, 0, 2, 5, 0, 3, 4, 0], feats: vec![] };
         let losses: Vec<f64> = (0..50).map(|s| tr.step(&batch, s).unwrap().loss).collect();
@@ -448,41 +488,36 @@ mod tests {
         cfg.train.min_snr_gamma = min_snr;
         cfg.train.text_drop_prob = 0.0;
         let model = cfg.model_config().unwrap().for_data(12, 4, TextSource::Vocab { vocab: 10 }, 0, 3);
-        let tr = Trainer::new(cfg, model, 4, &Device::Cpu).unwrap();
+        let tr = Trainer::new(cfg, model, 4, Device::Cpu).unwrap();
         let tokens: Vec<f32> = (0..4 * 16 * 12).map(|i| ((i * 37 % 101) as f32 / 50.0) - 1.0).collect();
         let batch = Batch { step: 0, size: 4, tokens, ids: vec![2, 3, 0, 4, 5, 0, 2, 5, 0, 3, 4, 0], feats: vec![] };
         (tr, batch)
     }
 
     #[test]
-    fn reduced_precision_autocast_matches_f32_and_grads_land_on_f32_masters() {
+    fn bf16_autocast_matches_f32_and_grads_land_on_f32_masters() {
         // Seeded (train.seed = 0): the same weights, batch, mask, timesteps and noise in f32
-        // and under autocast. candle's CPU matmul has no bf16, so the CPU test runs the same
-        // code path in f16 (CUDA runs it in bf16: `precision = "auto"`).
-        use candle_core::DType;
+        // and in bf16 (oneDNN's bf16 matmuls on CPU; `precision = "auto"` picks bf16 on CUDA).
         let (tr, batch) = micro_trainer(super::super::config::Precision::F32, 0.0);
-        let run = |dtype: DType| {
+        let head = "diffloss.net.final_layer.linear.weight";
+        let run = |dtype: Kind| {
             let ctx = Ctx::train(5).with_dtype(dtype);
             let (rows, _, _) = tr.losses(&batch, 1, &ctx).unwrap();
-            assert_eq!(rows.dtype(), DType::F32, "the loss math runs in f32");
-            let loss = rows.mean_all().unwrap();
-            let grads = loss.backward().unwrap();
-            let g = grads
-                .get(tr.store.vars["diffloss.net.final_layer.linear.weight"].as_tensor())
-                .expect("a gradient for the head")
-                .clone();
-            (loss.to_scalar::<f32>().unwrap(), g)
+            assert_eq!(rows.kind(), Kind::Float, "the loss math runs in f32");
+            let loss = rows.mean(Kind::Float);
+            tr.store.zero_grad();
+            loss.backward();
+            let g = tr.store.vars[head].grad().copy();
+            (scalar(&loss), g)
         };
-        let (la, ga) = run(DType::F32);
-        let (lb, gb) = run(DType::F16);
-        assert!(la.is_finite() && (la - lb).abs() < 0.01 * la, "f32 {la} vs f16 {lb}");
-        assert_eq!(gb.dtype(), DType::F32, "gradients reach the f32 master weights");
-        let rel = ((&ga - &gb).unwrap().sqr().unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap()
-            / ga.sqr().unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap())
-        .sqrt();
-        assert!(rel < 0.05, "relative gradient error {rel}");
-        assert_eq!(super::super::config::Precision::Auto.dtype(&Device::Cpu), DType::F32);
-        assert_eq!(super::super::config::Precision::Bf16.dtype(&Device::Cpu), DType::BF16);
+        let (la, ga) = run(Kind::Float);
+        let (lb, gb) = run(Kind::BFloat16);
+        assert!(la.is_finite() && (la - lb).abs() < 0.02 * la, "f32 {la} vs bf16 {lb}");
+        assert_eq!(gb.kind(), Kind::Float, "gradients reach the f32 master weights");
+        let rel = (scalar(&(&ga - &gb).square().sum(Kind::Float)) / scalar(&ga.square().sum(Kind::Float))).sqrt();
+        assert!(rel < 0.1, "relative gradient error {rel}");
+        assert_eq!(super::super::config::Precision::Auto.dtype(Device::Cpu), Kind::Float);
+        assert_eq!(super::super::config::Precision::Bf16.dtype(Device::Cpu), Kind::BFloat16);
     }
 
     #[test]
@@ -509,7 +544,7 @@ mod tests {
         let ctx = Ctx::eval();
         let (la, ma, _) = a.losses(&batch, 3, &ctx).unwrap();
         let (lb, mb, _) = b.losses(&batch, 3, &ctx).unwrap();
-        let sum = |t: &Tensor| t.sum_all().unwrap().to_scalar::<f32>().unwrap();
+        let sum = |t: &Tensor| scalar(&t.sum(Kind::Float));
         assert_eq!(sum(&ma), sum(&mb));
         assert!(sum(&lb) < sum(&la), "{} vs {}", sum(&lb), sum(&la));
     }

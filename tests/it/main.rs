@@ -10,6 +10,7 @@ mod expand;
 mod generate;
 mod http;
 mod onnx;
+mod parity;
 mod report;
 mod schemas;
 mod study;
