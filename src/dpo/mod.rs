@@ -246,10 +246,9 @@ pub fn run(
             ));
         }
         let dv = to_host(&diff);
-        policy.store.zero_grad();
-        loss.backward();
+        let grads = policy.store.grads(&loss);
         let lr = lr_at(step, cfg.lr, cfg.lr, cfg.warmup_steps, cfg.steps, LrSchedule::Constant);
-        let grad_norm = scalar(&opt.step(&policy.store, lr, cfg.grad_clip));
+        let grad_norm = scalar(&opt.step(&policy.store, &grads, lr, cfg.grad_clip));
         ema.update(&policy.store);
         let acc = dv.iter().filter(|x| **x < 0.0).count() as f64 / dv.len() as f64;
         let margin = dv.iter().map(|x| *x as f64).sum::<f64>() / dv.len() as f64;

@@ -37,6 +37,32 @@ pub struct DiffLoss {
     pub train_diffusion: Diffusion,
 }
 
+/// Per-row timestep data for [`DiffLoss::terms_at`], on the device.
+pub struct Timesteps {
+    /// (N, 8): sqrt(ᾱ), sqrt(1 − ᾱ), clipped posterior log-variance, log β, sqrt(1/ᾱ),
+    /// sqrt(1/ᾱ − 1), posterior mean coefficients 1 and 2.
+    cols: Tensor,
+    /// (U, 256) embeddings of the distinct timesteps, and each row's index into them.
+    temb: Tensor,
+    pos: Option<Tensor>,
+    /// (N) rows at t = 0 (their VB term is the decoder NLL), when there are any.
+    zero: Option<Tensor>,
+}
+
+/// GLIDE embeddings of the distinct values of `t` (U, 256) and each row's index into them
+/// (None when `t` is exactly its sorted distinct values).
+fn embed_timesteps(t: &[f32], dev: Device) -> (Tensor, Option<Tensor>) {
+    let mut uniq: Vec<f32> = t.to_vec();
+    uniq.sort_by(f32::total_cmp);
+    uniq.dedup();
+    let temb = tensor_f32(&timestep_embedding(&uniq, FREQ_DIM), &[uniq.len(), FREQ_DIM], dev);
+    if uniq.as_slice() == t {
+        return (temb, None);
+    }
+    let pos: Vec<i64> = t.iter().map(|v| uniq.partition_point(|q| q < v) as i64).collect();
+    (temb, Some(index(&pos, dev)))
+}
+
 /// Per-row training terms.
 pub struct Terms {
     /// mse + vb, (N).
@@ -50,6 +76,7 @@ fn modulate(x: &Tensor, shift: &Tensor, scale: &Tensor) -> Tensor {
 }
 
 /// A (N, 1) f32 column of per-row coefficients on `dev`.
+#[cfg(test)]
 fn column(v: impl Iterator<Item = f64>, dev: Device) -> Tensor {
     let v: Vec<f32> = v.map(|x| x as f32).collect();
     let n = v.len();
@@ -104,29 +131,28 @@ impl DiffLoss {
     /// repeated k times, as `diffusion_batch_mul` does) → (N, 2C) = [eps (or v), variance
     /// interpolation].
     ///
-    /// Exact reformulations for speed: the timestep MLP runs once per distinct timestep and the
-    /// condition projection once per distinct z row, then both are gathered to the N rows.
-    ///
     /// It runs in z's dtype (bf16 under autocast) and returns f32 for the loss and sampler math.
     pub fn net(&self, x: &Tensor, t: &[f32], z: &Tensor) -> Tensor {
-        let n = t.len();
-        let dev = x.device();
+        let (temb, pos) = embed_timesteps(t, x.device());
+        self.net_at(x, &temb, pos.as_ref(), z)
+    }
+
+    /// [`Self::net`] with the timesteps prepared: `temb` (U, 256) the embeddings of the distinct
+    /// timesteps and `pos` (N) each row's index into them (None when the rows are exactly the
+    /// distinct ones). Exact reformulations for speed: the timestep MLP runs once per distinct
+    /// timestep and the condition projection once per distinct z row, then both are gathered to
+    /// the N rows.
+    fn net_at(&self, x: &Tensor, temb: &Tensor, pos: Option<&Tensor>, z: &Tensor) -> Tensor {
+        let n = x.size()[0];
         let x = &like(x, z.kind());
-        let mut uniq: Vec<f32> = t.to_vec();
-        uniq.sort_by(f32::total_cmp);
-        uniq.dedup();
-        let u = uniq.len();
-        let temb = like(&tensor_f32(&timestep_embedding(&uniq, FREQ_DIM), &[u, FREQ_DIM], dev), z.kind()); // (U, 256)
-        let temb = self.time2.forward(&self.time0.forward(&temb).silu()); // (U, w)
-        let t_emb = if u == n && uniq.as_slice() == t {
-            temb
-        } else {
-            let pos: Vec<i64> = t.iter().map(|v| uniq.partition_point(|q| q < v) as i64).collect();
-            temb.index_select(0, &index(&pos, dev)) // (N, w)
+        let temb = self.time2.forward(&self.time0.forward(&like(temb, z.kind())).silu()); // (U, w)
+        let t_emb = match pos {
+            Some(p) => temb.index_select(0, p), // (N, w)
+            None => temb,
         };
-        let m = z.size()[0] as usize;
+        let m = z.size()[0];
         let c = self.cond_embed.forward(z); // (M, w)
-        let c = if m == n { c } else { c.repeat([(n / m) as i64, 1]) }; // (N, w)
+        let c = if m == n { c } else { c.repeat([n / m, 1]) }; // (N, w)
         let y = (t_emb + c).silu(); // (N, w), SiLU'd once for every adaLN
         let mut h = self.input_proj.forward(x); // (N, w)
         for b in &self.res_blocks {
@@ -139,17 +165,44 @@ impl DiffLoss {
         like(&self.final_linear.forward(&modulate(&self.final_norm.forward(&h), &m[0], &m[1])), Kind::Float)
     }
 
+    /// The per-row timestep data of `terms` for timesteps `t`, on `dev`: one upload of the
+    /// schedule's coefficients and one of the distinct timesteps' embeddings, so that a training
+    /// step copies everything before its first kernel.
+    pub fn timesteps(&self, t: &[usize], dev: Device) -> Timesteps {
+        let d = &self.train_diffusion;
+        let tables: [&[f64]; 8] = [
+            &d.sqrt_alphas_cumprod,
+            &d.sqrt_one_minus_alphas_cumprod,
+            &d.posterior_log_variance_clipped,
+            &d.log_betas,
+            &d.sqrt_recip_alphas_cumprod,
+            &d.sqrt_recipm1_alphas_cumprod,
+            &d.posterior_mean_coef1,
+            &d.posterior_mean_coef2,
+        ];
+        let cols: Vec<f32> = t.iter().flat_map(|&i| tables.iter().map(move |tab| tab[i] as f32)).collect();
+        let tf: Vec<f32> = t.iter().map(|&i| i as f32).collect();
+        let (temb, pos) = embed_timesteps(&tf, dev);
+        let zero = t.contains(&0).then(|| {
+            let is0: Vec<bool> = t.iter().map(|&i| i == 0).collect();
+            Tensor::from_slice(&is0).to_device(dev)
+        });
+        Timesteps { cols: tensor_f32(&cols, &[t.len(), tables.len()], dev), temb, pos, zero }
+    }
+
     /// `training_losses` for target x0 (N, C), condition z (M, Dz) (N = M·k, see [`Self::net`]),
     /// timesteps t (N) and noise (N, C): per-row mse + vb (in bits, mean over channels).
     pub fn terms(&self, x0: &Tensor, z: &Tensor, t: &[usize], noise: &Tensor) -> Terms {
-        let d = &self.train_diffusion;
+        self.terms_at(x0, z, &self.timesteps(t, x0.device()), noise)
+    }
+
+    /// [`Self::terms`] with the timesteps prepared by [`Self::timesteps`].
+    pub fn terms_at(&self, x0: &Tensor, z: &Tensor, ts: &Timesteps, noise: &Tensor) -> Terms {
         let c = self.token_dim as i64;
-        let dev = x0.device();
-        let col = |tab: &[f64]| column(t.iter().map(|&i| tab[i]), dev);
-        let (sa, sb) = (col(&d.sqrt_alphas_cumprod), col(&d.sqrt_one_minus_alphas_cumprod)); // (N, 1)
+        let col = |k: i64| ts.cols.narrow(1, k, 1); // (N, 1)
+        let (sa, sb) = (col(0), col(1));
         let x_t = x0 * &sa + noise * &sb; // (N, C)
-        let tf: Vec<f32> = t.iter().map(|&i| i as f32).collect();
-        let out = self.net(&x_t, &tf, z); // (N, 2C)
+        let out = self.net_at(&x_t, &ts.temb, ts.pos.as_ref(), z); // (N, 2C)
         let pred = out.narrow(1, 0, c);
         let v = out.narrow(1, c, c);
         let target = match self.prediction {
@@ -160,24 +213,20 @@ impl DiffLoss {
 
         // The variational bound trains only the variance: the mean comes from a detached eps.
         let eps_d = self.eps(&pred.detach(), &x_t, &sa, &sb);
-        let min_log = col(&d.posterior_log_variance_clipped); // (N, 1)
-        let max_log = column(t.iter().map(|&i| d.betas[i].ln()), dev);
+        let (min_log, max_log) = (col(2), col(3)); // (N, 1)
         let frac = (v + 1.0) * 0.5;
-        let model_logvar = &frac * &max_log + (1.0 - &frac) * &min_log;
-        let x0_hat = &x_t * col(&d.sqrt_recip_alphas_cumprod) - eps_d * col(&d.sqrt_recipm1_alphas_cumprod);
-        let (c1, c2) = (col(&d.posterior_mean_coef1), col(&d.posterior_mean_coef2));
+        let model_logvar = &frac * &max_log + (-&frac + 1.0) * &min_log;
+        let x0_hat = &x_t * col(4) - eps_d * col(5);
+        let (c1, c2) = (col(6), col(7));
         let model_mean = x0_hat * &c1 + &x_t * &c2;
         let true_mean = x0 * &c1 + &x_t * &c2;
         // normal_kl(true_mean, true_logvar, model_mean, model_logvar), mean over channels, in bits.
         let dlog = &model_logvar - &min_log; // logvar2 − logvar1
         let kl = (-&dlog).exp() + &dlog + (true_mean - &model_mean).square() * (-&model_logvar).exp() - 1.0;
         let kl = kl.mean_dim(1, false, Kind::Float) * (0.5 / std::f64::consts::LN_2); // (N)
-        let vb = if t.contains(&0) {
-            let nll = self.decoder_nll(x0, &model_mean, &model_logvar);
-            let is0: Vec<bool> = t.iter().map(|&i| i == 0).collect();
-            nll.where_self(&Tensor::from_slice(&is0).to_device(dev), &kl)
-        } else {
-            kl
+        let vb = match &ts.zero {
+            Some(is0) => self.decoder_nll(x0, &model_mean, &model_logvar).where_self(is0, &kl),
+            None => kl,
         };
         let loss = &mse + vb;
         Terms { loss, mse }
@@ -325,9 +374,8 @@ mod tests {
                 &t,
                 &tensor_f32(&noise, &[n, 4], dev),
             );
-            store.zero_grad();
-            terms.loss.mean(Kind::Float).backward();
-            let _ = opt.step(&store, 3e-3, 3.0);
+            let g = store.grads(&terms.loss.mean(Kind::Float));
+            let _ = opt.step(&store, &g, 3e-3, 3.0);
         }
         let z = tensor_f32(&[1.0f32, 0.0, 1.0, 0.0, 0.0, 1.0, 0.0, 1.0], &[4, 2], dev);
         let x = to_host(&tch::no_grad(|| head.sample(&z, 1.0, 1.0, Some(1.0), &Diffusion::respaced(50), &mut rng)));

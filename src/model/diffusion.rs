@@ -7,6 +7,8 @@
 #[derive(Debug, Clone)]
 pub struct Diffusion {
     pub betas: Vec<f64>,
+    /// ln β (the learned-range variance's upper end).
+    pub log_betas: Vec<f64>,
     pub alphas_cumprod: Vec<f64>,
     pub sqrt_alphas_cumprod: Vec<f64>,
     pub sqrt_one_minus_alphas_cumprod: Vec<f64>,
@@ -68,6 +70,7 @@ impl Diffusion {
             posterior_mean_coef1: (0..n).map(|i| betas[i] * prev[i].sqrt() / (1.0 - ac[i])).collect(),
             posterior_mean_coef2: (0..n).map(|i| (1.0 - prev[i]) * (1.0 - betas[i]).sqrt() / (1.0 - ac[i])).collect(),
             alphas_cumprod: ac,
+            log_betas: betas.iter().map(|b| b.ln()).collect(),
             betas,
             timestep_map,
         }

@@ -152,14 +152,22 @@ impl Mar {
 
     /// Replaces the aligned text of samples whose `keep` is false by the null caption.
     pub fn drop_text(&self, text: &Tensor, keep: &[bool]) -> Tensor {
-        if keep.iter().all(|k| *k) {
-            return text.shallow_clone();
-        }
+        self.drop_text_with(text, &self.keep_mask(keep, text.device()))
+    }
+
+    /// `keep` as a (B, 1, 1) device mask.
+    pub fn keep_mask(&self, keep: &[bool], dev: Device) -> Tensor {
+        Tensor::from_slice(keep).view([keep.len() as i64, 1, 1]).to_device(dev)
+    }
+
+    /// [`Self::drop_text`] with the mask already on the device. The null caption is in the
+    /// graph even when every caption is kept, as in the reference (`drop·fake + (1 − drop)·text`):
+    /// its gradient is then zero rather than absent, so AdamW keeps decaying its moments and
+    /// moving it every step exactly as PyTorch's does.
+    pub fn drop_text_with(&self, text: &Tensor, keep: &Tensor) -> Tensor {
         let (b, t, _) = text.size3().expect("(B, T, D)");
-        let k: Vec<bool> = keep.to_vec();
-        let k = Tensor::from_slice(&k).view([b, 1, 1]).to_device(text.device()); // (B, 1, 1)
         let null = like(&self.null_text(b as usize, t as usize), text.kind());
-        text.where_self(&k, &null)
+        text.where_self(keep, &null)
     }
 
     /// tokens (B, L, C), mask, aligned text (B, T, D) → z (B, L, D) for the DiffLoss head, in
@@ -168,15 +176,32 @@ impl Mar {
         let (b, l, _) = tokens.size3().expect("(B, L, C)");
         let d = self.cfg.width as i64;
         let dev = tokens.device();
+        // Host → device copies first, before any kernel of this pass is queued: a copy from
+        // host memory waits for the device's queue to drain.
+        let vis = mask.rows(false);
+        let lv = vis.len() as i64 / b;
+        let vis_idx = index(&vis, dev);
+        let mut next = 0i64;
+        let src: Vec<i64> = mask
+            .masked
+            .iter()
+            .map(|&m| {
+                if m {
+                    b * lv
+                } else {
+                    next += 1;
+                    next - 1
+                }
+            })
+            .collect();
+        let src_idx = index(&src, dev);
         let (tokens, text) = (&ctx.cast(tokens), &ctx.cast(text));
         let pos = |table: &Tensor| ctx.cast(&self.pos(table, grid));
         // Encoder over the visible tokens only (possibly none).
-        let vis = mask.rows(false);
-        let lv = vis.len() as i64 / b;
         let x = (lv > 0).then(|| {
             let x = self.z_proj.forward(tokens) + pos(&self.encoder_pos); // (B, L, D)
             let x = self.z_proj_ln.forward(&x);
-            let mut x = x.view([b * l, d]).index_select(0, &index(&vis, dev)).view([b, lv, d]); // (B, Lv, D)
+            let mut x = x.view([b * l, d]).index_select(0, &vis_idx).view([b, lv, d]); // (B, Lv, D)
             for blk in &self.encoder_blocks {
                 x = blk.forward(&x, ctx);
             }
@@ -188,20 +213,7 @@ impl Mar {
             Some(x) => {
                 let x = self.decoder_embed.forward(&x).view([b * lv, d]); // (B·Lv, D)
                 let pool = Tensor::cat(&[&x, &mask_row], 0); // (B·Lv + 1, D)
-                let mut next = 0i64;
-                let src: Vec<i64> = mask
-                    .masked
-                    .iter()
-                    .map(|&m| {
-                        if m {
-                            b * lv
-                        } else {
-                            next += 1;
-                            next - 1
-                        }
-                    })
-                    .collect();
-                pool.index_select(0, &index(&src, dev)).view([b, l, d]) // (B, L, D)
+                pool.index_select(0, &src_idx).view([b, l, d]) // (B, L, D)
             }
             None => mask_row.view([1, 1, d]).expand([b, l, d], false),
         };

@@ -61,14 +61,21 @@ impl ParamStore {
         Ok(())
     }
 
-    /// Clears every gradient (before a backward pass).
-    pub fn zero_grad(&self) {
-        for v in self.vars.values() {
-            let mut g = v.grad();
-            if g.defined() {
-                let _ = g.detach_().zero_();
-            }
-        }
+    /// d loss / d parameter for every parameter, by name: fresh tensors from autograd
+    /// (`torch.autograd.grad`), never accumulated into `.grad`. So a step's gradients are the
+    /// same whether or not a step ran before it in this process, which keeps `--resume`
+    /// bit-exact (accumulating into a zeroed `.grad` keeps an earlier step's memory layout, and
+    /// reductions over it round differently). A parameter the loss does not reach (the encoder
+    /// when every token is masked) gets a zero gradient: the reference runs it on zero tokens
+    /// and AdamW still decays and moves it.
+    pub fn grads(&self, loss: &Tensor) -> BTreeMap<String, Tensor> {
+        let vars: Vec<&Tensor> = self.vars.values().collect();
+        let grads = Tensor::run_backward(&[loss], &vars, false, false);
+        self.vars
+            .iter()
+            .zip(grads)
+            .map(|((k, v), g)| (k.clone(), if g.defined() { g } else { v.zeros_like() }))
+            .collect()
     }
 }
 

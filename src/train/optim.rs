@@ -32,18 +32,15 @@ impl AdamW {
         AdamW { beta1, beta2, eps: 1e-8, weight_decay, t: 0, m: BTreeMap::new(), v: BTreeMap::new() }
     }
 
-    /// Clips the gradients to a global norm of `clip` (when > 0) and applies one update;
-    /// returns the norm before clipping as a device scalar (read it only when logging).
-    /// Parameters without a gradient are left untouched.
-    pub fn step(&mut self, store: &ParamStore, lr: f64, clip: f64) -> Tensor {
+    /// Clips `grads` (by parameter name, from [`ParamStore::grads`]) to a global norm of
+    /// `clip` (when > 0) and applies one update; returns the norm before clipping as a device
+    /// scalar (read it only when logging). Parameters without a gradient are left untouched.
+    pub fn step(&mut self, store: &ParamStore, grads: &BTreeMap<String, Tensor>, lr: f64, clip: f64) -> Tensor {
         let _guard = tch::no_grad_guard();
         let with_grad: Vec<(&String, &Tensor, Tensor)> = store
             .vars
             .iter()
-            .filter_map(|(k, v)| {
-                let g = v.grad();
-                g.defined().then_some((k, v, g))
-            })
+            .filter_map(|(k, v)| grads.get(k).map(|g| (k, v, g.shallow_clone())))
             .collect();
         let norms: Vec<Tensor> = with_grad.iter().map(|(_, _, g)| g.norm()).collect();
         let norm = if norms.is_empty() {
@@ -120,9 +117,9 @@ mod tests {
         // p = 1, g = 2·p (loss p²), lr 0.1, wd 0.5, betas (0.9, 0.95):
         // p ← p·(1 − 0.1·0.5) = 0.95; m = 0.2, v = 0.2; m̂ = 2, v̂ = 4 → p ← 0.95 − 0.1·2/(2 + 1e-8).
         let store = store_with("w", &[1.0], &[1, 1]); // 2-D: decayed
-        store.vars["w"].square().sum(Kind::Float).backward();
+        let g = store.grads(&store.vars["w"].square().sum(Kind::Float));
         let mut opt = AdamW::new(0.9, 0.95, 0.5);
-        let norm = scalar(&opt.step(&store, 0.1, 0.0));
+        let norm = scalar(&opt.step(&store, &g, 0.1, 0.0));
         assert!((norm - 2.0).abs() < 1e-6);
         let p = to_host(&store.vars["w"]);
         assert!((p[0] - (0.95 - 0.1)).abs() < 1e-6, "{p:?}");
@@ -135,9 +132,9 @@ mod tests {
         let store = store_with("a", &[0.0], &[1]);
         // loss = 30·a → g = 30; clip 3 → g 3; Adam's first step moves by lr regardless,
         // so check the moments instead: m = 0.1·3.
-        (&store.vars["a"] * 30.0).sum(Kind::Float).backward();
+        let g = store.grads(&(&store.vars["a"] * 30.0).sum(Kind::Float));
         let mut opt = AdamW::new(0.9, 0.95, 0.0);
-        let norm = scalar(&opt.step(&store, 0.01, 3.0));
+        let norm = scalar(&opt.step(&store, &g, 0.01, 3.0));
         assert!((norm - 30.0).abs() < 1e-4);
         let m = to_host(&opt.m["a"]);
         assert!((m[0] - 0.3).abs() < 1e-5, "{m:?}");

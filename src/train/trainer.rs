@@ -120,23 +120,27 @@ impl Trainer {
         let m = &self.model;
         let (l, c) = (self.grid * self.grid, m.cfg.token_dim);
         let mask = Mask::from_orders(&d.orders, l, d.masked);
-        let tokens = tensor_f32(&b.tokens, &[b.size, l, c], self.device); // (B, L, C)
-        let text = m.text.forward(&self.text_input(b), ctx).map_err(|e| Error::invalid("train", e))?;
-        let text = m.drop_text(&text, &d.keep); // (B, T, D)
-        let z = m.forward_z(&tokens, &mask, &text, self.grid, ctx); // (B, L, D)
-        // Only masked tokens count; each is repeated diffusion_batch_mul times.
         let rows = mask.rows(true);
-        let idx = index(&rows, self.device);
-        let dz = z.size()[2];
-        let z = z.view([(b.size * l) as i64, dz]).index_select(0, &idx); // (K, D), repeated inside the head
-        let target = tokens.view([(b.size * l) as i64, c as i64]).index_select(0, &idx);
-        let target = target.repeat([t.diffusion_batch_mul as i64, 1]); // (N, C)
         let n = rows.len() * t.diffusion_batch_mul;
         if d.t.len() != n || d.noise.len() != n * c {
             return Err(Error::invalid("train", format!("draws for {} rows, the batch has {n}", d.t.len())));
         }
-        let noise = tensor_f32(&d.noise, &[n, c], self.device);
-        let terms = m.diffloss.terms(&target, &z, &d.t, &noise);
+        // Every host → device copy before the first kernel (see `Mar::forward_z`).
+        let tokens = tensor_f32(&b.tokens, &[b.size, l, c], self.device); // (B, L, C)
+        let input = self.text_input(b);
+        let idx = index(&rows, self.device);
+        let noise = tensor_f32(&d.noise, &[n, c], self.device); // (N, C)
+        let ts = m.diffloss.timesteps(&d.t, self.device);
+        let keep = m.keep_mask(&d.keep, self.device);
+        let text = m.text.forward(&input, ctx).map_err(|e| Error::invalid("train", e))?;
+        let text = m.drop_text_with(&text, &keep); // (B, T, D)
+        let z = m.forward_z(&tokens, &mask, &text, self.grid, ctx); // (B, L, D)
+        // Only masked tokens count; each is repeated diffusion_batch_mul times.
+        let dz = z.size()[2];
+        let z = z.view([(b.size * l) as i64, dz]).index_select(0, &idx); // (K, D), repeated inside the head
+        let target = tokens.view([(b.size * l) as i64, c as i64]).index_select(0, &idx);
+        let target = target.repeat([t.diffusion_batch_mul as i64, 1]); // (N, C)
+        let terms = m.diffloss.terms_at(&target, &z, &ts, &noise);
         let loss = if t.min_snr_gamma > 0.0 || t.high_noise_weight > 0.0 {
             // loss = w·mse + vb; the variance term is unchanged.
             let ab = &m.diffloss.train_diffusion.alphas_cumprod;
@@ -168,10 +172,9 @@ impl Trainer {
         let ctx = Ctx::train(seed).with_dtype(t.precision.dtype(self.device));
         let (rows, _) = self.losses_with(b, d, &ctx)?;
         let loss = rows.mean(Kind::Float);
-        self.store.zero_grad();
-        loss.backward();
+        let grads = self.store.grads(&loss);
         let lr = lr_at(step, self.cfg.lr(), t.min_lr, t.warmup_steps, t.steps, t.lr_schedule);
-        let grad_norm = self.opt.step(&self.store, lr, t.grad_clip);
+        let grad_norm = self.opt.step(&self.store, &grads, lr, t.grad_clip);
         self.ema.update(&self.store);
         let value = scalar(&loss);
         if !value.is_finite() {
@@ -505,9 +508,7 @@ mod tests {
             let (rows, _, _) = tr.losses(&batch, 1, &ctx).unwrap();
             assert_eq!(rows.kind(), Kind::Float, "the loss math runs in f32");
             let loss = rows.mean(Kind::Float);
-            tr.store.zero_grad();
-            loss.backward();
-            let g = tr.store.vars[head].grad().copy();
+            let g = tr.store.grads(&loss).remove(head).expect("a gradient for the head");
             (scalar(&loss), g)
         };
         let (la, ga) = run(Kind::Float);
