@@ -354,7 +354,11 @@ manifest: {}",
                     format!("no ({})", cuda.err().unwrap_or_else(|| "no driver or no GPU".into()))
                 },
                 if tch::Cuda::is_available() { ", bf16 autocast" } else { "" },
-                if std::arch::is_x86_feature_detected!("avx512bf16") { "native (AVX-512 BF16)" } else { "emulated" }
+                if std::arch::is_x86_feature_detected!("avx512bf16") {
+                    "native (AVX-512 BF16)"
+                } else {
+                    "without native support (no AVX-512 BF16)"
+                }
             );
             match lightgen::onnx::runtime::get(None) {
                 Ok(rt) => println!(

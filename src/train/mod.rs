@@ -31,7 +31,7 @@ pub fn load_cuda_backend() -> Result<(), String> {
                         std::mem::forget(lib); // stays loaded for the process
                         return Ok(());
                     }
-                    Err(e) => why.push(e.to_string()),
+                    Err(e) => why.push(std::error::Error::source(&e).map_or_else(|| e.to_string(), |s| s.to_string())),
                 }
             }
             Err(why.join("; "))
