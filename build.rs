@@ -24,7 +24,9 @@ fn main() {
     let torch = torch.canonicalize().unwrap_or(torch);
     let version = std::fs::read_to_string(torch.join("version.py"))
         .ok()
-        .and_then(|t| t.lines().find_map(|l| l.strip_prefix("__version__ = ").map(|v| v.trim_matches('\'').to_string())))
+        .and_then(|t| {
+            t.lines().find_map(|l| l.strip_prefix("__version__ = ").map(|v| v.trim_matches('\'').to_string()))
+        })
         .unwrap_or_else(|| "unknown".into());
     println!("cargo:rustc-env=LIGHTGEN_LIBTORCH_VERSION={version}");
     println!("cargo:rustc-env=LIGHTGEN_LIBTORCH_PATH={}", torch.display());

@@ -4,11 +4,11 @@
 //! Run: `cargo bench --profile dev --bench train`.
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use lightgen::model::sampler::{sample_tokens, Canvas};
-use lightgen::model::text::TextInput;
-use lightgen::model::TextSource;
-use lightgen::train::data::Batch;
-use lightgen::train::{TrainConfig, Trainer};
+use lightgen::student::model::sampler::{sample_tokens, Canvas};
+use lightgen::student::model::text::TextInput;
+use lightgen::student::model::TextSource;
+use lightgen::student::train::data::Batch;
+use lightgen::student::train::{TrainConfig, Trainer};
 use rand::SeedableRng;
 use tch::Device;
 

@@ -12,23 +12,16 @@
 //! Reports ([`report`]) read a run folder and write JSON and PNG next to it.
 
 pub mod config;
-pub mod dpo;
 pub mod error;
-pub mod eval;
-pub mod inpaint;
-pub mod model;
 pub mod onnx;
 pub mod pipeline;
-pub mod probe;
 pub mod progress;
 pub mod report;
-pub mod sample;
 pub mod schema;
 pub mod serve;
 pub mod store;
-pub mod study;
+pub mod student;
 pub mod taxonomy;
-pub mod train;
 pub mod world;
 
 /// The tool's version, recorded in every artifact.

@@ -1,7 +1,7 @@
 //! Thin: parse the command line, resolve config, dispatch, map errors to exit codes.
 
 mod cli;
-mod student;
+mod commands;
 
 use std::io::IsTerminal;
 use std::path::Path;
@@ -297,20 +297,20 @@ manifest: {}",
             };
             lightgen::serve::run(gen, &opts)?;
         }
-        Command::Train(a) => student::train_cmd(a, progress)?,
-        Command::Sample(a) => student::sample_cmd(a, progress)?,
-        Command::Eval(a) => student::eval_cmd(a, progress)?,
+        Command::Train(a) => commands::train::train_cmd(a, progress)?,
+        Command::Sample(a) => commands::sample::sample_cmd(a, progress)?,
+        Command::Eval(a) => commands::sample::eval_cmd(a, progress)?,
         Command::Probe(a) => {
-            let r = lightgen::probe::run(&a.checkpoint, &a.manifest, a.samples, a.seed, &a.device)?;
+            let r = lightgen::student::probe::run(&a.checkpoint, &a.manifest, a.samples, a.seed, &a.device)?;
             if a.json {
                 println!("{}", serde_json::to_string_pretty(&r)?);
             } else {
                 print!("{}", r.markdown());
             }
         }
-        Command::Inpaint(a) => student::inpaint_cmd(a, progress)?,
-        Command::Dpo(a) => student::dpo_cmd(a, progress)?,
-        Command::Study(cli::StudyCommand::DiversityVsVolume(a)) => student::study_cmd(a, progress)?,
+        Command::Inpaint(a) => commands::sample::inpaint_cmd(a, progress)?,
+        Command::Dpo(a) => commands::dpo::dpo_cmd(a, progress)?,
+        Command::Study(cli::StudyCommand::DiversityVsVolume(a)) => commands::study::study_cmd(a, progress)?,
         Command::Demo { n, steps } => {
             let t0 = std::time::Instant::now();
             let config = Path::new("configs/shapes-demo.toml").to_path_buf();
@@ -327,10 +327,10 @@ manifest: {}",
             let plan = Plan::load(&stage.config, &Overrides { count: None, output_dir: None })?;
             let run_dir = plan.run_dir.clone();
             run(Command::Distill(DistillArgs { stage, store: None, worker: None, workers: None }), progress)?;
-            student::demo_rest(&run_dir, n, steps, progress, t0)?;
+            commands::train::demo_rest(&run_dir, n, steps, progress, t0)?;
         }
         Command::TrainCheck { preset, steps, batch, grid, device, precision } => {
-            student::train_check(&preset, steps, batch, grid, &device, &precision)?
+            commands::train::train_check(&preset, steps, batch, grid, &device, &precision)?
         }
         Command::Doctor => {
             let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
@@ -342,7 +342,7 @@ manifest: {}",
             let builtins: Vec<String> =
                 lightgen::taxonomy::BUILTIN.iter().map(|(n, _)| format!("builtin:{n}")).collect();
             println!("taxonomies {}", builtins.join(", "));
-            let cuda = lightgen::train::load_cuda_backend();
+            let cuda = lightgen::student::train::load_cuda_backend();
             println!(
                 "libtorch  {} from {}; {} threads; CUDA {}{}; CPU bf16 matmuls {}",
                 env!("LIGHTGEN_LIBTORCH_VERSION"),

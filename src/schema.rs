@@ -10,6 +10,6 @@ pub fn all() -> Vec<(&'static str, String)> {
         ("run-config.schema.json", pretty(schemars::schema_for!(RunConfig))),
         ("taxonomy.schema.json", pretty(schemars::schema_for!(TaxonomyFile))),
         ("manifest.schema.json", pretty(schemars::schema_for!(crate::pipeline::manifest::Manifest))),
-        ("train-config.schema.json", pretty(schemars::schema_for!(crate::train::TrainConfig))),
+        ("train-config.schema.json", pretty(schemars::schema_for!(crate::student::train::TrainConfig))),
     ]
 }

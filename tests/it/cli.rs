@@ -139,10 +139,10 @@ fn every_shipped_config_resolves() {
         let rel = format!("configs/{name}");
         if name.starts_with("train-") {
             // Training configs: parsed and checked like `lightgen train` does.
-            let cfg = lightgen::train::TrainConfig::load(&path).unwrap_or_else(|e| panic!("{rel}: {e}"));
+            let cfg = lightgen::student::train::TrainConfig::load(&path).unwrap_or_else(|e| panic!("{rel}: {e}"));
             assert_eq!(
                 Some(cfg),
-                lightgen::train::TrainConfig::preset(&name[6..name.len() - 5]),
+                lightgen::student::train::TrainConfig::preset(&name[6..name.len() - 5]),
                 "{rel} vs its built-in preset"
             );
             continue;

@@ -6,11 +6,11 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use lightgen::model::layers::{to_host, Ctx};
-use lightgen::model::{Mar, MarConfig, ParamStore, TextSource};
-use lightgen::train::data::Batch;
-use lightgen::train::trainer::StepDraws;
-use lightgen::train::{TrainConfig, Trainer};
+use lightgen::student::model::layers::{to_host, Ctx};
+use lightgen::student::model::{Mar, MarConfig, ParamStore, TextSource};
+use lightgen::student::train::data::Batch;
+use lightgen::student::train::trainer::StepDraws;
+use lightgen::student::train::{TrainConfig, Trainer};
 use tch::{Device, Kind, Tensor};
 
 fn dir() -> PathBuf {
@@ -67,7 +67,7 @@ fn trainer(m: &serde_json::Value) -> Trainer {
     model.pos_grid = 16; // the reference keeps 256 slots and interpolates to the 8×8 grid
     let mut tr = Trainer::new(cfg, model, u("grid"), Device::Cpu).unwrap();
     tr.store.load(&load("weights.safetensors")).unwrap();
-    tr.ema = lightgen::train::optim::Ema::new(&tr.store, tr.cfg.train.ema);
+    tr.ema = lightgen::student::train::optim::Ema::new(&tr.store, tr.cfg.train.ema);
     tr
 }
 
@@ -85,7 +85,9 @@ fn draws(inputs: &BTreeMap<String, Tensor>, m: &serde_json::Value, step: usize) 
     StepDraws {
         ratio: 0.0,
         masked: m["masked"][step].as_u64().unwrap() as usize,
-        orders: (0..b as usize).map(|i| flat[i * l as usize..(i + 1) * l as usize].iter().map(|&p| p as usize).collect()).collect(),
+        orders: (0..b as usize)
+            .map(|i| flat[i * l as usize..(i + 1) * l as usize].iter().map(|&p| p as usize).collect())
+            .collect(),
         keep: keep.into_iter().map(|k| k != 0).collect(),
         t: t.into_iter().map(|v| v as usize).collect(),
         noise: to_host(&inputs[&format!("noise.{step}")]),
@@ -108,8 +110,8 @@ fn loss_z_and_gradients_match_the_reference_at_step_0() {
     let text = tr.model.text.forward(&tr.text_input(&b), &ctx).unwrap();
     let text = tr.model.drop_text(&text, &d.keep);
     let l = tr.grid * tr.grid;
-    let mask = lightgen::model::Mask::from_orders(&d.orders, l, d.masked);
-    let tokens = lightgen::model::layers::tensor_f32(&b.tokens, &[b.size, l, 12], Device::Cpu);
+    let mask = lightgen::student::model::Mask::from_orders(&d.orders, l, d.masked);
+    let tokens = lightgen::student::model::layers::tensor_f32(&b.tokens, &[b.size, l, 12], Device::Cpu);
     let z = tch::no_grad(|| tr.model.forward_z(&tokens, &mask, &text, tr.grid, &ctx));
     assert!(rel(&z, &expect["z"]) < 1e-5, "z: {}", rel(&z, &expect["z"]));
     let grads = tr.store.grads(&loss);
@@ -165,7 +167,7 @@ fn one_diffloss_sampling_step_with_cfg_matches_the_reference() {
     let (m, inputs, expect) = (meta(), load("inputs.safetensors"), load("expect.safetensors"));
     let tr = trainer(&m);
     let s = &m["sample"];
-    let diff = lightgen::model::diffusion::Diffusion::respaced(s["of"].as_u64().unwrap() as usize);
+    let diff = lightgen::student::model::diffusion::Diffusion::respaced(s["of"].as_u64().unwrap() as usize);
     let out = tch::no_grad(|| {
         tr.model.diffloss.p_step(
             &inputs["sample.x"],
@@ -198,8 +200,8 @@ fn a_reference_checkpoint_loads_into_a_model_at_its_own_grid() {
     let ctx = Ctx::eval();
     let text = small.text.forward(&tr.text_input(&b), &ctx).unwrap();
     let text = small.drop_text(&text, &d.keep);
-    let mask = lightgen::model::Mask::from_orders(&d.orders, 64, d.masked);
-    let tokens = lightgen::model::layers::tensor_f32(&b.tokens, &[b.size, 64, 12], Device::Cpu);
+    let mask = lightgen::student::model::Mask::from_orders(&d.orders, 64, d.masked);
+    let tokens = lightgen::student::model::layers::tensor_f32(&b.tokens, &[b.size, 64, 12], Device::Cpu);
     let z = tch::no_grad(|| small.forward_z(&tokens, &mask, &text, 8, &ctx));
     assert!(rel(&z, &expect["z"]) < 1e-5, "z: {}", rel(&z, &expect["z"]));
 }

@@ -177,17 +177,17 @@ fn a_tiny_model_overfits_a_handful_of_shapes_images() {
     // Seeded throughout (model seed 0, render seeds 1..=4, sampler seed 7): a small model
     // trained on four single-object images must draw what the analyzer accepts for those
     // prompts.
-    use tch::Device;
-    use lightgen::model::sampler::{sample_tokens, Canvas};
-    use lightgen::model::text::TextInput;
-    use lightgen::model::TextSource;
     use lightgen::pipeline::encode::text::Vocab;
     use lightgen::pipeline::encode::tokenizer::{ImageTokenizer, Pixels};
-    use lightgen::train::data::Batch;
-    use lightgen::train::{TrainConfig, Trainer};
+    use lightgen::student::model::sampler::{sample_tokens, Canvas};
+    use lightgen::student::model::text::TextInput;
+    use lightgen::student::model::TextSource;
+    use lightgen::student::train::data::Batch;
+    use lightgen::student::train::{TrainConfig, Trainer};
     use lightgen::world::render::{render, Imperfections};
     use lightgen::world::{SceneRequest, Spec};
     use rand::SeedableRng;
+    use tch::Device;
 
     let tax = lightgen::taxonomy::Taxonomy::load("builtin:shapes", &super::root()).unwrap();
     let vocab = Vocab::from_taxonomy(&tax);
@@ -353,20 +353,20 @@ fn probe_reads_zero_caption_use_from_a_caption_blind_model() {
     }
     // The same through the library, after cutting the text path.
     use lightgen::pipeline::manifest;
-    use lightgen::sample::Student;
-    use lightgen::train::data::Dataset;
+    use lightgen::student::sample::Student;
+    use lightgen::student::train::data::Dataset;
     let mp = super::root().join(MANIFEST);
     let ds = Dataset::open(&mp, &manifest::verify(&mp).unwrap()).unwrap();
-    let ckpt = lightgen::train::checkpoint::resolve(&ck).unwrap();
+    let ckpt = lightgen::student::train::checkpoint::resolve(&ck).unwrap();
     let student = Student::load(&ckpt, true, tch::Device::Cpu).unwrap();
-    let seen = lightgen::probe::probe(&student, &ds, 8, 0).unwrap();
+    let seen = lightgen::student::probe::probe(&student, &ds, 8, 0).unwrap();
     assert_eq!(seen.caption_sensitivity, r["caption_sensitivity"].as_f64().unwrap());
     for (name, var) in &student.store.vars {
         if name.starts_with("cross_attn_blocks.") && name.contains(".attn.proj.") {
             let _ = tch::no_grad(|| var.shallow_clone().zero_());
         }
     }
-    let blind = lightgen::probe::probe(&student, &ds, 8, 0).unwrap();
+    let blind = lightgen::student::probe::probe(&student, &ds, 8, 0).unwrap();
     assert_eq!(blind.caption_sensitivity, 0.0);
     assert_eq!(blind.masked_all_caption, blind.masked_all_null);
     assert_eq!(blind.visible_quarter_caption, blind.visible_quarter_null);

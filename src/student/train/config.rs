@@ -9,8 +9,8 @@ use serde::{Deserialize, Serialize};
 
 use super::schedule::LrSchedule;
 use crate::error::{Error, Result};
-use crate::model::sampler::SampleOptions;
-use crate::model::MarConfig;
+use crate::student::model::sampler::SampleOptions;
+use crate::student::model::MarConfig;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -35,9 +35,9 @@ pub struct ModelSection {
     pub diffloss_width: Option<usize>,
     pub diffloss_depth: Option<usize>,
     /// eps (the reference) | v: what the DiffLoss head predicts (see `Prediction`).
-    pub prediction: Option<crate::model::config::Prediction>,
+    pub prediction: Option<crate::student::model::config::Prediction>,
     /// normal (the reference) | sincos: how the positional tables start (see `PosInit`).
-    pub pos_init: Option<crate::model::PosInit>,
+    pub pos_init: Option<crate::student::model::PosInit>,
     /// Attention and projection dropout.
     pub dropout: Option<f32>,
 }
@@ -150,10 +150,10 @@ impl TrainConfig {
     /// A built-in training preset by name (`configs/train-<name>.toml` ship the same values).
     pub fn preset(name: &str) -> Option<TrainConfig> {
         let text = match name {
-            "tiny" => include_str!("../../configs/train-tiny.toml"),
-            "small" => include_str!("../../configs/train-small.toml"),
-            "base" => include_str!("../../configs/train-base.toml"),
-            "large" => include_str!("../../configs/train-large.toml"),
+            "tiny" => include_str!("../../../configs/train-tiny.toml"),
+            "small" => include_str!("../../../configs/train-small.toml"),
+            "base" => include_str!("../../../configs/train-base.toml"),
+            "large" => include_str!("../../../configs/train-large.toml"),
             _ => return None,
         };
         Some(Self::parse(text, &format!("preset {name}")).expect("built-in train presets parse"))
@@ -176,7 +176,7 @@ impl TrainConfig {
     pub fn validate(&self) -> std::result::Result<(), String> {
         let model = self.model_config()?;
         let t = &self.train;
-        if model.prediction == crate::model::Prediction::V && t.high_noise_weight > 0.0 {
+        if model.prediction == crate::student::model::Prediction::V && t.high_noise_weight > 0.0 {
             return Err(format!(
                 "train.high_noise_weight = {} with model.prediction = \"v\": a v head's MSE already carries the weight 1 + 1/SNR; expected 0",
                 t.high_noise_weight

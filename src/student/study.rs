@@ -8,14 +8,14 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
-use tch::Device;
 use serde::{Deserialize, Serialize};
+use tch::Device;
 
 use crate::error::{Error, Result};
 use crate::pipeline::manifest::{self, Manifest};
 use crate::pipeline::subset::{self, Rule, Strategy};
-use crate::sample::{Decoder, Prompter, Student};
-use crate::train::{checkpoint, TrainConfig, TrainOptions};
+use crate::student::sample::{Decoder, Prompter, Student};
+use crate::student::train::{checkpoint, TrainConfig, TrainOptions};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct StudyConfig {
@@ -139,13 +139,7 @@ fn combos(root: &Path, m: &Manifest, rows: &[Vec<u32>], slots: &BTreeMap<String,
 }
 
 /// Runs (or finishes: arms with an `eval.json` are kept) the study into `out`.
-pub fn run(
-    manifest_path: &Path,
-    cfg: &StudyConfig,
-    out: &Path,
-    device: Device,
-    progress: bool,
-) -> Result<StudyReport> {
+pub fn run(manifest_path: &Path, cfg: &StudyConfig, out: &Path, device: Device, progress: bool) -> Result<StudyReport> {
     let parent: Manifest = manifest::verify(manifest_path)?;
     let root = manifest::root_of(manifest_path).to_path_buf();
     let (filters, slots) = narrow_filters(&root, cfg.narrow_share)?;
@@ -176,13 +170,12 @@ pub fn run(
         let dir = out.join(&name);
         let eval_dir = dir.join("eval");
         if !eval_dir.join("eval.json").exists() {
-            let opts =
-                TrainOptions { out: dir.join("train"), resume: true, device, progress, stop_at: None };
-            let s = crate::train::train(&mpath, cfg.train.clone(), &opts)?;
+            let opts = TrainOptions { out: dir.join("train"), resume: true, device, progress, stop_at: None };
+            let s = crate::student::train::train(&mpath, cfg.train.clone(), &opts)?;
             let student = Student::load(&checkpoint::resolve(&s.checkpoint)?, true, device)?;
-            let prompts = crate::eval::load_prompts(crate::sample::held_out(&mpath, &m)?)?;
+            let prompts = crate::student::eval::load_prompts(crate::student::sample::held_out(&mpath, &m)?)?;
             let pb = crate::progress::bar((prompts.len() * cfg.eval_n) as u64, &name, "images", progress);
-            crate::eval::run(
+            crate::student::eval::run(
                 &student,
                 &Prompter::for_manifest(&mpath, &m, None)?,
                 &Decoder::for_manifest(&m, None)?,
@@ -196,7 +189,7 @@ pub fn run(
             )?;
             pb.finish_and_clear();
         }
-        let e = crate::eval::read_report(&eval_dir.join("eval.json"))?;
+        let e = crate::student::eval::read_report(&eval_dir.join("eval.json"))?;
         report.arms.push(Arm {
             name,
             strategy,
@@ -235,18 +228,18 @@ fn plot(r: &StudyReport, path: &Path) -> Result<()> {
 /// The table: one row per arm.
 pub fn markdown(r: &StudyReport) -> String {
     let mut s = String::from("| arm | strategy | fraction | images | shape×colour | overall |");
-    for t in crate::eval::TASKS {
+    for t in crate::student::eval::TASKS {
         s.push_str(&format!(" {t} |"));
     }
     s.push_str("\n|---|---|---:|---:|---:|---:|");
-    s.push_str(&"---:|".repeat(crate::eval::TASKS.len()));
+    s.push_str(&"---:|".repeat(crate::student::eval::TASKS.len()));
     s.push('\n');
     for a in &r.arms {
         s.push_str(&format!(
             "| {} | {} | {:.2} | {} | {} | **{:.3}** |",
             a.name, a.strategy, a.fraction, a.images, a.shape_color_combos, a.overall
         ));
-        for t in crate::eval::TASKS {
+        for t in crate::student::eval::TASKS {
             s.push_str(&a.tasks.get(t).map_or(" — |".into(), |v| format!(" {v:.3} |")));
         }
         s.push('\n');

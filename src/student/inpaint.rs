@@ -9,9 +9,9 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
 use crate::error::{Error, Result};
-use crate::model::sampler::{sample_tokens, Canvas, SampleOptions};
 use crate::pipeline::encode::crop::center_crop;
-use crate::sample::{Decoder, Prompter, Student};
+use crate::student::model::sampler::{sample_tokens, Canvas, SampleOptions};
+use crate::student::sample::{Decoder, Prompter, Student};
 
 /// An image and mask brought to the model's resolution, and the token-level mask.
 #[derive(Debug)]
@@ -86,7 +86,8 @@ pub fn inpaint(
     let prompts = vec![prompt; n];
     let text = prompter.input(&prompts, dev)?;
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    let tokens = sample_tokens(&student.model, &text, canvas, grid, opts, &mut rng).map_err(|e| Error::invalid("inpaint", e))?;
+    let tokens =
+        sample_tokens(&student.model, &text, canvas, grid, opts, &mut rng).map_err(|e| Error::invalid("inpaint", e))?;
     let per: Vec<Vec<f32>> = tokens.chunks_exact(l * c).map(<[f32]>::to_vec).collect();
     let images = per
         .iter()

@@ -146,7 +146,7 @@ pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, ctx: &Ctx, drop: f32) -> Te
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::store::ParamStore;
+    use crate::student::model::store::ParamStore;
 
     #[test]
     fn layer_norm_and_attention_match_their_definitions() {

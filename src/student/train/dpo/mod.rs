@@ -19,14 +19,14 @@ use serde::{Deserialize, Serialize};
 use tch::{Device, Tensor};
 
 use crate::error::{Error, Result};
-use crate::model::layers::{scalar, tensor_f32, to_host, Ctx};
-use crate::model::text::TextInput;
 use crate::pipeline::manifest::{self, Manifest};
-use crate::sample::{Decoder, Student};
-use crate::train::checkpoint::{self, TrainState};
-use crate::train::data::Dataset;
-use crate::train::optim::{AdamW, Ema};
-use crate::train::schedule::{lr_at, mask_ratio, orders, step_rng, LrSchedule};
+use crate::student::model::layers::{scalar, tensor_f32, to_host, Ctx};
+use crate::student::model::text::TextInput;
+use crate::student::sample::{Decoder, Student};
+use crate::student::train::checkpoint::{self, TrainState};
+use crate::student::train::data::Dataset;
+use crate::student::train::optim::{AdamW, Ema};
+use crate::student::train::schedule::{lr_at, mask_ratio, orders, step_rng, LrSchedule};
 use loss::{dpo_loss, pair_mse, Draws};
 use pairs::{Pairs, PairsConfig, PairsPlan};
 

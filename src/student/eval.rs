@@ -9,8 +9,8 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::model::sampler::SampleOptions;
-use crate::sample::{generate, Decoder, Prompter, Student};
+use crate::student::model::sampler::SampleOptions;
+use crate::student::sample::{generate, Decoder, Prompter, Student};
 use crate::world::analyze::Analyzer;
 use crate::world::Spec;
 

@@ -143,14 +143,8 @@ pub fn sample_tokens(
         };
         let (zb, _, d) = z.size3().expect("(B, L, D)");
         let z_sel = z.view([zb * l as i64, d]).index_select(0, &index(&rows, dev)); // (K or 2K, D)
-        let new = model.diffloss.sample(
-            &z_sel,
-            if guided { scale } else { 1.0 },
-            opts.temperature,
-            opts.clip_x0,
-            &diff,
-            rng,
-        ); // (K, C)
+        let new =
+            model.diffloss.sample(&z_sel, if guided { scale } else { 1.0 }, opts.temperature, opts.clip_x0, &diff, rng); // (K, C)
         let new = to_host(&new);
         for (k, &i) in pred.iter().enumerate() {
             tokens[i as usize * c..(i as usize + 1) * c].copy_from_slice(&new[k * c..(k + 1) * c]);

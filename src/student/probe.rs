@@ -19,12 +19,12 @@ use serde::Serialize;
 use tch::{Kind, Tensor};
 
 use crate::error::{Error, Result};
-use crate::model::layers::{index, scalar, tensor_f32, to_host, Ctx};
-use crate::model::text::TextInput;
-use crate::model::{Mask, Prediction};
-use crate::sample::Student;
-use crate::train::data::Dataset;
-use crate::train::schedule::orders;
+use crate::student::model::layers::{index, scalar, tensor_f32, to_host, Ctx};
+use crate::student::model::text::TextInput;
+use crate::student::model::{Mask, Prediction};
+use crate::student::sample::Student;
+use crate::student::train::data::Dataset;
+use crate::student::train::schedule::orders;
 
 /// Timestep bands of 200 over the 1000 training steps.
 pub const BANDS: usize = 5;
@@ -167,15 +167,10 @@ pub fn probe(student: &Student, ds: &Dataset, samples: usize, seed: u64) -> Resu
 }
 
 /// mean |z_i − z_(i+1)| / mean |z| with every token masked: only the captions differ.
-fn caption_sensitivity(
-    student: &Student,
-    tokens: &Tensor,
-    text: &Tensor,
-    order: &[Vec<usize>],
-    grid: usize,
-) -> f64 {
+fn caption_sensitivity(student: &Student, tokens: &Tensor, text: &Tensor, order: &[Vec<usize>], grid: usize) -> f64 {
     let (b, l, _) = tokens.size3().expect("(B, L, C)");
-    let z = student.model.forward_z(tokens, &Mask::from_orders(order, l as usize, l as usize), text, grid, &Ctx::eval()); // (B, L, D)
+    let z =
+        student.model.forward_z(tokens, &Mask::from_orders(order, l as usize, l as usize), text, grid, &Ctx::eval()); // (B, L, D)
     let diff = scalar(&(z.narrow(0, 0, b - 1) - z.narrow(0, 1, b - 1)).abs().mean(Kind::Float));
     let scale = scalar(&z.abs().mean(Kind::Float));
     diff / scale.max(1e-12)
@@ -183,9 +178,9 @@ fn caption_sensitivity(
 
 /// Loads a checkpoint and its manifest's training data, then probes.
 pub fn run(ckpt: &Path, manifest_path: &Path, samples: usize, seed: u64, device: &str) -> Result<ProbeReport> {
-    let ck = crate::train::checkpoint::resolve(ckpt)?;
+    let ck = crate::student::train::checkpoint::resolve(ckpt)?;
     let m = crate::pipeline::manifest::verify(manifest_path)?;
     let ds = Dataset::open(manifest_path, &m)?;
-    let student = Student::load(&ck, true, crate::train::device(device)?)?;
+    let student = Student::load(&ck, true, crate::student::train::device(device)?)?;
     probe(&student, &ds, samples.min(ds.len()), seed)
 }

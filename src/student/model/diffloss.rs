@@ -92,7 +92,13 @@ fn approx_cdf(x: &Tensor) -> Tensor {
 impl DiffLoss {
     /// Initialised as the reference: xavier Linears, N(0, 0.02) time-embedding weights, zero
     /// adaLN modulations and a zero output layer.
-    pub fn new(s: &mut Scope, token_dim: usize, z_dim: usize, (width, depth): (usize, usize), prediction: Prediction) -> DiffLoss {
+    pub fn new(
+        s: &mut Scope,
+        token_dim: usize,
+        z_dim: usize,
+        (width, depth): (usize, usize),
+        prediction: Prediction,
+    ) -> DiffLoss {
         let mut net = s.pp("net");
         let (time0, time2) = {
             let mut t = net.pp("time_embed.mlp");
@@ -340,9 +346,9 @@ impl DiffLoss {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::layers::{scalar, to_host};
-    use crate::model::store::ParamStore;
-    use crate::train::optim::AdamW;
+    use crate::student::model::layers::{scalar, to_host};
+    use crate::student::model::store::ParamStore;
+    use crate::student::train::optim::AdamW;
     use rand::{RngExt, SeedableRng};
 
     #[test]

@@ -7,20 +7,20 @@
 use std::collections::HashMap;
 use std::path::Path;
 
-use tch::{Device, Kind, Tensor};
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
+use tch::{Device, Kind, Tensor};
 
 use crate::error::{Error, Result};
-use crate::model::layers::{tensor_f32, to_host};
-use crate::model::sampler::{sample_tokens, Canvas, SampleOptions};
-use crate::model::text::TextInput;
 use crate::pipeline::manifest::Manifest;
 use crate::pipeline::shard;
-use crate::sample::{Decoder, Student};
-use crate::train::data::Dataset;
+use crate::student::model::layers::{tensor_f32, to_host};
+use crate::student::model::sampler::{sample_tokens, Canvas, SampleOptions};
+use crate::student::model::text::TextInput;
+use crate::student::sample::{Decoder, Student};
+use crate::student::train::data::Dataset;
 use crate::world::analyze::Analyzer;
 use crate::world::Spec;
 
@@ -195,7 +195,7 @@ pub fn build(
         }
         let path = dir.join(part_file(k));
         let tmp = dir.join(format!("{}.tmp-{}", part_file(k), std::process::id()));
-        crate::train::checkpoint::save_tensors(&tmp, &t)?;
+        crate::student::train::checkpoint::save_tensors(&tmp, &t)?;
         std::fs::rename(&tmp, &path).map_err(|e| Error::io(&path, e))?;
         let extra = serde_json::json!({ "candidates": chunk.len(), "losers_judged": judged, "losers_failed": failed });
         commit(dir, k, n as u64, &id, extra)?;
@@ -251,7 +251,7 @@ pub fn load(dir: &Path, id: &str, candidates: usize, parts: u64) -> Result<Pairs
         if done(dir, k, id).is_none() {
             return Err(Error::invalid(path.display().to_string(), "missing, or does not match its marker"));
         }
-        let t = crate::train::checkpoint::load_tensors(&path)?;
+        let t = crate::student::train::checkpoint::load_tensors(&path)?;
         let bad = |what: &str| Error::invalid(path.display().to_string(), format!("no `{what}` tensor"));
         let f32s = |name: &str| -> Vec<f32> { t.get(name).map(to_host).unwrap_or_default() };
         p.winner.extend(f32s("winner"));

@@ -11,7 +11,7 @@ use tch::{Device, Tensor};
 
 use super::config::TrainConfig;
 use crate::error::{Error, Result};
-use crate::model::MarConfig;
+use crate::student::model::MarConfig;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct TrainState {
@@ -51,7 +51,7 @@ pub fn load_tensors(path: &Path) -> Result<BTreeMap<String, Tensor>> {
 }
 
 fn legacy_rename(name: &str) -> String {
-    for (old, new) in crate::model::text::LEGACY_NAMES {
+    for (old, new) in crate::student::model::text::LEGACY_NAMES {
         if let Some(rest) = name.strip_prefix(old) {
             return format!("{new}{rest}");
         }

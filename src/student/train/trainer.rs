@@ -18,10 +18,10 @@ use super::data::{Batch, Dataset};
 use super::optim::{AdamW, Ema};
 use super::schedule::{keep_text, lr_at, mask_ratio, orders, step_rng};
 use crate::error::{Error, Result};
-use crate::model::layers::{index, scalar, tensor_f32, Ctx};
-use crate::model::text::TextInput;
-use crate::model::{Mar, MarConfig, Mask, ParamStore, Prediction, TextSource};
 use crate::pipeline::manifest::{self, Manifest};
+use crate::student::model::layers::{index, scalar, tensor_f32, Ctx};
+use crate::student::model::text::TextInput;
+use crate::student::model::{Mar, MarConfig, Mask, ParamStore, Prediction, TextSource};
 
 /// What one step measured.
 #[derive(Debug, Clone, Serialize)]
@@ -135,7 +135,7 @@ impl Trainer {
         let text = m.text.forward(&input, ctx).map_err(|e| Error::invalid("train", e))?;
         let text = m.drop_text_with(&text, &keep); // (B, T, D)
         let z = m.forward_z(&tokens, &mask, &text, self.grid, ctx); // (B, L, D)
-        // Only masked tokens count; each is repeated diffusion_batch_mul times.
+                                                                    // Only masked tokens count; each is repeated diffusion_batch_mul times.
         let dz = z.size()[2];
         let z = z.view([(b.size * l) as i64, dz]).index_select(0, &idx); // (K, D), repeated inside the head
         let target = tokens.view([(b.size * l) as i64, c as i64]).index_select(0, &idx);
@@ -144,11 +144,10 @@ impl Trainer {
         let loss = if t.min_snr_gamma > 0.0 || t.high_noise_weight > 0.0 {
             // loss = w·mse + vb; the variance term is unchanged.
             let ab = &m.diffloss.train_diffusion.alphas_cumprod;
-            let w: Vec<f32> = d
-                .t
-                .iter()
-                .map(|&i| loss_weight(ab[i], t.min_snr_gamma, t.high_noise_weight, m.cfg.prediction) as f32)
-                .collect();
+            let w: Vec<f32> =
+                d.t.iter()
+                    .map(|&i| loss_weight(ab[i], t.min_snr_gamma, t.high_noise_weight, m.cfg.prediction) as f32)
+                    .collect();
             let w = tensor_f32(&w, &[n], self.device);
             (&terms.loss - &terms.mse) + &terms.mse * w
         } else {
@@ -202,8 +201,10 @@ impl Trainer {
         let dev = self.device;
         let model = checkpoint::load_tensors(&ckpt.join("model.safetensors"))?;
         self.store.load(&model).map_err(|m| Error::invalid(ckpt.display().to_string(), m))?;
-        self.ema.weights =
-            checkpoint::load_tensors(&ckpt.join("ema.safetensors"))?.into_iter().map(|(k, v)| (k, v.to_device(dev))).collect();
+        self.ema.weights = checkpoint::load_tensors(&ckpt.join("ema.safetensors"))?
+            .into_iter()
+            .map(|(k, v)| (k, v.to_device(dev)))
+            .collect();
         for (k, v) in checkpoint::load_tensors(&ckpt.join("optim.safetensors"))? {
             if let Some(n) = k.strip_prefix("m.") {
                 self.opt.m.insert(n.to_string(), v.to_device(dev));
@@ -425,7 +426,7 @@ pub fn grid_for(
     step: u64,
     device: Device,
 ) -> Result<()> {
-    use crate::sample::{generate, held_out, Decoder, Prompter, Student};
+    use crate::student::sample::{generate, held_out, Decoder, Prompter, Student};
     let prompts: Vec<(String, String, String)> =
         held_out(manifest_path, m)?.into_iter().take(cfg.train.grid_prompts).collect();
     if prompts.is_empty() {
@@ -459,10 +460,10 @@ pub fn grid_for(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::diffusion::Diffusion;
+    use crate::student::model::diffusion::Diffusion;
 
     fn micro() -> TrainConfig {
-        TrainConfig::parse(include_str!("../../tests/fixtures/train-micro.toml"), "micro").unwrap()
+        TrainConfig::parse(include_str!("../../../tests/fixtures/train-micro.toml"), "micro").unwrap()
     }
 
     #[test]

@@ -5,8 +5,8 @@
 
 use tch::{Kind, Tensor};
 
-use crate::model::layers::{index, Ctx};
-use crate::model::{Mar, Mask};
+use crate::student::model::layers::{index, Ctx};
+use crate::student::model::{Mar, Mask};
 
 /// What one batch's noise looks like: the shared draws of B pairs.
 pub struct Draws {
@@ -27,7 +27,7 @@ pub fn pair_mse(model: &Mar, tokens: &Tensor, text: &Tensor, d: &Draws, grid: us
     let orders: Vec<Vec<usize>> = d.orders.iter().chain(d.orders.iter()).cloned().collect();
     let mask = Mask::from_orders(&orders, l as usize, d.masked);
     let z = model.forward_z(tokens, &mask, text, grid, ctx); // (2B, L, D)
-    // Rows ascend by sample then position: row j of winner i and of loser i is one position.
+                                                             // Rows ascend by sample then position: row j of winner i and of loser i is one position.
     let idx = index(&mask.rows(true), tokens.device()); // (K = 2B · masked)
     let z = z.view([b2 * l, z.size()[2]]).index_select(0, &idx); // (K, D)
     let target = tokens.view([b2 * l, c]).index_select(0, &idx); // (K, C)
@@ -43,7 +43,7 @@ pub fn dpo_loss(policy: &Tensor, reference: &Tensor, beta: f64) -> (Tensor, Tens
     let b = policy.size()[0] / 2;
     let diff = |x: &Tensor| x.narrow(0, 0, b) - x.narrow(0, b, b);
     let d = diff(policy) - diff(&reference.detach()); // (B)
-    // −log σ(−x) = softplus(x), libtorch's stable kernel for any x
+                                                      // −log σ(−x) = softplus(x), libtorch's stable kernel for any x
     let x = &d * (beta / 2.0);
     (x.softplus().mean(Kind::Float), d)
 }
@@ -51,7 +51,7 @@ pub fn dpo_loss(policy: &Tensor, reference: &Tensor, beta: f64) -> (Tensor, Tens
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::layers::{scalar, to_host};
+    use crate::student::model::layers::{scalar, to_host};
 
     #[test]
     fn loss_matches_a_hand_computed_case() {

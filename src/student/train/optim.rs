@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 
 use tch::{Kind, Tensor};
 
-use crate::model::ParamStore;
+use crate::student::model::ParamStore;
 
 pub struct AdamW {
     pub beta1: f64,
@@ -37,11 +37,8 @@ impl AdamW {
     /// scalar (read it only when logging). Parameters without a gradient are left untouched.
     pub fn step(&mut self, store: &ParamStore, grads: &BTreeMap<String, Tensor>, lr: f64, clip: f64) -> Tensor {
         let _guard = tch::no_grad_guard();
-        let with_grad: Vec<(&String, &Tensor, Tensor)> = store
-            .vars
-            .iter()
-            .filter_map(|(k, v)| grads.get(k).map(|g| (k, v, g.shallow_clone())))
-            .collect();
+        let with_grad: Vec<(&String, &Tensor, Tensor)> =
+            store.vars.iter().filter_map(|(k, v)| grads.get(k).map(|g| (k, v, g.shallow_clone()))).collect();
         let norms: Vec<Tensor> = with_grad.iter().map(|(_, _, g)| g.norm()).collect();
         let norm = if norms.is_empty() {
             Tensor::scalar_tensor(0.0, (Kind::Float, store.device))
@@ -103,7 +100,7 @@ impl Ema {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::layers::{scalar, to_host};
+    use crate::student::model::layers::{scalar, to_host};
     use tch::Device;
 
     fn store_with(name: &str, v: &[f32], dims: &[i64]) -> ParamStore {

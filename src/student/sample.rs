@@ -11,15 +11,15 @@ use tch::Device;
 
 use crate::config::RunConfig;
 use crate::error::{Error, Result};
-use crate::model::sampler::{sample_tokens, Canvas, SampleOptions};
-use crate::model::text::TextInput;
-use crate::model::{Mar, ParamStore};
 use crate::pipeline::encode::t5::T5;
 use crate::pipeline::encode::text::Vocab;
 use crate::pipeline::encode::tokenizer::{ImageTokenizer, Pixels};
 use crate::pipeline::encode::vae::Vae;
 use crate::pipeline::manifest::Manifest;
-use crate::train::checkpoint::{load_tensors, read_state, TrainState};
+use crate::student::model::sampler::{sample_tokens, Canvas, SampleOptions};
+use crate::student::model::text::TextInput;
+use crate::student::model::{Mar, ParamStore};
+use crate::student::train::checkpoint::{load_tensors, read_state, TrainState};
 
 /// A trained model ready to sample.
 pub struct Student {

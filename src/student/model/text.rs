@@ -65,7 +65,14 @@ impl TextAligner {
         let linear_2 = Linear::xavier(&mut p.pp("linear_2"), d, d);
         let blocks = (0..cfg.text_depth)
             .map(|i| {
-                Block::new(&mut s.pp("text_aligner").pp(i), d, cfg.heads, cfg.mlp_ratio, cfg.attn_dropout, cfg.proj_dropout)
+                Block::new(
+                    &mut s.pp("text_aligner").pp(i),
+                    d,
+                    cfg.heads,
+                    cfg.mlp_ratio,
+                    cfg.attn_dropout,
+                    cfg.proj_dropout,
+                )
             })
             .collect();
         TextAligner { table, linear_1, linear_2, blocks, norm: LayerNorm::new(&mut s.pp("text_aligner_norm"), d) }

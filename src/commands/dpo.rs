@@ -1,0 +1,79 @@
+//! `lightgen dpo`: argument handling and the summary around [`lightgen::student::train::dpo`].
+
+use anyhow::Result;
+
+use super::sample::{eval_args, eval_cmd};
+use crate::cli::DpoArgs;
+use lightgen::student::train::{self, checkpoint};
+
+/// `lightgen dpo`.
+pub fn dpo_cmd(a: DpoArgs, progress: bool) -> Result<()> {
+    use lightgen::student::train::dpo::{self, pairs::PairsConfig, DpoConfig};
+    let base = checkpoint::resolve(&a.checkpoint)?;
+    let state = checkpoint::read_state(&base)?;
+    let cfg = DpoConfig {
+        pairs: PairsConfig {
+            count: a.pairs,
+            seed: a.seed,
+            loser_must_fail: a.loser_must_fail,
+            part_size: a.part_size,
+            sample: state.config.sample.clone(),
+        },
+        beta: a.beta,
+        lr: a.lr,
+        warmup_steps: a.warmup,
+        steps: a.steps,
+        batch_size: a.batch,
+        weight_decay: 0.0,
+        grad_clip: 3.0,
+        ema: 0.0,
+        seed: a.seed,
+        checkpoint_every: 50,
+    };
+    let device = train::device(&a.device)?;
+    let s = dpo::run(&base, &a.manifest, &cfg, &a.out, device, progress)?;
+    lightgen::pipeline::shard::write_atomic(&a.out.join("dpo.json"), &serde_json::to_vec_pretty(&s)?)?;
+    if !a.json {
+        println!(
+            "pairs     {} of {} candidates ({} losers judged, {} rejected by the analyzer); {}/pairs.png",
+            s.pairs,
+            s.candidates,
+            s.losers_judged,
+            s.losers_failed,
+            a.out.join("pairs").display()
+        );
+        println!(
+            "dpo       {} steps, loss {:.4} → {:.4}, implicit reward accuracy {:.2}, {:.0} s → {}",
+            s.steps,
+            s.first_loss,
+            s.last_loss,
+            s.last_reward_accuracy,
+            s.seconds,
+            s.checkpoint.display()
+        );
+    }
+    if a.no_eval {
+        if a.json {
+            println!("{}", serde_json::to_string_pretty(&s)?);
+        }
+        return Ok(());
+    }
+    let (before, after) = (a.out.join("eval-base"), a.out.join("eval-dpo"));
+    for (ck, dir) in [(&base, &before), (&s.checkpoint, &after)] {
+        if !dir.join("eval.json").exists() {
+            eval_cmd(eval_args(ck, &a.manifest, dir.clone(), a.eval_n), progress)?;
+        }
+    }
+    let (x, y) = (
+        lightgen::student::eval::read_report(&before.join("eval.json"))?,
+        lightgen::student::eval::read_report(&after.join("eval.json"))?,
+    );
+    let table = lightgen::student::eval::compare(&x, &y);
+    lightgen::pipeline::shard::write_atomic(&a.out.join("compare.md"), table.as_bytes())?;
+    if a.json {
+        println!("{}", serde_json::json!({ "dpo": s, "before": x.overall, "after": y.overall }));
+    } else {
+        println!("\nbefore (base) → after (dpo), {} images per held-out prompt:\n{table}", a.eval_n);
+    }
+    Ok(())
+}

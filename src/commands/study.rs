@@ -1,0 +1,39 @@
+//! `lightgen study diversity-vs-volume`, around [`lightgen::student::study`].
+
+use anyhow::{Context, Result};
+
+use crate::cli::StudyArgs;
+use lightgen::student::train::{self, TrainConfig};
+
+/// `lightgen study diversity-vs-volume`.
+pub fn study_cmd(a: StudyArgs, progress: bool) -> Result<()> {
+    let mut train = match &a.config {
+        Some(p) => TrainConfig::load(p)?,
+        None => TrainConfig::preset(&a.preset)
+            .with_context(|| format!("--preset {}: unknown; known: tiny, small, base, large", a.preset))?,
+    };
+    if let Some(s) = a.steps {
+        train.train.steps = s;
+    }
+    train.train.sample_every = 0; // one grid per arm is not worth its time here
+    anyhow::ensure!(
+        !a.fractions.is_empty() && a.fractions.iter().all(|f| *f > 0.0 && *f <= 1.0),
+        "--fractions: expected values in (0, 1]"
+    );
+    anyhow::ensure!(a.narrow_share > 0.0 && a.narrow_share <= 1.0, "--narrow-share: expected a value in (0, 1]");
+    let cfg = lightgen::student::study::StudyConfig {
+        fractions: a.fractions.clone(),
+        narrow_share: a.narrow_share,
+        eval_n: a.eval_n,
+        seed: a.seed,
+        train,
+    };
+    let r = lightgen::student::study::run(&a.manifest, &cfg, &a.out, train::device(&a.device)?, progress)?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&r)?);
+    } else {
+        print!("{}", lightgen::student::study::markdown(&r));
+        println!("\nplot {}; table {}", a.out.join("study.png").display(), a.out.join("study.md").display());
+    }
+    Ok(())
+}
