@@ -21,7 +21,8 @@ pub fn train_cmd(a: TrainArgs, progress: bool) -> Result<()> {
         cfg.train.steps = s;
     }
     let device = train::device(&a.device)?;
-    let opts = TrainOptions { out: a.out.clone(), resume: a.resume, device, progress, stop_at: a.stop_at };
+    let grid = Some(lightgen::student::sample::grid_hook(&a.manifest, &a.out, device));
+    let opts = TrainOptions { out: a.out.clone(), resume: a.resume, device, progress, stop_at: a.stop_at, grid };
     let s = train::train(&a.manifest, cfg, &opts)?;
     if a.json {
         println!("{}", serde_json::to_string_pretty(&s)?);
@@ -138,7 +139,8 @@ pub fn demo_rest(run_dir: &Path, n: usize, steps: Option<u64>, progress: bool, t
     println!("\ntrain     tiny student, {} steps of {} → {}", cfg.train.steps, cfg.train.batch_size, out.display());
     if !done {
         let resume = !checkpoint::list(&out).is_empty();
-        let opts = TrainOptions { out: out.clone(), resume, device: tch::Device::Cpu, progress, stop_at: None };
+        let grid = Some(lightgen::student::sample::grid_hook(&manifest_path, &out, tch::Device::Cpu));
+        let opts = TrainOptions { out: out.clone(), resume, device: tch::Device::Cpu, progress, stop_at: None, grid };
         let s = train::train(&manifest_path, cfg, &opts)?;
         println!(
             "trained   {} steps in {:.0} s ({:.0} ms/step), loss {:.3} → {:.3}",

@@ -20,6 +20,8 @@ use crate::student::model::sampler::{sample_tokens, Canvas, SampleOptions};
 use crate::student::model::text::TextInput;
 use crate::student::model::{Mar, ParamStore};
 use crate::student::train::checkpoint::{load_tensors, read_state, TrainState};
+use crate::student::train::trainer::GridHook;
+use crate::student::train::TrainConfig;
 
 /// A trained model ready to sample.
 pub struct Student {
@@ -213,4 +215,51 @@ pub fn held_out(manifest_path: &Path, m: &Manifest) -> Result<Vec<(String, Strin
             Ok((s("prompt"), s("family"), s("spec")))
         })
         .collect()
+}
+
+/// The trainer's sample grids: `out/samples/step-N.png` for each checkpoint it asks for.
+pub fn grid_hook(manifest_path: &Path, out: &Path, device: Device) -> GridHook {
+    let (manifest_path, dir) = (manifest_path.to_path_buf(), out.join("samples"));
+    Box::new(move |m, cfg, ck, step| grid_for(&manifest_path, m, ck, cfg, &dir, step, device))
+}
+
+/// A PNG grid of samples for the first held-out prompts, framed green where the shapes
+/// analyzer accepts the image (shapes world) — `samples/step-N.png`.
+pub fn grid_for(
+    manifest_path: &Path,
+    m: &Manifest,
+    ck: &Path,
+    cfg: &TrainConfig,
+    dir: &Path,
+    step: u64,
+    device: Device,
+) -> Result<()> {
+    let prompts: Vec<(String, String, String)> =
+        held_out(manifest_path, m)?.into_iter().take(cfg.train.grid_prompts).collect();
+    if prompts.is_empty() {
+        return Ok(());
+    }
+    let Ok(prompter) = Prompter::for_manifest(manifest_path, m, None) else {
+        tracing::warn!("no text encoder available for the sample grid; skipped");
+        return Ok(());
+    };
+    let decoder = Decoder::for_manifest(m, None)?;
+    let student = Student::load(ck, true, device)?;
+    let texts: Vec<String> = prompts.iter().map(|p| p.0.clone()).collect();
+    let imgs = generate(&student, &prompter, &decoder, &texts, &cfg.sample, cfg.train.seed, 16, |_| {})?;
+    let judge = crate::world::analyze::Analyzer::new();
+    let cells: Vec<(image::RgbImage, bool)> = imgs
+        .into_iter()
+        .zip(&prompts)
+        .map(|(img, (_, _, spec))| {
+            let ok = serde_json::from_str::<crate::world::Spec>(spec).is_ok_and(|s| judge.judge(&img, &s).verdict.pass);
+            (img, ok)
+        })
+        .collect();
+    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    let path = dir.join(format!("step-{step:08}.png"));
+    let sheet = crate::report::chart::grid(&cells);
+    let tmp = dir.join(format!(".tmp-step-{step:08}.png"));
+    sheet.save(&tmp).map_err(|e| Error::Image { path: tmp.clone(), source: e })?;
+    std::fs::rename(&tmp, &path).map_err(|e| Error::io(&path, e))
 }

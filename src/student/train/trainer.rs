@@ -217,6 +217,11 @@ impl Trainer {
     }
 }
 
+/// Draws the sample grid of a checkpoint (given the verified manifest, the resolved config,
+/// the checkpoint folder and its step); [`crate::student::sample::grid_hook`] makes one.
+/// Training itself never samples, so `train` does not depend on `sample`.
+pub type GridHook = Box<dyn Fn(&Manifest, &TrainConfig, &Path, u64) -> Result<()>>;
+
 /// Runtime choices (not part of what is trained).
 pub struct TrainOptions {
     pub out: PathBuf,
@@ -225,6 +230,8 @@ pub struct TrainOptions {
     pub progress: bool,
     /// Stop after this step even if the config asks for more (a later `--resume` goes on).
     pub stop_at: Option<u64>,
+    /// Sample grids at `sample_every` and at the end; none when absent.
+    pub grid: Option<GridHook>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -356,9 +363,9 @@ pub fn train(manifest_path: &Path, cfg: TrainConfig, opts: &TrainOptions) -> Res
             loss_curve(&metrics_path, &out.join("loss.png"))?;
         }
         if (t.sample_every > 0 && done % t.sample_every == 0) || (at_end && done == t.steps) {
-            if let Some(ck) = &last_ck {
+            if let (Some(ck), Some(grid)) = (&last_ck, &opts.grid) {
                 if ck.ends_with(format!("step-{done:08}")) {
-                    grid_for(manifest_path, &m, ck, &cfg, &out.join("samples"), done, opts.device)?;
+                    grid(&m, &cfg, ck, done)?;
                 }
             }
         }
@@ -413,48 +420,6 @@ pub fn loss_curve(metrics: &Path, png: &Path) -> Result<()> {
         "step",
         &[("loss", pts), ("running mean", mean)],
     )
-}
-
-/// A PNG grid of samples for the first held-out prompts, framed green where the shapes
-/// analyzer accepts the image (shapes world) — `samples/step-N.png`.
-pub fn grid_for(
-    manifest_path: &Path,
-    m: &Manifest,
-    ck: &Path,
-    cfg: &TrainConfig,
-    dir: &Path,
-    step: u64,
-    device: Device,
-) -> Result<()> {
-    use crate::student::sample::{generate, held_out, Decoder, Prompter, Student};
-    let prompts: Vec<(String, String, String)> =
-        held_out(manifest_path, m)?.into_iter().take(cfg.train.grid_prompts).collect();
-    if prompts.is_empty() {
-        return Ok(());
-    }
-    let Ok(prompter) = Prompter::for_manifest(manifest_path, m, None) else {
-        tracing::warn!("no text encoder available for the sample grid; skipped");
-        return Ok(());
-    };
-    let decoder = Decoder::for_manifest(m, None)?;
-    let student = Student::load(ck, true, device)?;
-    let texts: Vec<String> = prompts.iter().map(|p| p.0.clone()).collect();
-    let imgs = generate(&student, &prompter, &decoder, &texts, &cfg.sample, cfg.train.seed, 16, |_| {})?;
-    let judge = crate::world::analyze::Analyzer::new();
-    let cells: Vec<(image::RgbImage, bool)> = imgs
-        .into_iter()
-        .zip(&prompts)
-        .map(|(img, (_, _, spec))| {
-            let ok = serde_json::from_str::<crate::world::Spec>(spec).is_ok_and(|s| judge.judge(&img, &s).verdict.pass);
-            (img, ok)
-        })
-        .collect();
-    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-    let path = dir.join(format!("step-{step:08}.png"));
-    let sheet = crate::report::chart::grid(&cells);
-    let tmp = dir.join(format!(".tmp-step-{step:08}.png"));
-    sheet.save(&tmp).map_err(|e| Error::Image { path: tmp.clone(), source: e })?;
-    std::fs::rename(&tmp, &path).map_err(|e| Error::io(&path, e))
 }
 
 #[cfg(test)]
