@@ -19,7 +19,7 @@ use crate::pipeline::manifest::Manifest;
 use crate::student::model::sampler::{sample_tokens, Canvas, SampleOptions};
 use crate::student::model::text::TextInput;
 use crate::student::model::{Mar, ParamStore};
-use crate::student::train::checkpoint::{load_tensors, read_state, TrainState};
+use crate::student::train::checkpoint::{load_checked, read_state, TrainState};
 use crate::student::train::trainer::GridHook;
 use crate::student::train::TrainConfig;
 
@@ -37,8 +37,9 @@ impl Student {
         let state = read_state(ckpt)?;
         let mut store = ParamStore::new(0, device);
         let model = Mar::new(&state.model, &mut store).map_err(|e| Error::invalid(ckpt.display().to_string(), e))?;
-        let file = ckpt.join(if ema { "ema.safetensors" } else { "model.safetensors" });
-        store.load(&load_tensors(&file)?).map_err(|m| Error::invalid(file.display().to_string(), m))?;
+        let name = if ema { "ema.safetensors" } else { "model.safetensors" };
+        let file = ckpt.join(name);
+        store.load(&load_checked(ckpt, name)?).map_err(|m| Error::invalid(file.display().to_string(), m))?;
         Ok(Student { model, store, state, checkpoint: ckpt.to_path_buf() })
     }
 }

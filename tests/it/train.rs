@@ -106,6 +106,47 @@ fn resume_continues_bit_for_bit() {
 }
 
 #[test]
+fn issue_19_a_flipped_byte_in_a_checkpoint_is_refused_naming_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("t");
+    let o = train(&out, &["--stop-at", "5"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let ck = out.join("checkpoints/step-00000005");
+    let state: serde_json::Value = serde_json::from_slice(&read(&ck.join("state.json"))).unwrap();
+    for f in ["model.safetensors", "ema.safetensors", "optim.safetensors"] {
+        assert_eq!(state["files"][f].as_str().unwrap().len(), 64, "{f}'s blake3 is recorded");
+    }
+    let sample = |ck: &Path| {
+        let dest = dir.path().join("s");
+        lightgen(&[
+            "sample",
+            "-q",
+            "--checkpoint",
+            ck.to_str().unwrap(),
+            "-m",
+            MANIFEST,
+            "-p",
+            "a red circle",
+            "--out",
+            dest.to_str().unwrap(),
+        ])
+    };
+    assert!(sample(&ck).status.success());
+    // One flipped bit in the middle of the EMA weights: sampling and resuming both refuse it.
+    let ema = ck.join("ema.safetensors");
+    let mut bytes = read(&ema);
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x01;
+    std::fs::write(&ema, bytes).unwrap();
+    let o = sample(&ck);
+    assert!(!o.status.success(), "a corrupt checkpoint must not sample");
+    let e = stderr(&o);
+    assert!(e.contains("ema.safetensors") && e.contains("state.json"), "{e}");
+    let o = train(&out, &["--resume"]);
+    assert!(!o.status.success() && stderr(&o).contains("ema.safetensors"), "{}", stderr(&o));
+}
+
+#[test]
 fn a_tampered_manifest_is_refused_before_training() {
     let dir = tempfile::tempdir().unwrap();
     let copy = dir.path().join("m");

@@ -28,6 +28,10 @@ pub struct TrainState {
     /// For a DPO checkpoint: the checkpoint it started from and its pair set.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lineage: Option<serde_json::Value>,
+    /// blake3 of each weights file of the checkpoint, checked on load (checkpoints written
+    /// before this field load unchecked).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub files: BTreeMap<String, String>,
 }
 
 fn tmp_err(p: &Path, e: impl std::fmt::Display) -> Error {
@@ -40,6 +44,34 @@ pub(crate) fn save_tensors(path: &Path, t: &BTreeMap<String, Tensor>) -> Result<
         t.iter().map(|(k, v)| (k.as_str(), v.detach().to_device(Device::Cpu).contiguous())).collect();
     Tensor::write_safetensors(&host, path).map_err(|e| tmp_err(path, e))?;
     std::fs::File::open(path).and_then(|f| f.sync_all()).map_err(|e| Error::io(path, e))
+}
+
+/// Reads `name` (`model`, `ema` or `optim.safetensors`) of checkpoint `ckpt`, after checking it
+/// against the blake3 its `state.json` records: a changed byte is refused, naming the file.
+pub fn load_checked(ckpt: &Path, name: &str) -> Result<BTreeMap<String, Tensor>> {
+    let path = ckpt.join(name);
+    let state = read_state(ckpt)?;
+    match state.files.get(name) {
+        Some(want) => {
+            let (got, _) = crate::pipeline::shard::hash_file(&path).map_err(|e| Error::io(&path, e))?;
+            if &got != want {
+                return Err(Error::invalid(
+                    path.display().to_string(),
+                    format!(
+                        "blake3 {}… differs from the {}… that state.json records: the file changed after the \
+                         checkpoint was written",
+                        &got[..12],
+                        &want[..12.min(want.len())]
+                    ),
+                ));
+            }
+        }
+        None if !state.files.is_empty() => {
+            return Err(Error::invalid(path.display().to_string(), "not listed in the checkpoint's state.json"));
+        }
+        None => tracing::warn!("{}: written before checkpoints recorded hashes; loaded unchecked", path.display()),
+    }
+    load_tensors(&path)
 }
 
 /// Reads a safetensors file onto the host. Checkpoints written before the text path took the
@@ -74,10 +106,15 @@ pub fn save(
     let tmp = dir.join(format!(".tmp-{name}"));
     let _ = std::fs::remove_dir_all(&tmp);
     std::fs::create_dir_all(&tmp).map_err(|e| Error::io(&tmp, e))?;
-    save_tensors(&tmp.join("model.safetensors"), model)?;
-    save_tensors(&tmp.join("ema.safetensors"), ema)?;
-    save_tensors(&tmp.join("optim.safetensors"), optim)?;
-    let json = serde_json::to_vec_pretty(state).expect("state serialises");
+    let mut state = state.clone();
+    for (name, tensors) in [("model.safetensors", model), ("ema.safetensors", ema), ("optim.safetensors", optim)] {
+        let path = tmp.join(name);
+        save_tensors(&path, tensors)?;
+        let (hash, _) = crate::pipeline::shard::hash_file(&path).map_err(|e| Error::io(&path, e))?;
+        state.files.insert(name.to_string(), hash);
+    }
+    // state.json last: a checkpoint folder with it is complete, and it vouches for the rest.
+    let json = serde_json::to_vec_pretty(&state).expect("state serialises");
     crate::pipeline::shard::write_atomic(&tmp.join("state.json"), &json)?;
     let fin = dir.join(&name);
     let _ = std::fs::remove_dir_all(&fin);

@@ -199,13 +199,13 @@ impl Trainer {
 
     fn restore(&mut self, ckpt: &Path, state: &TrainState) -> Result<()> {
         let dev = self.device;
-        let model = checkpoint::load_tensors(&ckpt.join("model.safetensors"))?;
+        let model = checkpoint::load_checked(ckpt, "model.safetensors")?;
         self.store.load(&model).map_err(|m| Error::invalid(ckpt.display().to_string(), m))?;
-        self.ema.weights = checkpoint::load_tensors(&ckpt.join("ema.safetensors"))?
+        self.ema.weights = checkpoint::load_checked(ckpt, "ema.safetensors")?
             .into_iter()
             .map(|(k, v)| (k, v.to_device(dev)))
             .collect();
-        for (k, v) in checkpoint::load_tensors(&ckpt.join("optim.safetensors"))? {
+        for (k, v) in checkpoint::load_checked(ckpt, "optim.safetensors")? {
             if let Some(n) = k.strip_prefix("m.") {
                 self.opt.m.insert(n.to_string(), v.to_device(dev));
             } else if let Some(n) = k.strip_prefix("v.") {
@@ -329,6 +329,7 @@ pub fn train(manifest_path: &Path, cfg: TrainConfig, opts: &TrainOptions) -> Res
         grid,
         tool_version: crate::VERSION.into(),
         lineage: None,
+        files: Default::default(),
     };
     let rx = ds.stream(t.seed, start, end, t.batch_size);
     let started = Instant::now();

@@ -196,13 +196,13 @@ pub fn run(
         }
         policy
             .store
-            .load(&checkpoint::load_tensors(&ck.join("model.safetensors"))?)
+            .load(&checkpoint::load_checked(&ck, "model.safetensors")?)
             .map_err(|e| Error::invalid("dpo resume", e))?;
-        ema.weights = checkpoint::load_tensors(&ck.join("ema.safetensors"))?
+        ema.weights = checkpoint::load_checked(&ck, "ema.safetensors")?
             .into_iter()
             .map(|(k, v)| (k, v.to_device(device)))
             .collect();
-        for (k, v) in checkpoint::load_tensors(&ck.join("optim.safetensors"))? {
+        for (k, v) in checkpoint::load_checked(&ck, "optim.safetensors")? {
             let v = v.to_device(device);
             match (k.strip_prefix("m."), k.strip_prefix("v.")) {
                 (Some(n), _) => drop(opt.m.insert(n.to_string(), v)),
