@@ -1,5 +1,23 @@
 //! Thin: parse the command line, resolve config, dispatch, map errors to exit codes.
 
+/// `println!` for what the binary prints: a closed stdout (`lightgen … | head -2`) is not a
+/// crash. Writes after the reader has gone are dropped and the work goes on, so every stage
+/// still finishes (or a kill leaves it resumable) and the process exits as it would have.
+macro_rules! outln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout().lock(), $($arg)*);
+    }};
+}
+
+/// `print!` with the same rule as [`outln!`].
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = write!(std::io::stdout().lock(), $($arg)*);
+    }};
+}
+
 mod cli;
 mod commands;
 
@@ -83,13 +101,13 @@ fn run(command: Command, progress: bool) -> Result<()> {
                 let opts = distribute::Options { progress, threads: stage.threads };
                 let m = distribute::merge(&plan, &store, workers, opts)?;
                 if stage.json {
-                    println!(
+                    outln!(
                         "{}",
                         serde_json::json!({ "manifest": plan.run_dir.join("manifest.json"), "id": m.id, "store": store.url() })
                     );
                 } else {
-                    println!("{}", manifest::show(&m));
-                    println!(
+                    outln!("{}", manifest::show(&m));
+                    outln!(
                         "manifest: {} and {}/manifest.json",
                         plan.run_dir.join("manifest.json").display(),
                         store.url()
@@ -100,15 +118,15 @@ fn run(command: Command, progress: bool) -> Result<()> {
         Command::Manifest(ManifestCommand::Build(args)) => {
             if let Some(plan) = plan(&args)? {
                 let m = manifest::build(&plan)?;
-                print!("{}", manifest::show(&m));
+                out!("{}", manifest::show(&m));
             }
         }
         Command::Manifest(ManifestCommand::Show { manifest: path, json }) => {
             let m = manifest::verify(&path)?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&m)?);
+                outln!("{}", serde_json::to_string_pretty(&m)?);
             } else {
-                print!("{}", manifest::show(&m));
+                out!("{}", manifest::show(&m));
             }
         }
         Command::Manifest(ManifestCommand::Subset {
@@ -133,8 +151,8 @@ fn run(command: Command, progress: bool) -> Result<()> {
             let rule = Rule { count, fraction, strategy, filters, only_allowed: false, stratum: per, seed };
             let rows = subset::select(&path, &parent, &rule)?;
             let (out, m) = manifest::write_subset(&path, &parent, &name, &rule.describe(), &rows)?;
-            print!("{}", manifest::show(&m));
-            println!(
+            out!("{}", manifest::show(&m));
+            outln!(
                 "subset    of {} by {}
 manifest: {}",
                 &parent.id[..12],
@@ -146,17 +164,17 @@ manifest: {}",
             let (ma, mb) = (manifest::load(&a)?, manifest::load(&b)?);
             let changes = manifest::diff(&ma, &mb);
             if changes.is_empty() {
-                println!("identical: both are {}", ma.id);
+                outln!("identical: both are {}", ma.id);
             } else {
-                println!("{} → {}: {} differences", &ma.id[..12], &mb.id[..12], changes.len());
+                outln!("{} → {}: {} differences", &ma.id[..12], &mb.id[..12], changes.len());
                 for c in changes {
-                    println!("  {c}");
+                    outln!("  {c}");
                 }
             }
         }
         Command::Manifest(ManifestCommand::Verify { manifest: path }) => {
             let m = manifest::verify(&path)?;
-            println!(
+            outln!(
                 "ok        {} ({} shards, {} rows): schema, id, sizes, hashes and rows all match",
                 path.display(),
                 m.shards.len(),
@@ -177,9 +195,9 @@ manifest: {}",
                         let opts = distribute::Options { progress, threads: args.threads };
                         let s = distribute::run_worker(&plan, &store, w, opts)?;
                         if args.json {
-                            println!("{}", serde_json::to_string_pretty(&s)?);
+                            outln!("{}", serde_json::to_string_pretty(&s)?);
                         } else {
-                            println!(
+                            outln!(
                                 "worker {}: parts {}..{} → {} ({} made, {} were published before) in {:.1}s",
                                 s.worker,
                                 s.parts.0,
@@ -189,7 +207,7 @@ manifest: {}",
                                 s.parts_published_before,
                                 s.seconds
                             );
-                            println!(
+                            outln!(
                                 "when every worker is done: lightgen manifest merge -c {} --store {}",
                                 args.config.display(),
                                 s.store
@@ -211,7 +229,7 @@ manifest: {}",
                 print_expand(&summary, args.json);
                 let (report, out) = prompts::run(&plan.run_dir)?;
                 if !args.json {
-                    println!("\n{}", prompts::table(&report));
+                    outln!("\n{}", prompts::table(&report));
                 }
                 if plan.config.generate.is_some() {
                     let opts = GenerateOptions { force: args.force, progress, threads: args.threads, share: None };
@@ -219,61 +237,61 @@ manifest: {}",
                     print_generate(&summary, args.json);
                     let (report, _) = generate_report::run(&plan.run_dir)?;
                     if !args.json {
-                        println!("\n{}", generate_report::table(&report));
+                        outln!("\n{}", generate_report::table(&report));
                     }
                     if plan.config.curate.is_some() {
                         let opts = CurateOptions { force: args.force, progress, threads: args.threads, share: None };
                         print_curate(&curate::run(&plan, &opts)?, args.json);
                         let (report, _) = curate_report::run(&plan.run_dir)?;
                         if !args.json {
-                            println!("\n{}", curate_report::table(&report));
+                            outln!("\n{}", curate_report::table(&report));
                         }
                         if plan.config.encode.is_some() {
                             let opts = EncodeOptions { force: args.force, progress, threads: args.threads };
                             print_encode(&encode::run(&plan, &opts)?, args.json);
                             let m = manifest::build(&plan)?;
                             if args.json {
-                                println!(
+                                outln!(
                                     "{}",
                                     serde_json::json!({ "manifest": plan.run_dir.join("manifest.json"), "id": m.id })
                                 );
                             } else {
-                                println!("\n{}", manifest::show(&m));
-                                println!("manifest: {}", plan.run_dir.join("manifest.json").display());
+                                outln!("\n{}", manifest::show(&m));
+                                outln!("manifest: {}", plan.run_dir.join("manifest.json").display());
                             }
                         }
                     }
                 }
                 if !args.json {
-                    println!("reports: {}", out.display());
+                    outln!("reports: {}", out.display());
                 }
             }
         }
         Command::Report(ReportCommand::Prompts { run, json }) => {
             let (report, out) = prompts::run(&run)?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&report)?);
+                outln!("{}", serde_json::to_string_pretty(&report)?);
             } else {
-                print!("{}", prompts::table(&report));
-                println!("written: {}/prompts.json, {}/prompts_coverage.png", out.display(), out.display());
+                out!("{}", prompts::table(&report));
+                outln!("written: {}/prompts.json, {}/prompts_coverage.png", out.display(), out.display());
             }
         }
         Command::Report(ReportCommand::Curate { run, json }) => {
             let (report, out) = curate_report::run(&run)?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&report)?);
+                outln!("{}", serde_json::to_string_pretty(&report)?);
             } else {
-                print!("{}", curate_report::table(&report));
-                println!("written: {}/curate.json, curate_scores.png, curate_borderline.png", out.display());
+                out!("{}", curate_report::table(&report));
+                outln!("written: {}/curate.json, curate_scores.png, curate_borderline.png", out.display());
             }
         }
         Command::Report(ReportCommand::Generate { run, json }) => {
             let (report, out) = generate_report::run(&run)?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&report)?);
+                outln!("{}", serde_json::to_string_pretty(&report)?);
             } else {
-                print!("{}", generate_report::table(&report));
-                println!("written: {}/generate.json, {}/generate_grid.png", out.display(), out.display());
+                out!("{}", generate_report::table(&report));
+                outln!("written: {}/generate.json, {}/generate_grid.png", out.display(), out.display());
             }
         }
         Command::Taxonomy { taxonomy, json } => {
@@ -303,9 +321,9 @@ manifest: {}",
         Command::Probe(a) => {
             let r = lightgen::student::probe::run(&a.checkpoint, &a.manifest, a.samples, a.seed, &a.device)?;
             if a.json {
-                println!("{}", serde_json::to_string_pretty(&r)?);
+                outln!("{}", serde_json::to_string_pretty(&r)?);
             } else {
-                print!("{}", r.markdown());
+                out!("{}", r.markdown());
             }
         }
         Command::Inpaint(a) => commands::sample::inpaint_cmd(a, progress)?,
@@ -334,16 +352,16 @@ manifest: {}",
         }
         Command::Doctor => {
             let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-            println!("lightgen  {} ({})", lightgen::VERSION, env!("LIGHTGEN_GIT_COMMIT"));
-            println!("cores     {cores} (image stages use one worker each unless --threads)");
-            println!("teachers  {}", lightgen::config::TEACHERS.join(", "));
-            println!("scorers   {}", lightgen::config::SCORERS.join(", "));
-            println!("tokenizer pixels; text encoder vocab");
+            outln!("lightgen  {} ({})", lightgen::VERSION, env!("LIGHTGEN_GIT_COMMIT"));
+            outln!("cores     {cores} (image stages use one worker each unless --threads)");
+            outln!("teachers  {}", lightgen::config::TEACHERS.join(", "));
+            outln!("scorers   {}", lightgen::config::SCORERS.join(", "));
+            outln!("tokenizer pixels; text encoder vocab");
             let builtins: Vec<String> =
                 lightgen::taxonomy::BUILTIN.iter().map(|(n, _)| format!("builtin:{n}")).collect();
-            println!("taxonomies {}", builtins.join(", "));
+            outln!("taxonomies {}", builtins.join(", "));
             let cuda = lightgen::student::train::load_cuda_backend();
-            println!(
+            outln!(
                 "libtorch  {} from {}; {} threads; CUDA {}{}; CPU bf16 matmuls {}",
                 env!("LIGHTGEN_LIBTORCH_VERSION"),
                 env!("LIGHTGEN_LIBTORCH_PATH"),
@@ -361,13 +379,13 @@ manifest: {}",
                 }
             );
             match lightgen::onnx::runtime::get(None) {
-                Ok(rt) => println!(
+                Ok(rt) => outln!(
                     "onnx      ONNX Runtime {} from {}; execution providers: {}",
                     rt.version,
                     rt.library.display(),
                     rt.providers.join(", ")
                 ),
-                Err(e) => println!("onnx      unavailable: {e}"),
+                Err(e) => outln!("onnx      unavailable: {e}"),
             }
         }
         Command::Schema { out } => {
@@ -375,7 +393,7 @@ manifest: {}",
             for (name, text) in lightgen::schema::all() {
                 let path = out.join(name);
                 std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
-                println!("wrote {}", path.display());
+                outln!("wrote {}", path.display());
             }
         }
     }
@@ -387,7 +405,7 @@ fn plan(args: &StageArgs) -> Result<Option<Plan>> {
     let overrides = Overrides { count: args.count, output_dir: args.output_dir.clone() };
     let plan = Plan::load(&args.config, &overrides)?;
     if args.show_config {
-        print!("{}", plan.show());
+        out!("{}", plan.show());
         return Ok(None);
     }
     Ok(Some(plan))
@@ -395,28 +413,32 @@ fn plan(args: &StageArgs) -> Result<Option<Plan>> {
 
 fn print_expand(s: &ExpandSummary, json: bool) {
     if json {
-        println!("{}", serde_json::to_string_pretty(s).expect("summary serialises"));
+        outln!("{}", serde_json::to_string_pretty(s).expect("summary serialises"));
         return;
     }
-    println!(
+    outln!(
         "expand    {} prompts in {} parts ({} reused) in {:.1}s → {}/expand",
-        s.produced, s.parts, s.parts_reused, s.seconds, s.run_dir
+        s.produced,
+        s.parts,
+        s.parts_reused,
+        s.seconds,
+        s.run_dir
     );
-    println!("taxonomy  {}, capacity {:.0} distinct prompts", s.taxonomy, s.capacity);
+    outln!("taxonomy  {}, capacity {:.0} distinct prompts", s.taxonomy, s.capacity);
     if s.capped {
-        println!("note      asked for {}, the taxonomy can produce only {}: stopped there", s.requested, s.produced);
+        outln!("note      asked for {}, the taxonomy can produce only {}: stopped there", s.requested, s.produced);
     }
     let fams: Vec<String> = s.per_family.iter().map(|(k, v)| format!("{k} {v}")).collect();
-    println!("families  {}", fams.join(", "));
-    println!("dropped   {} duplicate draws", s.duplicates_dropped);
+    outln!("families  {}", fams.join(", "));
+    outln!("dropped   {} duplicate draws", s.duplicates_dropped);
 }
 
 fn print_encode(s: &EncodeSummary, json: bool) {
     if json {
-        println!("{}", serde_json::to_string_pretty(s).expect("summary serialises"));
+        outln!("{}", serde_json::to_string_pretty(s).expect("summary serialises"));
         return;
     }
-    println!(
+    outln!(
         "encode    {} kept → {} training samples in {} shards ({} reused); {} prompts ({} samples) held out; {:.1}s ({:.0} images/s) → {}/encode",
         s.kept, s.train_samples, s.shards, s.shards_reused, s.held_out_prompts, s.held_out_samples, s.seconds, s.images_per_second, s.run_dir
     );
@@ -424,29 +446,45 @@ fn print_encode(s: &EncodeSummary, json: bool) {
 
 fn print_curate(s: &CurateSummary, json: bool) {
     if json {
-        println!("{}", serde_json::to_string_pretty(s).expect("summary serialises"));
+        outln!("{}", serde_json::to_string_pretty(s).expect("summary serialises"));
         return;
     }
-    println!(
+    outln!(
         "curate    {} samples: {} kept, {} rejected, scored by {} in {:.1}s ({:.0} images/s measured) → {}/curate",
-        s.samples, s.kept, s.rejected, s.scorer, s.seconds, s.images_per_second, s.run_dir
+        s.samples,
+        s.kept,
+        s.rejected,
+        s.scorer,
+        s.seconds,
+        s.images_per_second,
+        s.run_dir
     );
     let reasons: Vec<String> = s.reasons.iter().map(|(k, v)| format!("{k} {v}")).collect();
-    println!("reasons   {}", reasons.join(", "));
+    outln!("reasons   {}", reasons.join(", "));
 }
 
 fn print_generate(s: &GenerateSummary, json: bool) {
     if json {
-        println!("{}", serde_json::to_string_pretty(s).expect("summary serialises"));
+        outln!("{}", serde_json::to_string_pretty(s).expect("summary serialises"));
         return;
     }
-    println!(
+    outln!(
         "generate  {} images of {} prompts ({} ok, {} failed) by {} in {:.1}s → {}/generate",
-        s.samples, s.prompts, s.ok, s.failed, s.teacher, s.seconds, s.run_dir
+        s.samples,
+        s.prompts,
+        s.ok,
+        s.failed,
+        s.teacher,
+        s.seconds,
+        s.run_dir
     );
-    println!(
+    outln!(
         "parts     {} ({} reused, {} repaired); made {} images at {:.0} images/s",
-        s.parts, s.parts_reused, s.parts_repaired, s.made, s.images_per_second
+        s.parts,
+        s.parts_reused,
+        s.parts_repaired,
+        s.made,
+        s.images_per_second
     );
 }
 
@@ -462,16 +500,16 @@ fn describe_taxonomy(tax: &Taxonomy, json: bool) -> Result<()> {
             })).collect::<Vec<_>>(),
             "capacity": tax.total_capacity(),
         });
-        println!("{}", serde_json::to_string_pretty(&v)?);
+        outln!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(());
     }
     let values: usize = tax.slots.iter().map(|s| s.values.len()).sum();
-    println!("taxonomy  {} v{} ({}), {} slots, {} values", tax.name, tax.version, tax.source, tax.slots.len(), values);
+    outln!("taxonomy  {} v{} ({}), {} slots, {} values", tax.name, tax.version, tax.source, tax.slots.len(), values);
     for s in &tax.slots {
         let cats: std::collections::BTreeSet<&str> =
             s.values.iter().map(|v| v.path.split('/').next().unwrap_or("")).collect();
         let cats = cats.into_iter().filter(|c| !c.is_empty()).count();
-        println!(
+        outln!(
             "  slot {:<16} {:>4} values{}",
             s.name,
             s.values.len(),
@@ -479,7 +517,7 @@ fn describe_taxonomy(tax: &Taxonomy, json: bool) -> Result<()> {
         );
     }
     for t in &tax.templates {
-        println!(
+        outln!(
             "  template {:<28} family {:<14} share {:>6.2}%  capacity {:.0}",
             t.id,
             tax.families[t.family].name,
@@ -487,6 +525,6 @@ fn describe_taxonomy(tax: &Taxonomy, json: bool) -> Result<()> {
             t.capacity
         );
     }
-    println!("capacity  {:.0} distinct prompts", tax.total_capacity());
+    outln!("capacity  {:.0} distinct prompts", tax.total_capacity());
     Ok(())
 }

@@ -34,7 +34,7 @@ pub fn dpo_cmd(a: DpoArgs, progress: bool) -> Result<()> {
     let s = dpo::run(&base, &a.manifest, &cfg, &a.out, device, progress)?;
     lightgen::pipeline::shard::write_atomic(&a.out.join("dpo.json"), &serde_json::to_vec_pretty(&s)?)?;
     if !a.json {
-        println!(
+        outln!(
             "pairs     {} of {} candidates ({} losers judged, {} rejected by the analyzer); {}/pairs.png",
             s.pairs,
             s.candidates,
@@ -42,7 +42,7 @@ pub fn dpo_cmd(a: DpoArgs, progress: bool) -> Result<()> {
             s.losers_failed,
             a.out.join("pairs").display()
         );
-        println!(
+        outln!(
             "dpo       {} steps, loss {:.4} → {:.4}, implicit reward accuracy {:.2}, {:.0} s → {}",
             s.steps,
             s.first_loss,
@@ -54,7 +54,7 @@ pub fn dpo_cmd(a: DpoArgs, progress: bool) -> Result<()> {
     }
     if a.no_eval {
         if a.json {
-            println!("{}", serde_json::to_string_pretty(&s)?);
+            outln!("{}", serde_json::to_string_pretty(&s)?);
         }
         return Ok(());
     }
@@ -71,9 +71,9 @@ pub fn dpo_cmd(a: DpoArgs, progress: bool) -> Result<()> {
     let table = lightgen::student::eval::compare(&x, &y);
     lightgen::pipeline::shard::write_atomic(&a.out.join("compare.md"), table.as_bytes())?;
     if a.json {
-        println!("{}", serde_json::json!({ "dpo": s, "before": x.overall, "after": y.overall }));
+        outln!("{}", serde_json::json!({ "dpo": s, "before": x.overall, "after": y.overall }));
     } else {
-        println!("\nbefore (base) → after (dpo), {} images per held-out prompt:\n{table}", a.eval_n);
+        outln!("\nbefore (base) → after (dpo), {} images per held-out prompt:\n{table}", a.eval_n);
     }
     Ok(())
 }

@@ -78,9 +78,9 @@ pub fn sample_cmd(a: SampleArgs, progress: bool) -> Result<()> {
     let secs = t0.elapsed().as_secs_f64();
     std::fs::create_dir_all(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
     write_images(&a.out, &imgs, &all)?;
-    println!("sampled    {} images in {:.1} s ({:.2} images/s)", imgs.len(), secs, imgs.len() as f64 / secs);
-    println!("images     {}", a.out.display());
-    println!("grid       {}", a.out.join("grid.png").display());
+    outln!("sampled    {} images in {:.1} s ({:.2} images/s)", imgs.len(), secs, imgs.len() as f64 / secs);
+    outln!("images     {}", a.out.display());
+    outln!("grid       {}", a.out.join("grid.png").display());
     Ok(())
 }
 
@@ -100,7 +100,7 @@ fn write_images(dir: &Path, imgs: &[image::RgbImage], prompts: &[String]) -> Res
 pub fn eval_cmd(a: EvalArgs, progress: bool) -> Result<()> {
     if let Some(pair) = &a.compare {
         let (x, y) = (lightgen::student::eval::read_report(&pair[0])?, lightgen::student::eval::read_report(&pair[1])?);
-        print!("{}", lightgen::student::eval::compare(&x, &y));
+        out!("{}", lightgen::student::eval::compare(&x, &y));
         return Ok(());
     }
     let (Some(ckpt), Some(mpath), Some(out)) = (&a.checkpoint, &a.manifest, &a.out) else {
@@ -127,19 +127,19 @@ pub fn eval_cmd(a: EvalArgs, progress: bool) -> Result<()> {
     pb.finish_and_clear();
     if a.format == "geneval" {
         lightgen::student::eval::write_geneval(out, &prompts, a.n, &imgs)?;
-        println!("GenEval layout: {} ({} prompts × {} images)", out.display(), prompts.len(), a.n);
+        outln!("GenEval layout: {} ({} prompts × {} images)", out.display(), prompts.len(), a.n);
         if m.lineage.teacher != "builtin:shapes" {
-            println!("score it with GenEval's evaluate_images.py (the shapes analyzer judges only the shapes world)");
+            outln!("score it with GenEval's evaluate_images.py (the shapes analyzer judges only the shapes world)");
             return Ok(());
         }
     }
     let r = lightgen::student::eval::judge_all(&student, &prompts, a.n, &imgs, &opts, a.seed, out, t0)?;
     if a.json {
-        println!("{}", serde_json::to_string_pretty(&r)?);
+        outln!("{}", serde_json::to_string_pretty(&r)?);
         return Ok(());
     }
-    print!("{}", lightgen::student::eval::markdown(&r));
-    println!("\n{} images in {:.1} s; report {}", r.images, r.seconds, out.join("eval.json").display());
+    out!("{}", lightgen::student::eval::markdown(&r));
+    outln!("\n{} images in {:.1} s; report {}", r.images, r.seconds, out.join("eval.json").display());
     Ok(())
 }
 
@@ -184,9 +184,9 @@ pub fn inpaint_cmd(a: InpaintArgs, progress: bool) -> Result<()> {
         pb.finish_and_clear();
         lightgen::pipeline::shard::write_atomic(&a.out.join("recolor.json"), &serde_json::to_vec_pretty(&r)?)?;
         if a.json {
-            println!("{}", serde_json::to_string_pretty(&r)?);
+            outln!("{}", serde_json::to_string_pretty(&r)?);
         } else {
-            println!(
+            outln!(
                 "recolouring: {}/{} accepted by the analyzer ({:.1}%), {:.1} unknown tokens per mask, {} pixels changed outside the masks",
                 r.accepted,
                 r.cases,
@@ -194,7 +194,7 @@ pub fn inpaint_cmd(a: InpaintArgs, progress: bool) -> Result<()> {
                 r.unknown_tokens_mean,
                 r.changed_outside
             );
-            println!("grid (original | mask | result): {}", a.out.join("recolor.png").display());
+            outln!("grid (original | mask | result): {}", a.out.join("recolor.png").display());
         }
         return Ok(());
     }
@@ -221,9 +221,9 @@ pub fn inpaint_cmd(a: InpaintArgs, progress: bool) -> Result<()> {
     });
     lightgen::pipeline::shard::write_atomic(&a.out.join("inpaint.json"), &serde_json::to_vec_pretty(&info)?)?;
     if a.json {
-        println!("{info}");
+        outln!("{info}");
     } else {
-        println!("{} results ({unknown} of {} tokens repainted): {}", imgs.len(), prep.unknown.len(), grid.display());
+        outln!("{} results ({unknown} of {} tokens repainted): {}", imgs.len(), prep.unknown.len(), grid.display());
     }
     Ok(())
 }

@@ -30,10 +30,10 @@ pub fn study_cmd(a: StudyArgs, progress: bool) -> Result<()> {
     };
     let r = lightgen::student::study::run(&a.manifest, &cfg, &a.out, train::device(&a.device)?, progress)?;
     if a.json {
-        println!("{}", serde_json::to_string_pretty(&r)?);
+        outln!("{}", serde_json::to_string_pretty(&r)?);
     } else {
-        print!("{}", lightgen::student::study::markdown(&r));
-        println!("\nplot {}; table {}", a.out.join("study.png").display(), a.out.join("study.md").display());
+        out!("{}", lightgen::student::study::markdown(&r));
+        outln!("\nplot {}; table {}", a.out.join("study.png").display(), a.out.join("study.md").display());
     }
     Ok(())
 }

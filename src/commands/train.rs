@@ -25,17 +25,20 @@ pub fn train_cmd(a: TrainArgs, progress: bool) -> Result<()> {
     let opts = TrainOptions { out: a.out.clone(), resume: a.resume, device, progress, stop_at: a.stop_at, grid };
     let s = train::train(&a.manifest, cfg, &opts)?;
     if a.json {
-        println!("{}", serde_json::to_string_pretty(&s)?);
+        outln!("{}", serde_json::to_string_pretty(&s)?);
         return Ok(());
     }
-    println!(
+    outln!(
         "trained    {} steps in {:.1} s ({:.1} ms/step, {:.0} tokens/s)",
-        s.steps, s.seconds, s.ms_per_step, s.tokens_per_s
+        s.steps,
+        s.seconds,
+        s.ms_per_step,
+        s.tokens_per_s
     );
-    println!("model      {:.2}M parameters", s.parameters as f64 / 1e6);
-    println!("loss       {:.4} → {:.4}", s.first_loss, s.last_loss);
-    println!("checkpoint {}", s.checkpoint.display());
-    println!(
+    outln!("model      {:.2}M parameters", s.parameters as f64 / 1e6);
+    outln!("loss       {:.4} → {:.4}", s.first_loss, s.last_loss);
+    outln!("checkpoint {}", s.checkpoint.display());
+    outln!(
         "plots      {} (loss), {} (sample grids)",
         a.out.join("loss.png").display(),
         a.out.join("samples").display()
@@ -79,7 +82,7 @@ pub fn train_check(
         ids: vec![],
         feats: draw(b * text_len * channels),
     };
-    println!(
+    outln!(
         "preset {preset}: {:.1}M parameters, batch {b}, {} tokens per image, device {device}, {:?} matmuls",
         tr.store.count() as f64 / 1e6,
         grid * grid,
@@ -107,7 +110,7 @@ pub fn train_check(
     }
     let n = steps.saturating_sub(warm).max(1) as f64;
     let secs = t0.elapsed().as_secs_f64();
-    println!(
+    outln!(
         "{} steps: {:.1} ms/step, {:.0} tokens/s, {:.1} images/s, {:.1} TFLOP/s of model FLOPs, last loss {last:.4}",
         n,
         secs * 1e3 / n,
@@ -119,7 +122,7 @@ pub fn train_check(
         // H100/H200 SXM datasheets: 989.4 TFLOP/s dense bf16; 66.9 TFLOP/s f32 (libtorch's
         // default keeps f32 matmuls off TF32).
         let peak = if cfg.train.precision.dtype(dev) == tch::Kind::BFloat16 { 989.4e12 } else { 66.9e12 };
-        println!("MFU {:.1}% of {:.1} TFLOP/s (H100/H200 SXM dense peak)", 100.0 * flops / secs / peak, peak / 1e12);
+        outln!("MFU {:.1}% of {:.1} TFLOP/s (H100/H200 SXM dense peak)", 100.0 * flops / secs / peak, peak / 1e12);
     }
     Ok(())
 }
@@ -136,22 +139,26 @@ pub fn demo_rest(run_dir: &Path, n: usize, steps: Option<u64>, progress: bool, t
         .last()
         .and_then(|c| checkpoint::read_state(c).ok())
         .is_some_and(|s| s.step >= cfg.train.steps);
-    println!("\ntrain     tiny student, {} steps of {} → {}", cfg.train.steps, cfg.train.batch_size, out.display());
+    outln!("\ntrain     tiny student, {} steps of {} → {}", cfg.train.steps, cfg.train.batch_size, out.display());
     if !done {
         let resume = !checkpoint::list(&out).is_empty();
         let grid = Some(lightgen::student::sample::grid_hook(&manifest_path, &out, tch::Device::Cpu));
         let opts = TrainOptions { out: out.clone(), resume, device: tch::Device::Cpu, progress, stop_at: None, grid };
         let s = train::train(&manifest_path, cfg, &opts)?;
-        println!(
+        outln!(
             "trained   {} steps in {:.0} s ({:.0} ms/step), loss {:.3} → {:.3}",
-            s.steps, s.seconds, s.ms_per_step, s.first_loss, s.last_loss
+            s.steps,
+            s.seconds,
+            s.ms_per_step,
+            s.first_loss,
+            s.last_loss
         );
     }
     let eval_out = run_dir.join("eval");
     eval_cmd(eval_args(&out, &manifest_path, eval_out.clone(), n), progress)?;
-    println!("\ndemo done in {:.1} min", t0.elapsed().as_secs_f64() / 60.0);
-    println!("  loss curve    {}", out.join("loss.png").display());
-    println!("  sample grids  {}", out.join("samples").display());
-    println!("  eval          {} (eval.md, samples.png, failures-<task>.png)", eval_out.display());
+    outln!("\ndemo done in {:.1} min", t0.elapsed().as_secs_f64() / 60.0);
+    outln!("  loss curve    {}", out.join("loss.png").display());
+    outln!("  sample grids  {}", out.join("samples").display());
+    outln!("  eval          {} (eval.md, samples.png, failures-<task>.png)", eval_out.display());
     Ok(())
 }

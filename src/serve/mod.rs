@@ -73,7 +73,8 @@ pub fn run(gen: &GenerateConfig, opts: &ServeOptions) -> Result<()> {
             .await
             .map_err(|e| Error::invalid("--addr", format!("cannot listen on {}: {e}", opts.addr)))?;
         let local = listener.local_addr().map_err(|e| Error::invalid("--addr", e.to_string()))?;
-        println!("listening on http://{local}");
+        // A closed stdout (`lightgen serve … | head -1`) must not stop the server.
+        let _ = writeln!(std::io::stdout(), "listening on http://{local}");
         use std::io::Write;
         let _ = std::io::stdout().flush();
         let app = Router::new()

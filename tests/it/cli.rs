@@ -184,3 +184,39 @@ fn the_example_manifest_verifies() {
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(stdout(&out).contains("21 rows"), "{}", stdout(&out));
 }
+
+/// Runs `lightgen args` with its stdout piped, reads `lines` lines, then closes the pipe (as
+/// `| head -N` does) and waits: (exit status, stderr).
+fn closed_after(args: &[&str], lines: usize) -> (std::process::ExitStatus, String) {
+    use std::io::{BufRead, Read};
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_lightgen"))
+        .args(args)
+        .current_dir(super::root())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+    for _ in 0..lines {
+        let mut l = String::new();
+        out.read_line(&mut l).unwrap();
+    }
+    drop(out); // the reader goes away
+    let mut err = String::new();
+    child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+    (child.wait().unwrap(), err)
+}
+
+#[test]
+fn issue_19_a_closed_stdout_is_not_a_crash() {
+    let (status, err) = closed_after(&["taxonomy", "builtin:shapes"], 1);
+    assert!(status.success() && !err.contains("panicked"), "{status}: {err}");
+    // distill | head -2: every stage still runs and the manifest is published.
+    let dir = tempfile::tempdir().unwrap();
+    let (status, err) = closed_after(
+        &["distill", "-c", "configs/shapes.toml", "--count", "100", "--output-dir", dir.path().to_str().unwrap()],
+        2,
+    );
+    assert!(status.success() && !err.contains("panicked"), "{status}: {err}");
+    assert!(dir.path().join("shapes/manifest.json").exists(), "the run finished its work");
+}
