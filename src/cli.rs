@@ -162,6 +162,9 @@ pub struct StageArgs {
     /// Worker threads for image stages (0 = one per core).
     #[arg(long, default_value_t = 0)]
     pub threads: usize,
+    /// If another lightgen run holds the run folder, wait for it instead of exiting.
+    #[arg(long)]
+    pub wait: bool,
 }
 
 #[derive(Debug, Args)]

@@ -341,6 +341,7 @@ manifest: {}",
                 force: false,
                 json: false,
                 threads: 0,
+                wait: false,
             };
             let plan = Plan::load(&stage.config, &Overrides { count: None, output_dir: None })?;
             let run_dir = plan.run_dir.clone();
@@ -408,6 +409,7 @@ fn plan(args: &StageArgs) -> Result<Option<Plan>> {
         out!("{}", plan.show());
         return Ok(None);
     }
+    lightgen::pipeline::lock::acquire(&plan.run_dir, args.wait)?;
     Ok(Some(plan))
 }
 

@@ -7,6 +7,7 @@ pub mod encode;
 pub mod expand;
 pub mod frame;
 pub mod generate;
+pub mod lock;
 pub mod manifest;
 pub mod par;
 pub mod prompts;

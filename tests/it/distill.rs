@@ -333,3 +333,32 @@ fn covered_all(values: &BTreeMap<String, Vec<String>>) -> usize {
 }
 
 use std::collections::BTreeMap;
+
+#[test]
+fn issue_19_one_writer_per_run_folder() {
+    // A first run (a few seconds of work) holds the folder; a second is refused, naming the
+    // first's process; a third with --wait queues behind it and finishes.
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().to_str().unwrap();
+    let args = ["distill", "-q", "-c", "configs/shapes.toml", "--count", "3000", "--output-dir", out];
+    let mut first = std::process::Command::new(env!("CARGO_BIN_EXE_lightgen"))
+        .args(args)
+        .current_dir(super::root())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let lock = dir.path().join("shapes/.lock");
+    let t0 = std::time::Instant::now();
+    while std::fs::read_to_string(&lock).map_or(true, |s| s.trim().is_empty()) {
+        assert!(t0.elapsed().as_secs() < 60, "the first run never took the lock");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let o = super::lightgen(&args);
+    let e = super::stderr(&o);
+    assert!(!o.status.success() && e.contains(&format!("in use by process {}", first.id())), "{e}");
+    let o = super::lightgen(&[&args[..], &["--wait"]].concat());
+    assert!(o.status.success(), "{}", super::stderr(&o));
+    assert!(first.wait().unwrap().success());
+    assert!(dir.path().join("shapes/manifest.json").exists());
+}
