@@ -183,6 +183,10 @@ pub struct DistillArgs {
     /// Number of workers, for JOB_COMPLETION_INDEX (Kubernetes Indexed Jobs).
     #[arg(long)]
     pub workers: Option<u32>,
+    /// Go on to curate, encode and publish even when the teacher made no image at all
+    /// (otherwise such a run stops with the failure reasons counted and exits non-zero).
+    #[arg(long)]
+    pub allow_empty: bool,
 }
 
 #[derive(Debug, Args)]

@@ -181,7 +181,7 @@ manifest: {}",
                 m.shards.iter().map(|s| s.rows).sum::<u64>()
             );
         }
-        Command::Distill(DistillArgs { stage: args, store, worker, workers }) => {
+        Command::Distill(DistillArgs { stage: args, store, worker, workers, allow_empty }) => {
             // the scheduler's variables matter only for a run with a store
             let w = match (&worker, &store) {
                 (Some(spec), _) => Some(Worker::parse(spec)?),
@@ -238,6 +238,18 @@ manifest: {}",
                     let (report, _) = generate_report::run(&plan.run_dir)?;
                     if !args.json {
                         outln!("\n{}", generate_report::table(&report));
+                    }
+                    if summary.ok == 0 && summary.samples > 0 && !allow_empty {
+                        let mut reasons: Vec<(&String, &u64)> = report.errors.iter().collect();
+                        reasons.sort_by(|a, b| b.1.cmp(a.1));
+                        let lines: Vec<String> = reasons.iter().map(|(e, n)| format!("  {n} × {e}")).collect();
+                        anyhow::bail!(
+                            "the teacher made no image: all {} samples failed, so there is nothing to curate or \
+                             train on. Reasons:\n{}\nFix the teacher and rerun the same command (the failed samples \
+                             are retried), or pass --allow-empty to publish the empty run anyway.",
+                            summary.samples,
+                            lines.join("\n")
+                        );
                     }
                     if plan.config.curate.is_some() {
                         let opts = CurateOptions { force: args.force, progress, threads: args.threads, share: None };
@@ -345,7 +357,8 @@ manifest: {}",
             };
             let plan = Plan::load(&stage.config, &Overrides { count: None, output_dir: None })?;
             let run_dir = plan.run_dir.clone();
-            run(Command::Distill(DistillArgs { stage, store: None, worker: None, workers: None }), progress)?;
+            let distill = DistillArgs { stage, store: None, worker: None, workers: None, allow_empty: false };
+            run(Command::Distill(distill), progress)?;
             commands::train::demo_rest(&run_dir, n, steps, progress, t0)?;
         }
         Command::TrainCheck { preset, steps, batch, grid, device, precision } => {

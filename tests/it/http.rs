@@ -326,3 +326,25 @@ fn a_dead_endpoint_is_set_aside_and_the_live_one_takes_the_work() {
     assert!(out.iter().all(|o| o.as_ref().unwrap().params["endpoint"] == live.as_str()));
     assert_eq!(hits.load(std::sync::atomic::Ordering::SeqCst), 40, "each sample asked the live server once");
 }
+
+#[test]
+fn issue_19_a_distill_whose_teacher_made_nothing_fails_with_the_reasons() {
+    let dir = tempfile::tempdir().unwrap();
+    // Every request is refused (port 9): no image at all.
+    let http = "\n[generate]\nteacher = \"http\"\nimages_per_prompt = 1\n[generate.http]\nprotocol = \"hf\"\n\
+                retries = 1\nbackoff_ms = 1\nbackoff_max_ms = 2\nbench_after = 100\n\
+                [[generate.http.endpoints]]\nurl = \"http://127.0.0.1:9/models/x\"\n";
+    // curate and encode as the shapes config has them, so a manifest would follow generate.
+    let shapes = std::fs::read_to_string(super::root().join("configs/shapes.toml")).unwrap();
+    let rest = &shapes[shapes.find("[curate]").unwrap()..];
+    let cfg = write_config(dir.path(), "e", "builtin:shapes", 3, &format!("{http}\n{rest}"));
+    let cfg = cfg.to_str().unwrap();
+    let o = lightgen(&["distill", "-q", "--config", cfg]);
+    let e = super::stderr(&o);
+    assert!(!o.status.success(), "an empty run must not exit 0");
+    assert!(e.contains("all 3 samples failed") && e.contains("3 × ") && e.contains("cannot connect"), "{e}");
+    assert!(!dir.path().join("runs/e/manifest.json").exists(), "nothing is published");
+    let o = lightgen(&["distill", "-q", "--config", cfg, "--allow-empty"]);
+    assert!(o.status.success(), "{}", super::stderr(&o));
+    assert!(dir.path().join("runs/e/manifest.json").exists(), "--allow-empty publishes the empty run");
+}
