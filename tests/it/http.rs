@@ -348,3 +348,51 @@ fn issue_19_a_distill_whose_teacher_made_nothing_fails_with_the_reasons() {
     assert!(o.status.success(), "{}", super::stderr(&o));
     assert!(dir.path().join("runs/e/manifest.json").exists(), "--allow-empty publishes the empty run");
 }
+
+#[test]
+fn issue_19_an_echoed_api_key_is_never_printed_or_stored() {
+    use axum::response::IntoResponse;
+    const KEY: &str = "sk-test-SECRET-4242"; // what `generate()` puts in LIGHTGEN_TEST_KEY
+    let (url, hits) = fake_server(|_, _| {
+        let body = format!(r#"{{"error": "invalid api key: Bearer {KEY}"}}"#);
+        (axum::http::StatusCode::UNAUTHORIZED, body).into_response()
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let http = format!(
+        "\n[generate]\nteacher = \"http\"\nimages_per_prompt = 1\n[generate.http]\nprotocol = \"hf\"\nretries = 1\n\
+         backoff_ms = 1\nbackoff_max_ms = 2\n[[generate.http.endpoints]]\nurl = \"{url}/models/x\"\n\
+         api_key_env = \"LIGHTGEN_TEST_KEY\"\n"
+    );
+    let cfg = write_config(dir.path(), "k", "builtin:shapes", 3, &http);
+    let cfg = cfg.to_str().unwrap();
+    assert!(lightgen(&["expand", "-q", "--config", cfg]).status.success());
+    let out = Command::new(env!("CARGO_BIN_EXE_lightgen"))
+        .args(["generate", "--config", cfg])
+        .env("LIGHTGEN_TEST_KEY", KEY)
+        .current_dir(root())
+        .output()
+        .unwrap();
+    assert!(hits.load(std::sync::atomic::Ordering::SeqCst) >= 3, "the server was asked");
+    let printed = format!("{}{}", String::from_utf8_lossy(&out.stdout), stderr(&out));
+    assert!(!printed.contains(KEY), "printed: {printed}");
+    let report = lightgen(&["report", "generate", dir.path().join("runs/k").to_str().unwrap()]);
+    let printed = format!("{}{}", String::from_utf8_lossy(&report.stdout), stderr(&report));
+    assert!(!printed.contains(KEY) && printed.contains("[redacted]"), "report: {printed}");
+    // Every file the run wrote, raw, and the parts' error column decoded.
+    fn walk(p: &Path, key: &str) {
+        for e in std::fs::read_dir(p).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                walk(&p, key);
+            } else {
+                let bytes = std::fs::read(&p).unwrap();
+                assert!(!bytes.windows(key.len()).any(|w| w == key.as_bytes()), "{} holds the key", p.display());
+            }
+        }
+    }
+    walk(&dir.path().join("runs/k"), KEY);
+    let errors: Vec<String> =
+        samples(&dir.path().join("runs/k/generate")).into_iter().filter_map(|s| s.error).collect();
+    assert_eq!(errors.len(), 3);
+    assert!(errors.iter().all(|e| e.contains("401") && e.contains("[redacted]") && !e.contains(KEY)), "{errors:?}");
+}

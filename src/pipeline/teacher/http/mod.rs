@@ -125,8 +125,28 @@ impl HttpTeacher {
         }
     }
 
-    /// One HTTP exchange and the checks on its answer.
+    /// One HTTP exchange and the checks on its answer. Every message it returns has the
+    /// endpoint's API key blanked out: a server that echoes the key back in an error body
+    /// (`401 {"error": "invalid api key: Bearer sk-…"}`) must not get it printed, stored in the
+    /// parts' `error` column or in the reports.
     async fn attempt(
+        &self,
+        ep: &Endpoint,
+        body: bytes::Bytes,
+        r: &Request<'_>,
+    ) -> std::result::Result<(image::RgbImage, Option<serde_json::Value>), Fail> {
+        let redact = |m: String| match ep.key.as_deref() {
+            Some(k) if !k.is_empty() => m.replace(k, "[redacted]"),
+            _ => m,
+        };
+        self.exchange(ep, body, r).await.map_err(|f| match f {
+            Fail::Retry(m) => Fail::Retry(redact(m)),
+            Fail::Final(m) => Fail::Final(redact(m)),
+            other => other,
+        })
+    }
+
+    async fn exchange(
         &self,
         ep: &Endpoint,
         body: bytes::Bytes,
