@@ -278,6 +278,7 @@ pub fn verify(path: &Path) -> Result<Manifest> {
             }
         }
     }
+    cross_check(&m, root, path)?;
     let held = inside(root, &m.splits.held_out, "split")?;
     match hash_file(&held) {
         Ok((h, _)) if h == m.splits.held_out_blake3 => {}
@@ -290,6 +291,66 @@ pub fn verify(path: &Path) -> Result<Manifest> {
         Err(e) => return fail(&held.display().to_string(), format!("missing held-out split: {e}")),
     }
     Ok(m)
+}
+
+/// What the manifest claims against what its shards hold (the id is an unkeyed hash, so a
+/// changed manifest can carry a recomputed one): the training counts against the shards' rows,
+/// each index against its shard (row count, row numbers, and, with vocabulary text, every
+/// prompt's word ids against the ids stored in the shard), and sample ids unique across shards.
+fn cross_check(m: &Manifest, root: &Path, path: &Path) -> Result<()> {
+    let fail = |what: &Path, msg: String| Err(Error::invalid(what.display().to_string(), msg));
+    let rows: u64 = m.shards.iter().map(|s| s.selection.as_ref().map_or(s.rows, |sel| sel.rows)).sum();
+    for (field, claimed) in
+        [("counts.train_samples", m.counts.train_samples), ("splits.train_samples", m.splits.train_samples)]
+    {
+        if claimed != rows {
+            return fail(path, format!("{field} is {claimed}, but the shards hold {rows} training rows"));
+        }
+    }
+    let vocab = if m.text.encoder == "vocab" {
+        let held = inside(root, &m.splits.held_out, "split")?;
+        let vp = held.parent().unwrap_or(root).join("vocab.json");
+        match std::fs::read(&vp) {
+            Ok(bytes) if m.text.vocab_hash.as_deref() == Some(blake3::hash(&bytes).to_hex().as_str()) => {
+                let v: encode::text::Vocab = serde_json::from_slice(&bytes)
+                    .map_err(|e| Error::invalid(vp.display().to_string(), e.to_string()))?;
+                Some(encode::text::Vocab::from_words(v.words))
+            }
+            Ok(_) => return fail(&vp, "vocabulary hash differs from the manifest's".into()),
+            Err(e) => return fail(&vp, format!("missing vocabulary: {e}")),
+        }
+    } else {
+        None
+    };
+    let mut seen = std::collections::HashSet::new();
+    for s in &m.shards {
+        let ip = inside(root, &s.index, "index")?;
+        let f = crate::pipeline::frame::Frame::read(&ip, Some(&["row", "sample_id", "prompt"]))?;
+        if f.height() as u64 != s.rows {
+            return fail(&ip, format!("{} rows, but its shard {} has {}", f.height(), s.path, s.rows));
+        }
+        let (row, id, prompt) = (f.u32("row")?, f.str("sample_id")?, f.str("prompt")?);
+        let shard = encode::shards::Shard::open(&inside(root, &s.path, "shard")?)?;
+        for i in 0..f.height() {
+            if row.get(i) != Some(i as u32) {
+                return fail(&ip, format!("row {i} is numbered {:?}", row.get(i)));
+            }
+            let sid = crate::pipeline::frame::text(&id, i);
+            if !seen.insert(sid.clone()) {
+                return fail(&ip, format!("sample {sid} appears in more than one shard"));
+            }
+            if let Some(v) = &vocab {
+                let text = crate::pipeline::frame::text(&prompt, i);
+                if v.encode(&text, m.text.max_len as usize) != shard.text(i) {
+                    return fail(
+                        &ip,
+                        format!("row {i} ({sid}) is not the prompt stored in {} at that row: the index belongs to another shard", s.path),
+                    );
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 /// A readable summary.

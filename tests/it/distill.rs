@@ -362,3 +362,39 @@ fn issue_19_one_writer_per_run_folder() {
     assert!(first.wait().unwrap().success());
     assert!(dir.path().join("shapes/manifest.json").exists());
 }
+
+#[test]
+fn issue_19_verify_checks_the_counts_and_which_index_belongs_to_which_shard() {
+    use lightgen::pipeline::manifest::{content_id, Manifest};
+    let dir = tempfile::tempdir().unwrap();
+    distill(&config(dir.path(), 500), &dir.path().join("out"));
+    let path = dir.path().join("out/d/manifest.json");
+    let good: Manifest = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    assert!(good.shards.len() >= 3 && good.shards[0].rows == good.shards[1].rows, "two full shards of 256");
+    // Each tampered manifest carries a recomputed id, as anyone can compute it.
+    let verify_with = |m: &Manifest| {
+        let mut m = m.clone();
+        m.id = content_id(&m);
+        std::fs::write(&path, serde_json::to_vec_pretty(&m).unwrap()).unwrap();
+        let o = lightgen(&["manifest", "verify", path.to_str().unwrap()]);
+        assert!(!o.status.success(), "verify must fail");
+        stderr(&o)
+    };
+    let mut more = good.clone();
+    more.counts.train_samples += 1000;
+    let e = verify_with(&more);
+    assert!(e.contains("counts.train_samples") && e.contains("shards hold"), "{e}");
+    // Shards 0 and 1 swap their indexes (same row count): the index no longer matches the rows.
+    let mut swapped = good.clone();
+    let (a, b) = (swapped.shards[0].clone(), swapped.shards[1].clone());
+    (swapped.shards[0].index, swapped.shards[0].index_bytes, swapped.shards[0].index_blake3) =
+        (b.index, b.index_bytes, b.index_blake3);
+    (swapped.shards[1].index, swapped.shards[1].index_bytes, swapped.shards[1].index_blake3) =
+        (a.index, a.index_bytes, a.index_blake3);
+    let e = verify_with(&swapped);
+    assert!(e.contains("shard-00001.parquet") && e.contains("belongs to another shard"), "{e}");
+    // The untouched manifest still verifies.
+    std::fs::write(&path, serde_json::to_vec_pretty(&good).unwrap()).unwrap();
+    let o = lightgen(&["manifest", "verify", path.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+}
