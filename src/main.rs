@@ -59,10 +59,16 @@ fn main() -> ExitCode {
     match run(cli.command, progress) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            // The whole cause chain, one line each.
-            eprintln!("error: {e}");
+            // The whole cause chain, one line each; a cause that its message already quotes
+            // (`path: {source}`) is not printed twice.
+            let mut last = e.to_string();
+            eprintln!("error: {last}");
             for cause in e.chain().skip(1) {
-                eprintln!("  caused by: {cause}");
+                let c = cause.to_string();
+                if !last.contains(&c) {
+                    eprintln!("  caused by: {c}");
+                }
+                last = c;
             }
             ExitCode::FAILURE
         }

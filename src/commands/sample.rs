@@ -62,7 +62,11 @@ pub fn sample_cmd(a: SampleArgs, progress: bool) -> Result<()> {
     let mut prompts = a.prompt.clone();
     if let Some(p) = &a.prompts {
         let text = std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
+        let before = prompts.len();
         prompts.extend(text.lines().map(str::trim).filter(|l| !l.is_empty()).map(String::from));
+        if prompts.len() == before {
+            bail!("{}: --prompts FILE holds no prompt (one per line expected)", p.display());
+        }
     }
     if prompts.is_empty() {
         bail!("no prompts: pass --prompt TEXT or --prompts FILE");

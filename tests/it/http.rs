@@ -188,7 +188,9 @@ fn a_dead_endpoint_is_a_recorded_failure_per_sample() {
     for x in samples(&dir.path().join("runs/d/generate")) {
         let e = x.error.unwrap();
         assert!(
-            e.contains("http://127.0.0.1:9/models/x") && e.contains("cannot connect") && e.contains("3 attempts"),
+            e.contains("http://127.0.0.1:9/models/x")
+                && e.contains("cannot connect")
+                && e.contains("3 requests, 2 retries"),
             "{e}"
         );
     }

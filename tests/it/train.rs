@@ -454,3 +454,34 @@ fn a_v_head_trains_samples_and_probes_in_v_space() {
     let img = image::open(out.join("00000.png")).unwrap();
     assert_eq!((img.width(), img.height()), (32, 32));
 }
+
+#[test]
+fn issue_19_errors_name_one_field_one_file_and_each_cause_once() {
+    let dir = tempfile::tempdir().unwrap();
+    // --steps 0 names train.steps alone.
+    let o = train(&dir.path().join("t"), &["--steps", "0"]);
+    let e = stderr(&o);
+    assert!(!o.status.success() && e.contains("train.steps = 0") && !e.contains("batch_size"), "{e}");
+    // An empty --prompts file is named.
+    let ck = dir.path().join("ck");
+    assert!(train(&ck, &["--steps", "2"]).status.success());
+    let empty = dir.path().join("empty.txt");
+    std::fs::write(&empty, "\n  \n").unwrap();
+    let o = lightgen(&[
+        "sample",
+        "--checkpoint",
+        ck.to_str().unwrap(),
+        "-m",
+        MANIFEST,
+        "--prompts",
+        empty.to_str().unwrap(),
+        "--out",
+        dir.path().join("s").to_str().unwrap(),
+    ]);
+    let e = stderr(&o);
+    assert!(!o.status.success() && e.contains("empty.txt") && e.contains("holds no prompt"), "{e}");
+    // A missing file: its OS error is printed once, not once more as a "caused by" line.
+    let o = lightgen(&["manifest", "verify", "/nonexistent/manifest.json"]);
+    let e = stderr(&o);
+    assert_eq!(e.matches("No such file or directory").count(), 1, "{e}");
+}

@@ -182,8 +182,14 @@ impl TrainConfig {
                 t.high_noise_weight
             ));
         }
-        if t.batch_size == 0 || t.steps == 0 || t.diffusion_batch_mul == 0 {
-            return Err("train.batch_size, train.steps and train.diffusion_batch_mul must be positive".into());
+        for (field, v) in [
+            ("train.batch_size", t.batch_size as u64),
+            ("train.steps", t.steps),
+            ("train.diffusion_batch_mul", t.diffusion_batch_mul as u64),
+        ] {
+            if v == 0 {
+                return Err(format!("{field} = 0; expected a positive number"));
+            }
         }
         if !(0.0..=1.0).contains(&t.mask_ratio_min) || !(0.0..1.0).contains(&t.text_drop_prob) {
             return Err("train.mask_ratio_min must be in [0, 1] and train.text_drop_prob in [0, 1)".into());

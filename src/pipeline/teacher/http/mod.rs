@@ -116,7 +116,15 @@ impl HttpTeacher {
             failures += 1;
             ep.failed(self.cfg.bench_after, Duration::from_secs_f64(self.cfg.bench_s));
             if failures > self.cfg.retries {
-                return Err(format!("{}: {msg} (gave up after {attempts} attempts)", ep.name));
+                // 429s spend no retry, so requests and retries are counted apart.
+                let retries = failures - 1;
+                let plural = |n: u32, w: &str| if n == 1 { format!("{n} {w}") } else { format!("{n} {w}s") };
+                return Err(format!(
+                    "{}: {msg} (gave up after {}, {})",
+                    ep.name,
+                    plural(attempts, "request"),
+                    plural(retries, "retry").replace("retrys", "retries")
+                ));
             }
             tracing::debug!(endpoint = %ep.name, attempt = attempts, "retrying: {msg}");
             // Exponential backoff with full jitter.
