@@ -76,11 +76,6 @@ pub fn scalar(t: &Tensor) -> f64 {
     t.detach().to_device(Device::Cpu).to_kind(Kind::Double).double_value(&[])
 }
 
-/// Sizes as usize.
-pub fn dims(t: &Tensor) -> Vec<usize> {
-    t.size().into_iter().map(|d| d as usize).collect()
-}
-
 /// `nn.Linear`: weight (out, in), optional bias (out).
 pub struct Linear {
     pub w: Tensor,
