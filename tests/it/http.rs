@@ -173,14 +173,20 @@ fn an_unset_api_key_variable_stops_the_run_with_its_name() {
     assert!(err.contains("LIGHTGEN_NO_SUCH_KEY") && err.contains("api_key_env"), "{err}");
 }
 
+/// A `[generate]` section whose one endpoint is port 9 (discard), closed here: every
+/// connection is refused, retried `retries` times with millisecond backoff.
+fn dead_endpoint(retries: u32) -> String {
+    format!(
+        "\n[generate]\nteacher = \"http\"\nimages_per_prompt = 1\n[generate.http]\nprotocol = \"hf\"\n\
+         retries = {retries}\nbackoff_ms = 1\nbackoff_max_ms = 2\nbench_after = 100\n\
+         [[generate.http.endpoints]]\nurl = \"http://127.0.0.1:9/models/x\"\n"
+    )
+}
+
 #[test]
 fn a_dead_endpoint_is_a_recorded_failure_per_sample() {
     let dir = tempfile::tempdir().unwrap();
-    // Port 9 (discard) is closed here: every connection is refused.
-    let http = "\n[generate]\nteacher = \"http\"\nimages_per_prompt = 1\n[generate.http]\nprotocol = \"hf\"\n\
-                retries = 2\nbackoff_ms = 1\nbackoff_max_ms = 2\nbench_after = 100\n\
-                [[generate.http.endpoints]]\nurl = \"http://127.0.0.1:9/models/x\"\n";
-    let cfg = write_config(dir.path(), "d", "builtin:shapes", 4, http);
+    let cfg = write_config(dir.path(), "d", "builtin:shapes", 4, &dead_endpoint(2));
     let cfg = cfg.to_str().unwrap();
     assert!(lightgen(&["expand", "-q", "--config", cfg]).status.success());
     let s = generate(cfg);
@@ -332,11 +338,8 @@ fn a_dead_endpoint_is_set_aside_and_the_live_one_takes_the_work() {
 #[test]
 fn issue_19_a_distill_whose_teacher_made_nothing_fails_with_the_reasons() {
     let dir = tempfile::tempdir().unwrap();
-    // Every request is refused (port 9): no image at all.
-    let http = "\n[generate]\nteacher = \"http\"\nimages_per_prompt = 1\n[generate.http]\nprotocol = \"hf\"\n\
-                retries = 1\nbackoff_ms = 1\nbackoff_max_ms = 2\nbench_after = 100\n\
-                [[generate.http.endpoints]]\nurl = \"http://127.0.0.1:9/models/x\"\n";
-    // curate and encode as the shapes config has them, so a manifest would follow generate.
+    let http = dead_endpoint(1); // no image at all
+                                 // curate and encode as the shapes config has them, so a manifest would follow generate.
     let shapes = std::fs::read_to_string(super::root().join("configs/shapes.toml")).unwrap();
     let rest = &shapes[shapes.find("[curate]").unwrap()..];
     let cfg = write_config(dir.path(), "e", "builtin:shapes", 3, &format!("{http}\n{rest}"));
