@@ -37,4 +37,34 @@ fn main() {
     for d in dirs.iter().filter(|d| Path::new(d).is_dir()) {
         println!("cargo:rustc-link-arg=-Wl,-rpath,{}", d.display());
     }
+    c10d_shim(&torch);
+}
+
+/// Compiles the C ABI over libtorch's c10d (TCPStore, ProcessGroupGloo) that data-parallel
+/// training calls. The wheel has libtorch's c10d headers but not Gloo's: every `<gloo/*.h>`
+/// that `ProcessGroupGloo.hpp` includes is pointed at the shim's own declarations.
+fn c10d_shim(torch: &Path) {
+    let shim = Path::new("src/student/dist");
+    println!("cargo:rerun-if-changed={}", shim.join("c10d.cpp").display());
+    println!("cargo:rerun-if-changed={}", shim.join("gloo_decls.h").display());
+    let out = PathBuf::from(std::env::var("OUT_DIR").expect("cargo sets OUT_DIR"));
+    let inc = out.join("gloo-include");
+    let decls = shim.join("gloo_decls.h").canonicalize().expect("src/student/dist/gloo_decls.h exists");
+    for h in ["algorithm.h", "config.h", "context.h", "common/error.h", "rendezvous/store.h", "transport/device.h"] {
+        let p = inc.join("gloo").join(h);
+        std::fs::create_dir_all(p.parent().expect("has a parent")).expect("OUT_DIR is writable");
+        std::fs::write(&p, format!("#include \"{}\"\n", decls.display())).expect("OUT_DIR is writable");
+    }
+    cc::Build::new()
+        .cpp(true)
+        .std("c++17")
+        .file(shim.join("c10d.cpp"))
+        .include(&inc)
+        .include(torch.join("include"))
+        .include(torch.join("include/torch/csrc/api/include"))
+        .define("USE_C10D_GLOO", None)
+        .define("_GLIBCXX_USE_CXX11_ABI", "1")
+        .flag_if_supported("-Wno-unused-parameter")
+        .warnings(false)
+        .compile("lightgen_c10d");
 }

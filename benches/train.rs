@@ -7,13 +7,18 @@ use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use lightgen::student::model::sampler::{sample_tokens, Canvas};
 use lightgen::student::model::text::TextInput;
 use lightgen::student::model::TextSource;
+use lightgen::student::train::config::Precision;
 use lightgen::student::train::data::Batch;
 use lightgen::student::train::{TrainConfig, Trainer};
 use rand::SeedableRng;
 use tch::Device;
 
 fn trainer(preset: &str) -> Trainer {
-    let cfg = TrainConfig::preset(preset).unwrap();
+    let base = preset.strip_suffix("_bf16");
+    let mut cfg = TrainConfig::preset(base.unwrap_or(preset)).unwrap();
+    if base.is_some() {
+        cfg.train.precision = Precision::Bf16;
+    }
     let model = cfg.model_config().unwrap().for_data(48, 8, TextSource::Vocab { vocab: 96 }, 0, 32);
     Trainer::new(cfg, model, 8, Device::Cpu).unwrap()
 }
@@ -27,7 +32,12 @@ fn batch(b: usize) -> Batch {
 fn steps(c: &mut Criterion) {
     let mut g = c.benchmark_group("train_step");
     g.sample_size(10);
-    for preset in ["tiny", "small"] {
+    // `tiny_bf16` (with LIGHTGEN_BENCH_BF16=1): the same step under CPU bf16 autocast, f32
+    // masters. Worth it only on CPUs with native bf16 (AVX-512 BF16, AMX); on AVX2 libtorch
+    // emulates bf16 and the step is ~19x slower (measured on this project's AVX2 EPYC).
+    let bf16 = std::env::var_os("LIGHTGEN_BENCH_BF16").is_some();
+    let presets: &[&str] = if bf16 { &["tiny", "tiny_bf16", "small"] } else { &["tiny", "small"] };
+    for &preset in presets {
         let mut tr = trainer(preset);
         let b = batch(tr.cfg.train.batch_size);
         g.throughput(Throughput::Elements((b.size * 64) as u64)); // tokens

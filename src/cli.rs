@@ -309,9 +309,18 @@ pub struct TrainArgs {
     /// Override train.steps.
     #[arg(long)]
     pub steps: Option<u64>,
-    /// cpu, or cuda[:N] (libtorch must see a GPU: `lightgen doctor`).
+    /// cpu, or cuda[:N] (libtorch must see a GPU: `lightgen doctor`). Under torchrun, Slurm
+    /// or --nproc, `cuda` means each rank's own GPU (its LOCAL_RANK).
     #[arg(long, default_value = "cpu")]
     pub device: String,
+    /// Data-parallel on this machine: start N ranks of this command (c10d/Gloo on loopback).
+    /// Jobs on many machines are launched by torchrun or srun instead (RANK, WORLD_SIZE, … or
+    /// SLURM_PROCID, SLURM_NTASKS, … are read from the environment).
+    #[arg(long)]
+    pub nproc: Option<usize>,
+    /// How long a rank waits for the others (rendezvous and each collective) before failing.
+    #[arg(long, default_value_t = 600)]
+    pub dist_timeout: u64,
     /// Print the summary as JSON.
     #[arg(long)]
     pub json: bool,
@@ -494,6 +503,13 @@ pub struct DpoArgs {
     /// Skip the before/after eval.
     #[arg(long)]
     pub no_eval: bool,
+    /// Data-parallel on this machine: N ranks (as `train --nproc`); torchrun and Slurm jobs
+    /// are read from the environment.
+    #[arg(long)]
+    pub nproc: Option<usize>,
+    /// How long a rank waits for the others before failing.
+    #[arg(long, default_value_t = 600)]
+    pub dist_timeout: u64,
     #[arg(long, default_value = "cpu")]
     pub device: String,
     /// Print the summary as JSON.

@@ -30,8 +30,18 @@ pub fn dpo_cmd(a: DpoArgs, progress: bool) -> Result<()> {
         seed: a.seed,
         checkpoint_every: 50,
     };
-    let device = train::device(&a.device)?;
-    let s = dpo::run(&base, &a.manifest, &cfg, &a.out, device, progress)?;
+    if let Some(n) = a.nproc.filter(|&n| n > 1) {
+        return super::train::spawn_ranks(n);
+    }
+    let launch = lightgen::student::dist::Launch::from_process(a.dist_timeout)?;
+    let device = match (&launch, a.device.as_str()) {
+        (Some(l), "cuda") => train::device(&format!("cuda:{}", l.local_rank))?,
+        _ => train::device(&a.device)?,
+    };
+    let s = dpo::run(&base, &a.manifest, &cfg, &a.out, device, progress, launch.as_ref())?;
+    if launch.as_ref().is_some_and(|l| l.rendezvous.rank != 0) {
+        return Ok(()); // rank 0 writes the summary and evaluates
+    }
     lightgen::pipeline::shard::write_atomic(&a.out.join("dpo.json"), &serde_json::to_vec_pretty(&s)?)?;
     if !a.json {
         outln!(

@@ -7,6 +7,7 @@ use anyhow::{bail, Context, Result};
 
 use super::sample::{eval_args, eval_cmd};
 use crate::cli::TrainArgs;
+use lightgen::student::dist::Launch;
 use lightgen::student::train::{self, checkpoint, TrainConfig, TrainOptions};
 
 pub fn train_cmd(a: TrainArgs, progress: bool) -> Result<()> {
@@ -20,10 +21,23 @@ pub fn train_cmd(a: TrainArgs, progress: bool) -> Result<()> {
     if let Some(s) = a.steps {
         cfg.train.steps = s;
     }
-    let device = train::device(&a.device)?;
+    if let Some(n) = a.nproc.filter(|&n| n > 1) {
+        return spawn_ranks(n);
+    }
+    let launch = Launch::from_process(a.dist_timeout)?;
+    let device = match (&launch, a.device.as_str()) {
+        // Each rank of a job on GPUs trains on its own.
+        (Some(l), "cuda") => train::device(&format!("cuda:{}", l.local_rank))?,
+        _ => train::device(&a.device)?,
+    };
     let grid = Some(lightgen::student::sample::grid_hook(&a.manifest, &a.out, device));
-    let opts = TrainOptions { out: a.out.clone(), resume: a.resume, device, progress, stop_at: a.stop_at, grid };
+    let rank = launch.as_ref().map_or(0, |l| l.rendezvous.rank);
+    let opts =
+        TrainOptions { out: a.out.clone(), resume: a.resume, device, progress, stop_at: a.stop_at, grid, launch };
     let s = train::train(&a.manifest, cfg, &opts)?;
+    if rank != 0 {
+        return Ok(()); // rank 0 prints the summary
+    }
     if a.json {
         outln!("{}", serde_json::to_string_pretty(&s)?);
         return Ok(());
@@ -43,6 +57,21 @@ pub fn train_cmd(a: TrainArgs, progress: bool) -> Result<()> {
         a.out.join("loss.png").display(),
         a.out.join("samples").display()
     );
+    Ok(())
+}
+
+/// `--nproc N`: this command (train or dpo) again as N local ranks, without `--nproc`.
+pub(super) fn spawn_ranks(n: usize) -> Result<()> {
+    let mut args: Vec<std::ffi::OsString> = Vec::new();
+    let mut it = std::env::args_os().skip(1);
+    while let Some(a) = it.next() {
+        if a == "--nproc" {
+            it.next();
+        } else if !a.to_string_lossy().starts_with("--nproc=") {
+            args.push(a);
+        }
+    }
+    lightgen::student::dist::spawn::run_local(n, &args)?;
     Ok(())
 }
 
@@ -143,7 +172,15 @@ pub fn demo_rest(run_dir: &Path, n: usize, steps: Option<u64>, progress: bool, t
     if !done {
         let resume = !checkpoint::list(&out).is_empty();
         let grid = Some(lightgen::student::sample::grid_hook(&manifest_path, &out, tch::Device::Cpu));
-        let opts = TrainOptions { out: out.clone(), resume, device: tch::Device::Cpu, progress, stop_at: None, grid };
+        let opts = TrainOptions {
+            out: out.clone(),
+            resume,
+            device: tch::Device::Cpu,
+            progress,
+            stop_at: None,
+            grid,
+            launch: None,
+        };
         let s = train::train(&manifest_path, cfg, &opts)?;
         outln!(
             "trained   {} steps in {:.0} s ({:.0} ms/step), loss {:.3} → {:.3}",

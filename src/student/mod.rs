@@ -9,6 +9,7 @@
 //! Reference: `../shared/reference/lightgen.md`; `tests/it/parity.rs` holds the port to
 //! LightGen's own PyTorch code.
 
+pub mod dist;
 pub mod eval;
 pub mod inpaint;
 pub mod model;

@@ -171,7 +171,15 @@ pub fn run(manifest_path: &Path, cfg: &StudyConfig, out: &Path, device: Device, 
         let eval_dir = dir.join("eval");
         if !eval_dir.join("eval.json").exists() {
             let grid = Some(crate::student::sample::grid_hook(&mpath, &dir.join("train"), device));
-            let opts = TrainOptions { out: dir.join("train"), resume: true, device, progress, stop_at: None, grid };
+            let opts = TrainOptions {
+                out: dir.join("train"),
+                resume: true,
+                device,
+                progress,
+                stop_at: None,
+                grid,
+                launch: None,
+            };
             let s = crate::student::train::train(&mpath, cfg.train.clone(), &opts)?;
             let student = Student::load(&checkpoint::resolve(&s.checkpoint)?, true, device)?;
             let prompts = crate::student::eval::load_prompts(crate::student::sample::held_out(&mpath, &m)?)?;

@@ -16,6 +16,7 @@ mod schemas;
 mod study;
 mod taxonomies;
 mod train;
+mod train_dist;
 mod world;
 
 use std::path::{Path, PathBuf};

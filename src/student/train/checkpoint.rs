@@ -24,6 +24,9 @@ pub struct TrainState {
     pub manifest_name: String,
     /// Grid side the model was trained at.
     pub grid: usize,
+    /// Ranks of the data-parallel job that trained it (1 before multi-process training).
+    #[serde(default = "one")]
+    pub world: usize,
     pub tool_version: String,
     /// For a DPO checkpoint: the checkpoint it started from and its pair set.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -32,6 +35,10 @@ pub struct TrainState {
     /// before this field load unchecked).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub files: BTreeMap<String, String>,
+}
+
+fn one() -> usize {
+    1
 }
 
 fn tmp_err(p: &Path, e: impl std::fmt::Display) -> Error {

@@ -47,7 +47,10 @@ pub struct ModelSection {
 pub struct TrainSection {
     pub batch_size: usize,
     pub steps: u64,
-    /// Base learning rate: lr = blr × batch_size / 256.
+    /// Micro-batches per optimiser step (gradient accumulation): the global batch is
+    /// batch_size × ranks × accumulate.
+    pub accumulate: usize,
+    /// Base learning rate: lr = blr × global batch / 256 (the reference's rule).
     pub blr: f64,
     pub min_lr: f64,
     pub warmup_steps: u64,
@@ -96,6 +99,7 @@ impl Default for TrainSection {
     fn default() -> Self {
         TrainSection {
             batch_size: 64,
+            accumulate: 1,
             steps: 1000,
             blr: 1e-4,
             min_lr: 0.0,
@@ -184,6 +188,7 @@ impl TrainConfig {
         }
         for (field, v) in [
             ("train.batch_size", t.batch_size as u64),
+            ("train.accumulate", t.accumulate as u64),
             ("train.steps", t.steps),
             ("train.diffusion_batch_mul", t.diffusion_batch_mul as u64),
         ] {
@@ -254,7 +259,18 @@ impl TrainConfig {
     }
 
     /// lr = blr × batch / 256.
+    /// The learning rate of one process (blr × batch_size × accumulate / 256).
     pub fn lr(&self) -> f64 {
-        self.train.blr * self.train.batch_size as f64 / 256.0
+        self.lr_for(1)
+    }
+
+    /// The learning rate of a job of `world` ranks: blr × global batch / 256.
+    pub fn lr_for(&self, world: usize) -> f64 {
+        self.train.blr * self.global_batch(world) as f64 / 256.0
+    }
+
+    /// Samples per optimiser step across `world` ranks.
+    pub fn global_batch(&self, world: usize) -> usize {
+        self.train.batch_size * world.max(1) * self.train.accumulate.max(1)
     }
 }

@@ -1,8 +1,9 @@
-//! Training batches from a verified manifest's memory-mapped shards. Batch s is a pure
-//! function of (seed, s): epoch e visits the samples in a permutation drawn from (seed, e),
-//! the flipped copy is chosen at random when the shards store one, and VAE moments are
-//! resampled each time (`DiagonalGaussianDistribution.sample`, logvar clamped to [-30, 20]).
-//! A background thread prepares the next batches while the model trains.
+//! Training batches from a verified manifest's memory-mapped shards. Step s's global batch is
+//! a pure function of (seed, s): epoch e visits the samples in a permutation drawn from
+//! (seed, e); each sample's flip (when the shards store the flipped copy) and VAE noise
+//! (`DiagonalGaussianDistribution.sample`, logvar clamped to [-30, 20]) come from its own
+//! stream, keyed by its position in the run, so a rank can read its share of a step without
+//! the others'. A background thread prepares the next batches while the model trains.
 
 use std::path::Path;
 use std::sync::mpsc;
@@ -12,7 +13,6 @@ use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, StandardNormal};
 
-use super::schedule::step_rng;
 use crate::error::{Error, Result};
 use crate::pipeline::encode::shards::Shard;
 use crate::pipeline::encode::text::TextSpec;
@@ -96,16 +96,29 @@ impl Dataset {
 
     /// Batch `step` of size `b`.
     pub fn batch(&self, seed: u64, step: u64, b: usize, order: &mut (u64, Vec<u32>)) -> Batch {
+        self.share(seed, step, b, 0..b, order)
+    }
+
+    /// Samples `range` of step `step`'s global batch of `global` samples.
+    pub fn share(
+        &self,
+        seed: u64,
+        step: u64,
+        global: usize,
+        range: std::ops::Range<usize>,
+        order: &mut (u64, Vec<u32>),
+    ) -> Batch {
         let (l, c) = (self.tokens, self.token_dim);
         let n = self.index.len() as u64;
-        let mut rng = step_rng(seed, step, 1);
+        let (lo, b) = (range.start, range.len());
         let mut tokens = vec![0.0f32; b * l * c];
         let mut ids = Vec::new();
         let mut feats = Vec::new();
         let mut raw = Vec::new();
         let mut f = Vec::new();
         for i in 0..b {
-            let pos = step * b as u64 + i as u64;
+            let pos = step * global as u64 + (lo + i) as u64;
+            let mut rng = sample_rng(seed, pos);
             let epoch = pos / n;
             if order.0 != epoch || order.1.is_empty() {
                 *order = (epoch, self.epoch_order(seed, epoch));
@@ -178,18 +191,34 @@ impl Dataset {
         Batch { step: 0, size: 1, tokens, ids, feats }
     }
 
-    /// Batches for steps `from..to` from a background thread (a few ahead).
-    pub fn stream(self: &std::sync::Arc<Self>, seed: u64, from: u64, to: u64, b: usize) -> mpsc::Receiver<Batch> {
+    /// For steps `from..to`, this rank's micro-batches (`shares` of `b` samples each, out of a
+    /// global batch of `global`), from a background thread (a few steps ahead).
+    pub fn stream(
+        self: &std::sync::Arc<Self>,
+        seed: u64,
+        (from, to): (u64, u64),
+        global: usize,
+        b: usize,
+        shares: Vec<usize>,
+    ) -> mpsc::Receiver<Vec<Batch>> {
         let (tx, rx) = mpsc::sync_channel(3);
         let ds = self.clone();
         std::thread::spawn(move || {
             let mut order = (u64::MAX, Vec::new());
             for s in from..to {
-                if tx.send(ds.batch(seed, s, b, &mut order)).is_err() {
+                let micro = shares.iter().map(|&k| ds.share(seed, s, global, k * b..(k + 1) * b, &mut order)).collect();
+                if tx.send(micro).is_err() {
                     break;
                 }
             }
         });
         rx
     }
+}
+
+/// The random stream of the sample at position `pos` of a run (step × global batch + index).
+fn sample_rng(seed: u64, pos: u64) -> ChaCha8Rng {
+    let mut r = ChaCha8Rng::seed_from_u64(seed ^ 0x7361_6d70_6c65_7321);
+    r.set_stream(pos);
+    r
 }

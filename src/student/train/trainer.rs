@@ -19,6 +19,7 @@ use super::optim::{AdamW, Ema};
 use super::schedule::{keep_text, lr_at, mask_ratio, orders, step_rng};
 use crate::error::{Error, Result};
 use crate::pipeline::manifest::{self, Manifest};
+use crate::student::dist::{Dist, Launch};
 use crate::student::model::layers::{index, scalar, tensor_f32, Ctx};
 use crate::student::model::text::TextInput;
 use crate::student::model::{Mar, MarConfig, Mask, ParamStore, Prediction, TextSource};
@@ -64,6 +65,32 @@ pub struct StepDraws {
     pub noise: Vec<f32>,
 }
 
+impl StepDraws {
+    /// Share `k` of `parts` equal shares of the batch (the samples k·B/parts.. of it, and their
+    /// head rows in each of the `mul` copies).
+    pub fn share(&self, k: usize, parts: usize, mul: usize) -> StepDraws {
+        let b = self.orders.len() / parts;
+        let (lo, hi) = (k * b, (k + 1) * b);
+        let per_copy = self.orders.len() * self.masked; // head rows of one copy
+        let c = self.noise.len() / self.t.len().max(1);
+        let mut t = Vec::with_capacity(mul * b * self.masked);
+        let mut noise = Vec::with_capacity(mul * b * self.masked * c);
+        for copy in 0..mul {
+            let rows = copy * per_copy + lo * self.masked..copy * per_copy + hi * self.masked;
+            t.extend_from_slice(&self.t[rows.clone()]);
+            noise.extend_from_slice(&self.noise[rows.start * c..rows.end * c]);
+        }
+        StepDraws {
+            ratio: self.ratio,
+            masked: self.masked,
+            orders: self.orders[lo..hi].to_vec(),
+            keep: self.keep[lo..hi].to_vec(),
+            t,
+            noise,
+        }
+    }
+}
+
 /// The model, its optimiser and EMA, at a step.
 pub struct Trainer {
     pub model: Mar,
@@ -73,6 +100,8 @@ pub struct Trainer {
     pub cfg: TrainConfig,
     pub grid: usize,
     pub device: Device,
+    /// The data-parallel job this trainer is a rank of (a world of one by default).
+    pub dist: Dist,
 }
 
 impl Trainer {
@@ -81,7 +110,7 @@ impl Trainer {
         let model = Mar::new(&model_cfg, &mut store).map_err(|e| Error::invalid("model config", e))?;
         let ema = Ema::new(&store, cfg.train.ema);
         let opt = AdamW::new(0.9, 0.95, cfg.train.weight_decay);
-        Ok(Trainer { model, store, opt, ema, cfg, grid, device })
+        Ok(Trainer { model, store, opt, ema, cfg, grid, device, dist: Dist::single() })
     }
 
     /// The text input of a host batch.
@@ -158,21 +187,59 @@ impl Trainer {
 
     /// One optimisation step on `b` as step `step`.
     pub fn step(&mut self, b: &Batch, step: u64) -> Result<StepStats> {
-        let d = self.draws(b.size, step);
-        self.step_with(b, step, &d)
+        self.step_micro(std::slice::from_ref(b), step)
+    }
+
+    /// One optimisation step of a data-parallel job: `bs` are this rank's micro-batches (its
+    /// shares of the global batch, see [`Dist::shares`]); the draws are the global batch's.
+    pub fn step_micro(&mut self, bs: &[Batch], step: u64) -> Result<StepStats> {
+        let parts = self.dist.world * bs.len();
+        let d = self.draws(bs[0].size * parts, step);
+        let mul = self.cfg.train.diffusion_batch_mul;
+        let ds: Vec<StepDraws> = self.dist.shares(bs.len()).into_iter().map(|k| d.share(k, parts, mul)).collect();
+        self.step_shares(bs, step, &ds)
     }
 
     /// One optimisation step with given draws: forward, backward, clip, AdamW, EMA. The host
     /// waits for the device once, at the end, to read the loss and the gradient norm.
     pub fn step_with(&mut self, b: &Batch, step: u64, d: &StepDraws) -> Result<StepStats> {
+        self.step_shares(std::slice::from_ref(b), step, std::slice::from_ref(d))
+    }
+
+    /// The step over micro-batches with their draws: gradients summed over them, averaged
+    /// across ranks, then one clip, AdamW and EMA update.
+    fn step_shares(&mut self, bs: &[Batch], step: u64, ds: &[StepDraws]) -> Result<StepStats> {
         let t0 = Instant::now();
         let t = self.cfg.train.clone();
         let seed: u64 = step_rng(t.seed, step, 2).random();
         let ctx = Ctx::train(seed).with_dtype(t.precision.dtype(self.device));
-        let (rows, _) = self.losses_with(b, d, &ctx)?;
-        let loss = rows.mean(Kind::Float);
-        let grads = self.store.grads(&loss);
-        let lr = lr_at(step, self.cfg.lr(), t.min_lr, t.warmup_steps, t.steps, t.lr_schedule);
+        let mut acc: Option<(Tensor, std::collections::BTreeMap<String, Tensor>)> = None;
+        for (b, d) in bs.iter().zip(ds) {
+            let (rows, _) = self.losses_with(b, d, &ctx)?;
+            let loss = rows.mean(Kind::Float);
+            let grads = self.store.grads(&loss);
+            acc = Some(match acc {
+                None => (loss.detach(), grads),
+                Some((l, mut g)) => {
+                    let _guard = tch::no_grad_guard();
+                    for (k, v) in g.iter_mut() {
+                        let _ = v.g_add_(&grads[k]);
+                    }
+                    (l + loss.detach(), g)
+                }
+            });
+        }
+        let (mut loss, mut grads) = acc.ok_or_else(|| Error::invalid("train", "a step with no micro-batches"))?;
+        if bs.len() > 1 {
+            let _guard = tch::no_grad_guard();
+            let k = 1.0 / bs.len() as f64;
+            for v in grads.values_mut() {
+                let _ = v.g_mul_scalar_(k);
+            }
+            loss *= k;
+        }
+        self.dist.average(&mut grads, &mut [&mut loss])?;
+        let lr = lr_at(step, self.cfg.lr_for(self.dist.world), t.min_lr, t.warmup_steps, t.steps, t.lr_schedule);
         let grad_norm = self.opt.step(&self.store, &grads, lr, t.grad_clip);
         self.ema.update(&self.store);
         let value = scalar(&loss);
@@ -183,7 +250,14 @@ impl Trainer {
             ));
         }
         let grad_norm = scalar(&grad_norm);
-        Ok(StepStats { step, loss: value, lr, grad_norm, mask_ratio: d.ratio, ms: t0.elapsed().as_secs_f64() * 1e3 })
+        Ok(StepStats {
+            step,
+            loss: value,
+            lr,
+            grad_norm,
+            mask_ratio: ds[0].ratio,
+            ms: t0.elapsed().as_secs_f64() * 1e3,
+        })
     }
 
     fn optim_tensors(&self) -> std::collections::BTreeMap<String, Tensor> {
@@ -232,6 +306,9 @@ pub struct TrainOptions {
     pub stop_at: Option<u64>,
     /// Sample grids at `sample_every` and at the end; none when absent.
     pub grid: Option<GridHook>,
+    /// The data-parallel job this process is a rank of (torchrun, Slurm, `--nproc`); None
+    /// for a single process.
+    pub launch: Option<Launch>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -256,6 +333,12 @@ pub fn model_for(cfg: &TrainConfig, ds: &Dataset) -> Result<MarConfig> {
 
 /// Trains on a manifest (verified first) into `opts.out`.
 pub fn train(manifest_path: &Path, cfg: TrainConfig, opts: &TrainOptions) -> Result<TrainSummary> {
+    // Meet the other ranks first: after this every rank sees the same run folder.
+    let dist = match &opts.launch {
+        Some(l) => Dist::join(l)?,
+        None => Dist::single(),
+    };
+    let main = dist.is_main();
     let m: Manifest = manifest::verify(manifest_path)?;
     let ds = Arc::new(Dataset::open(manifest_path, &m)?);
     let out = &opts.out;
@@ -271,6 +354,17 @@ pub fn train(manifest_path: &Path, cfg: TrainConfig, opts: &TrainOptions) -> Res
                         st.manifest_id,
                         manifest_path.display(),
                         m.id
+                    ),
+                });
+            }
+            if st.world != dist.world {
+                return Err(Error::Conflict {
+                    path: ck.clone(),
+                    message: format!(
+                        "the checkpoint was trained by {} rank(s) (global batch {}); resume it with {} rank(s), or the batch, learning rate and data order would change",
+                        st.world,
+                        st.config.global_batch(st.world),
+                        st.world
                     ),
                 });
             }
@@ -304,20 +398,23 @@ pub fn train(manifest_path: &Path, cfg: TrainConfig, opts: &TrainOptions) -> Res
     if let Some((ck, st)) = &resumed {
         tr.restore(ck, st)?;
     }
-    std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
-    let resolved = toml::to_string(&cfg).expect("train config serialises");
-    crate::pipeline::shard::write_atomic(&out.join("train.toml"), resolved.as_bytes())?;
+    // The ranks start from rank 0's weights (they already agree: same seed or checkpoint).
+    let weights: Vec<&Tensor> = tr.store.vars.values().chain(tr.ema.weights.values()).collect();
+    dist.broadcast(&weights)?;
+    tr.dist = dist;
     let metrics_path = out.join("metrics.jsonl");
-    trim_metrics(&metrics_path, start)?;
-    let mut metrics = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&metrics_path)
-        .map_err(|e| Error::io(&metrics_path, e))?;
+    let mut metrics = None;
+    if main {
+        std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
+        let resolved = toml::to_string(&cfg).expect("train config serialises");
+        crate::pipeline::shard::write_atomic(&out.join("train.toml"), resolved.as_bytes())?;
+        trim_metrics(&metrics_path, start)?;
+        metrics = Some(append(&metrics_path)?);
+    }
 
     let t = cfg.train.clone();
     let end = opts.stop_at.map_or(t.steps, |s| s.min(t.steps));
-    let pb = crate::progress::bar(t.steps, "train", "steps", opts.progress);
+    let pb = crate::progress::bar(t.steps, "train", "steps", opts.progress && main);
     pb.set_position(start);
     let state_at = |step: u64, tr: &Trainer| TrainState {
         step,
@@ -327,23 +424,25 @@ pub fn train(manifest_path: &Path, cfg: TrainConfig, opts: &TrainOptions) -> Res
         manifest_id: m.id.clone(),
         manifest_name: m.name.clone(),
         grid,
+        world: tr.dist.world,
         tool_version: crate::VERSION.into(),
         lineage: None,
         files: Default::default(),
     };
-    let rx = ds.stream(t.seed, start, end, t.batch_size);
+    let global = cfg.global_batch(tr.dist.world);
+    let rx = ds.stream(t.seed, (start, end), global, t.batch_size, tr.dist.shares(t.accumulate));
     let started = Instant::now();
     let (mut first, mut last, mut smooth) = (f64::NAN, f64::NAN, f64::NAN);
     let mut last_ck = existing.clone();
     for step in start..end {
-        let batch = rx.recv().map_err(|_| Error::invalid("train", "the data loader stopped"))?;
-        let s = tr.step(&batch, step)?;
+        let micro = rx.recv().map_err(|_| Error::invalid("train", "the data loader stopped"))?;
+        let s = tr.step_micro(&micro, step)?;
         if first.is_nan() {
             first = s.loss;
         }
         last = s.loss;
         smooth = if smooth.is_nan() { s.loss } else { 0.95 * smooth + 0.05 * s.loss };
-        if (step + 1) % t.log_every.max(1) == 0 || step + 1 == end {
+        if let Some(metrics) = metrics.as_mut().filter(|_| (step + 1) % t.log_every.max(1) == 0 || step + 1 == end) {
             let line = serde_json::to_string(&s).expect("stats serialise");
             writeln!(metrics, "{line}").map_err(|e| Error::io(&metrics_path, e))?;
         }
@@ -351,8 +450,13 @@ pub fn train(manifest_path: &Path, cfg: TrainConfig, opts: &TrainOptions) -> Res
         pb.set_prefix(format!("loss {smooth:.3}"));
         let done = step + 1;
         let at_end = done == end;
+        if !main {
+            continue;
+        }
         if (t.checkpoint_every > 0 && done % t.checkpoint_every == 0) || at_end {
-            metrics.flush().map_err(|e| Error::io(&metrics_path, e))?;
+            if let Some(metrics) = metrics.as_mut() {
+                metrics.flush().map_err(|e| Error::io(&metrics_path, e))?;
+            }
             last_ck = Some(checkpoint::save(
                 out,
                 &state_at(done, &tr),
@@ -374,7 +478,7 @@ pub fn train(manifest_path: &Path, cfg: TrainConfig, opts: &TrainOptions) -> Res
     pb.finish_and_clear();
     let secs = started.elapsed().as_secs_f64();
     let ran = end.saturating_sub(start).max(1) as f64;
-    let tokens = (t.batch_size * grid * grid) as f64 * ran;
+    let tokens = (global * grid * grid) as f64 * ran;
     let summary = TrainSummary {
         steps: end,
         first_loss: first,
@@ -386,6 +490,11 @@ pub fn train(manifest_path: &Path, cfg: TrainConfig, opts: &TrainOptions) -> Res
         checkpoint: last_ck.unwrap_or_else(|| out.join("checkpoints")),
     };
     Ok(summary)
+}
+
+/// `path` opened for appending (created if absent): a run's `metrics.jsonl`.
+pub(crate) fn append(path: &Path) -> Result<std::fs::File> {
+    std::fs::OpenOptions::new().create(true).append(true).open(path).map_err(|e| Error::io(path, e))
 }
 
 /// Keeps only the metric lines up to `step` (a resumed run rewrites what came after).
@@ -486,6 +595,30 @@ mod tests {
         assert!(rel < 0.1, "relative gradient error {rel}");
         assert_eq!(super::super::config::Precision::Auto.dtype(Device::Cpu), Kind::Float);
         assert_eq!(super::super::config::Precision::Bf16.dtype(Device::Cpu), Kind::BFloat16);
+    }
+
+    #[test]
+    fn shares_of_a_steps_draws_partition_it_per_copy() {
+        // Seeded (train.seed = 0): 8 samples, 2 copies per masked token, cut into 4 shares.
+        let (mut tr, _) = micro_trainer(super::super::config::Precision::F32, 0.0);
+        tr.cfg.train.diffusion_batch_mul = 2;
+        let d = tr.draws(8, 3);
+        let (k_rows, c) = (8 * d.masked, d.noise.len() / d.t.len());
+        let parts: Vec<StepDraws> = (0..4).map(|k| d.share(k, 4, 2)).collect();
+        for (k, p) in parts.iter().enumerate() {
+            assert_eq!((p.orders.len(), p.masked, p.ratio), (2, d.masked, d.ratio));
+            assert_eq!(p.orders[..], d.orders[2 * k..2 * k + 2]);
+            assert_eq!(p.keep[..], d.keep[2 * k..2 * k + 2]);
+            let per = 2 * d.masked; // this share's head rows in one copy
+            for copy in 0..2 {
+                let at = copy * k_rows + k * per;
+                assert_eq!(p.t[copy * per..(copy + 1) * per], d.t[at..at + per], "share {k}, copy {copy}");
+                assert_eq!(p.noise[copy * per * c..(copy + 1) * per * c], d.noise[at * c..(at + per) * c]);
+            }
+        }
+        // One share of one is the whole step.
+        let whole = d.share(0, 1, 2);
+        assert_eq!((whole.t, whole.noise, whole.orders), (d.t.clone(), d.noise.clone(), d.orders.clone()));
     }
 
     #[test]

@@ -20,6 +20,19 @@ pub struct Draws {
     pub noise: Tensor,
 }
 
+impl Draws {
+    /// The draws of pairs `lo..lo + n` of the batch (a rank's share).
+    pub fn share(&self, lo: usize, n: usize) -> Draws {
+        let m = self.masked;
+        Draws {
+            orders: self.orders[lo..lo + n].to_vec(),
+            masked: m,
+            t: self.t[lo * m..(lo + n) * m].to_vec(),
+            noise: self.noise.narrow(0, (lo * m) as i64, (n * m) as i64),
+        }
+    }
+}
+
 /// Per-sample eps-MSE over the masked tokens of `tokens` (2B, L, C) = [winners; losers], with
 /// `text` (2B, T, D) the aligned captions: (2B).
 pub fn pair_mse(model: &Mar, tokens: &Tensor, text: &Tensor, d: &Draws, grid: usize, ctx: &Ctx) -> Tensor {

@@ -20,6 +20,7 @@ use tch::{Device, Tensor};
 
 use crate::error::{Error, Result};
 use crate::pipeline::manifest::{self, Manifest};
+use crate::student::dist::{Dist, Launch};
 use crate::student::model::layers::{scalar, tensor_f32, to_host, Ctx};
 use crate::student::model::text::TextInput;
 use crate::student::sample::{Decoder, Student};
@@ -135,8 +136,17 @@ pub fn run(
     out: &Path,
     device: Device,
     progress: bool,
+    launch: Option<&Launch>,
 ) -> Result<DpoSummary> {
     let t0 = Instant::now();
+    // The same data-parallel path as `train`: each rank takes an equal share of every step's
+    // pairs and draws; gradients and the logged means are averaged in one all-reduce.
+    let dist = match launch {
+        Some(l) => Dist::join(l)?,
+        None => Dist::single(),
+    };
+    let main = dist.is_main();
+    let progress = progress && main;
     let m: Manifest = manifest::verify(manifest_path)?;
     let ds = Dataset::open(manifest_path, &m)?;
     let base = Student::load(base_ckpt, true, device)?;
@@ -161,7 +171,7 @@ pub fn run(
     };
     let pb = crate::progress::bar(cfg.pairs.count.min(ds.len()) as u64, "pairs", "prompts", progress);
     let pairs_dir = out.join("pairs");
-    let p = pairs::build(&base, &decoder, manifest_path, &m, &ds, &plan, &pairs_dir, |k| pb.inc(k as u64))?;
+    let p = pairs::build(&base, &decoder, manifest_path, &m, &ds, &plan, &pairs_dir, &dist, |k| pb.inc(k as u64))?;
     pb.finish_and_clear();
     let parts = p.candidates.div_ceil(cfg.pairs.part_size.max(1)) as u64;
     let (judged, failed) = pairs::verdicts(&pairs_dir, &p.id, parts);
@@ -178,6 +188,7 @@ pub fn run(
         "base_weights": plan.base_weights,
         "pairs": { "dir": pairs_dir.display().to_string(), "id": p.id, "pairs": p.n, "candidates": p.candidates },
         "dpo": cfg,
+        "world": dist.world,
     });
 
     // Policy and reference from the base EMA weights; resume from our last checkpoint.
@@ -213,12 +224,13 @@ pub fn run(
         opt.t = st.adam_t;
         start = st.step;
     }
+    let weights: Vec<&Tensor> = policy.store.vars.values().chain(ema.weights.values()).collect();
+    dist.broadcast(&weights)?;
     let metrics_path = out.join("metrics.jsonl");
-    let mut metrics = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&metrics_path)
-        .map_err(|e| Error::io(&metrics_path, e))?;
+    let mut metrics = if main { Some(crate::student::train::trainer::append(&metrics_path)?) } else { None };
+    // Pairs per rank and per step (all ranks take equal shares of the global batch).
+    let per = cfg.batch_size.min(p.n / dist.world).max(1);
+    let (lo, global) = (dist.rank * per, per * dist.world);
     let grid = policy.state.grid;
     let (l, c) = (grid * grid, policy.model.cfg.token_dim);
     let ctx = Ctx::eval(); // no dropout: policy and reference see the same network
@@ -227,9 +239,9 @@ pub fn run(
     let (mut first, mut last, mut last_acc) = (f64::NAN, f64::NAN, f64::NAN);
     let mut last_ck = checkpoint::list(out).pop().unwrap_or_default();
     for step in start..cfg.steps {
-        let idx = picks(cfg.seed, step, cfg.batch_size.min(p.n).max(1), p.n);
+        let idx = picks(cfg.seed, step, global, p.n)[lo..lo + per].to_vec();
         let (tokens, text) = batch(&p, &idx, &ds, device);
-        let d = draws(cfg.seed, step, idx.len(), l, c, device);
+        let d = draws(cfg.seed, step, global, l, c, device).share(lo, per);
         let text_err = |e: String| Error::invalid("dpo", e);
         let ref_mse = tch::no_grad(|| -> Result<Tensor> {
             let tr = reference.model.text.forward(&text, &ctx).map_err(text_err)?;
@@ -238,23 +250,30 @@ pub fn run(
         let tp = policy.model.text.forward(&text, &ctx).map_err(text_err)?;
         let pol_mse = pair_mse(&policy.model, &tokens, &tp, &d, grid, &ctx);
         let (loss, diff) = dpo_loss(&pol_mse, &ref_mse, cfg.beta);
-        let value = scalar(&loss);
+        let dv = to_host(&diff);
+        let mut grads = policy.store.grads(&loss);
+        let acc = dv.iter().filter(|x| **x < 0.0).count() as f64 / dv.len() as f64;
+        let margin = dv.iter().map(|x| *x as f64).sum::<f64>() / dv.len() as f64;
+        // (loss, reward accuracy, margin): means over this rank's pairs, then over the ranks.
+        let host = Tensor::from_slice(&[acc as f32, margin as f32]).to_device(device);
+        let mut means = Tensor::cat(&[loss.detach().to_kind(tch::Kind::Float).reshape([1]), host], 0); // (3,)
+        dist.average(&mut grads, &mut [&mut means])?;
+        let means: Vec<f32> = to_host(&means);
+        let (value, acc, margin) = (f64::from(means[0]), f64::from(means[1]), f64::from(means[2]));
         if !value.is_finite() {
             return Err(Error::invalid(
                 format!("dpo step {step}"),
                 format!("the loss is {value}; lower --lr or --beta"),
             ));
         }
-        let dv = to_host(&diff);
-        let grads = policy.store.grads(&loss);
         let lr = lr_at(step, cfg.lr, cfg.lr, cfg.warmup_steps, cfg.steps, LrSchedule::Constant);
         let grad_norm = scalar(&opt.step(&policy.store, &grads, lr, cfg.grad_clip));
         ema.update(&policy.store);
-        let acc = dv.iter().filter(|x| **x < 0.0).count() as f64 / dv.len() as f64;
-        let margin = dv.iter().map(|x| *x as f64).sum::<f64>() / dv.len() as f64;
         let s = DpoStep { step, loss: value, reward_accuracy: acc, margin, lr, grad_norm };
-        writeln!(metrics, "{}", serde_json::to_string(&s).expect("serialises"))
-            .map_err(|e| Error::io(&metrics_path, e))?;
+        if let Some(metrics) = metrics.as_mut() {
+            writeln!(metrics, "{}", serde_json::to_string(&s).expect("serialises"))
+                .map_err(|e| Error::io(&metrics_path, e))?;
+        }
         if first.is_nan() {
             first = value;
         }
@@ -262,8 +281,10 @@ pub fn run(
         pb.inc(1);
         pb.set_prefix(format!("loss {value:.3}"));
         let done = step + 1;
-        if done == cfg.steps || (cfg.checkpoint_every > 0 && done % cfg.checkpoint_every == 0) {
-            metrics.flush().map_err(|e| Error::io(&metrics_path, e))?;
+        if main && (done == cfg.steps || (cfg.checkpoint_every > 0 && done % cfg.checkpoint_every == 0)) {
+            if let Some(metrics) = metrics.as_mut() {
+                metrics.flush().map_err(|e| Error::io(&metrics_path, e))?;
+            }
             let state =
                 TrainState { step: done, adam_t: opt.t, lineage: Some(lineage.clone()), ..policy.state.clone() };
             let mut optim = std::collections::BTreeMap::new();

@@ -16,6 +16,7 @@ use tch::{Device, Kind, Tensor};
 use crate::error::{Error, Result};
 use crate::pipeline::manifest::Manifest;
 use crate::pipeline::shard;
+use crate::student::dist::Dist;
 use crate::student::model::layers::{tensor_f32, to_host};
 use crate::student::model::sampler::{sample_tokens, Canvas, SampleOptions};
 use crate::student::model::text::TextInput;
@@ -101,7 +102,8 @@ fn captions(root: &Path, m: &Manifest, ds: &Dataset, picked: &[usize]) -> Result
     Ok(out)
 }
 
-/// Builds (or finishes) the pair set in `dir`; returns it loaded.
+/// Builds (or finishes) the pair set in `dir`, this rank's parts of it in a data-parallel
+/// job; returns it loaded.
 #[allow(clippy::too_many_arguments)]
 pub fn build(
     base: &Student,
@@ -111,26 +113,28 @@ pub fn build(
     ds: &Dataset,
     plan: &PairsPlan,
     dir: &Path,
+    dist: &Dist,
     mut progress: impl FnMut(usize),
 ) -> Result<Pairs> {
-    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    // Rank 0 checks or writes the plan and clears stale temporaries before any rank builds.
     let plan_path = dir.join("pairs.json");
-    match std::fs::read(&plan_path) {
-        Ok(bytes) => {
-            let old: PairsPlan = serde_json::from_slice(&bytes)
-                .map_err(|e| Error::invalid(plan_path.display().to_string(), e.to_string()))?;
-            if &old != plan {
-                return Err(Error::Conflict {
-                    path: dir.to_path_buf(),
-                    message:
-                        "holds pairs made from another base checkpoint, manifest or pair config; use another --out"
-                            .into(),
-                });
-            }
+    if dist.is_main() {
+        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+        if std::fs::metadata(&plan_path).is_err() {
+            shard::write_atomic(&plan_path, &serde_json::to_vec_pretty(plan).expect("plan serialises"))?;
         }
-        Err(_) => shard::write_atomic(&plan_path, &serde_json::to_vec_pretty(plan).expect("plan serialises"))?,
+        shard::clean_temporaries(dir)?;
     }
-    shard::clean_temporaries(dir)?;
+    dist.barrier()?;
+    let bytes = std::fs::read(&plan_path).map_err(|e| Error::io(&plan_path, e))?;
+    let old: PairsPlan =
+        serde_json::from_slice(&bytes).map_err(|e| Error::invalid(plan_path.display().to_string(), e.to_string()))?;
+    if &old != plan {
+        return Err(Error::Conflict {
+            path: dir.to_path_buf(),
+            message: "holds pairs made from another base checkpoint, manifest or pair config; use another --out".into(),
+        });
+    }
     let cfg = &plan.config;
     let id = plan.id();
     let mut all: Vec<usize> = (0..ds.len()).collect();
@@ -150,7 +154,9 @@ pub fn build(
     let (l, c) = (grid * grid, base.model.cfg.token_dim);
     for (k, chunk) in all.chunks(cfg.part_size.max(1)).enumerate() {
         let k = k as u64;
-        if done(dir, k, &id).is_some() {
+        // In a data-parallel job each rank builds every world-th part (a part's losers depend
+        // on the part alone), then all wait for the set to be complete.
+        if done(dir, k, &id).is_some() || k % dist.world as u64 != dist.rank as u64 {
             progress(chunk.len());
             continue;
         }
@@ -204,6 +210,7 @@ pub fn build(
         }
         progress(chunk.len());
     }
+    dist.barrier()?;
     load(dir, &id, all.len(), all.len().div_ceil(cfg.part_size.max(1)) as u64)
 }
 
