@@ -32,8 +32,9 @@ pub fn train_cmd(a: TrainArgs, progress: bool) -> Result<()> {
     };
     let grid = Some(lightgen::student::sample::grid_hook(&a.manifest, &a.out, device));
     let rank = launch.as_ref().map_or(0, |l| l.rendezvous.rank);
+    let eval = Some(lightgen::student::eval::curve_hook(&a.manifest, &a.out, device));
     let opts =
-        TrainOptions { out: a.out.clone(), resume: a.resume, device, progress, stop_at: a.stop_at, grid, launch };
+        TrainOptions { out: a.out.clone(), resume: a.resume, device, progress, stop_at: a.stop_at, grid, eval, launch };
     let s = train::train(&a.manifest, cfg, &opts)?;
     if rank != 0 {
         return Ok(()); // rank 0 prints the summary
@@ -179,6 +180,7 @@ pub fn demo_rest(run_dir: &Path, n: usize, steps: Option<u64>, progress: bool, t
             progress,
             stop_at: None,
             grid,
+            eval: Some(lightgen::student::eval::curve_hook(&manifest_path, &out, tch::Device::Cpu)),
             launch: None,
         };
         let s = train::train(&manifest_path, cfg, &opts)?;
@@ -195,6 +197,7 @@ pub fn demo_rest(run_dir: &Path, n: usize, steps: Option<u64>, progress: bool, t
     eval_cmd(eval_args(&out, &manifest_path, eval_out.clone(), n), progress)?;
     outln!("\ndemo done in {:.1} min", t0.elapsed().as_secs_f64() / 60.0);
     outln!("  loss curve    {}", out.join("loss.png").display());
+    outln!("  eval curve    {} (held-out slice every train.eval_every steps)", out.join("eval-curve.png").display());
     outln!("  sample grids  {}", out.join("samples").display());
     outln!("  eval          {} (eval.md, samples.png, failures-<task>.png)", eval_out.display());
     Ok(())

@@ -16,7 +16,17 @@ const BG: Rgb<u8> = Rgb([255, 255, 255]);
 const INK: Rgb<u8> = Rgb([30, 30, 30]);
 const GRID: Rgb<u8> = Rgb([225, 225, 225]);
 /// Series colours (colour-blind safe: blue, orange, green).
-pub const SERIES: [Rgb<u8>; 3] = [Rgb([0, 114, 178]), Rgb([230, 159, 0]), Rgb([0, 158, 115])];
+/// Okabe–Ito's colour-blind-safe palette (black last).
+pub const SERIES: [Rgb<u8>; 8] = [
+    Rgb([0, 114, 178]),
+    Rgb([230, 159, 0]),
+    Rgb([0, 158, 115]),
+    Rgb([204, 121, 167]),
+    Rgb([86, 180, 233]),
+    Rgb([213, 94, 0]),
+    Rgb([240, 228, 66]),
+    Rgb([0, 0, 0]),
+];
 
 /// Draws `text` with its top-left corner at (x, y).
 pub fn text(img: &mut RgbImage, x: u32, y: u32, s: &str, color: Rgb<u8>) {
@@ -82,13 +92,39 @@ pub fn bars(path: &Path, title: &str, series: &[&str], rows: &[(String, Vec<f64>
 
 /// A line chart of one or more (x, y) series (log-free, y from its min to max), saved as PNG.
 pub fn lines(path: &Path, title: &str, x_label: &str, series: &[(&str, Vec<(f64, f64)>)]) -> Result<()> {
-    let (w, h, left, top, bottom) = (900u32, 480u32, 90u32, 56u32, 40u32);
+    lines_in(path, title, x_label, series, None)
+}
+
+/// [`lines`] with the y axis fixed to `y_range` (accuracies on [0, 1], say) when given.
+pub fn lines_in(
+    path: &Path,
+    title: &str,
+    x_label: &str,
+    series: &[(&str, Vec<(f64, f64)>)],
+    y_range: Option<(f64, f64)>,
+) -> Result<()> {
+    let (w, h, left, bottom) = (900u32, 480u32, 90u32, 40u32);
+    // The legend wraps onto as many rows as it needs above the plot.
+    let item = |name: &str| GLYPH + 6 + (name.chars().count() as u32 + 3) * GLYPH;
+    let mut rows = 1u32;
+    let mut x = left + 300;
+    for (name, _) in series {
+        if x + item(name) > w && x > left {
+            rows += 1;
+            x = left;
+        }
+        x += item(name);
+    }
+    let top = 40 + rows * (GLYPH + 6);
     let mut img = RgbImage::from_pixel(w, h, BG);
     text(&mut img, 12, 10, title, INK);
     let pts = series.iter().flat_map(|(_, s)| s.iter()).filter(|(x, y)| x.is_finite() && y.is_finite());
     let (mut x0, mut x1, mut y0, mut y1) = (f64::MAX, f64::MIN, f64::MAX, f64::MIN);
     for &(x, y) in pts {
         (x0, x1, y0, y1) = (x0.min(x), x1.max(x), y0.min(y), y1.max(y));
+    }
+    if let Some((lo, hi)) = y_range {
+        (y0, y1) = (lo, hi);
     }
     if x0 > x1 {
         (x0, x1, y0, y1) = (0.0, 1.0, 0.0, 1.0);
@@ -106,17 +142,25 @@ pub fn lines(path: &Path, title: &str, x_label: &str, series: &[(&str, Vec<(f64,
         text(&mut img, 4, y.saturating_sub(GLYPH / 2), &format!("{:.3}", y1 - (y1 - y0) * q as f64 / 4.0), INK);
     }
     text(&mut img, left, h - GLYPH - 8, &format!("{x_label}: {x0:.0} .. {x1:.0}"), INK);
-    let mut lx = left + 300;
+    let (mut lx, mut ly) = (left + 300, 16 + GLYPH);
     for (k, (name, pts)) in series.iter().enumerate() {
         let col = SERIES[k % SERIES.len()];
-        fill(&mut img, lx, 16 + GLYPH, GLYPH, GLYPH, col);
-        text(&mut img, lx + GLYPH + 6, 16 + GLYPH, name, INK);
-        lx += GLYPH + 6 + (name.chars().count() as u32 + 3) * GLYPH;
+        if lx + item(name) > w && lx > left {
+            (lx, ly) = (left, ly + GLYPH + 6);
+        }
+        fill(&mut img, lx, ly, GLYPH, GLYPH, col);
+        text(&mut img, lx + GLYPH + 6, ly, name, INK);
+        lx += item(name);
         let map = |(x, y): (f64, f64)| {
             let px = left as f64 + (x - x0) / (x1 - x0) * pw as f64;
             let py = top as f64 + (y1 - y) / (y1 - y0) * ph as f64;
             (px, py)
         };
+        // Markers where the points are few enough to tell apart (evaluation curves).
+        for &p in pts.iter().filter(|(x, y)| pts.len() <= 64 && x.is_finite() && y.is_finite()) {
+            let (x, y) = map(p);
+            fill(&mut img, (x as u32).saturating_sub(2), (y as u32).saturating_sub(2), 5, 5, col);
+        }
         for pair in pts.windows(2) {
             let (a, b) = (map(pair[0]), map(pair[1]));
             let n = ((b.0 - a.0).abs().max((b.1 - a.1).abs()).ceil() as usize).max(1);

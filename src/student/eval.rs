@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Error, Result};
 use crate::student::model::sampler::SampleOptions;
 use crate::student::sample::{generate, Decoder, Prompter, Student};
+use crate::student::train::trainer::{EvalHook, EvalPoint};
 use crate::world::analyze::Analyzer;
 use crate::world::Spec;
 
@@ -67,6 +68,53 @@ pub fn read_geneval(path: &Path) -> Result<Vec<EvalPrompt>> {
             Ok(EvalPrompt { prompt: spec.prompt.clone(), spec })
         })
         .collect()
+}
+
+/// The held-out slice the trainer's evaluation curve uses: up to `n` prompts, taken in turn
+/// from each task in the held-out order, so every task is in it and it is the same each time.
+pub fn balanced_slice(prompts: Vec<EvalPrompt>, n: usize) -> Vec<EvalPrompt> {
+    let mut by_task: BTreeMap<String, std::collections::VecDeque<EvalPrompt>> = BTreeMap::new();
+    for p in prompts {
+        by_task.entry(p.spec.tag.clone()).or_default().push_back(p);
+    }
+    let mut out = Vec::with_capacity(n);
+    while out.len() < n && by_task.values().any(|q| !q.is_empty()) {
+        for q in by_task.values_mut() {
+            if let Some(p) = q.pop_front().filter(|_| out.len() < n) {
+                out.push(p);
+            }
+        }
+    }
+    out
+}
+
+/// The trainer's evaluation curve: each checkpoint it asks for is evaluated (EMA weights,
+/// the config's sampler and seed) on [`balanced_slice`] of the held-out prompts, and the
+/// report files go to `out/evals/step-N/`. Manifests without held-out specs (not the shapes
+/// world) give no point.
+pub fn curve_hook(manifest_path: &Path, out: &Path, device: tch::Device) -> EvalHook {
+    let (manifest_path, dir) = (manifest_path.to_path_buf(), out.join("evals"));
+    Box::new(move |m, cfg, ck, step| {
+        let t = &cfg.train;
+        let Ok(prompts) = crate::student::sample::held_out(&manifest_path, m).and_then(load_prompts) else {
+            tracing::warn!("no held-out prompts with specs beside the manifest: no evaluation curve");
+            return Ok(None);
+        };
+        let prompts = balanced_slice(prompts, t.eval_prompts);
+        if prompts.is_empty() || t.eval_images == 0 {
+            return Ok(None);
+        }
+        let student = Student::load(ck, true, device)?;
+        let prompter = Prompter::for_manifest(&manifest_path, m, None)?;
+        let decoder = Decoder::for_manifest(m, None)?;
+        let out = dir.join(format!("step-{step:08}"));
+        let r = run(&student, &prompter, &decoder, &prompts, t.eval_images, &cfg.sample, t.seed, 64, &out, |_| {})?;
+        Ok(Some(EvalPoint {
+            overall: r.overall,
+            tasks: r.tasks.iter().map(|(k, v)| (k.clone(), v.accuracy)).collect(),
+            images: r.images,
+        }))
+    })
 }
 
 /// Samples and judges; writes the report files into `out`.
@@ -248,6 +296,28 @@ pub fn read_report(path: &Path) -> Result<EvalReport> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn prompt(tag: &str, i: usize) -> EvalPrompt {
+        let spec: Spec =
+            serde_json::from_value(serde_json::json!({ "tag": tag, "prompt": format!("{tag} {i}"), "include": [] }))
+                .unwrap();
+        EvalPrompt { prompt: spec.prompt.clone(), spec }
+    }
+
+    #[test]
+    fn the_curve_slice_takes_each_task_in_turn() {
+        let mut all: Vec<EvalPrompt> = (0..5).map(|i| prompt("counting", i)).collect();
+        all.extend((0..2).map(|i| prompt("position", i)));
+        all.extend((0..5).map(|i| prompt("colors", i)));
+        let names = |v: &[EvalPrompt]| v.iter().map(|p| p.prompt.clone()).collect::<Vec<_>>();
+        // Tasks in name order, each task's prompts in held-out order; a short task runs out.
+        assert_eq!(
+            names(&balanced_slice(all, 8)),
+            ["colors 0", "counting 0", "position 0", "colors 1", "counting 1", "position 1", "colors 2", "counting 2"]
+        );
+        let s = balanced_slice((0..3).map(|i| prompt("colors", i)).collect(), 10);
+        assert_eq!(s.len(), 3, "never more than there are");
+    }
 
     fn report(acc: &[(&str, f64)]) -> EvalReport {
         let tasks: BTreeMap<String, TaskScore> = acc

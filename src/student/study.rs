@@ -178,6 +178,7 @@ pub fn run(manifest_path: &Path, cfg: &StudyConfig, out: &Path, device: Device, 
                 progress,
                 stop_at: None,
                 grid,
+                eval: None,
                 launch: None,
             };
             let s = crate::student::train::train(&mpath, cfg.train.clone(), &opts)?;

@@ -485,3 +485,39 @@ fn issue_19_errors_name_one_field_one_file_and_each_cause_once() {
     let e = stderr(&o);
     assert_eq!(e.matches("No such file or directory").count(), 1, "{e}");
 }
+
+#[test]
+fn issue_18_train_draws_an_evaluation_curve_that_survives_a_resume() {
+    let dir = tempfile::tempdir().unwrap();
+    let micro = std::fs::read_to_string(super::root().join(MICRO)).unwrap();
+    let cfg = dir.path().join("eval.toml");
+    std::fs::write(&cfg, micro.replace("sample_every = 0", "sample_every = 0\neval_every = 5\neval_prompts = 12")).unwrap();
+    let out = dir.path().join("run");
+    let run = |extra: &[&str]| {
+        let mut args = vec!["train", "-q", "-m", MANIFEST, "-c", cfg.to_str().unwrap(), "--out", out.to_str().unwrap()];
+        args.extend_from_slice(extra);
+        let o = lightgen(&args);
+        assert!(o.status.success(), "{}", stderr(&o));
+    };
+    run(&["--stop-at", "5"]);
+    run(&["--resume"]);
+    let evals: Vec<serde_json::Value> = String::from_utf8(read(&out.join("metrics.jsonl")))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|v| v.get("eval").is_some())
+        .collect();
+    assert_eq!(evals.iter().map(|v| v["step"].as_u64().unwrap()).collect::<Vec<_>>(), [5, 10], "each point once");
+    for v in &evals {
+        let e = &v["eval"];
+        let tasks = e["tasks"].as_object().unwrap();
+        assert!(!tasks.is_empty() && e["images"].as_u64().unwrap() > 0, "{v}");
+        let mean = tasks.values().map(|a| a.as_f64().unwrap()).sum::<f64>() / tasks.len() as f64;
+        assert!((e["overall"].as_f64().unwrap() - mean).abs() < 1e-12, "overall is the mean of the tasks: {v}");
+        let step = v["step"].as_u64().unwrap();
+        assert!(out.join(format!("evals/step-{step:08}/eval.json")).exists());
+    }
+    assert!(evals[1]["wall_s"].as_f64() > evals[0]["wall_s"].as_f64(), "wall time goes on across the resume");
+    let png = image::open(out.join("eval-curve.png")).unwrap();
+    assert_eq!((png.width(), png.height()), (900, 480));
+}

@@ -93,6 +93,13 @@ pub struct TrainSection {
     pub sample_every: u64,
     /// How many held-out prompts the grids show.
     pub grid_prompts: usize,
+    /// Evaluate the EMA weights every N steps (and at the end) on a fixed slice of the
+    /// held-out prompts: per-task accuracy into `metrics.jsonl` and `eval-curve.png`. 0 = off.
+    pub eval_every: u64,
+    /// Held-out prompts in that slice (taken in turn from each task, the same every time).
+    pub eval_prompts: usize,
+    /// Images per prompt at each of those evaluations.
+    pub eval_images: usize,
 }
 
 impl Default for TrainSection {
@@ -121,6 +128,9 @@ impl Default for TrainSection {
             keep_checkpoints: 2,
             sample_every: 0,
             grid_prompts: 8,
+            eval_every: 0,
+            eval_prompts: 60,
+            eval_images: 1,
         }
     }
 }

@@ -296,6 +296,21 @@ impl Trainer {
 /// Training itself never samples, so `train` does not depend on `sample`.
 pub type GridHook = Box<dyn Fn(&Manifest, &TrainConfig, &Path, u64) -> Result<()>>;
 
+/// Evaluates a checkpoint (given the verified manifest, the resolved config, the checkpoint
+/// folder and its step) on the held-out slice `train.eval_*` names; None when the manifest
+/// has nothing to judge with. [`crate::student::eval::curve_hook`] makes one.
+pub type EvalHook = Box<dyn Fn(&Manifest, &TrainConfig, &Path, u64) -> Result<Option<EvalPoint>>>;
+
+/// One point of the evaluation curve.
+#[derive(Debug, Clone, Serialize)]
+pub struct EvalPoint {
+    /// Mean of the task accuracies.
+    pub overall: f64,
+    /// Accuracy per task.
+    pub tasks: std::collections::BTreeMap<String, f64>,
+    pub images: usize,
+}
+
 /// Runtime choices (not part of what is trained).
 pub struct TrainOptions {
     pub out: PathBuf,
@@ -306,6 +321,8 @@ pub struct TrainOptions {
     pub stop_at: Option<u64>,
     /// Sample grids at `sample_every` and at the end; none when absent.
     pub grid: Option<GridHook>,
+    /// Evaluations at `eval_every` and at the end; none when absent.
+    pub eval: Option<EvalHook>,
     /// The data-parallel job this process is a rank of (torchrun, Slurm, `--nproc`); None
     /// for a single process.
     pub launch: Option<Launch>,
@@ -374,6 +391,7 @@ pub fn train(manifest_path: &Path, cfg: TrainConfig, opts: &TrainOptions) -> Res
             c.train.steps = cfg.train.steps;
             c.train.checkpoint_every = cfg.train.checkpoint_every;
             c.train.sample_every = cfg.train.sample_every;
+            c.train.eval_every = cfg.train.eval_every;
             c.train.log_every = cfg.train.log_every;
             (c, st.step, Some((ck.clone(), st)))
         }
@@ -404,11 +422,12 @@ pub fn train(manifest_path: &Path, cfg: TrainConfig, opts: &TrainOptions) -> Res
     tr.dist = dist;
     let metrics_path = out.join("metrics.jsonl");
     let mut metrics = None;
+    let mut wall_before = 0.0;
     if main {
         std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
         let resolved = toml::to_string(&cfg).expect("train config serialises");
         crate::pipeline::shard::write_atomic(&out.join("train.toml"), resolved.as_bytes())?;
-        trim_metrics(&metrics_path, start)?;
+        wall_before = trim_metrics(&metrics_path, start)?;
         metrics = Some(append(&metrics_path)?);
     }
 
@@ -453,7 +472,10 @@ pub fn train(manifest_path: &Path, cfg: TrainConfig, opts: &TrainOptions) -> Res
         if !main {
             continue;
         }
-        if (t.checkpoint_every > 0 && done % t.checkpoint_every == 0) || at_end {
+        let eval_due = opts.eval.is_some()
+            && t.eval_every > 0
+            && (done % t.eval_every == 0 || (at_end && done == t.steps));
+        if (t.checkpoint_every > 0 && done % t.checkpoint_every == 0) || at_end || eval_due {
             if let Some(metrics) = metrics.as_mut() {
                 metrics.flush().map_err(|e| Error::io(&metrics_path, e))?;
             }
@@ -466,6 +488,16 @@ pub fn train(manifest_path: &Path, cfg: TrainConfig, opts: &TrainOptions) -> Res
                 t.keep_checkpoints,
             )?);
             loss_curve(&metrics_path, &out.join("loss.png"))?;
+        }
+        if let (true, Some(eval), Some(ck)) = (eval_due, &opts.eval, &last_ck) {
+            let wall_s = wall_before + started.elapsed().as_secs_f64();
+            if let Some(p) = eval(&m, &cfg, ck, done)? {
+                let line = serde_json::json!({ "step": done, "wall_s": wall_s, "eval": p });
+                if let Some(metrics) = metrics.as_mut() {
+                    writeln!(metrics, "{line}").and_then(|_| metrics.flush()).map_err(|e| Error::io(&metrics_path, e))?;
+                }
+                eval_curve(&metrics_path, &out.join("eval-curve.png"))?;
+            }
         }
         if (t.sample_every > 0 && done % t.sample_every == 0) || (at_end && done == t.steps) {
             if let (Some(ck), Some(grid)) = (&last_ck, &opts.grid) {
@@ -497,17 +529,62 @@ pub(crate) fn append(path: &Path) -> Result<std::fs::File> {
     std::fs::OpenOptions::new().create(true).append(true).open(path).map_err(|e| Error::io(path, e))
 }
 
-/// Keeps only the metric lines up to `step` (a resumed run rewrites what came after).
-fn trim_metrics(path: &Path, step: u64) -> Result<()> {
-    let Ok(text) = std::fs::read_to_string(path) else { return Ok(()) };
+/// Keeps only the metric lines up to `step` (a resumed run rewrites what came after): the
+/// steps before it and the evaluations up to it. Returns the wall time the kept evaluations
+/// reached (where a resumed run's curve goes on from).
+fn trim_metrics(path: &Path, step: u64) -> Result<f64> {
+    let Ok(text) = std::fs::read_to_string(path) else { return Ok(0.0) };
+    let mut wall = 0.0f64;
     let kept: String = text
         .lines()
         .filter(|l| {
-            serde_json::from_str::<serde_json::Value>(l).ok().and_then(|v| v["step"].as_u64()).is_some_and(|s| s < step)
+            let Ok(v) = serde_json::from_str::<serde_json::Value>(l) else { return false };
+            let Some(s) = v["step"].as_u64() else { return false };
+            let keep = if v.get("eval").is_some() { s <= step } else { s < step };
+            if keep {
+                wall = wall.max(v["wall_s"].as_f64().unwrap_or(0.0));
+            }
+            keep
         })
         .map(|l| format!("{l}\n"))
         .collect();
-    crate::pipeline::shard::write_atomic(path, kept.as_bytes())
+    crate::pipeline::shard::write_atomic(path, kept.as_bytes())?;
+    Ok(wall)
+}
+
+/// `eval-curve.png` from the evaluation lines of `metrics.jsonl`: each task's accuracy and the
+/// overall score against the step (the title gives the wall time of the last point).
+pub fn eval_curve(metrics: &Path, png: &Path) -> Result<()> {
+    let text = std::fs::read_to_string(metrics).map_err(|e| Error::io(metrics, e))?;
+    let evals: Vec<serde_json::Value> = text
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v.get("eval").is_some())
+        .collect();
+    let Some(last) = evals.last() else { return Ok(()) };
+    let mut series: Vec<(String, Vec<(f64, f64)>)> = Vec::new();
+    let mut push = |name: &str, x: f64, y: f64| match series.iter_mut().find(|(n, _)| n == name) {
+        Some((_, pts)) => pts.push((x, y)),
+        None => series.push((name.to_string(), vec![(x, y)])),
+    };
+    for v in &evals {
+        let x = v["step"].as_f64().unwrap_or(0.0);
+        push("overall", x, v["eval"]["overall"].as_f64().unwrap_or(0.0));
+        if let Some(tasks) = v["eval"]["tasks"].as_object() {
+            for (k, a) in tasks {
+                push(k, x, a.as_f64().unwrap_or(0.0));
+            }
+        }
+    }
+    // Short: the chart's font fits ~55 characters across.
+    let title = format!(
+        "held-out accuracy, {} images/point, {:.1} min at step {}",
+        last["eval"]["images"],
+        last["wall_s"].as_f64().unwrap_or(0.0) / 60.0,
+        last["step"]
+    );
+    let series: Vec<(&str, Vec<(f64, f64)>)> = series.iter().map(|(n, p)| (n.as_str(), p.clone())).collect();
+    crate::report::chart::lines_in(png, &title, "step", &series, Some((0.0, 1.0)))
 }
 
 /// `loss.png` from `metrics.jsonl`: the logged loss and its running mean.
