@@ -491,7 +491,8 @@ fn issue_18_train_draws_an_evaluation_curve_that_survives_a_resume() {
     let dir = tempfile::tempdir().unwrap();
     let micro = std::fs::read_to_string(super::root().join(MICRO)).unwrap();
     let cfg = dir.path().join("eval.toml");
-    std::fs::write(&cfg, micro.replace("sample_every = 0", "sample_every = 0\neval_every = 5\neval_prompts = 12")).unwrap();
+    std::fs::write(&cfg, micro.replace("sample_every = 0", "sample_every = 0\neval_every = 5\neval_prompts = 12"))
+        .unwrap();
     let out = dir.path().join("run");
     let run = |extra: &[&str]| {
         let mut args = vec!["train", "-q", "-m", MANIFEST, "-c", cfg.to_str().unwrap(), "--out", out.to_str().unwrap()];

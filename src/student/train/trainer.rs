@@ -472,9 +472,8 @@ pub fn train(manifest_path: &Path, cfg: TrainConfig, opts: &TrainOptions) -> Res
         if !main {
             continue;
         }
-        let eval_due = opts.eval.is_some()
-            && t.eval_every > 0
-            && (done % t.eval_every == 0 || (at_end && done == t.steps));
+        let eval_due =
+            opts.eval.is_some() && t.eval_every > 0 && (done % t.eval_every == 0 || (at_end && done == t.steps));
         if (t.checkpoint_every > 0 && done % t.checkpoint_every == 0) || at_end || eval_due {
             if let Some(metrics) = metrics.as_mut() {
                 metrics.flush().map_err(|e| Error::io(&metrics_path, e))?;
@@ -494,7 +493,9 @@ pub fn train(manifest_path: &Path, cfg: TrainConfig, opts: &TrainOptions) -> Res
             if let Some(p) = eval(&m, &cfg, ck, done)? {
                 let line = serde_json::json!({ "step": done, "wall_s": wall_s, "eval": p });
                 if let Some(metrics) = metrics.as_mut() {
-                    writeln!(metrics, "{line}").and_then(|_| metrics.flush()).map_err(|e| Error::io(&metrics_path, e))?;
+                    writeln!(metrics, "{line}")
+                        .and_then(|_| metrics.flush())
+                        .map_err(|e| Error::io(&metrics_path, e))?;
                 }
                 eval_curve(&metrics_path, &out.join("eval-curve.png"))?;
             }
