@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use lightgen::pipeline::encode::shards::{serialize, Shard, ShardData};
+use lightgen::formats::shards::{serialize, Shard, ShardData};
 use rand::{RngExt, SeedableRng};
 
 const ROWS: usize = 2048;

@@ -13,6 +13,7 @@
 
 pub mod config;
 pub mod error;
+pub mod formats;
 pub mod onnx;
 pub mod pipeline;
 pub mod progress;

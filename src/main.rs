@@ -30,12 +30,13 @@ use clap::Parser;
 
 use cli::{Cli, Command, DistillArgs, ManifestCommand, MergeArgs, ReportCommand, StageArgs};
 use lightgen::config::{Overrides, Plan};
+use lightgen::formats::manifest;
 use lightgen::pipeline::curate::{self, CurateOptions, CurateSummary};
+use lightgen::pipeline::distribute;
 use lightgen::pipeline::encode::{self, EncodeOptions, EncodeSummary};
 use lightgen::pipeline::expand::{self, ExpandOptions, ExpandSummary};
 use lightgen::pipeline::generate::{self, GenerateOptions, GenerateSummary};
 use lightgen::pipeline::worker::Worker;
-use lightgen::pipeline::{distribute, manifest};
 use lightgen::report::{curate as curate_report, generate as generate_report, prompts};
 use lightgen::store::Store;
 use lightgen::taxonomy::Taxonomy;
@@ -123,7 +124,7 @@ fn run(command: Command, progress: bool) -> Result<()> {
         }
         Command::Manifest(ManifestCommand::Build(args)) => {
             if let Some(plan) = plan(&args)? {
-                let m = manifest::build(&plan)?;
+                let m = lightgen::pipeline::manifest::build(&plan)?;
                 out!("{}", manifest::show(&m));
             }
         }
@@ -156,7 +157,7 @@ fn run(command: Command, progress: bool) -> Result<()> {
             let filters = filters.iter().map(|f| Rule::parse_filter(f)).collect::<Result<Vec<_>, _>>()?;
             let rule = Rule { count, fraction, strategy, filters, only_allowed: false, stratum: per, seed };
             let rows = subset::select(&path, &parent, &rule)?;
-            let (out, m) = manifest::write_subset(&path, &parent, &name, &rule.describe(), &rows)?;
+            let (out, m) = lightgen::pipeline::manifest::write_subset(&path, &parent, &name, &rule.describe(), &rows)?;
             out!("{}", manifest::show(&m));
             outln!(
                 "subset    of {} by {}
@@ -267,7 +268,7 @@ manifest: {}",
                         if plan.config.encode.is_some() {
                             let opts = EncodeOptions { force: args.force, progress, threads: args.threads };
                             print_encode(&encode::run(&plan, &opts)?, args.json);
-                            let m = manifest::build(&plan)?;
+                            let m = lightgen::pipeline::manifest::build(&plan)?;
                             if args.json {
                                 outln!(
                                     "{}",

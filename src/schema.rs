@@ -9,7 +9,7 @@ pub fn all() -> Vec<(&'static str, String)> {
     vec![
         ("run-config.schema.json", pretty(schemars::schema_for!(RunConfig))),
         ("taxonomy.schema.json", pretty(schemars::schema_for!(TaxonomyFile))),
-        ("manifest.schema.json", pretty(schemars::schema_for!(crate::pipeline::manifest::Manifest))),
+        ("manifest.schema.json", pretty(schemars::schema_for!(crate::formats::manifest::Manifest))),
         ("train-config.schema.json", pretty(schemars::schema_for!(crate::student::train::TrainConfig))),
     ]
 }

@@ -4,7 +4,7 @@
 //! Stages work on a local copy of the run folder (a scratch directory) and publish each part
 //! through [`Store::publish_part`]: the data file first (multipart above [`MULTIPART_BYTES`]),
 //! then its stats marker, so a part is visible to others exactly when it is complete — the same
-//! commit protocol as [`crate::pipeline::shard`]. Credentials come from the standard
+//! commit protocol as [`crate::formats::commit`]. Credentials come from the standard
 //! environment variables of each cloud (`AWS_ACCESS_KEY_ID`, `AWS_ENDPOINT`,
 //! `GOOGLE_SERVICE_ACCOUNT`, `AZURE_STORAGE_ACCOUNT_NAME`, …) and are never printed: only the
 //! URL without user info or query is.
@@ -19,7 +19,7 @@ use object_store::path::Path as Key;
 use object_store::{BackoffConfig, ObjectStore, ObjectStoreExt, PutPayload, RetryConfig, WriteMultipart};
 
 use crate::error::{Error, Result};
-use crate::pipeline::shard::{self, PartStats};
+use crate::formats::commit::{self, PartStats};
 
 /// Files larger than this are uploaded in parts (`LIGHTGEN_MULTIPART_BYTES` overrides it).
 pub const MULTIPART_BYTES: u64 = 16 << 20;
@@ -213,7 +213,7 @@ impl Store {
             Err(object_store::Error::NotFound { .. }) => return Ok(false),
             Err(e) => return Err(self.err(rel, e)),
         };
-        let mut out = shard::AtomicFile::create(local)?;
+        let mut out = commit::AtomicFile::create(local)?;
         let mut stream = r.into_stream();
         while let Some(chunk) = stream.next().await {
             let chunk = chunk.map_err(|e| self.err(rel, e))?;
@@ -247,7 +247,7 @@ impl Store {
     }
 
     async fn part_stats_async(&self, dir: &str, k: u64, plan: &str) -> Result<Option<PartStats>> {
-        let rel = format!("{dir}/{}", shard::stats_name(k));
+        let rel = format!("{dir}/{}", commit::stats_name(k));
         let Some(bytes) = self.get_async(&rel).await? else {
             return Ok(None);
         };
@@ -270,8 +270,8 @@ impl Store {
 
     /// Publishes a committed local part: its file, then its marker (which makes it visible).
     pub fn publish_part(&self, local_dir: &Path, dir: &str, k: u64) -> Result<()> {
-        self.upload(&format!("{dir}/{}", shard::part_name(k)), &local_dir.join(shard::part_name(k)))?;
-        self.upload(&format!("{dir}/{}", shard::stats_name(k)), &local_dir.join(shard::stats_name(k)))
+        self.upload(&format!("{dir}/{}", commit::part_name(k)), &local_dir.join(commit::part_name(k)))?;
+        self.upload(&format!("{dir}/{}", commit::stats_name(k)), &local_dir.join(commit::stats_name(k)))
     }
 
     /// Fetches a published part into `local_dir` unless the local copy is already done;
@@ -293,12 +293,12 @@ impl Store {
     }
 
     async fn fetch_part_async(&self, dir: &str, k: u64, plan: &str, local_dir: &Path) -> Result<bool> {
-        if shard::done_part(local_dir, k, plan).is_some() {
+        if commit::done_part(local_dir, k, plan).is_some() {
             return Ok(true);
         }
         // data first, marker last, as when it was written; a part published without its
         // marker (its writer was killed in between) is not there
-        let (data, marker) = (shard::part_name(k), shard::stats_name(k));
+        let (data, marker) = (commit::part_name(k), commit::stats_name(k));
         if !self.download_async(&format!("{dir}/{data}"), &local_dir.join(&data)).await? {
             return Ok(false);
         }
@@ -314,9 +314,9 @@ impl Store {
             std::fs::remove_file(&local_marker).map_err(|e| Error::io(&local_marker, e))?;
             return Ok(false);
         }
-        if shard::done_part(local_dir, k, plan).is_none() {
+        if commit::done_part(local_dir, k, plan).is_none() {
             return Err(Error::Conflict {
-                path: local_dir.join(shard::part_name(k)),
+                path: local_dir.join(commit::part_name(k)),
                 message: format!(
                     "the copy fetched from {}/{dir} does not match its marker (size or blake3)",
                     self.shown
@@ -387,19 +387,19 @@ mod tests {
         let store = Store::open(root.path().join("store").to_str().unwrap()).unwrap();
         let local = root.path().join("a");
         std::fs::create_dir_all(&local).unwrap();
-        shard::write_atomic(&local.join(shard::part_name(3)), b"part three").unwrap();
+        commit::write_atomic(&local.join(commit::part_name(3)), b"part three").unwrap();
         assert_eq!(store.part_stats("gen", 3, "p").unwrap(), None);
-        shard::commit_part(&local, 3, 1, "p", serde_json::Value::Null).unwrap();
+        commit::commit_part(&local, 3, 1, "p", serde_json::Value::Null).unwrap();
         store.publish_part(&local, "gen", 3).unwrap();
         assert_eq!(store.part_stats("gen", 3, "p").unwrap().unwrap().rows, 1);
         assert_eq!(store.part_stats("gen", 3, "other").unwrap(), None, "another plan's part is not ours");
-        assert_eq!(store.list("gen").unwrap(), vec![shard::part_name(3), shard::stats_name(3)]);
+        assert_eq!(store.list("gen").unwrap(), vec![commit::part_name(3), commit::stats_name(3)]);
         let other = root.path().join("b");
         assert!(store.fetch_part("gen", 3, "p", &other).unwrap());
-        assert_eq!(std::fs::read(other.join(shard::part_name(3))).unwrap(), b"part three");
+        assert_eq!(std::fs::read(other.join(commit::part_name(3))).unwrap(), b"part three");
         assert!(!store.fetch_part("gen", 4, "p", &other).unwrap());
         // a corrupted object is caught against its marker
-        store.put(&format!("gen/{}", shard::part_name(3)), b"part thre3".to_vec()).unwrap();
+        store.put(&format!("gen/{}", commit::part_name(3)), b"part thre3".to_vec()).unwrap();
         let third = root.path().join("c");
         assert!(store.fetch_part("gen", 3, "p", &third).unwrap_err().to_string().contains("does not match"));
     }

@@ -42,7 +42,7 @@ pub fn dpo_cmd(a: DpoArgs, progress: bool) -> Result<()> {
     if launch.as_ref().is_some_and(|l| l.rendezvous.rank != 0) {
         return Ok(()); // rank 0 writes the summary and evaluates
     }
-    lightgen::pipeline::shard::write_atomic(&a.out.join("dpo.json"), &serde_json::to_vec_pretty(&s)?)?;
+    lightgen::formats::commit::write_atomic(&a.out.join("dpo.json"), &serde_json::to_vec_pretty(&s)?)?;
     if !a.json {
         outln!(
             "pairs     {} of {} candidates ({} losers judged, {} rejected by the analyzer); {}/pairs.png",
@@ -79,7 +79,7 @@ pub fn dpo_cmd(a: DpoArgs, progress: bool) -> Result<()> {
         lightgen::student::eval::read_report(&after.join("eval.json"))?,
     );
     let table = lightgen::student::eval::compare(&x, &y);
-    lightgen::pipeline::shard::write_atomic(&a.out.join("compare.md"), table.as_bytes())?;
+    lightgen::formats::commit::write_atomic(&a.out.join("compare.md"), table.as_bytes())?;
     if a.json {
         outln!("{}", serde_json::json!({ "dpo": s, "before": x.overall, "after": y.overall }));
     } else {

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 
 use crate::cli::{EvalArgs, InpaintArgs, SampleArgs, SampleFlags};
-use lightgen::pipeline::manifest::{self, Manifest};
+use lightgen::formats::manifest::{self, Manifest};
 use lightgen::student::model::sampler::{CfgSchedule, SampleOptions};
 use lightgen::student::sample::{generate, Decoder, Prompter, Student};
 use lightgen::student::train::{self, checkpoint};
@@ -186,7 +186,7 @@ pub fn inpaint_cmd(a: InpaintArgs, progress: bool) -> Result<()> {
         let r =
             inpaint::recolor_check(&student, &prompter, &decoder, &cases, &opts, a.seed, &a.out, |k| pb.inc(k as u64))?;
         pb.finish_and_clear();
-        lightgen::pipeline::shard::write_atomic(&a.out.join("recolor.json"), &serde_json::to_vec_pretty(&r)?)?;
+        lightgen::formats::commit::write_atomic(&a.out.join("recolor.json"), &serde_json::to_vec_pretty(&r)?)?;
         if a.json {
             outln!("{}", serde_json::to_string_pretty(&r)?);
         } else {
@@ -223,7 +223,7 @@ pub fn inpaint_cmd(a: InpaintArgs, progress: bool) -> Result<()> {
         "checkpoint": ck, "prompt": prompt, "seed": a.seed, "n": a.n, "paste_back": !a.no_paste_back,
         "unknown_tokens": unknown, "tokens": prep.unknown.len(), "sample": opts,
     });
-    lightgen::pipeline::shard::write_atomic(&a.out.join("inpaint.json"), &serde_json::to_vec_pretty(&info)?)?;
+    lightgen::formats::commit::write_atomic(&a.out.join("inpaint.json"), &serde_json::to_vec_pretty(&info)?)?;
     if a.json {
         outln!("{info}");
     } else {

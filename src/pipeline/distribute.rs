@@ -18,12 +18,13 @@ use serde::{Deserialize, Serialize};
 use super::curate::{self, CurateOptions};
 use super::expand::{self, ExpandOptions};
 use super::generate::{self, GenerateOptions};
-use super::manifest::{self, Manifest};
-use super::shard;
+use super::manifest;
 use super::worker::{Share, Worker};
 use super::{encode, StageMarker};
 use crate::config::Plan;
 use crate::error::{Error, Result};
+use crate::formats::commit;
+use crate::formats::manifest::Manifest;
 use crate::store::Store;
 
 const PLAN_MARKER: &str = "plan.json";
@@ -112,8 +113,8 @@ fn expand_and_publish(plan: &Plan, store: &Store, opts: Options) -> Result<()> {
     expand::run(plan, &ExpandOptions { force: false, progress: opts.progress })?;
     let dir = plan.run_dir.join("expand");
     let hash = plan.stage_hash("expand");
-    for path in shard::committed_parts(&dir)? {
-        let k = shard::read_stats(&path)?.part;
+    for path in commit::committed_parts(&dir)? {
+        let k = commit::read_stats(&path)?.part;
         if store.part_stats("expand", k, hash)?.is_none() {
             store.publish_part(&dir, "expand", k)?;
         }

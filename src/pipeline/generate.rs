@@ -15,11 +15,11 @@ use image::{ExtendedColorType, ImageEncoder, RgbImage};
 use polars::prelude::*;
 use serde::Serialize;
 
-use super::prompts::PromptCursor;
-use super::shard::{self, AtomicFile};
 use super::teacher::{self, PromptRow, Request, Teacher};
 use crate::config::{GenerateConfig, ImageFormat, Plan};
 use crate::error::{Error, Result};
+use crate::formats::commit::{self, AtomicFile};
+use crate::formats::prompt_rows::PromptCursor;
 
 /// Runtime choices for the stage.
 #[derive(Debug, Clone)]
@@ -84,7 +84,7 @@ pub fn sample_seed(run_seed: u64, prompt_id: &str, k: u32) -> u64 {
 pub fn part_count(plan: &Plan) -> Result<u64> {
     let cfg = plan.config.generate.as_ref().ok_or_else(|| Error::invalid("config", "no [generate] section"))?;
     let expand_dir = super::finished_stage(&plan.run_dir, "expand")?;
-    let n_prompts = PromptCursor::new(shard::committed_parts(&expand_dir)?).count()?;
+    let n_prompts = PromptCursor::new(commit::committed_parts(&expand_dir)?).count()?;
     Ok((n_prompts * cfg.images_per_prompt as u64).div_ceil(cfg.part_size))
 }
 
@@ -98,7 +98,7 @@ pub fn run(plan: &Plan, opts: &GenerateOptions) -> Result<GenerateSummary> {
     let teacher = teacher::from_config(cfg)?;
     let dir = super::open_stage(plan, "generate", opts.force)?;
     let hash = plan.stage_hash("generate").to_string();
-    let mut prompts = PromptCursor::new(shard::committed_parts(&expand_dir)?);
+    let mut prompts = PromptCursor::new(commit::committed_parts(&expand_dir)?);
     let n_prompts = prompts.count()?;
     let ipp = cfg.images_per_prompt as u64;
     let total = n_prompts * ipp;
@@ -127,7 +127,7 @@ pub fn run(plan: &Plan, opts: &GenerateOptions) -> Result<GenerateSummary> {
     };
     for k in parts {
         let range = k * cfg.part_size..((k + 1) * cfg.part_size).min(total);
-        let done = shard::done_part(&dir, k, &hash);
+        let done = commit::done_part(&dir, k, &hash);
         let failed_before = done.as_ref().map(|st| st.extra["failed"].as_u64().unwrap_or(0));
         let samples = match failed_before {
             Some(0) => {
@@ -142,7 +142,7 @@ pub fn run(plan: &Plan, opts: &GenerateOptions) -> Result<GenerateSummary> {
             }
             Some(_) => {
                 // Keep the part's good samples, make its failed ones again.
-                let mut rows = read_part(&dir.join(shard::part_name(k)))?;
+                let mut rows = read_part(&dir.join(commit::part_name(k)))?;
                 let todo: Vec<usize> = (0..rows.len()).filter(|&i| rows[i].status != "ok").collect();
                 let reqs =
                     todo.iter().map(|&i| rows[i].prompt_index * ipp + rows[i].image_index as u64).collect::<Vec<_>>();
@@ -171,7 +171,7 @@ pub fn run(plan: &Plan, opts: &GenerateOptions) -> Result<GenerateSummary> {
             }
         }
         let extra = serde_json::json!({ "ok": ok, "failed": failed, "imperfections": imperfections });
-        shard::commit_part(&dir, k, samples.len() as u64, &hash, extra)?;
+        commit::commit_part(&dir, k, samples.len() as u64, &hash, extra)?;
         if let Some(share) = &opts.share {
             (share.publish)(&dir, k)?;
         }
@@ -188,7 +188,7 @@ pub fn run(plan: &Plan, opts: &GenerateOptions) -> Result<GenerateSummary> {
     for k in ["seconds", "images_per_second", "made", "parts_reused", "parts_repaired"] {
         json[k] = serde_json::Value::Null; // the file describes the data, not this run
     }
-    shard::write_atomic(&dir.join("summary.json"), &serde_json::to_vec_pretty(&json).expect("json"))?;
+    commit::write_atomic(&dir.join("summary.json"), &serde_json::to_vec_pretty(&json).expect("json"))?;
     Ok(s)
 }
 
@@ -321,7 +321,7 @@ pub fn encode(img: &RgbImage, cfg: &GenerateConfig) -> std::result::Result<Vec<u
 
 /// Writes samples as part `k` (atomically; the marker comes after, from the caller).
 pub fn write_part(dir: &Path, k: u64, rows: &[Sample]) -> Result<()> {
-    let dest = dir.join(shard::part_name(k));
+    let dest = dir.join(commit::part_name(k));
     let mut df = frame(rows).map_err(|e| Error::polars(&dest, e))?;
     let mut file = AtomicFile::create(&dest)?;
     let f = file.file().try_clone().map_err(|e| Error::io(&dest, e))?;
@@ -365,7 +365,7 @@ fn frame(rows: &[Sample]) -> PolarsResult<DataFrame> {
 
 /// Reads a generate part back into samples.
 pub fn read_part(path: &Path) -> Result<Vec<Sample>> {
-    use super::frame::{opt_text as opt, text as st, Frame};
+    use crate::formats::frame::{opt_text as opt, text as st, Frame};
     let f = Frame::read(path, None)?;
     let (sid, pid, prompt, family, spec) =
         (f.str("sample_id")?, f.str("prompt_id")?, f.str("prompt")?, f.str("family")?, f.str("spec")?);

@@ -5,13 +5,10 @@ pub mod curate;
 pub mod distribute;
 pub mod encode;
 pub mod expand;
-pub mod frame;
 pub mod generate;
 pub mod lock;
 pub mod manifest;
 pub mod par;
-pub mod prompts;
-pub mod shard;
 pub mod subset;
 pub mod teacher;
 pub mod worker;
@@ -23,6 +20,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::Plan;
 use crate::error::{Error, Result};
+use crate::formats::commit;
 
 /// `stage.json`: which plan a stage folder belongs to.
 #[derive(Debug, Serialize, Deserialize)]
@@ -64,10 +62,10 @@ pub fn open_stage(plan: &Plan, stage: &str, force: bool) -> Result<PathBuf> {
                 plan: plan.stage_hash(stage).into(),
                 tool_version: crate::VERSION.into(),
             };
-            shard::write_atomic(&marker_path, &serde_json::to_vec_pretty(&marker).expect("marker serialises"))?;
+            commit::write_atomic(&marker_path, &serde_json::to_vec_pretty(&marker).expect("marker serialises"))?;
         }
     }
-    shard::clean_temporaries(&dir)?;
+    commit::clean_temporaries(&dir)?;
     save_config(plan)?;
     Ok(dir)
 }
@@ -75,8 +73,8 @@ pub fn open_stage(plan: &Plan, stage: &str, force: bool) -> Result<PathBuf> {
 /// Saves the resolved config (and the taxonomy it names) in the run folder.
 fn save_config(plan: &Plan) -> Result<()> {
     let text = toml::to_string_pretty(&plan.config).expect("config serialises");
-    shard::write_atomic(&plan.run_dir.join("config.toml"), format!("# plan {}\n{text}", plan.hash).as_bytes())?;
-    shard::write_atomic(&plan.run_dir.join("taxonomy.toml"), plan.taxonomy.text.as_bytes())
+    commit::write_atomic(&plan.run_dir.join("config.toml"), format!("# plan {}\n{text}", plan.hash).as_bytes())?;
+    commit::write_atomic(&plan.run_dir.join("taxonomy.toml"), plan.taxonomy.text.as_bytes())
 }
 
 fn short(hash: &str) -> &str {

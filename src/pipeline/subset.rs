@@ -9,9 +9,9 @@ use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
-use super::manifest::{root_of, Manifest};
-use super::shard;
 use crate::error::{Error, Result};
+use crate::formats::commit;
+use crate::formats::manifest::{root_of, selection_rows, Manifest};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Strategy {
@@ -93,13 +93,11 @@ pub fn select(manifest_path: &Path, m: &Manifest, rule: &Rule) -> Result<Vec<Vec
     let mut prompt_ix: HashMap<String, usize> = HashMap::new();
     for (k, s) in m.shards.iter().enumerate() {
         let path = root.join(&s.index);
-        let f = super::frame::Frame::read(&path, None)?;
+        let f = crate::formats::frame::Frame::read(&path, None)?;
         let (rows, pids, fams) = (f.u32("row")?, f.str("prompt_id")?, f.str("family")?);
         let df = &f.df;
         let allowed: Option<HashSet<u32>> = s.selection.as_ref().map(|sel| {
-            std::fs::read(root.join(&sel.path))
-                .map(|b| super::manifest::selection_rows(&b).into_iter().collect())
-                .unwrap_or_default()
+            std::fs::read(root.join(&sel.path)).map(|b| selection_rows(&b).into_iter().collect()).unwrap_or_default()
         });
         for i in 0..df.height() {
             let row = rows.get(i).unwrap_or(0);
@@ -114,8 +112,8 @@ pub fn select(manifest_path: &Path, m: &Manifest, rule: &Rule) -> Result<Vec<Vec
     }
     // Slot values of the prompts involved, from the expand stage beside the manifest.
     let mut slots: Vec<BTreeMap<String, Vec<String>>> = vec![BTreeMap::new(); prompt_ix.len()];
-    for p in shard::committed_parts(&root.join("expand"))? {
-        for row in super::prompts::read_prompts(&p)? {
+    for p in commit::committed_parts(&root.join("expand"))? {
+        for row in crate::formats::prompt_rows::read_prompts(&p)? {
             if let Some(&i) = prompt_ix.get(&row.prompt_id) {
                 slots[i] = row.slots;
             }

@@ -12,8 +12,9 @@ use polars::prelude::*;
 use serde::Serialize;
 
 use crate::error::{Error, Result};
+use crate::formats::commit;
 use crate::pipeline::generate::read_part;
-use crate::pipeline::{shard, stage_dir};
+use crate::pipeline::stage_dir;
 use crate::world::Scene;
 
 #[derive(Debug, Serialize)]
@@ -56,7 +57,7 @@ pub struct CurateReport {
 /// Builds the report; writes `reports/curate.json`, `curate_scores.png`, `curate_borderline.png`.
 pub fn run(run_dir: &Path) -> Result<(CurateReport, PathBuf)> {
     let dir = stage_dir(run_dir, "curate")?;
-    let parts = shard::committed_parts(&dir)?;
+    let parts = commit::committed_parts(&dir)?;
     if parts.is_empty() {
         return Err(Error::invalid(dir.display().to_string(), "no committed part: run `lightgen curate` first"));
     }
@@ -84,7 +85,7 @@ pub fn run(run_dir: &Path) -> Result<(CurateReport, PathBuf)> {
     let kept: u64 = families.values().map(|v| v.1).sum();
 
     // Per slot value: join decisions with the prompts' slot lists.
-    let expand = scan(&shard::committed_parts(&stage_dir(run_dir, "expand")?)?)?;
+    let expand = scan(&commit::committed_parts(&stage_dir(run_dir, "expand")?)?)?;
     let slot_cols: Vec<String> = expand
         .clone()
         .collect_schema()
@@ -139,7 +140,7 @@ pub fn run(run_dir: &Path) -> Result<(CurateReport, PathBuf)> {
     for (k, p) in parts.iter().enumerate() {
         let decisions = crate::pipeline::curate::read_records(p)?;
         let kept_flags = kept_column(p)?;
-        let gen = read_part(&gen_dir.join(shard::part_name(k as u64)))?;
+        let gen = read_part(&gen_dir.join(commit::part_name(k as u64)))?;
         for ((rec, is_kept), sample) in decisions.iter().zip(kept_flags).zip(&gen) {
             if let Some(score) = rec.score {
                 if is_kept {
@@ -195,7 +196,7 @@ pub fn run(run_dir: &Path) -> Result<(CurateReport, PathBuf)> {
 
     let out = run_dir.join("reports");
     std::fs::create_dir_all(&out).map_err(|e| Error::io(&out, e))?;
-    shard::write_atomic(&out.join("curate.json"), &serde_json::to_vec_pretty(&report).expect("report serialises"))?;
+    commit::write_atomic(&out.join("curate.json"), &serde_json::to_vec_pretty(&report).expect("report serialises"))?;
     let hist = histogram(&scores.0, &scores.1);
     super::chart::bars(
         &out.join("curate_scores.png"),
@@ -214,7 +215,7 @@ pub fn run(run_dir: &Path) -> Result<(CurateReport, PathBuf)> {
 }
 
 fn kept_column(path: &Path) -> Result<Vec<bool>> {
-    let f = crate::pipeline::frame::Frame::read(path, Some(&["decision"]))?;
+    let f = crate::formats::frame::Frame::read(path, Some(&["decision"]))?;
     Ok(f.str("decision")?.iter().map(|d| d == Some("kept")).collect())
 }
 

@@ -10,8 +10,9 @@ use image::RgbImage;
 use serde::Serialize;
 
 use crate::error::{Error, Result};
+use crate::formats::commit;
 use crate::pipeline::generate::{read_part, Sample};
-use crate::pipeline::{shard, stage_dir};
+use crate::pipeline::stage_dir;
 use crate::world::analyze::{agrees, Analyzer};
 use crate::world::{Scene, Spec};
 
@@ -56,7 +57,7 @@ struct Judged {
 /// Builds the report, writes `reports/generate.json` and `reports/generate_grid.png`.
 pub fn run(run_dir: &Path) -> Result<(GenerateReport, PathBuf)> {
     let dir = stage_dir(run_dir, "generate")?;
-    let parts = shard::committed_parts(&dir)?;
+    let parts = commit::committed_parts(&dir)?;
     if parts.is_empty() {
         return Err(Error::invalid(dir.display().to_string(), "no committed part: run `lightgen generate` first"));
     }
@@ -106,7 +107,7 @@ pub fn run(run_dir: &Path) -> Result<(GenerateReport, PathBuf)> {
     }
     let out = run_dir.join("reports");
     std::fs::create_dir_all(&out).map_err(|e| Error::io(&out, e))?;
-    shard::write_atomic(&out.join("generate.json"), &serde_json::to_vec_pretty(&r).expect("report serialises"))?;
+    commit::write_atomic(&out.join("generate.json"), &serde_json::to_vec_pretty(&r).expect("report serialises"))?;
     let grid_path = out.join("generate_grid.png");
     super::chart::grid(&grid.iter().map(|(i, ok)| (i.clone(), *ok)).collect::<Vec<_>>())
         .save(&grid_path)

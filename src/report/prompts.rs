@@ -11,7 +11,8 @@ use polars::prelude::*;
 use serde::Serialize;
 
 use crate::error::{Error, Result};
-use crate::pipeline::{shard, stage_dir};
+use crate::formats::commit;
+use crate::pipeline::stage_dir;
 use crate::taxonomy::Taxonomy;
 
 #[derive(Debug, Serialize)]
@@ -65,7 +66,7 @@ pub fn run(run_dir: &Path) -> Result<(PromptReport, PathBuf)> {
     let tax_path = run_dir.join("taxonomy.toml");
     let tax_text = std::fs::read_to_string(&tax_path).map_err(|e| Error::io(&tax_path, e))?;
     let tax = Taxonomy::parse(&tax_path.display().to_string(), &tax_text)?;
-    let parts = shard::committed_parts(&dir)?;
+    let parts = commit::committed_parts(&dir)?;
     if parts.is_empty() {
         return Err(Error::invalid(dir.display().to_string(), "no committed part: run `lightgen expand` first"));
     }
@@ -164,7 +165,7 @@ pub fn run(run_dir: &Path) -> Result<(PromptReport, PathBuf)> {
     };
     let out = run_dir.join("reports");
     std::fs::create_dir_all(&out).map_err(|e| Error::io(&out, e))?;
-    shard::write_atomic(&out.join("prompts.json"), &serde_json::to_vec_pretty(&report).expect("report serialises"))?;
+    commit::write_atomic(&out.join("prompts.json"), &serde_json::to_vec_pretty(&report).expect("report serialises"))?;
     let bars: Vec<(String, Vec<f64>)> = report
         .slots
         .iter()

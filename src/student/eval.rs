@@ -194,7 +194,7 @@ pub fn judge_all(
         seconds: t0.elapsed().as_secs_f64(),
     };
     std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
-    let w = crate::pipeline::shard::write_atomic;
+    let w = crate::formats::commit::write_atomic;
     w(&out.join("eval.json"), &serde_json::to_vec_pretty(&report).expect("serialises"))?;
     w(&out.join("judgements.jsonl"), lines.as_bytes())?;
     w(&out.join("eval.md"), markdown(&report).as_bytes())?;
@@ -247,10 +247,10 @@ pub fn write_geneval(out: &Path, prompts: &[EvalPrompt], per_prompt: usize, imgs
             let mut png = Vec::new();
             img.write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)
                 .map_err(|e| Error::Image { path: path.clone(), source: e })?;
-            crate::pipeline::shard::write_atomic(&path, &png)?;
+            crate::formats::commit::write_atomic(&path, &png)?;
         }
         // metadata last: a folder with it is complete
-        crate::pipeline::shard::write_atomic(&dir.join("metadata.jsonl"), line.as_bytes())?;
+        crate::formats::commit::write_atomic(&dir.join("metadata.jsonl"), line.as_bytes())?;
     }
     Ok(())
 }

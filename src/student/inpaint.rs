@@ -9,7 +9,7 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
 use crate::error::{Error, Result};
-use crate::pipeline::encode::crop::center_crop;
+use crate::formats::crop::center_crop;
 use crate::student::model::sampler::{sample_tokens, Canvas, SampleOptions};
 use crate::student::sample::{Decoder, Prompter, Student};
 

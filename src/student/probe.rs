@@ -179,7 +179,7 @@ fn caption_sensitivity(student: &Student, tokens: &Tensor, text: &Tensor, order:
 /// Loads a checkpoint and its manifest's training data, then probes.
 pub fn run(ckpt: &Path, manifest_path: &Path, samples: usize, seed: u64, device: &str) -> Result<ProbeReport> {
     let ck = crate::student::train::checkpoint::resolve(ckpt)?;
-    let m = crate::pipeline::manifest::verify(manifest_path)?;
+    let m = crate::formats::manifest::verify(manifest_path)?;
     let ds = Dataset::open(manifest_path, &m)?;
     let student = Student::load(&ck, true, crate::student::train::device(device)?)?;
     probe(&student, &ds, samples.min(ds.len()), seed)

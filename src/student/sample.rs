@@ -11,11 +11,11 @@ use tch::Device;
 
 use crate::config::RunConfig;
 use crate::error::{Error, Result};
-use crate::pipeline::encode::t5::T5;
-use crate::pipeline::encode::text::Vocab;
-use crate::pipeline::encode::tokenizer::{ImageTokenizer, Pixels};
-use crate::pipeline::encode::vae::Vae;
-use crate::pipeline::manifest::Manifest;
+use crate::formats::manifest::Manifest;
+use crate::formats::t5::T5;
+use crate::formats::text::Vocab;
+use crate::formats::tokenizer::{ImageTokenizer, Pixels};
+use crate::formats::vae::Vae;
 use crate::student::model::sampler::{sample_tokens, Canvas, SampleOptions};
 use crate::student::model::text::TextInput;
 use crate::student::model::{Mar, ParamStore};

@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use tch::Device;
 
 use crate::error::{Error, Result};
-use crate::pipeline::manifest::{self, Manifest};
+use crate::formats::manifest::{self, Manifest};
 use crate::pipeline::subset::{self, Rule, Strategy};
 use crate::student::sample::{Decoder, Prompter, Student};
 use crate::student::train::{checkpoint, TrainConfig, TrainOptions};
@@ -91,13 +91,13 @@ type Slots = BTreeMap<String, Vec<String>>;
 fn narrow_filters(root: &Path, share: f64) -> Result<(Vec<(String, Vec<String>)>, BTreeMap<String, Slots>)> {
     let mut values: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
     let mut by_prompt = BTreeMap::new();
-    for p in crate::pipeline::shard::committed_parts(&root.join("expand")).map_err(|_| {
+    for p in crate::formats::commit::committed_parts(&root.join("expand")).map_err(|_| {
         Error::invalid(
             root.display().to_string(),
             "no expand/ stage beside the manifest: the narrow arm needs slot values",
         )
     })? {
-        for row in crate::pipeline::prompts::read_prompts(&p)? {
+        for row in crate::formats::prompt_rows::read_prompts(&p)? {
             for (slot, vals) in &row.slots {
                 values.entry(slot.clone()).or_default().extend(vals.iter().cloned());
             }
@@ -122,7 +122,7 @@ fn combos(root: &Path, m: &Manifest, rows: &[Vec<u32>], slots: &BTreeMap<String,
         if sel.is_empty() {
             continue;
         }
-        let f = crate::pipeline::frame::Frame::read(&root.join(&m.shards[k].index), Some(&["row", "prompt_id"]))?;
+        let f = crate::formats::frame::Frame::read(&root.join(&m.shards[k].index), Some(&["row", "prompt_id"]))?;
         let (r, ids) = (f.u32("row")?, f.str("prompt_id")?);
         let by_row: BTreeMap<u32, String> =
             r.iter().zip(ids.iter()).map(|(a, b)| (a.unwrap_or(0), b.unwrap_or_default().to_string())).collect();
@@ -160,8 +160,13 @@ pub fn run(manifest_path: &Path, cfg: &StudyConfig, out: &Path, device: Device, 
             rule.fraction = rule.count.is_none().then_some(fraction);
         }
         let rows = subset::select(manifest_path, &parent, &rule)?;
-        let (mpath, m) =
-            manifest::write_subset(manifest_path, &parent, &format!("study-{name}"), &rule.describe(), &rows)?;
+        let (mpath, m) = crate::pipeline::manifest::write_subset(
+            manifest_path,
+            &parent,
+            &format!("study-{name}"),
+            &rule.describe(),
+            &rows,
+        )?;
         let images: usize = rows.iter().map(Vec::len).sum();
         let shape_color_combos = combos(&root, &parent, &rows, &slots)?;
         if strategy == "random" && smallest.is_none() {
@@ -211,7 +216,7 @@ pub fn run(manifest_path: &Path, cfg: &StudyConfig, out: &Path, device: Device, 
             manifest: mpath.display().to_string(),
         });
     }
-    let w = crate::pipeline::shard::write_atomic;
+    let w = crate::formats::commit::write_atomic;
     w(&out.join("study.json"), &serde_json::to_vec_pretty(&report).expect("serialises"))?;
     w(&out.join("study.md"), markdown(&report).as_bytes())?;
     plot(&report, &out.join("study.png"))?;

@@ -4,8 +4,8 @@
 use std::io::Cursor;
 use std::path::Path;
 
+use lightgen::formats::commit;
 use lightgen::pipeline::generate::{read_part, write_part};
-use lightgen::pipeline::shard;
 use polars::prelude::*;
 
 use crate::{lightgen, stderr, write_config};
@@ -32,13 +32,13 @@ fn decisions(part: &Path) -> Vec<(String, String, Option<String>)> {
 
 /// Rewrites generate part 0 through `edit`, keeping its marker valid.
 fn edit_generate(stage: &Path, edit: impl FnOnce(&mut Vec<lightgen::pipeline::generate::Sample>)) {
-    let path = stage.join(shard::part_name(0));
+    let path = stage.join(commit::part_name(0));
     let mut rows = read_part(&path).unwrap();
     edit(&mut rows);
     write_part(stage, 0, &rows).unwrap();
-    let st: shard::PartStats =
-        serde_json::from_slice(&std::fs::read(stage.join(shard::stats_name(0))).unwrap()).unwrap();
-    shard::commit_part(stage, 0, rows.len() as u64, &st.plan, st.extra).unwrap();
+    let st: commit::PartStats =
+        serde_json::from_slice(&std::fs::read(stage.join(commit::stats_name(0))).unwrap()).unwrap();
+    commit::commit_part(stage, 0, rows.len() as u64, &st.plan, st.extra).unwrap();
 }
 
 #[test]
@@ -64,8 +64,8 @@ fn curated_set_is_precise_keeps_correct_images_and_every_slot_value() {
         assert!(image::open(run.join("reports").join(png)).is_ok(), "{png}");
     }
     // Every sample has exactly one decision, row for row with the generate part.
-    let gen = read_part(&run.join("generate").join(shard::part_name(0))).unwrap();
-    let dec = lightgen::pipeline::curate::read_records(&run.join("curate").join(shard::part_name(0))).unwrap();
+    let gen = read_part(&run.join("generate").join(commit::part_name(0))).unwrap();
+    let dec = lightgen::pipeline::curate::read_records(&run.join("curate").join(commit::part_name(0))).unwrap();
     assert_eq!(gen.len(), dec.len());
     assert!(gen.iter().zip(&dec).all(|(g, d)| g.sample_id == d.sample_id));
 }
@@ -108,10 +108,10 @@ fn corrupt_bytes_exact_and_near_duplicates_get_their_reasons() {
     });
     let out = lightgen(&["curate", "-q", "--config", cfg.to_str().unwrap()]);
     assert!(out.status.success(), "bad bytes must not stop the stage: {}", stderr(&out));
-    let d = decisions(&dir.path().join("runs/d/curate").join(shard::part_name(0)));
+    let d = decisions(&dir.path().join("runs/d/curate").join(commit::part_name(0)));
     assert_eq!(d[0].0, "decode_failed");
     assert_eq!(d[1].0, "decode_failed");
-    let sid = |i: usize| read_part(&stage.join(shard::part_name(0))).unwrap()[i].sample_id.clone();
+    let sid = |i: usize| read_part(&stage.join(commit::part_name(0))).unwrap()[i].sample_id.clone();
     assert_eq!((d[3].0.as_str(), d[3].2.as_deref()), ("exact_dup", Some(sid(2).as_str())), "{:?}", d[3]);
     assert_eq!((d[5].0.as_str(), d[5].2.as_deref()), ("near_dup", Some(sid(4).as_str())), "{:?}", d[5]);
 }
@@ -146,9 +146,9 @@ fn rerun_after_losing_parts_decides_the_same() {
     let cfg = config(dir.path(), "r", 300, false);
     ok(&["distill", "-q", "--config", cfg.to_str().unwrap()]);
     let stage = dir.path().join("runs/r/curate");
-    let before = decisions(&stage.join(shard::part_name(0)));
-    std::fs::remove_file(stage.join(shard::stats_name(0))).unwrap();
-    std::fs::remove_file(stage.join("scores").join(shard::stats_name(0))).unwrap();
+    let before = decisions(&stage.join(commit::part_name(0)));
+    std::fs::remove_file(stage.join(commit::stats_name(0))).unwrap();
+    std::fs::remove_file(stage.join("scores").join(commit::stats_name(0))).unwrap();
     ok(&["curate", "-q", "--config", cfg.to_str().unwrap()]);
-    assert_eq!(decisions(&stage.join(shard::part_name(0))), before);
+    assert_eq!(decisions(&stage.join(commit::part_name(0))), before);
 }

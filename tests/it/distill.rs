@@ -5,10 +5,10 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use lightgen::pipeline::encode::shards::Shard;
-use lightgen::pipeline::encode::tokenizer::{ImageTokenizer, Pixels};
+use lightgen::formats::commit;
+use lightgen::formats::shards::Shard;
+use lightgen::formats::tokenizer::{ImageTokenizer, Pixels};
 use lightgen::pipeline::generate::read_part;
-use lightgen::pipeline::shard;
 use polars::prelude::*;
 
 use crate::{lightgen, stderr, stdout, write_config};
@@ -67,7 +67,7 @@ fn distill_writes_a_verified_manifest_whose_shards_decode_to_the_images() {
     let index =
         ParquetReader::new(std::fs::File::open(run.join("encode/shard-00000.parquet")).unwrap()).finish().unwrap();
     let sid = index.column("sample_id").unwrap().str().unwrap().get(0).unwrap().to_string();
-    let sample = read_part(&run.join("generate").join(shard::part_name(0)))
+    let sample = read_part(&run.join("generate").join(commit::part_name(0)))
         .unwrap()
         .into_iter()
         .find(|s| s.sample_id == sid)
@@ -156,8 +156,8 @@ fn verify_refuses_a_changed_byte_a_missing_shard_an_unknown_schema_and_an_escapi
     // A path escaping the root (with the id recomputed, so only the path is wrong).
     let mut v: serde_json::Value = serde_json::from_slice(&good).unwrap();
     v["shards"][0]["path"] = "../../etc/passwd".into();
-    let mut m: lightgen::pipeline::manifest::Manifest = serde_json::from_value(v).unwrap();
-    m.id = lightgen::pipeline::manifest::content_id(&m);
+    let mut m: lightgen::formats::manifest::Manifest = serde_json::from_value(v).unwrap();
+    m.id = lightgen::formats::manifest::content_id(&m);
     std::fs::write(&manifest, serde_json::to_string(&m).unwrap()).unwrap();
     assert!(verify().contains("must be relative"), "escaping path");
     // A changed count without a new id.
@@ -207,7 +207,7 @@ fn kill_9_at_several_points_then_rerun_gives_the_same_manifest_id() {
 
 /// (family, prompt_id) of every sample a manifest uses.
 fn used_samples(manifest: &Path) -> Vec<(String, String)> {
-    let m = lightgen::pipeline::manifest::verify(manifest).unwrap();
+    let m = lightgen::formats::manifest::verify(manifest).unwrap();
     let root = manifest.parent().unwrap();
     let mut out = Vec::new();
     for s in &m.shards {
@@ -217,7 +217,7 @@ fn used_samples(manifest: &Path) -> Vec<(String, String)> {
         let keep: Option<Vec<u32>> = s
             .selection
             .as_ref()
-            .map(|sel| lightgen::pipeline::manifest::selection_rows(&std::fs::read(root.join(&sel.path)).unwrap()));
+            .map(|sel| lightgen::formats::manifest::selection_rows(&std::fs::read(root.join(&sel.path)).unwrap()));
         for i in 0..idx.height() {
             if keep.as_ref().is_none_or(|k| k.contains(&(i as u32))) {
                 out.push((fam.get(i).unwrap().to_string(), pid.get(i).unwrap().to_string()));
@@ -242,10 +242,10 @@ fn subsets_select_without_copying_and_verify() {
         assert!(o.status.success(), "{}", stderr(&o));
     };
     subset(&["--name", "r50", "--count", "50", "--seed", "1"]);
-    let m = lightgen::pipeline::manifest::verify(&run.join("manifest-r50.json")).unwrap();
+    let m = lightgen::formats::manifest::verify(&run.join("manifest-r50.json")).unwrap();
     assert_eq!(m.counts.train_samples, 50);
     assert_eq!(used_samples(&run.join("manifest-r50.json")).len(), 50);
-    let parent_id = lightgen::pipeline::manifest::verify(&parent).unwrap().id;
+    let parent_id = lightgen::formats::manifest::verify(&parent).unwrap().id;
     assert_eq!(m.parent.as_ref().unwrap().id, parent_id);
     assert!(m.shards.iter().all(|s| s.path.starts_with("encode/")), "no shard is copied");
 
@@ -293,8 +293,8 @@ fn coverage_subsets_keep_every_slot_value_that_random_ones_lose() {
     let p = run.join("manifest.json");
     // Slot values per prompt, from the expand stage.
     let mut values: BTreeMap<String, Vec<String>> = BTreeMap::new();
-    for part in lightgen::pipeline::shard::committed_parts(&run.join("expand")).unwrap() {
-        for row in lightgen::pipeline::prompts::read_prompts(&part).unwrap() {
+    for part in lightgen::formats::commit::committed_parts(&run.join("expand")).unwrap() {
+        for row in lightgen::formats::prompt_rows::read_prompts(&part).unwrap() {
             values.insert(
                 row.prompt_id,
                 row.slots.iter().flat_map(|(k, vs)| vs.iter().map(move |v| format!("{k}={v}"))).collect(),
@@ -365,7 +365,7 @@ fn issue_19_one_writer_per_run_folder() {
 
 #[test]
 fn issue_19_verify_checks_the_counts_and_which_index_belongs_to_which_shard() {
-    use lightgen::pipeline::manifest::{content_id, Manifest};
+    use lightgen::formats::manifest::{content_id, Manifest};
     let dir = tempfile::tempdir().unwrap();
     distill(&config(dir.path(), 500), &dir.path().join("out"));
     let path = dir.path().join("out/d/manifest.json");

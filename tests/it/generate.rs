@@ -5,8 +5,8 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use lightgen::formats::commit;
 use lightgen::pipeline::generate::{read_part, write_part, Sample};
-use lightgen::pipeline::shard;
 
 use crate::{lightgen, stderr, stdout, write_config};
 
@@ -25,7 +25,7 @@ fn run(args: &[&str]) -> serde_json::Value {
 
 /// Every sample of a stage, timing column cleared (it is the only field that varies).
 fn samples(stage: &Path) -> Vec<Sample> {
-    shard::committed_parts(stage)
+    commit::committed_parts(stage)
         .unwrap()
         .iter()
         .flat_map(|p| read_part(p).unwrap())
@@ -94,7 +94,7 @@ fn kill_9_then_rerun_gives_the_same_samples() {
     }
     child.kill().unwrap();
     child.wait().unwrap();
-    let done = (0..10).filter(|k| stage.join(shard::stats_name(*k)).exists()).count();
+    let done = (0..10).filter(|k| stage.join(commit::stats_name(*k)).exists()).count();
     assert!(done < 10, "killed before the end ({done} of 10 parts)");
     let summary = run(&["generate", "-q", "--json", "--config", killed.to_str().unwrap()]);
     assert_eq!(summary["parts_reused"], done as u64);
@@ -110,16 +110,16 @@ fn rerun_makes_only_the_failed_samples_again() {
     let stage = dir.path().join("runs/r/generate");
     let before = samples(&stage);
     // Mark two samples failed, as a flaky teacher would have.
-    let mut broken = read_part(&stage.join(shard::part_name(0))).unwrap();
+    let mut broken = read_part(&stage.join(commit::part_name(0))).unwrap();
     for i in [3, 40] {
         broken[i].status = "failed".into();
         broken[i].image = None;
         broken[i].error = Some("HTTP 503".into());
     }
     write_part(&stage, 0, &broken).unwrap();
-    let stats: shard::PartStats =
-        serde_json::from_slice(&std::fs::read(stage.join(shard::stats_name(0))).unwrap()).unwrap();
-    shard::commit_part(&stage, 0, 100, &stats.plan, serde_json::json!({ "ok": 98, "failed": 2 })).unwrap();
+    let stats: commit::PartStats =
+        serde_json::from_slice(&std::fs::read(stage.join(commit::stats_name(0))).unwrap()).unwrap();
+    commit::commit_part(&stage, 0, 100, &stats.plan, serde_json::json!({ "ok": 98, "failed": 2 })).unwrap();
     let summary = run(&["generate", "-q", "--json", "--config", cfg.to_str().unwrap()]);
     assert_eq!(summary["parts_repaired"], 1);
     assert_eq!(summary["made"], 2, "only the two failed samples are made again");

@@ -8,8 +8,8 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 
+use lightgen::formats::commit;
 use lightgen::pipeline::generate::{read_part, Sample};
-use lightgen::pipeline::shard;
 
 use crate::{lightgen, root, stderr, write_config};
 
@@ -52,7 +52,7 @@ fn get(url: &str, path: &str) -> String {
 }
 
 fn samples(stage: &Path) -> Vec<Sample> {
-    shard::committed_parts(stage).unwrap().iter().flat_map(|p| read_part(p).unwrap()).collect()
+    commit::committed_parts(stage).unwrap().iter().flat_map(|p| read_part(p).unwrap()).collect()
 }
 
 fn pixels(s: &Sample) -> Vec<u8> {

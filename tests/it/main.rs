@@ -61,7 +61,7 @@ pub fn stdout(o: &Output) -> String {
 pub fn read_parts(stage_dir: &Path) -> polars::prelude::DataFrame {
     use polars::prelude::*;
     let mut frames = Vec::new();
-    for p in lightgen::pipeline::shard::committed_parts(stage_dir).unwrap() {
+    for p in lightgen::formats::commit::committed_parts(stage_dir).unwrap() {
         frames.push(ParquetReader::new(std::fs::File::open(p).unwrap()).finish().unwrap());
     }
     let mut df = frames.remove(0);

@@ -7,8 +7,8 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use lightgen::config::{OnnxTeacherConfig, SchedulerKind};
+use lightgen::formats::commit;
 use lightgen::pipeline::generate::read_part;
-use lightgen::pipeline::shard;
 use lightgen::pipeline::teacher::onnx::OnnxTeacher;
 use lightgen::pipeline::teacher::{PromptRow, Request, Teacher};
 
@@ -97,7 +97,7 @@ fn generate_runs_the_onnx_teacher_end_to_end() {
     assert!(out.status.success(), "{}", stderr(&out));
     let s: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!((s["samples"].as_u64(), s["failed"].as_u64(), s["teacher"].as_str()), (Some(10), Some(0), Some("onnx")));
-    let rows: Vec<_> = shard::committed_parts(&dir.path().join("runs/o/generate"))
+    let rows: Vec<_> = commit::committed_parts(&dir.path().join("runs/o/generate"))
         .unwrap()
         .iter()
         .flat_map(|p| read_part(p).unwrap())
@@ -115,7 +115,7 @@ fn generate_runs_the_onnx_teacher_end_to_end() {
     // A second run from scratch makes the same bytes.
     let out = lightgen(&["generate", "-q", "--force", "--config", cfg]);
     assert!(out.status.success(), "{}", stderr(&out));
-    let again: Vec<_> = shard::committed_parts(&dir.path().join("runs/o/generate"))
+    let again: Vec<_> = commit::committed_parts(&dir.path().join("runs/o/generate"))
         .unwrap()
         .iter()
         .flat_map(|p| read_part(p).unwrap())
@@ -171,7 +171,7 @@ fn doctor_reports_the_onnx_runtime() {
 
 #[test]
 fn encode_stores_vae_moments_with_an_auto_scale_and_a_verified_manifest() {
-    use lightgen::pipeline::encode::shards::Shard;
+    use lightgen::formats::shards::Shard;
     let dir = tempfile::tempdir().unwrap();
     let extra = format!(
         "\n[generate]\nteacher = \"builtin:shapes\"\nimages_per_prompt = 1\nresolution = 64\n\
@@ -223,7 +223,7 @@ fn encode_stores_vae_moments_with_an_auto_scale_and_a_verified_manifest() {
 
 #[test]
 fn the_vae_decodes_its_own_tokens() {
-    use lightgen::pipeline::encode::tokenizer::ImageTokenizer;
+    use lightgen::formats::tokenizer::ImageTokenizer;
     let cfg = lightgen::config::VaeConfig {
         model: fixture("sd-tiny"),
         scale: None,
@@ -232,7 +232,7 @@ fn the_vae_decodes_its_own_tokens() {
         device: "cpu".into(),
         runtime: None,
     };
-    let vae = lightgen::pipeline::encode::vae::Vae::load(&cfg, 64, 2, "f32", false).unwrap();
+    let vae = lightgen::formats::vae::Vae::load(&cfg, 64, 2, "f32", false).unwrap();
     assert_eq!(vae.spec().scale, 0.18215, "the export's scaling_factor");
     let a = image::RgbImage::from_fn(64, 64, |x, y| image::Rgb([(x * 4) as u8, (y * 4) as u8, 90]));
     let b = image::RgbImage::from_pixel(64, 64, image::Rgb([200, 20, 20]));
@@ -258,7 +258,7 @@ fn a_vae_without_the_right_outputs_is_named() {
         device: "cpu".into(),
         runtime: None,
     };
-    let e = lightgen::pipeline::encode::vae::Vae::load(&cfg, 64, 1, "f16", false).err().unwrap();
+    let e = lightgen::formats::vae::Vae::load(&cfg, 64, 1, "f16", false).err().unwrap();
     assert!(
         e.contains("vae_encoder/model.onnx") && e.contains("sample (rank 4)") && e.contains("latent_sample"),
         "{e}"
@@ -277,7 +277,7 @@ fn t5_cfg() -> lightgen::config::T5Config {
 
 #[test]
 fn t5_ids_and_features_match_the_python_reference() {
-    use lightgen::pipeline::encode::t5::T5;
+    use lightgen::formats::t5::T5;
     let expected: serde_json::Value =
         serde_json::from_slice(&std::fs::read(fixture("t5-tiny").join("expected.json")).unwrap()).unwrap();
     let t5 = T5::load(&t5_cfg(), 32).unwrap();
@@ -304,8 +304,8 @@ fn t5_ids_and_features_match_the_python_reference() {
 
 #[test]
 fn encode_stores_t5_features_once_per_prompt() {
-    use lightgen::pipeline::encode::shards::Shard;
-    use lightgen::pipeline::encode::t5::T5;
+    use lightgen::formats::shards::Shard;
+    use lightgen::formats::t5::T5;
     let dir = tempfile::tempdir().unwrap();
     let extra = format!(
         "\n[generate]\nteacher = \"builtin:shapes\"\nimages_per_prompt = 3\nresolution = 64\n\

@@ -176,8 +176,8 @@ fn resume_refuses_another_manifest() {
     copy_shards(&copy);
     let mut m: serde_json::Value = serde_json::from_slice(&read(&super::root().join(MANIFEST))).unwrap();
     m["name"] = "renamed".into();
-    let mut parsed: lightgen::pipeline::manifest::Manifest = serde_json::from_value(m).unwrap();
-    parsed.id = lightgen::pipeline::manifest::content_id(&parsed);
+    let mut parsed: lightgen::formats::manifest::Manifest = serde_json::from_value(m).unwrap();
+    parsed.id = lightgen::formats::manifest::content_id(&parsed);
     std::fs::write(copy.join("manifest.json"), serde_json::to_vec_pretty(&parsed).unwrap()).unwrap();
     let o = train_on(copy.join("manifest.json").to_str().unwrap(), &out, &["--resume"]);
     assert!(!o.status.success());
@@ -218,8 +218,8 @@ fn a_tiny_model_overfits_a_handful_of_shapes_images() {
     // Seeded throughout (model seed 0, render seeds 1..=4, sampler seed 7): a small model
     // trained on four single-object images must draw what the analyzer accepts for those
     // prompts.
-    use lightgen::pipeline::encode::text::Vocab;
-    use lightgen::pipeline::encode::tokenizer::{ImageTokenizer, Pixels};
+    use lightgen::formats::text::Vocab;
+    use lightgen::formats::tokenizer::{ImageTokenizer, Pixels};
     use lightgen::student::model::sampler::{sample_tokens, Canvas};
     use lightgen::student::model::text::TextInput;
     use lightgen::student::model::TextSource;
@@ -393,7 +393,7 @@ fn probe_reads_zero_caption_use_from_a_caption_blind_model() {
         assert!(v.iter().all(|x| x.as_f64().unwrap().is_finite() && x.as_f64().unwrap() > 0.0), "{key}: {v:?}");
     }
     // The same through the library, after cutting the text path.
-    use lightgen::pipeline::manifest;
+    use lightgen::formats::manifest;
     use lightgen::student::sample::Student;
     use lightgen::student::train::data::Dataset;
     let mp = super::root().join(MANIFEST);

@@ -75,7 +75,7 @@ impl Preprocess {
         let resized = if (nw, nh) == (w, h) {
             img.clone()
         } else {
-            crate::pipeline::encode::crop::resize(img, nw, nh, FilterType::CatmullRom)?
+            crate::formats::crop::resize(img, nw, nh, FilterType::CatmullRom)?
         };
         let (cw, ch) = self.crop;
         if cw > nw || ch > nh {

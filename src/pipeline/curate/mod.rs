@@ -22,10 +22,10 @@ use polars::prelude::*;
 use serde::Serialize;
 
 use super::generate::{read_part, Sample};
-use super::prompts::PromptCursor;
-use super::shard::{self, AtomicFile};
 use crate::config::Plan;
 use crate::error::{Error, Result};
+use crate::formats::commit::{self, AtomicFile};
+use crate::formats::prompt_rows::PromptCursor;
 use decide::{Decision, Record};
 use hashes::ImageHashes;
 use score::{ScoreInput, Scorer};
@@ -68,9 +68,9 @@ pub fn run(plan: &Plan, opts: &CurateOptions) -> Result<CurateSummary> {
     let dir = super::open_stage(plan, "curate", opts.force)?;
     let scores_dir = dir.join("scores");
     std::fs::create_dir_all(&scores_dir).map_err(|e| Error::io(&scores_dir, e))?;
-    shard::clean_temporaries(&scores_dir)?;
+    commit::clean_temporaries(&scores_dir)?;
     let hash = plan.stage_hash("curate").to_string();
-    let gen_parts = shard::committed_parts(&gen_dir)?;
+    let gen_parts = commit::committed_parts(&gen_dir)?;
     let threads =
         if opts.threads == 0 { std::thread::available_parallelism().map_or(1, |n| n.get()) } else { opts.threads };
 
@@ -83,21 +83,21 @@ pub fn run(plan: &Plan, opts: &CurateOptions) -> Result<CurateSummary> {
             .collect(),
         None => gen_parts.iter().enumerate().map(|(k, p)| (k as u64, p)).collect(),
     };
-    let total: u64 = todo.iter().map(|(_, p)| shard::read_stats(p).map(|s| s.rows)).sum::<Result<u64>>()?;
+    let total: u64 = todo.iter().map(|(_, p)| commit::read_stats(p).map(|s| s.rows)).sum::<Result<u64>>()?;
     let pb = crate::progress::bar(total, "curate", "images", opts.progress);
     let (mut measured, mut made) = (0u64, 0u64);
     let measure_start = Instant::now();
     for (k, path) in todo {
         // scores belong to one version of their generate part (a rerun may repair it)
-        let source = shard::read_stats(path)?.blake3;
-        let done = shard::done_part(&scores_dir, k, &hash).filter(|st| st.extra["source"].as_str() == Some(&source));
+        let source = commit::read_stats(path)?.blake3;
+        let done = commit::done_part(&scores_dir, k, &hash).filter(|st| st.extra["source"].as_str() == Some(&source));
         if let Some(st) = done {
             pb.inc(st.rows);
         } else {
             let samples = read_part(path)?;
             let records = measure(&samples, scorer.as_ref(), threads, &pb);
-            write_frame(&scores_dir.join(shard::part_name(k)), records_frame(&records, scorer.id(), None))?;
-            shard::commit_part(&scores_dir, k, records.len() as u64, &hash, serde_json::json!({ "source": source }))?;
+            write_frame(&scores_dir.join(commit::part_name(k)), records_frame(&records, scorer.id(), None))?;
+            commit::commit_part(&scores_dir, k, records.len() as u64, &hash, serde_json::json!({ "source": source }))?;
             measured += 1;
             made += records.len() as u64;
         }
@@ -126,13 +126,13 @@ pub fn run(plan: &Plan, opts: &CurateOptions) -> Result<CurateSummary> {
     let mut records = Vec::new();
     let mut sizes = Vec::new();
     for k in 0..gen_parts.len() as u64 {
-        let r = read_records(&scores_dir.join(shard::part_name(k)))?;
+        let r = read_records(&scores_dir.join(commit::part_name(k)))?;
         sizes.push(r.len());
         records.extend(r);
     }
     let mut ids = blake3::Hasher::new();
     for k in 0..gen_parts.len() as u64 {
-        ids.update(shard::read_stats(&scores_dir.join(shard::part_name(k)))?.blake3.as_bytes());
+        ids.update(commit::read_stats(&scores_dir.join(commit::part_name(k)))?.blake3.as_bytes());
     }
     let scores_id = ids.finalize().to_hex().to_string();
     let strata = strata(&records, &cfg.filter.stratum, &plan.run_dir)?;
@@ -165,9 +165,9 @@ pub fn run(plan: &Plan, opts: &CurateOptions) -> Result<CurateSummary> {
         }
         // decisions are global: any changed score part (a repaired image) redoes them all
         let extra = serde_json::json!({ "kept": kept, "reasons": reasons, "scores": scores_id });
-        if shard::done_part(&dir, k as u64, &hash).is_none_or(|st| st.extra != extra) {
-            write_frame(&dir.join(shard::part_name(k as u64)), records_frame(recs, scorer.id(), Some(decs)))?;
-            shard::commit_part(&dir, k as u64, n as u64, &hash, extra)?;
+        if commit::done_part(&dir, k as u64, &hash).is_none_or(|st| st.extra != extra) {
+            write_frame(&dir.join(commit::part_name(k as u64)), records_frame(recs, scorer.id(), Some(decs)))?;
+            commit::commit_part(&dir, k as u64, n as u64, &hash, extra)?;
         }
     }
     s.seconds = start.elapsed().as_secs_f64();
@@ -175,7 +175,7 @@ pub fn run(plan: &Plan, opts: &CurateOptions) -> Result<CurateSummary> {
     for k in ["seconds", "images_per_second", "parts_measured"] {
         json[k] = serde_json::Value::Null;
     }
-    shard::write_atomic(&dir.join("summary.json"), &serde_json::to_vec_pretty(&json).expect("json"))?;
+    commit::write_atomic(&dir.join("summary.json"), &serde_json::to_vec_pretty(&json).expect("json"))?;
     Ok(s)
 }
 
@@ -281,7 +281,7 @@ fn strata(records: &[Record], stratum: &str, run_dir: &Path) -> Result<Vec<Strin
     let Some(slot) = stratum.strip_prefix("slot:") else {
         return Ok(records.iter().map(|r| r.family.clone()).collect());
     };
-    let mut prompts = PromptCursor::new(shard::committed_parts(&super::stage_dir(run_dir, "expand")?)?);
+    let mut prompts = PromptCursor::new(commit::committed_parts(&super::stage_dir(run_dir, "expand")?)?);
     prompts.count()?;
     let mut cache: BTreeMap<u64, String> = BTreeMap::new();
     let mut out = Vec::with_capacity(records.len());
@@ -354,7 +354,7 @@ fn write_frame(dest: &Path, df: PolarsResult<DataFrame>) -> Result<()> {
 
 /// Reads a scores or decisions part back into records.
 pub fn read_records(path: &Path) -> Result<Vec<Record>> {
-    use super::frame::{opt_text as opt, text as txt, Frame};
+    use crate::formats::frame::{opt_text as opt, text as txt, Frame};
     let f = Frame::read(path, None)?;
     let (sid, pid, fam, status, error, exact, vr) = (
         f.str("sample_id")?,

@@ -4,13 +4,6 @@
 //! Parquet index beside each (`shard-NNNNN.parquet`: row → sample, prompt); a
 //! `shard-NNNNN_stats.json` marker, written last, records both files' hashes.
 
-pub mod crop;
-pub mod shards;
-pub mod t5;
-pub mod text;
-pub mod tokenizer;
-pub mod vae;
-
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -19,44 +12,22 @@ use image::RgbImage;
 use polars::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use super::shard::{self, hash_file, write_atomic, AtomicFile};
 use crate::config::{EncodeConfig, LatentScale, Plan};
 use crate::error::{Error, Result};
-use shards::ShardData;
-use t5::T5;
-use text::{TextSpec, Vocab};
-use tokenizer::{ImageTokenizer, LatentSpec, Pixels};
-use vae::Vae;
+use crate::formats::commit::{self, hash_file, write_atomic, AtomicFile};
+use crate::formats::crop;
+use crate::formats::manifest::ShardEntry;
+use crate::formats::shards::{self, ShardData};
+use crate::formats::t5::T5;
+use crate::formats::text::{TextSpec, Vocab};
+use crate::formats::tokenizer::{ImageTokenizer, LatentSpec, Pixels};
+use crate::formats::vae::Vae;
 
 #[derive(Debug, Clone)]
 pub struct EncodeOptions {
     pub force: bool,
     pub progress: bool,
     pub threads: usize,
-}
-
-/// A written shard, as the manifest lists it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
-pub struct ShardEntry {
-    /// Relative to the manifest's folder.
-    pub path: String,
-    pub index: String,
-    pub rows: u64,
-    pub bytes: u64,
-    pub blake3: String,
-    pub index_bytes: u64,
-    pub index_blake3: String,
-    /// In a subset manifest: the rows of this shard it uses (else all of them).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub selection: Option<RowSelection>,
-}
-
-/// A file of little-endian u32 row indices (ascending) into one shard.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
-pub struct RowSelection {
-    pub path: String,
-    pub rows: u64,
-    pub blake3: String,
 }
 
 /// A held-out prompt (evaluation split).
@@ -205,8 +176,8 @@ pub fn run(plan: &Plan, opts: &EncodeOptions) -> Result<EncodeSummary> {
 /// Prompts held out, in prompt order, read from the expand parts.
 fn held_out_prompts(run_dir: &Path, seed: u64, share: f64) -> Result<Vec<HeldOut>> {
     let mut out = Vec::new();
-    for p in shard::committed_parts(&super::stage_dir(run_dir, "expand")?)? {
-        for row in super::prompts::read_prompts(&p)? {
+    for p in commit::committed_parts(&super::stage_dir(run_dir, "expand")?)? {
+        for row in crate::formats::prompt_rows::read_prompts(&p)? {
             if is_held_out(seed, &row.prompt_id, share) {
                 out.push(HeldOut { prompt_id: row.prompt_id, prompt: row.text, family: row.family, spec: row.spec });
             }
@@ -218,8 +189,8 @@ fn held_out_prompts(run_dir: &Path, seed: u64, share: f64) -> Result<Vec<HeldOut
 /// (generate part, row) of every kept sample whose prompt is not held out; and counts.
 fn train_samples(cur_dir: &Path, held: &std::collections::HashSet<&str>) -> Result<(Vec<(u64, usize)>, u64, u64)> {
     let (mut train, mut kept, mut held_samples) = (Vec::new(), 0u64, 0u64);
-    for (k, p) in shard::committed_parts(cur_dir)?.iter().enumerate() {
-        let f = super::frame::Frame::read(p, Some(&["prompt_id", "decision"]))?;
+    for (k, p) in commit::committed_parts(cur_dir)?.iter().enumerate() {
+        let f = crate::formats::frame::Frame::read(p, Some(&["prompt_id", "decision"]))?;
         let (ids, dec) = (f.str("prompt_id")?, f.str("decision")?);
         for (row, (id, d)) in ids.iter().zip(dec.iter()).enumerate() {
             if d != Some("kept") {
@@ -277,7 +248,7 @@ fn load_samples(
     let mut batch = Vec::with_capacity(picks.len());
     for &(part, row) in picks {
         if cache.as_ref().is_none_or(|(p, _)| *p != part) {
-            *cache = Some((part, super::generate::read_part(&gen_dir.join(shard::part_name(part)))?));
+            *cache = Some((part, super::generate::read_part(&gen_dir.join(commit::part_name(part)))?));
         }
         let rows = &cache.as_ref().expect("loaded").1;
         batch.push(rows.get(row).cloned().ok_or_else(|| {

@@ -15,9 +15,9 @@ use polars::prelude::*;
 type ParquetBatchedWriter = ParquetBatchedWriterOf<std::fs::File>;
 use serde::Serialize;
 
-use super::shard::{self, AtomicFile};
 use crate::config::Plan;
 use crate::error::{Error, Result};
+use crate::formats::commit::{self, AtomicFile};
 use generator::{Generator, Prompt};
 
 /// How to run the stage (runtime choices, not data).
@@ -70,7 +70,7 @@ pub fn run(plan: &Plan, opts: &ExpandOptions) -> Result<ExpandSummary> {
     let mut batch: Vec<Prompt> = Vec::with_capacity(cfg.row_group_size as usize);
     let mut per_family: BTreeMap<String, u64> = BTreeMap::new();
     loop {
-        let done = shard::done_part(&dir, part, plan.stage_hash("expand")).is_some();
+        let done = commit::done_part(&dir, part, plan.stage_hash("expand")).is_some();
         let mut writer: Option<(AtomicFile, Option<ParquetBatchedWriter>)> = None;
         let mut rows = 0u64;
         let mut fam_counts: BTreeMap<String, u64> = BTreeMap::new();
@@ -105,7 +105,7 @@ pub fn run(plan: &Plan, opts: &ExpandOptions) -> Result<ExpandSummary> {
             let path = file.path().to_path_buf();
             bw.expect("writer was opened").finish().map_err(|e| Error::polars(&path, e))?;
             file.commit()?;
-            shard::commit_part(
+            commit::commit_part(
                 &dir,
                 part,
                 rows,
@@ -134,7 +134,7 @@ pub fn run(plan: &Plan, opts: &ExpandOptions) -> Result<ExpandSummary> {
     };
     let mut json = serde_json::to_value(&summary).expect("summary serialises");
     json["seconds"] = serde_json::Value::Null; // keep the file identical across reruns
-    shard::write_atomic(&dir.join("summary.json"), &serde_json::to_vec_pretty(&json).expect("json"))?;
+    commit::write_atomic(&dir.join("summary.json"), &serde_json::to_vec_pretty(&json).expect("json"))?;
     Ok(summary)
 }
 
@@ -150,7 +150,7 @@ fn write_batch(
     if batch.is_empty() {
         return Ok(());
     }
-    let dest = dir.join(shard::part_name(part));
+    let dest = dir.join(commit::part_name(part));
     let df = rows::frame(tax, batch).map_err(|e| Error::polars(&dest, e))?;
     batch.clear();
     if writer.is_none() {
@@ -174,8 +174,8 @@ fn write_batch(
 fn export_geneval(dir: &std::path::Path) -> Result<()> {
     let mut meta = String::new();
     let mut prompts = String::new();
-    for path in shard::committed_parts(dir)? {
-        let f = super::frame::Frame::read(&path, Some(&["prompt", "spec"]))?;
+    for path in commit::committed_parts(dir)? {
+        let f = crate::formats::frame::Frame::read(&path, Some(&["prompt", "spec"]))?;
         let (texts, specs) = (f.str("prompt")?, f.str("spec")?);
         for (t, s) in texts.iter().zip(specs.iter()) {
             if let (Some(t), Some(s)) = (t, s) {
@@ -186,6 +186,6 @@ fn export_geneval(dir: &std::path::Path) -> Result<()> {
             }
         }
     }
-    shard::write_atomic(&dir.join("evaluation_metadata.jsonl"), meta.as_bytes())?;
-    shard::write_atomic(&dir.join("generation_prompts.txt"), prompts.as_bytes())
+    commit::write_atomic(&dir.join("evaluation_metadata.jsonl"), meta.as_bytes())?;
+    commit::write_atomic(&dir.join("generation_prompts.txt"), prompts.as_bytes())
 }

@@ -6,25 +6,12 @@ pub mod builtin;
 pub mod http;
 pub mod onnx;
 
-use std::collections::BTreeMap;
-
 use image::RgbImage;
 
 use crate::config::GenerateConfig;
 use crate::error::{Error, Result};
 
-/// A prompt as the teacher sees it: text, and for structured worlds the spec and slot values.
-#[derive(Debug, Clone)]
-pub struct PromptRow {
-    pub index: u64,
-    pub prompt_id: String,
-    pub text: String,
-    pub family: String,
-    /// GenEval-style spec (JSON), when the taxonomy declares one.
-    pub spec: Option<String>,
-    /// slot → values taken, from the `slot_*` columns.
-    pub slots: BTreeMap<String, Vec<String>>,
-}
+pub use crate::formats::prompt_rows::PromptRow;
 
 /// One image to make.
 #[derive(Debug, Clone, Copy)]

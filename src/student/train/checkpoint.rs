@@ -60,7 +60,7 @@ pub fn load_checked(ckpt: &Path, name: &str) -> Result<BTreeMap<String, Tensor>>
     let state = read_state(ckpt)?;
     match state.files.get(name) {
         Some(want) => {
-            let (got, _) = crate::pipeline::shard::hash_file(&path).map_err(|e| Error::io(&path, e))?;
+            let (got, _) = crate::formats::commit::hash_file(&path).map_err(|e| Error::io(&path, e))?;
             if &got != want {
                 return Err(Error::invalid(
                     path.display().to_string(),
@@ -117,12 +117,12 @@ pub fn save(
     for (name, tensors) in [("model.safetensors", model), ("ema.safetensors", ema), ("optim.safetensors", optim)] {
         let path = tmp.join(name);
         save_tensors(&path, tensors)?;
-        let (hash, _) = crate::pipeline::shard::hash_file(&path).map_err(|e| Error::io(&path, e))?;
+        let (hash, _) = crate::formats::commit::hash_file(&path).map_err(|e| Error::io(&path, e))?;
         state.files.insert(name.to_string(), hash);
     }
     // state.json last: a checkpoint folder with it is complete, and it vouches for the rest.
     let json = serde_json::to_vec_pretty(&state).expect("state serialises");
-    crate::pipeline::shard::write_atomic(&tmp.join("state.json"), &json)?;
+    crate::formats::commit::write_atomic(&tmp.join("state.json"), &json)?;
     let fin = dir.join(&name);
     let _ = std::fs::remove_dir_all(&fin);
     std::fs::rename(&tmp, &fin).map_err(|e| Error::io(&fin, e))?;

@@ -14,10 +14,10 @@ use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, StandardNormal};
 
 use crate::error::{Error, Result};
-use crate::pipeline::encode::shards::Shard;
-use crate::pipeline::encode::text::TextSpec;
-use crate::pipeline::encode::tokenizer::LatentSpec;
-use crate::pipeline::manifest::{selection_rows, Manifest};
+use crate::formats::manifest::{selection_rows, Manifest};
+use crate::formats::shards::Shard;
+use crate::formats::text::TextSpec;
+use crate::formats::tokenizer::LatentSpec;
 
 pub struct Dataset {
     shards: Vec<Shard>,

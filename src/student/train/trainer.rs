@@ -18,7 +18,7 @@ use super::data::{Batch, Dataset};
 use super::optim::{AdamW, Ema};
 use super::schedule::{keep_text, lr_at, mask_ratio, orders, step_rng};
 use crate::error::{Error, Result};
-use crate::pipeline::manifest::{self, Manifest};
+use crate::formats::manifest::{self, Manifest};
 use crate::student::dist::{Dist, Launch};
 use crate::student::model::layers::{index, scalar, tensor_f32, Ctx};
 use crate::student::model::text::TextInput;
@@ -426,7 +426,7 @@ pub fn train(manifest_path: &Path, cfg: TrainConfig, opts: &TrainOptions) -> Res
     if main {
         std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
         let resolved = toml::to_string(&cfg).expect("train config serialises");
-        crate::pipeline::shard::write_atomic(&out.join("train.toml"), resolved.as_bytes())?;
+        crate::formats::commit::write_atomic(&out.join("train.toml"), resolved.as_bytes())?;
         wall_before = trim_metrics(&metrics_path, start)?;
         metrics = Some(append(&metrics_path)?);
     }
@@ -549,7 +549,7 @@ fn trim_metrics(path: &Path, step: u64) -> Result<f64> {
         })
         .map(|l| format!("{l}\n"))
         .collect();
-    crate::pipeline::shard::write_atomic(path, kept.as_bytes())?;
+    crate::formats::commit::write_atomic(path, kept.as_bytes())?;
     Ok(wall)
 }
 

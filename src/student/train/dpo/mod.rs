@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 use tch::{Device, Tensor};
 
 use crate::error::{Error, Result};
-use crate::pipeline::manifest::{self, Manifest};
+use crate::formats::manifest::{self, Manifest};
 use crate::student::dist::{Dist, Launch};
 use crate::student::model::layers::{scalar, tensor_f32, to_host, Ctx};
 use crate::student::model::text::TextInput;

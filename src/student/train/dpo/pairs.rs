@@ -14,8 +14,8 @@ use serde::{Deserialize, Serialize};
 use tch::{Device, Kind, Tensor};
 
 use crate::error::{Error, Result};
-use crate::pipeline::manifest::Manifest;
-use crate::pipeline::shard;
+use crate::formats::commit;
+use crate::formats::manifest::Manifest;
 use crate::student::dist::Dist;
 use crate::student::model::layers::{tensor_f32, to_host};
 use crate::student::model::sampler::{sample_tokens, Canvas, SampleOptions};
@@ -73,9 +73,9 @@ pub struct Pairs {
 fn captions(root: &Path, m: &Manifest, ds: &Dataset, picked: &[usize]) -> Result<Vec<(String, Option<Spec>)>> {
     let mut by_shard: HashMap<usize, Vec<(String, String)>> = HashMap::new();
     let mut specs: HashMap<String, Spec> = HashMap::new();
-    if let Ok(parts) = shard::committed_parts(&root.join("expand")) {
+    if let Ok(parts) = commit::committed_parts(&root.join("expand")) {
         for p in parts {
-            for row in crate::pipeline::prompts::read_prompts(&p)? {
+            for row in crate::formats::prompt_rows::read_prompts(&p)? {
                 if let Some(s) = row.spec.as_deref().and_then(|s| serde_json::from_str::<Spec>(s).ok()) {
                     specs.insert(row.prompt_id, s);
                 }
@@ -86,8 +86,7 @@ fn captions(root: &Path, m: &Manifest, ds: &Dataset, picked: &[usize]) -> Result
     for &i in picked {
         let (k, r) = ds.locate(i);
         if let std::collections::hash_map::Entry::Vacant(e) = by_shard.entry(k) {
-            let f =
-                crate::pipeline::frame::Frame::read(&root.join(&m.shards[k].index), Some(&["prompt_id", "prompt"]))?;
+            let f = crate::formats::frame::Frame::read(&root.join(&m.shards[k].index), Some(&["prompt_id", "prompt"]))?;
             let (ids, texts) = (f.str("prompt_id")?, f.str("prompt")?);
             e.insert(
                 ids.iter()
@@ -121,9 +120,9 @@ pub fn build(
     if dist.is_main() {
         std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
         if std::fs::metadata(&plan_path).is_err() {
-            shard::write_atomic(&plan_path, &serde_json::to_vec_pretty(plan).expect("plan serialises"))?;
+            commit::write_atomic(&plan_path, &serde_json::to_vec_pretty(plan).expect("plan serialises"))?;
         }
-        shard::clean_temporaries(dir)?;
+        commit::clean_temporaries(dir)?;
     }
     dist.barrier()?;
     let bytes = std::fs::read(&plan_path).map_err(|e| Error::io(&plan_path, e))?;
@@ -219,18 +218,18 @@ fn part_file(k: u64) -> String {
 }
 
 /// Part `k`'s marker if the part is complete: written for set `id`, file size and hash as recorded.
-fn done(dir: &Path, k: u64, id: &str) -> Option<shard::PartStats> {
-    let st: shard::PartStats = serde_json::from_slice(&std::fs::read(dir.join(shard::stats_name(k))).ok()?).ok()?;
-    let (hash, bytes) = shard::hash_file(&dir.join(part_file(k))).ok()?;
+fn done(dir: &Path, k: u64, id: &str) -> Option<commit::PartStats> {
+    let st: commit::PartStats = serde_json::from_slice(&std::fs::read(dir.join(commit::stats_name(k))).ok()?).ok()?;
+    let (hash, bytes) = commit::hash_file(&dir.join(part_file(k))).ok()?;
     (st.plan == id && st.part == k && st.blake3 == hash && st.bytes == bytes).then_some(st)
 }
 
 /// Writes part `k`'s marker, after its file.
 fn commit(dir: &Path, k: u64, rows: u64, id: &str, extra: serde_json::Value) -> Result<()> {
     let path = dir.join(part_file(k));
-    let (blake3, bytes) = shard::hash_file(&path).map_err(|e| Error::io(&path, e))?;
-    let st = shard::PartStats { part: k, rows, bytes, blake3, plan: id.into(), extra };
-    shard::write_atomic(&dir.join(shard::stats_name(k)), &serde_json::to_vec_pretty(&st).expect("stats serialise"))
+    let (blake3, bytes) = commit::hash_file(&path).map_err(|e| Error::io(&path, e))?;
+    let st = commit::PartStats { part: k, rows, bytes, blake3, plan: id.into(), extra };
+    commit::write_atomic(&dir.join(commit::stats_name(k)), &serde_json::to_vec_pretty(&st).expect("stats serialise"))
 }
 
 /// How many losers were judged and failed, over the committed parts.

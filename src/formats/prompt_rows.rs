@@ -1,11 +1,24 @@
-//! Reading the expand stage's prompts back: by index, one part in memory at a time.
+//! The expand stage's prompt rows (`expand/part-*.parquet`) and reading them back: by index,
+//! one part in memory at a time.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use super::shard;
-use super::teacher::PromptRow;
 use crate::error::{Error, Result};
+use crate::formats::commit;
+
+/// A prompt as the teacher sees it: text, and for structured worlds the spec and slot values.
+#[derive(Debug, Clone)]
+pub struct PromptRow {
+    pub index: u64,
+    pub prompt_id: String,
+    pub text: String,
+    pub family: String,
+    /// GenEval-style spec (JSON), when the taxonomy declares one.
+    pub spec: Option<String>,
+    /// slot → values taken, from the `slot_*` columns.
+    pub slots: BTreeMap<String, Vec<String>>,
+}
 
 /// Reads prompts by index from the expand parts, one part in memory at a time.
 pub struct PromptCursor {
@@ -28,7 +41,7 @@ impl PromptCursor {
             let stats_path = p
                 .with_file_name(p.file_name().unwrap_or_default().to_string_lossy().replace(".parquet", "_stats.json"));
             let bytes = std::fs::read(&stats_path).map_err(|e| Error::io(&stats_path, e))?;
-            let st: shard::PartStats = serde_json::from_slice(&bytes).map_err(|e| {
+            let st: commit::PartStats = serde_json::from_slice(&bytes).map_err(|e| {
                 Error::invalid(stats_path.display().to_string(), format!("unreadable part marker: {e}"))
             })?;
             self.starts.push(n);
@@ -53,7 +66,7 @@ impl PromptCursor {
 /// The prompt rows of one expand part.
 pub fn read_prompts(path: &Path) -> Result<Vec<PromptRow>> {
     let pe = |e| Error::polars(path, e);
-    let f = super::frame::Frame::read(path, None)?;
+    let f = crate::formats::frame::Frame::read(path, None)?;
     let df = &f.df;
     let slot_cols: Vec<String> =
         df.get_column_names().iter().filter(|n| n.starts_with("slot_")).map(|n| n.to_string()).collect();
