@@ -231,3 +231,14 @@ pub fn inpaint_cmd(a: InpaintArgs, progress: bool) -> Result<()> {
     }
     Ok(())
 }
+
+/// `lightgen probe`: what the student uses (caption, positions) on training samples.
+pub fn probe_cmd(a: crate::cli::ProbeArgs) -> Result<()> {
+    let r = lightgen::student::probe::run(&a.checkpoint, &a.manifest, a.samples, a.seed, &a.device)?;
+    if a.json {
+        outln!("{}", serde_json::to_string_pretty(&r)?);
+    } else {
+        out!("{}", r.markdown());
+    }
+    Ok(())
+}

@@ -2,6 +2,7 @@
 //! protocol of [`shard`]; a stage folder remembers the plan that made it and refuses another.
 
 pub mod curate;
+pub mod distill;
 pub mod distribute;
 pub mod encode;
 pub mod expand;
