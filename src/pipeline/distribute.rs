@@ -16,11 +16,12 @@ use std::time::Instant;
 use serde::{Deserialize, Serialize};
 
 use super::curate::{self, CurateOptions};
+use super::distill::{distill, DistillOptions};
 use super::expand::{self, ExpandOptions};
 use super::generate::{self, GenerateOptions};
-use super::manifest;
+
 use super::worker::{Share, Worker};
-use super::{encode, StageMarker};
+use super::StageMarker;
 use crate::config::Plan;
 use crate::error::{Error, Result};
 use crate::formats::commit;
@@ -262,21 +263,19 @@ pub fn merge(plan: &Plan, store: &Store, workers: Option<u32>, opts: Options) ->
         store.fetch_parts(SCORES, &all, plan.stage_hash("curate"), &plan.run_dir.join(SCORES))?;
     }
     phase("fetching the parts");
-    // Every part is local now: the stages below reuse them and do the global work.
-    let (force, progress, threads) = (false, opts.progress, opts.threads);
-    generate::run(plan, &GenerateOptions { force, progress, threads, share: None })?;
     if !with_scores {
         return Err(Error::invalid(
             "config",
             "no [curate] section: merge builds a manifest, which needs curate and encode",
         ));
     }
-    curate::run(plan, &CurateOptions { force, progress, threads, share: None })?;
     if plan.config.encode.is_none() {
         return Err(Error::invalid("config", "no [encode] section: merge builds a manifest, which needs encode"));
     }
-    encode::run(plan, &encode::EncodeOptions { force, progress, threads })?;
-    let m = manifest::build(plan)?;
+    // Every part is local now: the chain reuses them (expand and generate are done) and does
+    // the global work (curate over the whole run, encode, the manifest).
+    let chain = DistillOptions { force: false, progress: opts.progress, threads: opts.threads };
+    let m = distill(plan, &chain, |_| Ok(()))?.manifest.expect("the config has every stage (checked above)");
     phase("curate, encode and manifest");
     // Publish the rest of the run folder; the manifest last, as it declares the run done.
     let root = &plan.run_dir;
