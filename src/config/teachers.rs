@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-/// Wire protocols (`../shared/reference/pipeline.md` §7).
+/// Wire protocols of an HTTP teacher (request and answer shapes in `teacher/http/protocol.rs`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Protocol {

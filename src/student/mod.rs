@@ -6,8 +6,7 @@
 //! - [`sample`]: a checkpoint plus the manifest's text encoder and image tokenizer → images.
 //! - [`eval`] (GenEval-style on the shapes world), [`inpaint`], [`probe`] and [`study`].
 //!
-//! Reference: `../shared/reference/lightgen.md`; `tests/it/parity.rs` holds the port to
-//! LightGen's own PyTorch code.
+//! Reference: LightGen's released PyTorch code; `tests/it/parity.rs` holds the port to it.
 
 pub mod dist;
 pub mod eval;

@@ -7,8 +7,8 @@
 //! - [`sampler`]: masked-autoregressive sampling with CFG (and inpainting canvases).
 //! - [`store`] and [`layers`], [`blocks`]: seeded parameters and the building blocks.
 //!
-//! Reference: `../shared/reference/lightgen.md` (what `XianfengWu01/LightGen` and
-//! `LTH14/mar` do); where the paper and the code differ, this follows the code.
+//! Reference: the released code of `XianfengWu01/LightGen` (FLUID) and `LTH14/mar`; where the
+//! paper and the code differ, this follows the code.
 
 pub mod blocks;
 pub mod config;

@@ -1,5 +1,7 @@
 //! The three wire protocols: how a request body is built and how an answer becomes image
-//! bytes (`../shared/reference/pipeline.md` §7).
+//! bytes: OpenAI's images API (`POST /v1/images/generations`, answer `data[0].b64_json` or
+//! `url`), AUTOMATIC1111's `POST /sdapi/v1/txt2img` (answer `images[0]`, base64) and Hugging
+//! Face text-to-image (`{"inputs", "parameters"}`, answer raw image bytes).
 
 use base64::Engine;
 use serde_json::{json, Value};
