@@ -30,6 +30,7 @@ pub fn dpo_cmd(a: DpoArgs, progress: bool) -> Result<()> {
         seed: a.seed,
         checkpoint_every: 50,
     };
+    anyhow::ensure!(a.nproc != Some(0), "--nproc 0: expected at least 1 rank");
     if let Some(n) = a.nproc.filter(|&n| n > 1) {
         return super::train::spawn_ranks(n);
     }

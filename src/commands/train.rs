@@ -21,6 +21,7 @@ pub fn train_cmd(a: TrainArgs, progress: bool) -> Result<()> {
     if let Some(s) = a.steps {
         cfg.train.steps = s;
     }
+    anyhow::ensure!(a.nproc != Some(0), "--nproc 0: expected at least 1 rank");
     if let Some(n) = a.nproc.filter(|&n| n > 1) {
         return spawn_ranks(n);
     }

@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Error, Result};
 use crate::student::model::sampler::SampleOptions;
 use crate::student::sample::{generate, Decoder, Prompter, Student};
-use crate::student::train::trainer::{EvalHook, EvalPoint};
+use crate::student::train::run::{EvalHook, EvalPoint};
 use crate::world::analyze::Analyzer;
 use crate::world::Spec;
 

@@ -20,7 +20,7 @@ use crate::student::model::sampler::{sample_tokens, Canvas, SampleOptions};
 use crate::student::model::text::TextInput;
 use crate::student::model::{Mar, ParamStore};
 use crate::student::train::checkpoint::{load_checked, read_state, TrainState};
-use crate::student::train::trainer::GridHook;
+use crate::student::train::run::GridHook;
 use crate::student::train::TrainConfig;
 
 /// A trained model ready to sample.

@@ -111,6 +111,8 @@ fn issue_21_two_gloo_ranks_match_one_process_and_resume_exactly() {
     // A checkpoint of two ranks is not resumed by one.
     let o = train_output(&cfg, &two, &["--resume", "--steps", "8"]);
     assert!(!o.status.success() && stderr(&o).contains("trained by 2 rank(s)"), "{}", stderr(&o));
+    let o = train_output(&cfg, &d.join("none"), &["--nproc", "0"]);
+    assert!(!o.status.success() && stderr(&o).contains("--nproc 0: expected at least 1"), "{}", stderr(&o));
 }
 
 /// Starts rank `rank` of 2 by hand (torchrun's variables), on `manifest`.

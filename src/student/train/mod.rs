@@ -1,17 +1,21 @@
 //! Training the student on a manifest: [`data`] (batches from the shards), [`schedule`]
 //! (learning rate, mask ratio, per-step random streams), [`optim`] (AdamW, clipping, EMA),
-//! [`checkpoint`] (atomic safetensors + state), [`trainer`] (the loop) and [`config`].
+//! [`checkpoint`] (atomic safetensors + state), [`trainer`] (one step), [`run`] (the loop
+//! around it), [`metrics`] (metrics.jsonl and its plots) and [`config`].
 
 pub mod checkpoint;
 pub mod config;
 pub mod data;
 pub mod dpo;
+pub mod metrics;
 pub mod optim;
+pub mod run;
 pub mod schedule;
 pub mod trainer;
 
 pub use config::TrainConfig;
-pub use trainer::{train, TrainOptions, TrainSummary, Trainer};
+pub use run::{train, TrainOptions, TrainSummary};
+pub use trainer::Trainer;
 
 /// libtorch's CUDA backend registers itself when `libtorch_cuda.so` loads. The binary does
 /// not link it, since a CPU machine lacks the CUDA libraries it needs; it is loaded here, from

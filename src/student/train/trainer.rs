@@ -1,10 +1,8 @@
-//! The training loop, explicit and plain (nanoGPT style): batch → mask → forward → masked
-//! DiffLoss → backward → clip → AdamW → EMA → log / grid / checkpoint. Every random draw of
-//! step s comes from (seed, s), so `--resume` continues exactly.
+//! One training step, explicit and plain (nanoGPT style): batch → mask → forward → masked
+//! DiffLoss → backward → (all-reduce) → clip → AdamW → EMA. Every random draw of step s comes
+//! from (seed, s), so `--resume` continues exactly. The run around it is `run.rs`.
 
-use std::io::Write;
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::path::Path;
 use std::time::Instant;
 
 use rand::RngExt;
@@ -14,12 +12,11 @@ use tch::{Device, Kind, Tensor};
 
 use super::checkpoint::{self, TrainState};
 use super::config::TrainConfig;
-use super::data::{Batch, Dataset};
+use super::data::Batch;
 use super::optim::{AdamW, Ema};
 use super::schedule::{keep_text, lr_at, mask_ratio, orders, step_rng};
 use crate::error::{Error, Result};
-use crate::formats::manifest::{self, Manifest};
-use crate::student::dist::{Dist, Launch};
+use crate::student::dist::Dist;
 use crate::student::model::layers::{index, scalar, tensor_f32, Ctx};
 use crate::student::model::text::TextInput;
 use crate::student::model::{Mar, MarConfig, Mask, ParamStore, Prediction, TextSource};
@@ -260,7 +257,7 @@ impl Trainer {
         })
     }
 
-    fn optim_tensors(&self) -> std::collections::BTreeMap<String, Tensor> {
+    pub(crate) fn optim_tensors(&self) -> std::collections::BTreeMap<String, Tensor> {
         let mut o = std::collections::BTreeMap::new();
         for (k, v) in &self.opt.m {
             o.insert(format!("m.{k}"), v.shallow_clone());
@@ -271,7 +268,7 @@ impl Trainer {
         o
     }
 
-    fn restore(&mut self, ckpt: &Path, state: &TrainState) -> Result<()> {
+    pub(crate) fn restore(&mut self, ckpt: &Path, state: &TrainState) -> Result<()> {
         let dev = self.device;
         let model = checkpoint::load_checked(ckpt, "model.safetensors")?;
         self.store.load(&model).map_err(|m| Error::invalid(ckpt.display().to_string(), m))?;
@@ -289,325 +286,6 @@ impl Trainer {
         self.opt.t = state.adam_t;
         Ok(())
     }
-}
-
-/// Draws the sample grid of a checkpoint (given the verified manifest, the resolved config,
-/// the checkpoint folder and its step); [`crate::student::sample::grid_hook`] makes one.
-/// Training itself never samples, so `train` does not depend on `sample`.
-pub type GridHook = Box<dyn Fn(&Manifest, &TrainConfig, &Path, u64) -> Result<()>>;
-
-/// Evaluates a checkpoint (given the verified manifest, the resolved config, the checkpoint
-/// folder and its step) on the held-out slice `train.eval_*` names; None when the manifest
-/// has nothing to judge with. [`crate::student::eval::curve_hook`] makes one.
-pub type EvalHook = Box<dyn Fn(&Manifest, &TrainConfig, &Path, u64) -> Result<Option<EvalPoint>>>;
-
-/// One point of the evaluation curve.
-#[derive(Debug, Clone, Serialize)]
-pub struct EvalPoint {
-    /// Mean of the task accuracies.
-    pub overall: f64,
-    /// Accuracy per task.
-    pub tasks: std::collections::BTreeMap<String, f64>,
-    pub images: usize,
-}
-
-/// Runtime choices (not part of what is trained).
-pub struct TrainOptions {
-    pub out: PathBuf,
-    pub resume: bool,
-    pub device: Device,
-    pub progress: bool,
-    /// Stop after this step even if the config asks for more (a later `--resume` goes on).
-    pub stop_at: Option<u64>,
-    /// Sample grids at `sample_every` and at the end; none when absent.
-    pub grid: Option<GridHook>,
-    /// Evaluations at `eval_every` and at the end; none when absent.
-    pub eval: Option<EvalHook>,
-    /// The data-parallel job this process is a rank of (torchrun, Slurm, `--nproc`); None
-    /// for a single process.
-    pub launch: Option<Launch>,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct TrainSummary {
-    pub steps: u64,
-    pub first_loss: f64,
-    pub last_loss: f64,
-    pub seconds: f64,
-    pub ms_per_step: f64,
-    pub tokens_per_s: f64,
-    pub parameters: usize,
-    pub checkpoint: PathBuf,
-}
-
-/// The model config a manifest implies for a training config.
-pub fn model_for(cfg: &TrainConfig, ds: &Dataset) -> Result<MarConfig> {
-    let base = cfg.model_config().map_err(|m| Error::invalid("train config", m))?;
-    let text =
-        if ds.text_channels == 0 { TextSource::Vocab { vocab: ds.text.dim as usize } } else { TextSource::Features };
-    Ok(base.for_data(ds.token_dim, ds.latent.grid as usize, text, ds.text_channels, ds.text_len))
-}
-
-/// Trains on a manifest (verified first) into `opts.out`.
-pub fn train(manifest_path: &Path, cfg: TrainConfig, opts: &TrainOptions) -> Result<TrainSummary> {
-    // Meet the other ranks first: after this every rank sees the same run folder.
-    let dist = match &opts.launch {
-        Some(l) => Dist::join(l)?,
-        None => Dist::single(),
-    };
-    let main = dist.is_main();
-    let m: Manifest = manifest::verify(manifest_path)?;
-    let ds = Arc::new(Dataset::open(manifest_path, &m)?);
-    let out = &opts.out;
-    let existing = checkpoint::list(out).pop();
-    let (cfg, start, resumed) = match (&existing, opts.resume) {
-        (Some(ck), true) => {
-            let st = checkpoint::read_state(ck)?;
-            if st.manifest_id != m.id {
-                return Err(Error::Conflict {
-                    path: ck.clone(),
-                    message: format!(
-                        "the checkpoint was trained on manifest {} but {} is {}; resume with the same manifest",
-                        st.manifest_id,
-                        manifest_path.display(),
-                        m.id
-                    ),
-                });
-            }
-            if st.world != dist.world {
-                return Err(Error::Conflict {
-                    path: ck.clone(),
-                    message: format!(
-                        "the checkpoint was trained by {} rank(s) (global batch {}); resume it with {} rank(s), or the batch, learning rate and data order would change",
-                        st.world,
-                        st.config.global_batch(st.world),
-                        st.world
-                    ),
-                });
-            }
-            // The architecture and optimisation come from the checkpoint; the length and the
-            // cadence of logs, grids and checkpoints may change.
-            let mut c = st.config.clone();
-            c.train.steps = cfg.train.steps;
-            c.train.checkpoint_every = cfg.train.checkpoint_every;
-            c.train.sample_every = cfg.train.sample_every;
-            c.train.eval_every = cfg.train.eval_every;
-            c.train.log_every = cfg.train.log_every;
-            (c, st.step, Some((ck.clone(), st)))
-        }
-        (Some(ck), false) => {
-            return Err(Error::Conflict {
-                path: out.clone(),
-                message: format!(
-                    "holds checkpoint {}; pass --resume to continue it, or choose another --out",
-                    ck.display()
-                ),
-            })
-        }
-        (None, _) => (cfg, 0, None),
-    };
-    cfg.validate().map_err(|e| Error::invalid("train config", e))?;
-    let model_cfg = match &resumed {
-        Some((_, st)) => st.model.clone(),
-        None => model_for(&cfg, &ds)?,
-    };
-    let grid = m.latent.grid as usize;
-    let mut tr = Trainer::new(cfg.clone(), model_cfg.clone(), grid, opts.device)?;
-    if let Some((ck, st)) = &resumed {
-        tr.restore(ck, st)?;
-    }
-    // The ranks start from rank 0's weights (they already agree: same seed or checkpoint).
-    let weights: Vec<&Tensor> = tr.store.vars.values().chain(tr.ema.weights.values()).collect();
-    dist.broadcast(&weights)?;
-    tr.dist = dist;
-    let metrics_path = out.join("metrics.jsonl");
-    let mut metrics = None;
-    let mut wall_before = 0.0;
-    if main {
-        std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
-        let resolved = toml::to_string(&cfg).expect("train config serialises");
-        crate::formats::commit::write_atomic(&out.join("train.toml"), resolved.as_bytes())?;
-        wall_before = trim_metrics(&metrics_path, start)?;
-        metrics = Some(append(&metrics_path)?);
-    }
-
-    let t = cfg.train.clone();
-    let end = opts.stop_at.map_or(t.steps, |s| s.min(t.steps));
-    let pb = crate::progress::bar(t.steps, "train", "steps", opts.progress && main);
-    pb.set_position(start);
-    let state_at = |step: u64, tr: &Trainer| TrainState {
-        step,
-        adam_t: tr.opt.t,
-        config: cfg.clone(),
-        model: model_cfg.clone(),
-        manifest_id: m.id.clone(),
-        manifest_name: m.name.clone(),
-        grid,
-        world: tr.dist.world,
-        tool_version: crate::VERSION.into(),
-        lineage: None,
-        files: Default::default(),
-    };
-    let global = cfg.global_batch(tr.dist.world);
-    let rx = ds.stream(t.seed, (start, end), global, t.batch_size, tr.dist.shares(t.accumulate));
-    let started = Instant::now();
-    let (mut first, mut last, mut smooth) = (f64::NAN, f64::NAN, f64::NAN);
-    let mut last_ck = existing.clone();
-    for step in start..end {
-        let micro = rx.recv().map_err(|_| Error::invalid("train", "the data loader stopped"))?;
-        let s = tr.step_micro(&micro, step)?;
-        if first.is_nan() {
-            first = s.loss;
-        }
-        last = s.loss;
-        smooth = if smooth.is_nan() { s.loss } else { 0.95 * smooth + 0.05 * s.loss };
-        if let Some(metrics) = metrics.as_mut().filter(|_| (step + 1) % t.log_every.max(1) == 0 || step + 1 == end) {
-            let line = serde_json::to_string(&s).expect("stats serialise");
-            writeln!(metrics, "{line}").map_err(|e| Error::io(&metrics_path, e))?;
-        }
-        pb.inc(1);
-        pb.set_prefix(format!("loss {smooth:.3}"));
-        let done = step + 1;
-        let at_end = done == end;
-        if !main {
-            continue;
-        }
-        let eval_due =
-            opts.eval.is_some() && t.eval_every > 0 && (done % t.eval_every == 0 || (at_end && done == t.steps));
-        if (t.checkpoint_every > 0 && done % t.checkpoint_every == 0) || at_end || eval_due {
-            if let Some(metrics) = metrics.as_mut() {
-                metrics.flush().map_err(|e| Error::io(&metrics_path, e))?;
-            }
-            last_ck = Some(checkpoint::save(
-                out,
-                &state_at(done, &tr),
-                &tr.store.tensors(),
-                &tr.ema.weights,
-                &tr.optim_tensors(),
-                t.keep_checkpoints,
-            )?);
-            loss_curve(&metrics_path, &out.join("loss.png"))?;
-        }
-        if let (true, Some(eval), Some(ck)) = (eval_due, &opts.eval, &last_ck) {
-            let wall_s = wall_before + started.elapsed().as_secs_f64();
-            if let Some(p) = eval(&m, &cfg, ck, done)? {
-                let line = serde_json::json!({ "step": done, "wall_s": wall_s, "eval": p });
-                if let Some(metrics) = metrics.as_mut() {
-                    writeln!(metrics, "{line}")
-                        .and_then(|_| metrics.flush())
-                        .map_err(|e| Error::io(&metrics_path, e))?;
-                }
-                eval_curve(&metrics_path, &out.join("eval-curve.png"))?;
-            }
-        }
-        if (t.sample_every > 0 && done % t.sample_every == 0) || (at_end && done == t.steps) {
-            if let (Some(ck), Some(grid)) = (&last_ck, &opts.grid) {
-                if ck.ends_with(format!("step-{done:08}")) {
-                    grid(&m, &cfg, ck, done)?;
-                }
-            }
-        }
-    }
-    pb.finish_and_clear();
-    let secs = started.elapsed().as_secs_f64();
-    let ran = end.saturating_sub(start).max(1) as f64;
-    let tokens = (global * grid * grid) as f64 * ran;
-    let summary = TrainSummary {
-        steps: end,
-        first_loss: first,
-        last_loss: last,
-        seconds: secs,
-        ms_per_step: secs * 1e3 / ran,
-        tokens_per_s: tokens / secs.max(1e-9),
-        parameters: tr.store.count(),
-        checkpoint: last_ck.unwrap_or_else(|| out.join("checkpoints")),
-    };
-    Ok(summary)
-}
-
-/// `path` opened for appending (created if absent): a run's `metrics.jsonl`.
-pub(crate) fn append(path: &Path) -> Result<std::fs::File> {
-    std::fs::OpenOptions::new().create(true).append(true).open(path).map_err(|e| Error::io(path, e))
-}
-
-/// Keeps only the metric lines up to `step` (a resumed run rewrites what came after): the
-/// steps before it and the evaluations up to it. Returns the wall time the kept evaluations
-/// reached (where a resumed run's curve goes on from).
-fn trim_metrics(path: &Path, step: u64) -> Result<f64> {
-    let Ok(text) = std::fs::read_to_string(path) else { return Ok(0.0) };
-    let mut wall = 0.0f64;
-    let kept: String = text
-        .lines()
-        .filter(|l| {
-            let Ok(v) = serde_json::from_str::<serde_json::Value>(l) else { return false };
-            let Some(s) = v["step"].as_u64() else { return false };
-            let keep = if v.get("eval").is_some() { s <= step } else { s < step };
-            if keep {
-                wall = wall.max(v["wall_s"].as_f64().unwrap_or(0.0));
-            }
-            keep
-        })
-        .map(|l| format!("{l}\n"))
-        .collect();
-    crate::formats::commit::write_atomic(path, kept.as_bytes())?;
-    Ok(wall)
-}
-
-/// `eval-curve.png` from the evaluation lines of `metrics.jsonl`: each task's accuracy and the
-/// overall score against the step (the title gives the wall time of the last point).
-pub fn eval_curve(metrics: &Path, png: &Path) -> Result<()> {
-    let text = std::fs::read_to_string(metrics).map_err(|e| Error::io(metrics, e))?;
-    let evals: Vec<serde_json::Value> = text
-        .lines()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .filter(|v| v.get("eval").is_some())
-        .collect();
-    let Some(last) = evals.last() else { return Ok(()) };
-    let mut series: Vec<(String, Vec<(f64, f64)>)> = Vec::new();
-    let mut push = |name: &str, x: f64, y: f64| match series.iter_mut().find(|(n, _)| n == name) {
-        Some((_, pts)) => pts.push((x, y)),
-        None => series.push((name.to_string(), vec![(x, y)])),
-    };
-    for v in &evals {
-        let x = v["step"].as_f64().unwrap_or(0.0);
-        push("overall", x, v["eval"]["overall"].as_f64().unwrap_or(0.0));
-        if let Some(tasks) = v["eval"]["tasks"].as_object() {
-            for (k, a) in tasks {
-                push(k, x, a.as_f64().unwrap_or(0.0));
-            }
-        }
-    }
-    // Short: the chart's font fits ~55 characters across.
-    let title = format!(
-        "held-out accuracy, {} images/point, {:.1} min at step {}",
-        last["eval"]["images"],
-        last["wall_s"].as_f64().unwrap_or(0.0) / 60.0,
-        last["step"]
-    );
-    let series: Vec<(&str, Vec<(f64, f64)>)> = series.iter().map(|(n, p)| (n.as_str(), p.clone())).collect();
-    crate::report::chart::lines_in(png, &title, "step", &series, Some((0.0, 1.0)))
-}
-
-/// `loss.png` from `metrics.jsonl`: the logged loss and its running mean.
-pub fn loss_curve(metrics: &Path, png: &Path) -> Result<()> {
-    let text = std::fs::read_to_string(metrics).map_err(|e| Error::io(metrics, e))?;
-    let pts: Vec<(f64, f64)> = text
-        .lines()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .filter_map(|v| Some((v["step"].as_f64()? + 1.0, v["loss"].as_f64()?)))
-        .collect();
-    let mut mean = Vec::with_capacity(pts.len());
-    let mut acc = f64::NAN;
-    for &(x, y) in &pts {
-        acc = if acc.is_nan() { y } else { 0.9 * acc + 0.1 * y };
-        mean.push((x, acc));
-    }
-    crate::report::chart::lines(
-        png,
-        "training loss (DiffLoss: eps-MSE + VB)",
-        "step",
-        &[("loss", pts), ("running mean", mean)],
-    )
 }
 
 #[cfg(test)]

@@ -227,7 +227,7 @@ pub fn run(
     let weights: Vec<&Tensor> = policy.store.vars.values().chain(ema.weights.values()).collect();
     dist.broadcast(&weights)?;
     let metrics_path = out.join("metrics.jsonl");
-    let mut metrics = if main { Some(crate::student::train::trainer::append(&metrics_path)?) } else { None };
+    let mut metrics = if main { Some(crate::student::train::metrics::append(&metrics_path)?) } else { None };
     // Pairs per rank and per step (all ranks take equal shares of the global batch).
     let per = cfg.batch_size.min(p.n / dist.world).max(1);
     let (lo, global) = (dist.rank * per, per * dist.world);
