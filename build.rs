@@ -67,4 +67,20 @@ fn c10d_shim(torch: &Path) {
         .flag_if_supported("-Wno-unused-parameter")
         .warnings(false)
         .compile("lightgen_c10d");
+    fused_shim(torch);
+}
+
+/// Compiles the C ABI over libtorch's fused optimizer kernels (`_fused_adamw_`, `_foreach_*`),
+/// which tch does not bind.
+fn fused_shim(torch: &Path) {
+    let src = Path::new("src/student/train/fused.cpp");
+    println!("cargo:rerun-if-changed={}", src.display());
+    cc::Build::new()
+        .cpp(true)
+        .std("c++17")
+        .file(src)
+        .include(torch.join("include"))
+        .define("_GLIBCXX_USE_CXX11_ABI", "1")
+        .warnings(false)
+        .compile("lightgen_fused");
 }

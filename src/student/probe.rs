@@ -106,11 +106,10 @@ pub fn probe(student: &Student, ds: &Dataset, samples: usize, seed: u64) -> Resu
     // MSE of the head's target on the masked tokens per band; the same orders, timesteps and noise for every row.
     let losses = |masked: usize, text: &Tensor| -> Vec<f64> {
         let mask = Mask::from_orders(&order, l, masked);
-        let z = m.forward_z(&tokens, &mask, text, grid, &ctx); // (B, L, D)
         let rows = mask.rows(true);
         let k = rows.len();
         let idx = index(&rows, dev);
-        let z = z.view([bl, z.size()[2]]).index_select(0, &idx); // (K, D)
+        let z = m.forward_z_rows(&tokens, &mask, text, grid, &ctx, &rows); // (K, D)
         let x0 = tokens.view([bl, ci]).index_select(0, &idx); // (K, C)
         let mut draw = ChaCha8Rng::seed_from_u64(seed ^ 0xBA2D);
         (0..BANDS)

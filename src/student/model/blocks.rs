@@ -90,6 +90,23 @@ impl Block {
         let x = x + self.attn.forward(&self.norm1.forward(x), ctx);
         &x + self.mlp.forward(&self.norm2.forward(&x), ctx)
     }
+
+    /// [`Self::forward`] at `rows` only (flat b·L + l, `k` per sample, sample-major): every
+    /// token still serves as a key and value, but only those rows are queried and go through
+    /// the projection and the MLP. x (B, L, D) → (B, K, D).
+    pub fn forward_rows(&self, x: &Tensor, rows: &Tensor, k: i64, ctx: &Ctx) -> Tensor {
+        let (b, l, d) = x.size3().expect("(B, L, D)");
+        let a = &self.attn;
+        let (h, hd) = (a.heads, d / a.heads);
+        let qkv = a.qkv.forward(&self.norm1.forward(x)); // (B, L, 3D)
+        let q = qkv.view([b * l, 3 * d]).index_select(0, rows).narrow(1, 0, d); // (B·K, D)
+        let q = q.reshape([b, k, h, hd]).transpose(1, 2); // (B, H, K, d)
+        let kv = qkv.view([b, l, 3, h, hd]).permute([2, 0, 3, 1, 4]); // (3, B, H, L, d)
+        let o = merge(&attention(&q, &kv.get(1), &kv.get(2), ctx, a.attn_drop)); // (B, K, D)
+        let x = x.view([b * l, d]).index_select(0, rows).view([b, k, d])
+            + ctx.dropout(&a.proj.forward(&o), a.proj_drop);
+        &x + self.mlp.forward(&self.norm2.forward(&x), ctx)
+    }
 }
 
 /// LightGen `Cross_Attention`: Q from the image tokens, K/V from the text.

@@ -173,6 +173,42 @@ impl Mar {
     /// tokens (B, L, C), mask, aligned text (B, T, D) → z (B, L, D) for the DiffLoss head, in
     /// the context's compute dtype.
     pub fn forward_z(&self, tokens: &Tensor, mask: &Mask, text: &Tensor, grid: usize, ctx: &Ctx) -> Tensor {
+        self.forward(tokens, mask, text, grid, ctx, None)
+    }
+
+    /// z only at `rows` (flat b·L + l, ascending, the same count K per sample): (B·K, D), the
+    /// rows of [`Self::forward_z`] bit for bit up to the GEMM's blocking. Training needs z at
+    /// the masked tokens and sampling at the tokens it reveals next; everything after the
+    /// decoder blocks is per token (norms, `last_embed`, cross-attention *from* image tokens
+    /// to the text), so it runs on those rows only — about 1/8 of them per sampling step.
+    pub fn forward_z_rows(
+        &self,
+        tokens: &Tensor,
+        mask: &Mask,
+        text: &Tensor,
+        grid: usize,
+        ctx: &Ctx,
+        rows: &[i64],
+    ) -> Tensor {
+        let (b, l) = (mask.batch as i64, mask.len as i64);
+        let k = rows.len() as i64 / b.max(1);
+        debug_assert!(
+            rows.len() as i64 == b * k && rows.iter().enumerate().all(|(i, &r)| r / l == i as i64 / k.max(1)),
+            "rows must be K per sample, sample-major"
+        );
+        let z = self.forward(tokens, mask, text, grid, ctx, Some((rows, k))); // (B, K, D)
+        z.view([b * k, self.cfg.width as i64])
+    }
+
+    fn forward(
+        &self,
+        tokens: &Tensor,
+        mask: &Mask,
+        text: &Tensor,
+        grid: usize,
+        ctx: &Ctx,
+        rows: Option<(&[i64], i64)>,
+    ) -> Tensor {
         let (b, l, _) = tokens.size3().expect("(B, L, C)");
         let d = self.cfg.width as i64;
         let dev = tokens.device();
@@ -181,6 +217,7 @@ impl Mar {
         let vis = mask.rows(false);
         let lv = vis.len() as i64 / b;
         let vis_idx = index(&vis, dev);
+        let vis_at = index(&vis.iter().map(|i| i % l).collect::<Vec<_>>(), dev); // their positions
         let mut next = 0i64;
         let src: Vec<i64> = mask
             .masked
@@ -195,13 +232,18 @@ impl Mar {
             })
             .collect();
         let src_idx = index(&src, dev);
+        // The rows z is wanted at, and their positions (b·L + l → l).
+        let out = rows.map(|(r, k)| (index(r, dev), index(&r.iter().map(|i| i % l).collect::<Vec<_>>(), dev), k));
         let (tokens, text) = (&ctx.cast(tokens), &ctx.cast(text));
         let pos = |table: &Tensor| ctx.cast(&self.pos(table, grid));
         // Encoder over the visible tokens only (possibly none).
         let x = (lv > 0).then(|| {
-            let x = self.z_proj.forward(tokens) + pos(&self.encoder_pos); // (B, L, D)
-            let x = self.z_proj_ln.forward(&x);
-            let mut x = x.view([b * l, d]).index_select(0, &vis_idx).view([b, lv, d]); // (B, Lv, D)
+            // Projection, position and norm are per token: only the visible ones.
+            let c = tokens.size()[2];
+            let vis_tokens = tokens.view([b * l, c]).index_select(0, &vis_idx).view([b, lv, c]); // (B, Lv, C)
+            let vis_pos = pos(&self.encoder_pos).view([l, d]).index_select(0, &vis_at).view([b, lv, d]);
+            let x = self.z_proj.forward(&vis_tokens) + vis_pos;
+            let mut x = self.z_proj_ln.forward(&x); // (B, Lv, D)
             for blk in &self.encoder_blocks {
                 x = blk.forward(&x, ctx);
             }
@@ -218,16 +260,31 @@ impl Mar {
             None => mask_row.view([1, 1, d]).expand([b, l, d], false),
         };
         let mut x = x + pos(&self.decoder_pos);
-        for blk in &self.decoder_blocks {
+        let n = self.decoder_blocks.len();
+        let full = if out.is_some() { n.saturating_sub(1) } else { n };
+        for blk in &self.decoder_blocks[..full] {
             x = blk.forward(&x, ctx);
         }
+        // From the last decoder block's queries on every op is per token: keep only the wanted
+        // rows. (B, K, D)
+        let (x, last_pos) = match &out {
+            None => (x, pos(&self.last_pos)),
+            Some((idx, at, k)) => {
+                let x = match self.decoder_blocks.get(full) {
+                    Some(last) => last.forward_rows(&x, idx, *k, ctx),
+                    None => x.view([b * l, d]).index_select(0, idx).view([b, *k, d]),
+                };
+                let p = pos(&self.last_pos).view([l, d]).index_select(0, at).view([b, *k, d]);
+                (x, p)
+            }
+        };
         let x = self.decoder_norm.forward(&x);
-        // Cross-attention stack over the text.
-        let mut x = self.last_embed.forward(&x) + pos(&self.last_pos);
+        // Cross-attention stack over the text: image tokens attend to the text only.
+        let mut x = self.last_embed.forward(&x) + last_pos;
         for blk in &self.cross_blocks {
             x = blk.forward(&x, text, ctx);
         }
-        self.cross_norm.forward(&x) // (B, L, D)
+        self.cross_norm.forward(&x) // (B, L or K, D)
     }
 }
 

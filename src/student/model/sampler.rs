@@ -7,7 +7,7 @@ use rand::Rng;
 use tch::Tensor;
 
 use super::diffusion::Diffusion;
-use super::layers::{index, tensor_f32, to_host, Ctx};
+use super::layers::{tensor_f32, to_host, Ctx};
 use super::mar::{Mar, Mask};
 use super::text::TextInput;
 
@@ -127,7 +127,6 @@ pub fn sample_tokens(
         }
         let x = tensor_f32(&tokens, &[b, l, c], dev);
         let (x, m) = if guided { (Tensor::cat(&[&x, &x], 0), mask.doubled()) } else { (x, mask.clone()) };
-        let z = model.forward_z(&x, &m, &text_all, grid, &ctx); // (B or 2B, L, D)
         let next = Mask::from_orders(&orders, l, mask_len);
         // Reveal what is masked now and not masked next.
         let pred: Vec<i64> = (0..b * l).filter(|&i| mask.masked[i] && !next.masked[i]).map(|i| i as i64).collect();
@@ -141,8 +140,7 @@ pub fn sample_tokens(
         } else {
             pred.clone()
         };
-        let (zb, _, d) = z.size3().expect("(B, L, D)");
-        let z_sel = z.view([zb * l as i64, d]).index_select(0, &index(&rows, dev)); // (K or 2K, D)
+        let z_sel = model.forward_z_rows(&x, &m, &text_all, grid, &ctx, &rows); // (K or 2K, D)
         let new =
             model.diffloss.sample(&z_sel, if guided { scale } else { 1.0 }, opts.temperature, opts.clip_x0, &diff, rng); // (K, C)
         let new = to_host(&new);

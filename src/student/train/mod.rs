@@ -7,6 +7,7 @@ pub mod checkpoint;
 pub mod config;
 pub mod data;
 pub mod dpo;
+pub mod fused;
 pub mod metrics;
 pub mod optim;
 pub mod run;

@@ -160,10 +160,8 @@ impl Trainer {
         let keep = m.keep_mask(&d.keep, self.device);
         let text = m.text.forward(&input, ctx).map_err(|e| Error::invalid("train", e))?;
         let text = m.drop_text_with(&text, &keep); // (B, T, D)
-        let z = m.forward_z(&tokens, &mask, &text, self.grid, ctx); // (B, L, D)
-                                                                    // Only masked tokens count; each is repeated diffusion_batch_mul times.
-        let dz = z.size()[2];
-        let z = z.view([(b.size * l) as i64, dz]).index_select(0, &idx); // (K, D), repeated inside the head
+        // Only masked tokens count; each is repeated diffusion_batch_mul times (inside the head).
+        let z = m.forward_z_rows(&tokens, &mask, &text, self.grid, ctx, &rows); // (K, D)
         let target = tokens.view([(b.size * l) as i64, c as i64]).index_select(0, &idx);
         let target = target.repeat([t.diffusion_batch_mul as i64, 1]); // (N, C)
         let terms = m.diffloss.terms_at(&target, &z, &ts, &noise);
@@ -237,8 +235,8 @@ impl Trainer {
         }
         self.dist.average(&mut grads, &mut [&mut loss])?;
         let lr = lr_at(step, self.cfg.lr_for(self.dist.world), t.min_lr, t.warmup_steps, t.steps, t.lr_schedule);
-        let grad_norm = self.opt.step(&self.store, &grads, lr, t.grad_clip);
-        self.ema.update(&self.store);
+        let grad_norm = self.opt.step(&self.store, &grads, lr, t.grad_clip)?;
+        self.ema.update(&self.store)?;
         let value = scalar(&loss);
         if !value.is_finite() {
             return Err(Error::invalid(

@@ -39,10 +39,10 @@ pub fn pair_mse(model: &Mar, tokens: &Tensor, text: &Tensor, d: &Draws, grid: us
     let (b2, l, c) = tokens.size3().expect("(2B, L, C)");
     let orders: Vec<Vec<usize>> = d.orders.iter().chain(d.orders.iter()).cloned().collect();
     let mask = Mask::from_orders(&orders, l as usize, d.masked);
-    let z = model.forward_z(tokens, &mask, text, grid, ctx); // (2B, L, D)
-                                                             // Rows ascend by sample then position: row j of winner i and of loser i is one position.
-    let idx = index(&mask.rows(true), tokens.device()); // (K = 2B · masked)
-    let z = z.view([b2 * l, z.size()[2]]).index_select(0, &idx); // (K, D)
+    // Rows ascend by sample then position: row j of winner i and of loser i is one position.
+    let rows = mask.rows(true);
+    let idx = index(&rows, tokens.device()); // (K = 2B · masked)
+    let z = model.forward_z_rows(tokens, &mask, text, grid, ctx, &rows); // (K, D)
     let target = tokens.view([b2 * l, c]).index_select(0, &idx); // (K, C)
     let t: Vec<usize> = d.t.iter().chain(d.t.iter()).copied().collect();
     let noise = Tensor::cat(&[&d.noise, &d.noise], 0); // (K, C)

@@ -267,8 +267,8 @@ pub fn run(
             ));
         }
         let lr = lr_at(step, cfg.lr, cfg.lr, cfg.warmup_steps, cfg.steps, LrSchedule::Constant);
-        let grad_norm = scalar(&opt.step(&policy.store, &grads, lr, cfg.grad_clip));
-        ema.update(&policy.store);
+        let grad_norm = scalar(&opt.step(&policy.store, &grads, lr, cfg.grad_clip)?);
+        ema.update(&policy.store)?;
         let s = DpoStep { step, loss: value, reward_accuracy: acc, margin, lr, grad_norm };
         if let Some(metrics) = metrics.as_mut() {
             writeln!(metrics, "{}", serde_json::to_string(&s).expect("serialises"))
