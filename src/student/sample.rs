@@ -34,6 +34,7 @@ pub struct Student {
 impl Student {
     /// Loads `ckpt` (a checkpoint folder) with its EMA or raw weights.
     pub fn load(ckpt: &Path, ema: bool, device: Device) -> Result<Student> {
+        crate::student::host_alloc::tune();
         let state = read_state(ckpt)?;
         let mut store = ParamStore::new(0, device);
         let model = Mar::new(&state.model, &mut store).map_err(|e| Error::invalid(ckpt.display().to_string(), e))?;

@@ -103,8 +103,8 @@ impl Block {
         let q = q.reshape([b, k, h, hd]).transpose(1, 2); // (B, H, K, d)
         let kv = qkv.view([b, l, 3, h, hd]).permute([2, 0, 3, 1, 4]); // (3, B, H, L, d)
         let o = merge(&attention(&q, &kv.get(1), &kv.get(2), ctx, a.attn_drop)); // (B, K, D)
-        let x = x.view([b * l, d]).index_select(0, rows).view([b, k, d])
-            + ctx.dropout(&a.proj.forward(&o), a.proj_drop);
+        let x =
+            x.view([b * l, d]).index_select(0, rows).view([b, k, d]) + ctx.dropout(&a.proj.forward(&o), a.proj_drop);
         &x + self.mlp.forward(&self.norm2.forward(&x), ctx)
     }
 }

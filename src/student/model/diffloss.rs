@@ -381,7 +381,7 @@ mod tests {
                 &tensor_f32(&noise, &[n, 4], dev),
             );
             let g = store.grads(&terms.loss.mean(Kind::Float));
-            opt.step(&store, &g, 3e-3, 3.0).unwrap();
+            let _ = opt.step(&store, &g, 3e-3, 3.0).unwrap(); // the norm, unread
         }
         let z = tensor_f32(&[1.0f32, 0.0, 1.0, 0.0, 0.0, 1.0, 0.0, 1.0], &[4, 2], dev);
         let x = to_host(&tch::no_grad(|| head.sample(&z, 1.0, 1.0, Some(1.0), &Diffusion::respaced(50), &mut rng)));

@@ -103,6 +103,7 @@ pub struct Trainer {
 
 impl Trainer {
     pub fn new(cfg: TrainConfig, model_cfg: MarConfig, grid: usize, device: Device) -> Result<Trainer> {
+        crate::student::host_alloc::tune();
         let mut store = ParamStore::new(cfg.train.seed, device);
         let model = Mar::new(&model_cfg, &mut store).map_err(|e| Error::invalid("model config", e))?;
         let ema = Ema::new(&store, cfg.train.ema);
@@ -160,7 +161,7 @@ impl Trainer {
         let keep = m.keep_mask(&d.keep, self.device);
         let text = m.text.forward(&input, ctx).map_err(|e| Error::invalid("train", e))?;
         let text = m.drop_text_with(&text, &keep); // (B, T, D)
-        // Only masked tokens count; each is repeated diffusion_batch_mul times (inside the head).
+                                                   // Only masked tokens count; each is repeated diffusion_batch_mul times (inside the head).
         let z = m.forward_z_rows(&tokens, &mask, &text, self.grid, ctx, &rows); // (K, D)
         let target = tokens.view([(b.size * l) as i64, c as i64]).index_select(0, &idx);
         let target = target.repeat([t.diffusion_batch_mul as i64, 1]); // (N, C)
