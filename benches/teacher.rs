@@ -10,7 +10,7 @@ use base64::Engine;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use lightgen::config::{HttpConfig, OnnxTeacherConfig, Protocol, SchedulerKind};
 use lightgen::pipeline::teacher::http::HttpTeacher;
-use lightgen::pipeline::teacher::onnx::OnnxTeacher;
+use lightgen::pipeline::teacher::diffusers::OnnxTeacher;
 use lightgen::pipeline::teacher::{PromptRow, Request, Teacher};
 
 const BATCH: usize = 2000;

@@ -7,6 +7,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{from_toml, Error, Result};
+use crate::paths::normalize;
 use crate::taxonomy::Taxonomy;
 
 mod curate;
@@ -267,26 +268,6 @@ pub struct Overrides {
     pub output_dir: Option<PathBuf>,
 }
 
-/// Lexically removes `.` and `name/..` from a path, so `configs/../runs` prints as `runs`.
-pub fn normalize(path: &Path) -> PathBuf {
-    use std::path::Component;
-    let mut out: Vec<Component> = Vec::new();
-    for c in path.components() {
-        match c {
-            Component::CurDir => {}
-            Component::ParentDir if matches!(out.last(), Some(Component::Normal(_))) => {
-                out.pop();
-            }
-            other => out.push(other),
-        }
-    }
-    if out.is_empty() {
-        PathBuf::from(".")
-    } else {
-        out.iter().collect()
-    }
-}
-
 /// The teachers this build knows.
 pub const TEACHERS: &[&str] = &["builtin:shapes", "http", "onnx"];
 
@@ -458,18 +439,5 @@ impl Plan {
             self.taxonomy.templates.len(),
             self.taxonomy.total_capacity(),
         )
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn normalize_is_lexical() {
-        assert_eq!(normalize(Path::new("configs/../runs")), PathBuf::from("runs"));
-        assert_eq!(normalize(Path::new("./a/./b/../c")), PathBuf::from("a/c"));
-        assert_eq!(normalize(Path::new("../x")), PathBuf::from("../x"));
-        assert_eq!(normalize(Path::new("a/..")), PathBuf::from("."));
     }
 }

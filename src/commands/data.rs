@@ -18,7 +18,7 @@ use lightgen::pipeline::expand::{self, ExpandOptions};
 use lightgen::pipeline::generate::{self, GenerateOptions};
 use lightgen::pipeline::worker::Worker;
 use lightgen::report::{curate as curate_report, generate as generate_report, prompts};
-use lightgen::store::Store;
+use lightgen::pipeline::store::Store;
 use lightgen::taxonomy::Taxonomy;
 
 /// `lightgen expand`.

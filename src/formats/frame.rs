@@ -48,6 +48,16 @@ impl Frame {
     pub fn bool(&self, c: &str) -> Result<BooleanChunked> {
         self.typed(c, |x| x.bool())
     }
+    /// `v`, the value at row `i` of `column`, which every row must have: a missing one is an
+    /// error naming the file, the row and the column (a damaged part), never a silent 0.
+    pub fn required<T>(&self, column: &str, i: usize, v: Option<T>) -> Result<T> {
+        v.ok_or_else(|| {
+            Error::invalid(
+                format!("{}: row {i}", self.path.display()),
+                format!("column `{column}` has no value; the part is damaged: delete it and rerun the stage"),
+            )
+        })
+    }
     pub fn binary(&self, c: &str) -> Result<BinaryChunked> {
         self.typed(c, |x| x.binary())
     }

@@ -26,7 +26,7 @@ use crate::config::Plan;
 use crate::error::{Error, Result};
 use crate::formats::commit;
 use crate::formats::manifest::Manifest;
-use crate::store::Store;
+use super::store::Store;
 
 const PLAN_MARKER: &str = "plan.json";
 const GENERATE: &str = "generate";

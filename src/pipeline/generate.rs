@@ -374,27 +374,28 @@ pub fn read_part(path: &Path) -> Result<Vec<Sample>> {
     let (pidx, seed) = (f.u64("prompt_index")?, f.u64("seed")?);
     let (iidx, width, height) = (f.u32("image_index")?, f.u32("width")?, f.u32("height")?);
     let (image, gen_ms) = (f.binary("image")?, f.f32("gen_ms")?);
-    let df = &f.df;
-    Ok((0..df.height())
-        .map(|i| Sample {
-            sample_id: st(&sid, i),
-            prompt_id: st(&pid, i),
-            prompt_index: pidx.get(i).unwrap_or(0),
-            image_index: iidx.get(i).unwrap_or(0),
-            prompt: st(&prompt, i),
-            family: st(&family, i),
-            spec: opt(&spec, i),
-            image: image.get(i).map(<[u8]>::to_vec),
-            width: width.get(i).unwrap_or(0),
-            height: height.get(i).unwrap_or(0),
-            teacher: st(&teacher, i),
-            request: st(&request, i),
-            seed: seed.get(i).unwrap_or(0),
-            status: st(&status, i),
-            error: opt(&error, i),
-            blake3: opt(&hash, i),
-            gen_ms: gen_ms.get(i).unwrap_or(0.0),
-            truth: opt(&truth, i),
+    (0..f.df.height())
+        .map(|i| {
+            Ok(Sample {
+                sample_id: f.required("sample_id", i, sid.get(i))?.to_string(),
+                prompt_id: st(&pid, i),
+                prompt_index: f.required("prompt_index", i, pidx.get(i))?,
+                image_index: f.required("image_index", i, iidx.get(i))?,
+                prompt: st(&prompt, i),
+                family: st(&family, i),
+                spec: opt(&spec, i),
+                image: image.get(i).map(<[u8]>::to_vec),
+                width: f.required("width", i, width.get(i))?,
+                height: f.required("height", i, height.get(i))?,
+                teacher: st(&teacher, i),
+                request: st(&request, i),
+                seed: f.required("seed", i, seed.get(i))?,
+                status: f.required("status", i, status.get(i))?.to_string(),
+                error: opt(&error, i),
+                blake3: opt(&hash, i),
+                gen_ms: f.required("gen_ms", i, gen_ms.get(i))?,
+                truth: opt(&truth, i),
+            })
         })
-        .collect())
+        .collect()
 }

@@ -32,7 +32,7 @@ pub fn build(plan: &Plan) -> Result<Manifest> {
     let shards = encode::committed_shards(&enc_dir, plan.stage_hash("encode"))?;
     let (held_hash, _) =
         hash_file(&enc_dir.join("held_out.jsonl")).map_err(|e| Error::io(enc_dir.join("held_out.jsonl"), e))?;
-    let (prompt_report, _) = crate::report::prompts::run(run)?;
+    let prompt_report = super::expand::stats::prompt_stats(run)?;
     let g = plan.config.generate.as_ref();
     let c = plan.config.curate.as_ref();
     let u = |v: &serde_json::Value, k: &str| v[k].as_u64().unwrap_or(0);

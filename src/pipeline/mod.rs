@@ -10,6 +10,7 @@ pub mod generate;
 pub mod lock;
 pub mod manifest;
 pub mod par;
+pub mod store;
 pub mod subset;
 pub mod teacher;
 pub mod worker;

@@ -96,11 +96,15 @@ pub fn select(manifest_path: &Path, m: &Manifest, rule: &Rule) -> Result<Vec<Vec
         let f = crate::formats::frame::Frame::read(&path, None)?;
         let (rows, pids, fams) = (f.u32("row")?, f.str("prompt_id")?, f.str("family")?);
         let df = &f.df;
-        let allowed: Option<HashSet<u32>> = s.selection.as_ref().map(|sel| {
-            std::fs::read(root.join(&sel.path)).map(|b| selection_rows(&b).into_iter().collect()).unwrap_or_default()
-        });
+        let allowed: Option<HashSet<u32>> = match s.selection.as_ref() {
+            Some(sel) => {
+                let p = root.join(&sel.path);
+                Some(selection_rows(&std::fs::read(&p).map_err(|e| Error::io(&p, e))?).into_iter().collect())
+            }
+            None => None,
+        };
         for i in 0..df.height() {
-            let row = rows.get(i).unwrap_or(0);
+            let row = f.required("row", i, rows.get(i))?;
             if allowed.as_ref().is_some_and(|a| !a.contains(&row)) {
                 continue;
             }

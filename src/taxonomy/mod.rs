@@ -114,7 +114,7 @@ impl Taxonomy {
             })?;
             return Taxonomy::parse(spec, text);
         }
-        let path = crate::config::normalize(&base.join(spec));
+        let path = crate::paths::normalize(&base.join(spec));
         let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
         Taxonomy::parse(&path.display().to_string(), &text)
     }

@@ -14,40 +14,11 @@ use image::RgbImage;
 use serde::{Deserialize, Serialize};
 
 use super::color;
-use super::geometry::{sdf, unit_shape, CLASSES};
-use super::render::bbox;
+use super::geometry::{bbox, relations, sdf, unit_shape, CLASSES};
 use super::{ObjectSpec, SceneObject, Spec};
 
 pub const RELATIONS: [&str; 4] = ["left of", "right of", "above", "below"];
 
-/// GenEval's `relative_position` of box a to box b, boxes as (centre x, centre y, w, h):
-/// the centre offset shrunk by 0.1·(dims) per axis, normalised by the offset's length.
-/// `strict` > 0 demands a clearer cut than GenEval's 0.5 (used when placing objects).
-pub fn relations(a: (f32, f32, f32, f32), b: (f32, f32, f32, f32), strict: f32) -> Vec<&'static str> {
-    let off = (a.0 - b.0, a.1 - b.1);
-    let norm = (off.0 * off.0 + off.1 * off.1).sqrt();
-    let shrink = |o: f32, da: f32, db: f32| (o.abs() - 0.1 * (da + db)).max(0.0) * o.signum();
-    let rev = (shrink(off.0, a.2, b.2), shrink(off.1, a.3, b.3));
-    if norm == 0.0 || (rev.0.abs() < 1e-3 && rev.1.abs() < 1e-3) {
-        return vec![];
-    }
-    let (dx, dy) = (rev.0 / norm, rev.1 / norm);
-    let cut = 0.5 + strict;
-    let mut out = vec![];
-    if dx < -cut {
-        out.push("left of");
-    }
-    if dx > cut {
-        out.push("right of");
-    }
-    if dy < -cut {
-        out.push("above");
-    }
-    if dy > cut {
-        out.push("below");
-    }
-    out
-}
 
 /// One object found in an image.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -8,8 +8,7 @@ use rand_chacha::ChaCha8Rng;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::analyze::relations;
-use super::geometry::{class_index, sdf, unit_shape, CLASSES};
+use super::geometry::{bbox, class_index, relations, sdf, CLASSES};
 use super::{color, Scene, SceneObject, SceneRequest};
 
 /// Per-kind rates of injected failures. Each applies only where it makes the image wrong
@@ -60,11 +59,6 @@ struct Planned {
     y: f32,
 }
 
-/// Bounding box (centre x, centre y, w, h) in pixels of an object.
-pub fn bbox(class: usize, x: f32, y: f32, r: f32) -> (f32, f32, f32, f32) {
-    let b = unit_shape(class).bbox;
-    (x + (b[0] + b[2]) / 2.0 * r, y + (b[1] + b[3]) / 2.0 * r, (b[2] - b[0]) * r, (b[3] - b[1]) * r)
-}
 
 fn opposite(rel: &str) -> &'static str {
     match rel {

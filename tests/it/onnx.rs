@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use lightgen::config::{OnnxTeacherConfig, SchedulerKind};
 use lightgen::formats::commit;
 use lightgen::pipeline::generate::read_part;
-use lightgen::pipeline::teacher::onnx::OnnxTeacher;
+use lightgen::pipeline::teacher::diffusers::OnnxTeacher;
 use lightgen::pipeline::teacher::{PromptRow, Request, Teacher};
 
 use crate::{lightgen, root, stderr, write_config};

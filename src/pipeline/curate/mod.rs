@@ -30,6 +30,21 @@ use decide::{Decision, Record};
 use hashes::ImageHashes;
 use score::{ScoreInput, Scorer};
 
+/// The scorer a config names.
+pub fn scorer_from_config(cfg: &crate::config::CurateConfig) -> Result<Box<dyn Scorer>> {
+    match cfg.scorer.as_str() {
+        "builtin:shapes" => Ok(Box::new(score::ShapesScorer(crate::world::analyze::Analyzer::new()))),
+        "clip" => {
+            let c = cfg.clip.as_ref().ok_or_else(|| Error::invalid("curate.clip", "missing section"))?;
+            Ok(Box::new(clip::ClipScorer::load(c)?))
+        }
+        other => Err(Error::invalid(
+            "curate.scorer",
+            format!("unknown scorer \"{other}\"; known: {}", crate::config::SCORERS.join(", ")),
+        )),
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct CurateOptions {
     pub force: bool,
@@ -64,7 +79,7 @@ pub fn run(plan: &Plan, opts: &CurateOptions) -> Result<CurateSummary> {
         Some(_) => super::stage_dir(&plan.run_dir, "generate")?,
         None => super::finished_stage(&plan.run_dir, "generate")?,
     };
-    let scorer = score::from_config(cfg)?;
+    let scorer = scorer_from_config(cfg)?;
     let dir = super::open_stage(plan, "curate", opts.force)?;
     let scores_dir = dir.join("scores");
     std::fs::create_dir_all(&scores_dir).map_err(|e| Error::io(&scores_dir, e))?;
@@ -369,26 +384,27 @@ pub fn read_records(path: &Path) -> Result<Vec<Record>> {
     let (w, h) = (f.u32("width")?, f.u32("height")?);
     let (score, vp) = (f.f32("score")?, f.bool("verdict_pass")?);
     let emb = f.binary("embedding")?;
-    let df = &f.df;
-    Ok((0..df.height())
-        .map(|i| Record {
-            sample_id: txt(&sid, i),
-            prompt_id: txt(&pid, i),
-            prompt_index: pidx.get(i).unwrap_or(0),
-            family: txt(&fam, i),
-            status: txt(&status, i),
-            error: opt(&error, i),
-            width: w.get(i).unwrap_or(0),
-            height: h.get(i).unwrap_or(0),
-            exact: opt(&exact, i),
-            phash: ph.get(i),
-            dhash: dh.get(i),
-            score: score.get(i),
-            verdict_pass: vp.get(i),
-            verdict_reason: opt(&vr, i),
-            embedding: emb
-                .get(i)
-                .map(|b| b.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().expect("4 bytes"))).collect()),
+    (0..f.df.height())
+        .map(|i| {
+            Ok(Record {
+                sample_id: f.required("sample_id", i, sid.get(i))?.to_string(),
+                prompt_id: txt(&pid, i),
+                prompt_index: f.required("prompt_index", i, pidx.get(i))?,
+                family: txt(&fam, i),
+                status: f.required("status", i, status.get(i))?.to_string(),
+                error: opt(&error, i),
+                width: f.required("width", i, w.get(i))?,
+                height: f.required("height", i, h.get(i))?,
+                exact: opt(&exact, i),
+                phash: ph.get(i),
+                dhash: dh.get(i),
+                score: score.get(i),
+                verdict_pass: vp.get(i),
+                verdict_reason: opt(&vr, i),
+                embedding: emb.get(i).map(|b| {
+                    b.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().expect("4 bytes"))).collect()
+                }),
+            })
         })
-        .collect())
+        .collect()
 }

@@ -1,9 +1,8 @@
-//! Scorers: prompt–image alignment. The shapes analyzer in the embedded world; CLIP (ONNX,
-//! `clip.rs`) for real teachers.
+//! Scorers: prompt–image alignment. The trait, and the shapes analyzer of the embedded world;
+//! CLIP (ONNX) for real teachers is `clip.rs`, and `mod.rs` picks one from the config.
 
 use image::RgbImage;
 
-use crate::error::{Error, Result};
 use crate::world::analyze::Analyzer;
 use crate::world::Spec;
 
@@ -32,21 +31,6 @@ pub trait Scorer: Send + Sync {
         1
     }
     fn score(&self, batch: &[ScoreInput<'_>]) -> Vec<std::result::Result<Scored, String>>;
-}
-
-/// The scorer a config names.
-pub fn from_config(cfg: &crate::config::CurateConfig) -> Result<Box<dyn Scorer>> {
-    match cfg.scorer.as_str() {
-        "builtin:shapes" => Ok(Box::new(ShapesScorer(Analyzer::new()))),
-        "clip" => {
-            let c = cfg.clip.as_ref().ok_or_else(|| Error::invalid("curate.clip", "missing section"))?;
-            Ok(Box::new(super::clip::ClipScorer::load(c)?))
-        }
-        other => Err(Error::invalid(
-            "curate.scorer",
-            format!("unknown scorer \"{other}\"; known: {}", crate::config::SCORERS.join(", ")),
-        )),
-    }
 }
 
 /// The shapes analyzer: alignment score in [0, 1] and GenEval's verdict.

@@ -5,6 +5,7 @@
 pub mod generator;
 pub mod rows;
 pub mod sampler;
+pub mod stats;
 
 use std::collections::BTreeMap;
 use std::time::Instant;

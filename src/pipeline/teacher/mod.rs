@@ -4,7 +4,7 @@
 
 pub mod builtin;
 pub mod http;
-pub mod onnx;
+pub mod diffusers;
 
 use image::RgbImage;
 
@@ -58,7 +58,7 @@ pub fn from_config(cfg: &GenerateConfig) -> Result<Box<dyn Teacher>> {
         }
         "onnx" => {
             let o = cfg.onnx.as_ref().ok_or_else(|| Error::invalid("generate.onnx", "missing section"))?;
-            Ok(Box::new(onnx::OnnxTeacher::load(o)?))
+            Ok(Box::new(diffusers::OnnxTeacher::load(o)?))
         }
         other => Err(Error::invalid(
             "generate.teacher",
