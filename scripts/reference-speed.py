@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""The reference's training step on this machine, for the README's side-by-side table:
+"""The reference's training step on this machine, for the side-by-side table in docs/performance.md:
 LightGen's own FLUID (PyTorch) at `configs/train-tiny.toml`'s recipe (width 128, 2+2+2 blocks,
 text aligner 1 block, DiffLoss 2 × 192, 8×8 tokens of 48, 32 caption tokens of 128 features,
 batch 32, diffusion_batch_mul 1, AdamW with the reference's groups, clipping 3.0, EMA),

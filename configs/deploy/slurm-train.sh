@@ -19,7 +19,7 @@ OUT=${OUT:-runs/train-base}
 export MASTER_ADDR=${MASTER_ADDR:-$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)}
 export MASTER_PORT=${MASTER_PORT:-29500}
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-$SLURM_CPUS_PER_TASK}
-# libtorch's CUDA libraries (the torch wheel's lib/ folder; see README, "GPU").
+# libtorch's CUDA libraries (the torch wheel's lib/ folder; see docs/student.md, "GPU").
 export LD_LIBRARY_PATH=${TORCH_LIB:-$(python3 -c 'import torch, os; print(os.path.dirname(torch.__file__) + "/lib")')}:${LD_LIBRARY_PATH:-}
 # --resume starts fresh when OUT has no checkpoint yet; --device cuda = each rank's own GPU.
 srun lightgen -q train -m "$MANIFEST" -c "$CONFIG" --out "$OUT" --device cuda --resume

@@ -399,3 +399,47 @@ pub fn read_part(path: &Path) -> Result<Vec<Sample>> {
         })
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample(k: u32) -> Sample {
+        Sample {
+            sample_id: format!("s{k}"),
+            prompt_id: "p".into(),
+            prompt_index: 3,
+            image_index: k,
+            prompt: "a red circle".into(),
+            family: "single_object".into(),
+            spec: None,
+            image: Some(vec![1, 2, 3]),
+            width: 32,
+            height: 32,
+            teacher: "builtin:shapes".into(),
+            request: "{}".into(),
+            seed: 7,
+            status: "ok".into(),
+            error: None,
+            blake3: None,
+            gen_ms: 0.5,
+            truth: None,
+        }
+    }
+
+    #[test]
+    fn a_part_reads_back_and_a_missing_value_names_the_file_row_and_column() {
+        let dir = tempfile::tempdir().unwrap();
+        write_part(dir.path(), 0, &[sample(0), sample(1)]).unwrap();
+        let path = dir.path().join(commit::part_name(0));
+        let back = read_part(&path).unwrap();
+        assert_eq!((back[1].sample_id.as_str(), back[1].width, back[1].seed), ("s1", 32, 7));
+        // Damage it: row 1 loses its width (a hand-edited or half-written part).
+        let mut df = frame(&[sample(0), sample(1)]).unwrap();
+        let width = Series::new("width".into(), [Some(32u32), None]);
+        df.replace("width", width.into()).unwrap();
+        ParquetWriter::new(std::fs::File::create(&path).unwrap()).finish(&mut df).unwrap();
+        let e = read_part(&path).unwrap_err().to_string();
+        assert!(e.contains("part-00000") && e.contains("row 1") && e.contains("`width`"), "{e}");
+    }
+}
