@@ -16,6 +16,7 @@ pub mod diffloss;
 pub mod diffusion;
 pub mod layers;
 pub mod mar;
+pub mod positions;
 pub mod sampler;
 pub mod store;
 pub mod text;
@@ -127,7 +128,7 @@ mod tests {
         // sin 1 in channel 0 and sin(2·ω_0) = sin 2 in channel d/2. Neighbours are more alike than
         // far positions, which is what the N(0, 0.02²) init lacks.
         let (g, d) = (8, 32);
-        let t = mar::sincos_2d(g, d);
+        let t = positions::sincos_2d(g, d);
         assert_eq!(t.len(), g * g * d);
         assert_eq!(&t[..d], [[0.0f32; 8], [1.0; 8], [0.0; 8], [1.0; 8]].concat().as_slice());
         let at = |y: usize, x: usize| &t[(y * g + x) * d..(y * g + x + 1) * d];
@@ -142,7 +143,7 @@ mod tests {
         let cfg = MarConfig { pos_init: PosInit::Sincos, ..micro() };
         let mut store = ParamStore::new(0, Device::Cpu);
         Mar::new(&cfg, &mut store).unwrap();
-        let want = mar::sincos_2d(cfg.pos_grid, cfg.width);
+        let want = positions::sincos_2d(cfg.pos_grid, cfg.width);
         for name in ["encoder_pos_embed_learned", "decoder_pos_embed_learned", "last_pos_embed_learned"] {
             assert_eq!(to_host(&store.vars[name]), want, "{name}");
         }
@@ -159,9 +160,9 @@ mod tests {
         // per source position (each channel is one source).
         let eye: Vec<f32> = (0..16).flat_map(|p| (0..16).map(move |c| f32::from(u8::from(p == c)))).collect();
         let table = Tensor::from_slice(&eye).view([1, 16, 16]); // (1, 4×4, D = 16)
-        let same = mar::resize_positions(&table, 4, 4);
+        let same = positions::resize_positions(&table, 4, 4);
         assert_eq!(to_host(&same), eye);
-        let big = to_host(&mar::resize_positions(&table, 4, 8)); // (1, 64, 16)
+        let big = to_host(&positions::resize_positions(&table, 4, 8)); // (1, 64, 16)
         let scale: f64 = 8.1 / 4.0;
         let src = 3.5 / scale - 0.5;
         let t = src - src.floor();

@@ -44,7 +44,7 @@ impl ParamStore {
             let resized;
             let t = match (name.ends_with("pos_embed_learned"), square(t), square(var)) {
                 (true, Some(from), Some(to)) if from != to && t.size()[2] == var.size()[2] => {
-                    resized = super::mar::resize_positions(t, from, to);
+                    resized = super::positions::resize_positions(t, from, to);
                     &resized
                 }
                 _ => t,
