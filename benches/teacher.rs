@@ -9,8 +9,8 @@ use axum::routing::post;
 use base64::Engine;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use lightgen::config::{HttpConfig, OnnxTeacherConfig, Protocol, SchedulerKind};
-use lightgen::pipeline::teacher::http::HttpTeacher;
 use lightgen::pipeline::teacher::diffusers::OnnxTeacher;
+use lightgen::pipeline::teacher::http::HttpTeacher;
 use lightgen::pipeline::teacher::{PromptRow, Request, Teacher};
 
 const BATCH: usize = 2000;

@@ -16,9 +16,9 @@ use lightgen::pipeline::distribute;
 use lightgen::pipeline::encode::{self, EncodeOptions};
 use lightgen::pipeline::expand::{self, ExpandOptions};
 use lightgen::pipeline::generate::{self, GenerateOptions};
+use lightgen::pipeline::store::Store;
 use lightgen::pipeline::worker::Worker;
 use lightgen::report::{curate as curate_report, generate as generate_report, prompts};
-use lightgen::pipeline::store::Store;
 use lightgen::taxonomy::Taxonomy;
 
 /// `lightgen expand`.

@@ -20,13 +20,13 @@ use super::distill::{distill, DistillOptions};
 use super::expand::{self, ExpandOptions};
 use super::generate::{self, GenerateOptions};
 
+use super::store::Store;
 use super::worker::{Share, Worker};
 use super::StageMarker;
 use crate::config::Plan;
 use crate::error::{Error, Result};
 use crate::formats::commit;
 use crate::formats::manifest::Manifest;
-use super::store::Store;
 
 const PLAN_MARKER: &str = "plan.json";
 const GENERATE: &str = "generate";

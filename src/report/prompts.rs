@@ -6,7 +6,9 @@ use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
 use crate::formats::commit;
-pub use crate::pipeline::expand::stats::{distinct_n, possible_pairs, prompt_stats, PairStats, PromptReport, SlotStats};
+pub use crate::pipeline::expand::stats::{
+    distinct_n, possible_pairs, prompt_stats, PairStats, PromptReport, SlotStats,
+};
 
 /// Builds the report for a run folder and writes `reports/prompts.json` and
 /// `reports/prompts_coverage.png`. Returns the report and the folder written.

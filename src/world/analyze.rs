@@ -19,7 +19,6 @@ use super::{ObjectSpec, SceneObject, Spec};
 
 pub const RELATIONS: [&str; 4] = ["left of", "right of", "above", "below"];
 
-
 /// One object found in an image.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Detection {

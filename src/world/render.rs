@@ -59,7 +59,6 @@ struct Planned {
     y: f32,
 }
 
-
 fn opposite(rel: &str) -> &'static str {
     match rel {
         "left of" => "right of",

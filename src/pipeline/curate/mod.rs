@@ -401,9 +401,9 @@ pub fn read_records(path: &Path) -> Result<Vec<Record>> {
                 score: score.get(i),
                 verdict_pass: vp.get(i),
                 verdict_reason: opt(&vr, i),
-                embedding: emb.get(i).map(|b| {
-                    b.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().expect("4 bytes"))).collect()
-                }),
+                embedding: emb
+                    .get(i)
+                    .map(|b| b.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().expect("4 bytes"))).collect()),
             })
         })
         .collect()

@@ -3,8 +3,8 @@
 //! export implement it.
 
 pub mod builtin;
-pub mod http;
 pub mod diffusers;
+pub mod http;
 
 use image::RgbImage;
 
