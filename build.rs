@@ -75,6 +75,7 @@ fn c10d_shim(torch: &Path) {
 fn fused_shim(torch: &Path) {
     let src = Path::new("src/student/train/fused.cpp");
     println!("cargo:rerun-if-changed={}", src.display());
+    println!("cargo:rerun-if-changed=src/student/ffi/shim.h");
     cc::Build::new()
         .cpp(true)
         .std("c++17")

@@ -10,6 +10,7 @@
 
 pub mod dist;
 pub mod eval;
+pub mod ffi;
 pub mod host_alloc;
 pub mod inpaint;
 pub mod model;

@@ -6,6 +6,8 @@
 #include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
 #include <torch/csrc/distributed/c10d/TCPStore.hpp>
 
+#include "../ffi/shim.h"
+
 #include <cstdlib>
 #include <cstring>
 #include <string>
@@ -13,44 +15,14 @@
 
 namespace {
 
+using lg_shim::guarded;
+using lg_shim::tensors_of;
+
 struct Group {
   c10::intrusive_ptr<c10d::Store> store;
   c10::intrusive_ptr<c10d::Backend> backend;
   std::chrono::milliseconds timeout;
 };
-
-void put_error(char* err, size_t len, const std::string& msg) {
-  if (err == nullptr || len == 0) return;
-  size_t n = std::min(len - 1, msg.size());
-  std::memcpy(err, msg.data(), n);
-  err[n] = '\0';
-}
-
-// c10::Error carries a backtrace after its message; the first line is what a user needs.
-std::string first_lines(const std::exception& e) {
-  const c10::Error* ce = dynamic_cast<const c10::Error*>(&e);
-  return ce ? ce->msg() : std::string(e.what());
-}
-
-std::vector<at::Tensor> tensors_of(at::Tensor** ts, size_t n) {
-  std::vector<at::Tensor> v;
-  v.reserve(n);
-  for (size_t i = 0; i < n; ++i) v.push_back(*ts[i]);
-  return v;
-}
-
-template <typename F>
-int guarded(char* err, size_t len, F f) {
-  try {
-    f();
-    return 0;
-  } catch (const std::exception& e) {
-    put_error(err, len, first_lines(e));
-  } catch (...) {
-    put_error(err, len, "unknown C++ exception in c10d");
-  }
-  return 1;
-}
 
 } // namespace
 

@@ -7,6 +7,7 @@ use std::ffi::{c_char, c_int, c_long, c_void, CString};
 use tch::Tensor;
 
 use crate::error::{Error, Result};
+use crate::student::ffi::{self, ERR_LEN};
 
 extern "C" {
     fn lg_c10d_init(
@@ -61,13 +62,6 @@ pub struct Group {
 // move between threads.
 unsafe impl Send for Group {}
 
-const ERR_LEN: usize = 4096;
-
-fn message(buf: &[u8]) -> String {
-    let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
-    String::from_utf8_lossy(&buf[..end]).trim().to_string()
-}
-
 fn cstr(s: &str, what: &str) -> Result<CString> {
     CString::new(s).map_err(|_| Error::invalid("distributed", format!("{what} {s:?} holds a NUL byte")))
 }
@@ -77,45 +71,45 @@ impl Group {
     pub fn join(r: &Rendezvous) -> Result<Group> {
         let (host, prefix, iface) =
             (cstr(&r.host, "MASTER_ADDR")?, cstr(&r.prefix, "prefix")?, cstr(&r.iface, "GLOO_SOCKET_IFNAME")?);
-        let mut err = vec![0u8; ERR_LEN];
         // SAFETY: every pointer is valid for the call; the shim copies the strings it keeps.
-        let raw = unsafe {
-            lg_c10d_init(
-                host.as_ptr(),
-                r.port as c_int,
-                r.rank as c_int,
-                r.world as c_int,
-                r.agent_store as c_int,
-                prefix.as_ptr(),
-                iface.as_ptr(),
-                (r.timeout_s * 1000) as c_long,
-                err.as_mut_ptr() as *mut c_char,
-                ERR_LEN,
-            )
-        };
-        if raw.is_null() {
-            return Err(Error::invalid(
+        let raw = ffi::call(
+            |err| unsafe {
+                lg_c10d_init(
+                    host.as_ptr(),
+                    r.port as c_int,
+                    r.rank as c_int,
+                    r.world as c_int,
+                    r.agent_store as c_int,
+                    prefix.as_ptr(),
+                    iface.as_ptr(),
+                    (r.timeout_s * 1000) as c_long,
+                    err,
+                    ERR_LEN,
+                )
+            },
+            |raw| raw.is_null(),
+        )
+        .map_err(|m| {
+            Error::invalid(
                 format!("distributed rendezvous at {}:{} (rank {} of {})", r.host, r.port, r.rank, r.world),
-                message(&err),
-            ));
-        }
+                m,
+            )
+        })?;
         Ok(Group { raw, rank: r.rank, world: r.world })
     }
 
     fn call(&self, what: &str, f: impl FnOnce(*mut c_char) -> c_int) -> Result<()> {
-        let mut err = vec![0u8; ERR_LEN];
-        if f(err.as_mut_ptr() as *mut c_char) != 0 {
-            return Err(Error::invalid(
+        ffi::status(f).map_err(|m| {
+            Error::invalid(
                 format!("distributed {what} (rank {} of {})", self.rank, self.world),
-                format!("{}; another rank probably failed or stopped (see its output)", message(&err)),
-            ));
-        }
-        Ok(())
+                format!("{m}; another rank probably failed or stopped (see its output)"),
+            )
+        })
     }
 
     /// Sums host tensors in place across ranks (one collective for all of them).
     pub fn all_reduce_sum(&self, ts: &[&Tensor]) -> Result<()> {
-        let mut ptrs: Vec<*mut c_void> = ts.iter().map(|t| t.as_ptr() as *mut c_void).collect();
+        let mut ptrs = ffi::handles(ts);
         // SAFETY: the tensors outlive the call; the shim only reads the handles.
         self.call("all-reduce", |e| unsafe {
             lg_c10d_allreduce_sum(self.raw, ptrs.as_mut_ptr(), ptrs.len(), e, ERR_LEN)
@@ -124,7 +118,7 @@ impl Group {
 
     /// Overwrites every rank's tensors with rank `root`'s.
     pub fn broadcast(&self, ts: &[&Tensor], root: usize) -> Result<()> {
-        let mut ptrs: Vec<*mut c_void> = ts.iter().map(|t| t.as_ptr() as *mut c_void).collect();
+        let mut ptrs = ffi::handles(ts);
         // SAFETY: as above.
         self.call("broadcast", |e| unsafe {
             lg_c10d_broadcast(self.raw, ptrs.as_mut_ptr(), ptrs.len(), root as c_int, e, ERR_LEN)

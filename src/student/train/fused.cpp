@@ -7,37 +7,9 @@
 #include <ATen/ATen.h>
 #include <c10/core/GradMode.h>
 
-#include <cstring>
-#include <string>
-#include <vector>
+#include "../ffi/shim.h"
 
-namespace {
-
-std::vector<at::Tensor> list(at::Tensor** ts, size_t n) {
-  std::vector<at::Tensor> v;
-  v.reserve(n);
-  for (size_t i = 0; i < n; ++i) v.push_back(*ts[i]);
-  return v;
-}
-
-template <typename F>
-int guarded(char* err, size_t len, F f) {
-  try {
-    f();
-    return 0;
-  } catch (const std::exception& e) {
-    const c10::Error* ce = dynamic_cast<const c10::Error*>(&e);
-    std::string msg = ce ? ce->msg() : std::string(e.what());
-    if (err != nullptr && len > 0) {
-      size_t k = std::min(len - 1, msg.size());
-      std::memcpy(err, msg.data(), k);
-      err[k] = '\0';
-    }
-  }
-  return 1;
-}
-
-} // namespace
+using lg_shim::guarded;
 
 extern "C" {
 
@@ -60,7 +32,7 @@ int lg_fused_adamw(at::Tensor** params, at::Tensor** grads, at::Tensor** m, at::
                   "fused AdamW needs dense parameters and moments");
       g.push_back(grads[i]->contiguous());
     }
-    at::_fused_adamw_(list(params, n), g, list(m, n), list(v, n), {}, steps, lr, beta1, beta2, weight_decay, eps,
+    at::_fused_adamw_(lg_shim::tensors_of(params, n), g, lg_shim::tensors_of(m, n), lg_shim::tensors_of(v, n), {}, steps, lr, beta1, beta2, weight_decay, eps,
                       /*amsgrad=*/false, /*maximize=*/false);
   });
 }
@@ -70,10 +42,10 @@ int lg_fused_adamw(at::Tensor** params, at::Tensor** grads, at::Tensor** m, at::
 // min(clip / (norm + 1e-6), 1) as clip_grad_norm_ does, without reading the norm on the host.
 int lg_clip_grad_norm(at::Tensor** grads, size_t n, double clip, at::Tensor** norm, char* err, size_t err_len) {
   return guarded(err, err_len, [&] {
-    at::Tensor total = at::linalg_vector_norm(at::stack(at::_foreach_norm(list(grads, n), 2)), 2);
+    at::Tensor total = at::linalg_vector_norm(at::stack(at::_foreach_norm(lg_shim::tensors_of(grads, n), 2)), 2);
     if (clip > 0) {
       at::Tensor coef = at::clamp_max(clip / (total + 1e-6), 1.0);
-      at::_foreach_mul_(list(grads, n), coef);
+      at::_foreach_mul_(lg_shim::tensors_of(grads, n), coef);
     }
     *norm = new at::Tensor(total);
   });
@@ -83,9 +55,9 @@ int lg_clip_grad_norm(at::Tensor** grads, size_t n, double clip, at::Tensor** no
 int lg_ema_update(at::Tensor** ema, at::Tensor** params, size_t n, double rate, char* err, size_t err_len) {
   return guarded(err, err_len, [&] {
     at::NoGradGuard no_grad;
-    std::vector<at::Tensor> e = list(ema, n);
+    std::vector<at::Tensor> e = lg_shim::tensors_of(ema, n);
     at::_foreach_mul_(e, at::Scalar(rate));
-    at::_foreach_add_(e, list(params, n), at::Scalar(1.0 - rate));
+    at::_foreach_add_(e, lg_shim::tensors_of(params, n), at::Scalar(1.0 - rate));
   });
 }
 

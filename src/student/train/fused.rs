@@ -7,6 +7,7 @@ use std::ffi::{c_char, c_int, c_void};
 use tch::Tensor;
 
 use crate::error::{Error, Result};
+use crate::student::ffi::{self, handles, ERR_LEN};
 
 extern "C" {
     fn lg_fused_adamw(
@@ -42,19 +43,8 @@ extern "C" {
     ) -> c_int;
 }
 
-const ERR_LEN: usize = 1024;
-
-fn handles(ts: &[&Tensor]) -> Vec<*mut c_void> {
-    ts.iter().map(|t| t.as_ptr() as *mut c_void).collect()
-}
-
 fn call(what: &str, f: impl FnOnce(*mut c_char) -> c_int) -> Result<()> {
-    let mut err = vec![0u8; ERR_LEN];
-    if f(err.as_mut_ptr() as *mut c_char) != 0 {
-        let end = err.iter().position(|&b| b == 0).unwrap_or(err.len());
-        return Err(Error::invalid(what, String::from_utf8_lossy(&err[..end]).into_owned()));
-    }
-    Ok(())
+    ffi::status(f).map_err(|m| Error::invalid(what, m))
 }
 
 /// The hyper-parameters of one AdamW update.
