@@ -282,6 +282,14 @@ fn subsets_select_without_copying_and_verify() {
     std::fs::write(&sel, bytes).unwrap();
     let o = lightgen(&["manifest", "verify", run.join("manifest-r50.json").to_str().unwrap()]);
     assert!(!o.status.success() && stderr(&o).contains("row selection was changed"), "{}", stderr(&o));
+    // A missing one too, naming it, and nothing is selected from an empty set.
+    let sel = std::fs::read_dir(run.join("subsets/counting")).unwrap().next().unwrap().unwrap().path();
+    std::fs::remove_file(&sel).unwrap();
+    let name = sel.file_name().unwrap().to_str().unwrap().to_string();
+    let counting = run.join("manifest-counting.json");
+    let o = lightgen(&["manifest", "subset", counting.to_str().unwrap(), "--name", "c5", "--count", "5"]);
+    assert!(!o.status.success() && stderr(&o).contains(&name), "{}", stderr(&o));
+    assert!(!run.join("manifest-c5.json").exists());
 }
 
 #[test]

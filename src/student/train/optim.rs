@@ -1,6 +1,6 @@
 //! AdamW as PyTorch's fused implementation (`AdamW(fused=True)`: decoupled weight decay,
-//! bias-corrected moments, one libtorch kernel per group, in place on the device), with the reference's
-//! parameter groups (no decay for 1-D parameters, biases and the DiffLoss head), global
+//! bias-corrected moments, one libtorch kernel per group, in place on the device), with the
+//! reference's parameter groups (no decay for 1-D parameters, biases and the DiffLoss head), global
 //! gradient-norm clipping as `clip_grad_norm_`, and the EMA of the weights. Nothing here
 //! reads a value back to the host; moments are exported for checkpoints so a resumed run
 //! continues bit for bit.

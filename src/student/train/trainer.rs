@@ -161,7 +161,8 @@ impl Trainer {
         let keep = m.keep_mask(&d.keep, self.device);
         let text = m.text.forward(&input, ctx).map_err(|e| Error::invalid("train", e))?;
         let text = m.drop_text_with(&text, &keep); // (B, T, D)
-                                                   // Only masked tokens count; each is repeated diffusion_batch_mul times (inside the head).
+
+        // Only masked tokens count; each is repeated diffusion_batch_mul times (in the head).
         let z = m.forward_z_rows(&tokens, &mask, &text, self.grid, ctx, &rows); // (K, D)
         let target = tokens.view([(b.size * l) as i64, c as i64]).index_select(0, &idx);
         let target = target.repeat([t.diffusion_batch_mul as i64, 1]); // (N, C)
