@@ -5,6 +5,7 @@
 use tch::Tensor;
 
 use super::layers::{attention, Ctx, LayerNorm, Linear};
+use super::rope::Angles;
 use super::store::Scope;
 
 /// timm `Mlp`: fc1 (d → r·d), exact GELU, dropout, fc2, dropout.
@@ -51,10 +52,14 @@ pub struct SelfAttention {
 }
 
 impl SelfAttention {
-    pub fn forward(&self, x: &Tensor, ctx: &Ctx) -> Tensor {
+    pub fn forward(&self, x: &Tensor, ctx: &Ctx, rope: Option<&Angles>) -> Tensor {
         let (b, l, d) = x.size3().expect("(B, L, D)");
         let qkv = self.qkv.forward(x).view([b, l, 3, self.heads, d / self.heads]).permute([2, 0, 3, 1, 4]); // (3, B, H, L, d)
-        let o = attention(&qkv.get(0), &qkv.get(1), &qkv.get(2), ctx, self.attn_drop); // (B, H, L, d)
+        let (q, k) = match rope {
+            Some(r) => (r.rotate(&qkv.get(0)), r.rotate(&qkv.get(1))),
+            None => (qkv.get(0), qkv.get(1)),
+        };
+        let o = attention(&q, &k, &qkv.get(2), ctx, self.attn_drop); // (B, H, L, d)
         ctx.dropout(&self.proj.forward(&merge(&o)), self.proj_drop) // (B, L, D)
     }
 }
@@ -87,14 +92,27 @@ impl Block {
 
     /// (B, L, D) → (B, L, D).
     pub fn forward(&self, x: &Tensor, ctx: &Ctx) -> Tensor {
-        let x = x + self.attn.forward(&self.norm1.forward(x), ctx);
+        self.forward_rope(x, ctx, None)
+    }
+
+    /// [`Self::forward`] with queries and keys rotated by `rope` (B or 1, 1, L, hd).
+    pub fn forward_rope(&self, x: &Tensor, ctx: &Ctx, rope: Option<&Angles>) -> Tensor {
+        let x = x + self.attn.forward(&self.norm1.forward(x), ctx, rope);
         &x + self.mlp.forward(&self.norm2.forward(&x), ctx)
     }
 
     /// [`Self::forward`] at `rows` only (flat b·L + l, `k` per sample, sample-major): every
     /// token still serves as a key and value, but only those rows are queried and go through
-    /// the projection and the MLP. x (B, L, D) → (B, K, D).
-    pub fn forward_rows(&self, x: &Tensor, rows: &Tensor, k: i64, ctx: &Ctx) -> Tensor {
+    /// the projection and the MLP. x (B, L, D) → (B, K, D). `rope`: the rows' angles (for
+    /// the queries) and every token's (for the keys).
+    pub fn forward_rows(
+        &self,
+        x: &Tensor,
+        rows: &Tensor,
+        k: i64,
+        ctx: &Ctx,
+        rope: Option<(&Angles, &Angles)>,
+    ) -> Tensor {
         let (b, l, d) = x.size3().expect("(B, L, D)");
         let a = &self.attn;
         let (h, hd) = (a.heads, d / a.heads);
@@ -102,7 +120,11 @@ impl Block {
         let q = qkv.view([b * l, 3 * d]).index_select(0, rows).narrow(1, 0, d); // (B·K, D)
         let q = q.reshape([b, k, h, hd]).transpose(1, 2); // (B, H, K, d)
         let kv = qkv.view([b, l, 3, h, hd]).permute([2, 0, 3, 1, 4]); // (3, B, H, L, d)
-        let o = merge(&attention(&q, &kv.get(1), &kv.get(2), ctx, a.attn_drop)); // (B, K, D)
+        let (q, key) = match rope {
+            Some((rq, rk)) => (rq.rotate(&q), rk.rotate(&kv.get(1))),
+            None => (q, kv.get(1)),
+        };
+        let o = merge(&attention(&q, &key, &kv.get(2), ctx, a.attn_drop)); // (B, K, D)
         let x =
             x.view([b * l, d]).index_select(0, rows).view([b, k, d]) + ctx.dropout(&a.proj.forward(&o), a.proj_drop);
         &x + self.mlp.forward(&self.norm2.forward(&x), ctx)

@@ -74,6 +74,14 @@ pub struct MarConfig {
     /// the field).
     #[serde(default)]
     pub pos_init: PosInit,
+    /// A linear read-out of each token's x0 from z (`x0_head`), trained by an MSE term
+    /// (`train.x0_loss_weight`). Not in the reference; see that field. Sampling never uses it.
+    #[serde(default)]
+    pub x0_head: bool,
+    /// 2-D rotary positions in the encoder's and decoder's self-attention, on top of the
+    /// learned tables (see `rope.rs`). Not in the reference; older checkpoints lack the field.
+    #[serde(default)]
+    pub rope: bool,
     pub attn_dropout: f32,
     pub proj_dropout: f32,
 }
@@ -97,6 +105,8 @@ impl MarConfig {
             diffloss_depth: dl.1,
             prediction: Prediction::Eps,
             pos_init: PosInit::Normal,
+            x0_head: false,
+            rope: false,
             attn_dropout: drop,
             proj_dropout: drop,
         }
@@ -158,6 +168,9 @@ impl MarConfig {
         if self.pos_init == PosInit::Sincos && self.width % 4 != 0 {
             return Err(format!("model.pos_init = \"sincos\" needs a width divisible by 4, not {}", self.width));
         }
+        if self.rope && (self.width / self.heads) % 4 != 0 {
+            return Err(format!("model.rope needs a head width divisible by 4, not {}", self.width / self.heads));
+        }
         if self.token_dim == 0 || self.pos_grid == 0 || self.text_len == 0 {
             return Err("token_dim, pos_grid and text_len must be positive".into());
         }
@@ -181,6 +194,7 @@ impl MarConfig {
         let enc = lin(self.token_dim as u64, d) + p * d + ln(d) + self.encoder_depth as u64 * block + ln(d);
         let dec = lin(d, d) + d + p * d + self.decoder_depth as u64 * block + ln(d);
         let crs = lin(d, d) + p * d + self.cross_depth as u64 * cross + ln(d) + d; // + fake_latent
+        let x0 = if self.x0_head { lin(d, self.token_dim as u64) } else { 0 };
         let (w, t) = (self.diffloss_width as u64, self.token_dim as u64);
         let head = lin(256, w)
             + lin(w, w)
@@ -189,7 +203,7 @@ impl MarConfig {
             + self.diffloss_depth as u64 * (ln(w) + 2 * lin(w, w) + lin(w, 3 * w))
             + lin(w, 2 * w)
             + lin(w, 2 * t);
-        (text + enc + dec + crs, head)
+        (text + enc + dec + crs + x0, head)
     }
 }
 

@@ -11,6 +11,7 @@ use super::config::{MarConfig, PosInit};
 use super::diffloss::DiffLoss;
 use super::layers::{index, like, Ctx, LayerNorm, Linear};
 use super::positions::{resize_positions, sincos_2d};
+use super::rope::{Angles, Rope};
 use super::store::{ParamStore, Scope};
 use super::text::TextAligner;
 
@@ -71,6 +72,8 @@ pub struct Mar {
     pub fake_latent: Tensor,
     pub text: TextAligner,
     pub diffloss: DiffLoss,
+    /// z → the token's x0 (C), when `cfg.x0_head` (a training signal only).
+    pub x0_head: Option<Linear>,
 }
 
 impl Mar {
@@ -112,6 +115,7 @@ impl Mar {
             (cfg.diffloss_width, cfg.diffloss_depth),
             cfg.prediction,
         );
+        let x0_head = cfg.x0_head.then(|| Linear::xavier(&mut s.pp("x0_head"), d, cfg.token_dim));
         Ok(Mar {
             cfg: cfg.clone(),
             z_proj,
@@ -131,6 +135,7 @@ impl Mar {
             fake_latent,
             text,
             diffloss,
+            x0_head,
         })
     }
 
@@ -235,6 +240,15 @@ impl Mar {
         let src_idx = index(&src, dev);
         // The rows z is wanted at, and their positions (b·L + l → l).
         let out = rows.map(|(r, k)| (index(r, dev), index(&r.iter().map(|i| i % l).collect::<Vec<_>>(), dev), k));
+        // Rotary angles (B, 1, Lv, hd) for the encoder, (1, 1, L, hd) for the decoder.
+        let kind = ctx.dtype;
+        let rope = self.cfg.rope.then(|| {
+            let r = Rope::new(grid, self.cfg.width / self.cfg.heads, dev);
+            let (ec, es) = r.at(&vis_at);
+            let enc = Angles::of(ec, es, b, kind);
+            let dec = Angles::of(r.cos.shallow_clone(), r.sin.shallow_clone(), 1, kind);
+            (r, enc, dec)
+        });
         let (tokens, text) = (&ctx.cast(tokens), &ctx.cast(text));
         let pos = |table: &Tensor| ctx.cast(&self.pos(table, grid));
         // Encoder over the visible tokens only (possibly none).
@@ -246,7 +260,7 @@ impl Mar {
             let x = self.z_proj.forward(&vis_tokens) + vis_pos;
             let mut x = self.z_proj_ln.forward(&x); // (B, Lv, D)
             for blk in &self.encoder_blocks {
-                x = blk.forward(&x, ctx);
+                x = blk.forward_rope(&x, ctx, rope.as_ref().map(|r| &r.1));
             }
             self.encoder_norm.forward(&x)
         });
@@ -264,7 +278,7 @@ impl Mar {
         let n = self.decoder_blocks.len();
         let full = if out.is_some() { n.saturating_sub(1) } else { n };
         for blk in &self.decoder_blocks[..full] {
-            x = blk.forward(&x, ctx);
+            x = blk.forward_rope(&x, ctx, rope.as_ref().map(|r| &r.2));
         }
         // From the last decoder block's queries on every op is per token: keep only the wanted
         // rows. (B, K, D)
@@ -272,7 +286,13 @@ impl Mar {
             None => (x, pos(&self.last_pos)),
             Some((idx, at, k)) => {
                 let x = match self.decoder_blocks.get(full) {
-                    Some(last) => last.forward_rows(&x, idx, *k, ctx),
+                    Some(last) => {
+                        let q = rope.as_ref().map(|(r, _, dec)| {
+                            let (c, s) = r.at(at);
+                            (Angles::of(c, s, b, kind), dec)
+                        });
+                        last.forward_rows(&x, idx, *k, ctx, q.as_ref().map(|(q, k)| (q, *k)))
+                    }
                     None => x.view([b * l, d]).index_select(0, idx).view([b, *k, d]),
                 };
                 let p = pos(&self.last_pos).view([l, d]).index_select(0, at).view([b, *k, d]);

@@ -17,6 +17,7 @@ pub mod diffusion;
 pub mod layers;
 pub mod mar;
 pub mod positions;
+pub mod rope;
 pub mod sampler;
 pub mod store;
 pub mod text;
@@ -64,6 +65,12 @@ mod tests {
         assert_eq!(head_built as u64, head);
         assert!(store.vars.contains_key("cross_attn_blocks.0.attn.query_linear.weight"));
         assert!(store.vars.contains_key("diffloss.net.res_blocks.1.adaLN_modulation.1.weight"));
+        // The x0 read-out, when on, is counted with the backbone.
+        let with = MarConfig { x0_head: true, ..micro() };
+        let mut st = ParamStore::new(0, Device::Cpu);
+        Mar::new(&with, &mut st).unwrap();
+        assert_eq!(st.count() as u64, with.parameter_count().0 + head);
+        assert!(st.vars.contains_key("x0_head.weight"));
         // The text path carries the reference's names (`Text_Embedding`).
         assert!(store.vars.contains_key("text_emb.text_proj.linear_1.weight"));
         assert!(store.vars.contains_key("text_emb.text_aligner.0.attn.qkv.weight"));

@@ -40,6 +40,8 @@ pub struct ModelSection {
     pub pos_init: Option<crate::student::model::PosInit>,
     /// Attention and projection dropout.
     pub dropout: Option<f32>,
+    /// 2-D rotary positions in the self-attention (see `MarConfig::rope`); off in the reference.
+    pub rope: Option<bool>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -78,6 +80,12 @@ pub struct TrainSection {
     /// tokens the head reads a flat colour off the noisy token itself down to SNR ≈ 1/16, so
     /// only the noisiest steps need the caption, and eps-MSE gives those ~SNR of the weight.
     pub high_noise_weight: f64,
+    /// Weight of an MSE term between a linear read-out of z (`x0_head`) and each masked
+    /// token's x0. 0 = off (the reference). The DiffLoss gradient reaching z is weak and noisy
+    /// (one random timestep per token, most of them at noise levels where the noisy token
+    /// already tells the answer); this term tells the backbone directly what each masked token
+    /// is on average given the caption and the visible tokens.
+    pub x0_loss_weight: f64,
     /// Compute precision: `auto` = bf16 on CUDA, f32 on CPU (the reference trains under
     /// bf16 autocast); `f32` or `bf16` force one. Weights and optimizer state are f32 always.
     pub precision: Precision,
@@ -120,6 +128,7 @@ impl Default for TrainSection {
             mask_ratio_std: 0.25,
             min_snr_gamma: 0.0,
             high_noise_weight: 0.0,
+            x0_loss_weight: 0.0,
             precision: Precision::Auto,
             text_drop_prob: 0.1,
             seed: 0,
@@ -212,6 +221,9 @@ impl TrainConfig {
         if !(t.mask_ratio_std > 0.0 && t.mask_ratio_std.is_finite()) {
             return Err(format!("train.mask_ratio_std = {}: expected a positive spread", t.mask_ratio_std));
         }
+        if !(t.x0_loss_weight >= 0.0 && t.x0_loss_weight.is_finite()) {
+            return Err(format!("train.x0_loss_weight = {}: expected ≥ 0 (0 = off)", t.x0_loss_weight));
+        }
         if !(t.min_snr_gamma >= 0.0) || !(t.high_noise_weight >= 0.0) {
             return Err(format!(
                 "train.min_snr_gamma = {} and train.high_noise_weight = {}: expected ≥ 0 (0 = off)",
@@ -257,6 +269,10 @@ impl TrainConfig {
         }
         if let Some(p) = m.pos_init {
             c.pos_init = p;
+        }
+        c.x0_head = self.train.x0_loss_weight > 0.0;
+        if let Some(r) = m.rope {
+            c.rope = r;
         }
         if let Some(p) = m.dropout {
             (c.attn_dropout, c.proj_dropout) = (p, p);

@@ -14,6 +14,9 @@ pub mod run;
 pub mod schedule;
 pub mod trainer;
 
+#[cfg(test)]
+mod learning_tests;
+
 pub use config::TrainConfig;
 pub use run::{train, TrainOptions, TrainSummary};
 pub use trainer::Trainer;
