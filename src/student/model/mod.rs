@@ -110,8 +110,14 @@ mod tests {
     #[test]
     fn z_at_chosen_rows_is_z_at_those_rows() {
         // Seeded (store seed 3, manual_seed 0): the row-only path (the last decoder block
-        // queried at the rows, the cross stack on them only) gives the full path's rows.
-        let cfg = micro();
+        // queried at the rows, the cross stack on them only) gives the full path's rows, with
+        // and without rotary positions (the rows' angles for the queries, all for the keys).
+        for rope in [false, true] {
+            z_rows_match(MarConfig { rope, ..micro() });
+        }
+    }
+
+    fn z_rows_match(cfg: MarConfig) {
         let mut store = ParamStore::new(3, Device::Cpu);
         let m = Mar::new(&cfg, &mut store).unwrap();
         let ctx = Ctx::eval();

@@ -4,7 +4,7 @@
 //! rotated by angle pos·ω_j, so q·k depends on the two tokens' offset only. With learned
 //! absolute tables alone, a masked token learns to look at its neighbours slowly: a
 //! small model copies a visible square's colour into the square's hidden centre no better
-//! than the background after 3,000 steps (`square_experiment` in `train/trainer.rs`).
+//! than the background after 3,000 steps (the square toy in `train/learning_tests.rs`).
 
 use tch::{Device, Kind, Tensor};
 
