@@ -190,9 +190,9 @@ pub struct GenerateConfig {
     /// Samples per part file (default 20000).
     #[serde(default = "default_generate_part")]
     pub part_size: u64,
-    /// Failure rates of the shapes world's teacher.
+    /// The shapes world's teacher: failure rates and object size.
     #[serde(default)]
-    pub shapes: crate::world::render::Imperfections,
+    pub shapes: crate::world::render::ShapesTeacherConfig,
     /// The HTTP teacher: protocol, endpoints, retry policy.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub http: Option<HttpConfig>,
@@ -304,6 +304,10 @@ fn validate_generate(g: &GenerateConfig) -> std::result::Result<(), String> {
     }
     if total > 1.0 {
         return Err(format!("generate.shapes: the failure rates add up to {total}, more than 1"));
+    }
+    let scale = g.shapes.object_scale;
+    if !(0.5..=2.0).contains(&scale) {
+        return Err(format!("generate.shapes.object_scale = {scale}: expected 0.5 to 2"));
     }
     Ok(())
 }

@@ -24,6 +24,11 @@ pub struct TaskScore {
     pub images: usize,
     pub correct: usize,
     pub accuracy: f64,
+    /// Mean of the analyzer's exact-scene alignment (matched objects / (matched + every
+    /// missing, extra, miscoloured or misplaced one)): partial credit, so a curve moves before
+    /// whole images pass. Reports written before it read 0.
+    #[serde(default)]
+    pub alignment: f64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -36,6 +41,9 @@ pub struct EvalReport {
     pub tasks: BTreeMap<String, TaskScore>,
     /// Mean of the task accuracies.
     pub overall: f64,
+    /// Mean of the task alignments.
+    #[serde(default)]
+    pub alignment: f64,
     pub images: usize,
     pub seconds: f64,
 }
@@ -111,6 +119,7 @@ pub fn curve_hook(manifest_path: &Path, out: &Path, device: tch::Device) -> Eval
         let r = run(&student, &prompter, &decoder, &prompts, t.eval_images, &cfg.sample, t.seed, 64, &out, |_| {})?;
         Ok(Some(EvalPoint {
             overall: r.overall,
+            alignment: r.alignment,
             tasks: r.tasks.iter().map(|(k, v)| (k.clone(), v.accuracy)).collect(),
             images: r.images,
         }))
@@ -156,13 +165,19 @@ pub fn judge_all(
     for (k, img) in imgs.iter().enumerate() {
         let p = &prompts[k / per_prompt];
         let j = judge.judge(img, &p.spec);
-        let t =
-            tasks.entry(p.spec.tag.clone()).or_insert(TaskScore { prompts: 0, images: 0, correct: 0, accuracy: 0.0 });
+        let t = tasks.entry(p.spec.tag.clone()).or_insert(TaskScore {
+            prompts: 0,
+            images: 0,
+            correct: 0,
+            accuracy: 0.0,
+            alignment: 0.0,
+        });
         if k % per_prompt == 0 {
             t.prompts += 1;
         }
         t.images += 1;
         t.correct += usize::from(j.verdict.pass);
+        t.alignment += f64::from(j.score);
         if !j.verdict.pass {
             let f = failures.entry(p.spec.tag.clone()).or_default();
             if f.len() < 32 {
@@ -172,6 +187,8 @@ pub fn judge_all(
         lines.push_str(
             &serde_json::to_string(&serde_json::json!({
                 "index": k, "prompt": p.prompt, "tag": p.spec.tag, "pass": j.verdict.pass, "reason": j.verdict.reason,
+                "score": j.score,
+                "found": j.detections.iter().map(|d| format!("{} {}", d.color, d.class)).collect::<Vec<_>>(),
             }))
             .expect("serialises"),
         );
@@ -179,9 +196,16 @@ pub fn judge_all(
     }
     for t in tasks.values_mut() {
         t.accuracy = t.correct as f64 / t.images.max(1) as f64;
+        t.alignment /= t.images.max(1) as f64;
     }
-    let overall =
-        if tasks.is_empty() { 0.0 } else { tasks.values().map(|t| t.accuracy).sum::<f64>() / tasks.len() as f64 };
+    let mean = |f: fn(&TaskScore) -> f64| {
+        if tasks.is_empty() {
+            0.0
+        } else {
+            tasks.values().map(f).sum::<f64>() / tasks.len() as f64
+        }
+    };
+    let (overall, alignment) = (mean(|t| t.accuracy), mean(|t| t.alignment));
     let report = EvalReport {
         checkpoint: student.checkpoint.display().to_string(),
         manifest_id: student.state.manifest_id.clone(),
@@ -190,6 +214,7 @@ pub fn judge_all(
         sample: opts.clone(),
         tasks,
         overall,
+        alignment,
         images: imgs.len(),
         seconds: t0.elapsed().as_secs_f64(),
     };
@@ -257,14 +282,14 @@ pub fn write_geneval(out: &Path, prompts: &[EvalPrompt], per_prompt: usize, imgs
 
 /// The report as a Markdown table (GenEval's column order).
 pub fn markdown(r: &EvalReport) -> String {
-    let mut s = String::from("| task | prompts | images | accuracy |\n|---|---:|---:|---:|\n");
+    let mut s = String::from("| task | prompts | images | accuracy | alignment |\n|---|---:|---:|---:|---:|\n");
     for t in TASKS.iter().map(|t| t.to_string()).chain(r.tasks.keys().filter(|k| !TASKS.contains(&k.as_str())).cloned())
     {
         if let Some(v) = r.tasks.get(&t) {
-            s.push_str(&format!("| {t} | {} | {} | {:.3} |\n", v.prompts, v.images, v.accuracy));
+            s.push_str(&format!("| {t} | {} | {} | {:.3} | {:.3} |\n", v.prompts, v.images, v.accuracy, v.alignment));
         }
     }
-    s.push_str(&format!("| **overall** | | {} | **{:.3}** |\n", r.images, r.overall));
+    s.push_str(&format!("| **overall** | | {} | **{:.3}** | {:.3} |\n", r.images, r.overall, r.alignment));
     s
 }
 
@@ -323,10 +348,13 @@ mod tests {
         let tasks: BTreeMap<String, TaskScore> = acc
             .iter()
             .map(|(t, a)| {
-                (t.to_string(), TaskScore { prompts: 1, images: 4, correct: (a * 4.0) as usize, accuracy: *a })
+                let s =
+                    TaskScore { prompts: 1, images: 4, correct: (a * 4.0) as usize, accuracy: *a, alignment: a / 2.0 };
+                (t.to_string(), s)
             })
             .collect();
         let overall = tasks.values().map(|t| t.accuracy).sum::<f64>() / tasks.len() as f64;
+        let alignment = overall / 2.0;
         EvalReport {
             checkpoint: "c".into(),
             manifest_id: "m".into(),
@@ -335,6 +363,7 @@ mod tests {
             sample: SampleOptions::default(),
             tasks,
             overall,
+            alignment,
             images: 4 * acc.len(),
             seconds: 0.0,
         }
@@ -349,7 +378,8 @@ mod tests {
         assert!(t.contains("| single_object | 1.000 | 0.750 | -0.250 |"), "{t}");
         assert!(t.contains("| position | 0.250 | 0.500 | +0.250 |"), "{t}");
         assert!(t.contains("| counting | — | 0.500 | — |"), "{t}");
-        assert!(markdown(&a).contains("| **overall** | | 8 | **0.625** |"));
+        assert!(markdown(&a).contains("| position | 1 | 4 | 0.250 | 0.125 |"), "{}", markdown(&a));
+        assert!(markdown(&a).contains("| **overall** | | 8 | **0.625** | 0.312 |"), "{}", markdown(&a));
     }
 
     #[test]

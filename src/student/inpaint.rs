@@ -148,7 +148,7 @@ pub fn recolor_cases(
     let mut out = Vec::new();
     for (k, spec) in specs.iter().enumerate().take(n) {
         let req = SceneRequest { spec: spec.clone(), sizes: vec![], background: Some("plain".into()), style: None };
-        let Ok(r) = render::render(&req, seed.wrapping_add(k as u64), res, &render::Imperfections::none()) else {
+        let Ok(r) = render::render(&req, seed.wrapping_add(k as u64), res, &render::ShapesTeacherConfig::none()) else {
             continue;
         };
         let target = &spec.include[0];

@@ -11,31 +11,54 @@ use serde::{Deserialize, Serialize};
 use super::geometry::{bbox, class_index, relations, sdf, CLASSES};
 use super::{color, Scene, SceneObject, SceneRequest};
 
-/// Per-kind rates of injected failures. Each applies only where it makes the image wrong
-/// (a wrong colour needs a colour in the prompt, a wrong count a counting prompt, …); at most
-/// one per image. The defaults give about 14% failed images over `shapes.toml`.
+/// The `builtin:shapes` teacher's settings (`[generate.shapes]`): per-kind rates of injected
+/// failures, and the size of what it draws.
+///
+/// Each failure applies only where it makes the image wrong (a wrong colour needs a colour in
+/// the prompt, a wrong count a counting prompt, …); at most one per image. The defaults give
+/// about 14% failed images over `shapes.toml`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
-pub struct Imperfections {
+pub struct ShapesTeacherConfig {
     pub wrong_color: f64,
     pub count: f64,
     pub relation: f64,
     pub missing: f64,
     pub distractor: f64,
+    /// Multiplies every object's size, "small", "medium" and "large" alike (default 1: radii
+    /// of 6, 8 and 10.5 px at 64 px, scaled with the resolution; 0.5 to 2). A corpus lever:
+    /// larger objects cover more tokens, which a small student learns faster. Crowded scenes
+    /// still shrink until everything fits.
+    pub object_scale: f64,
 }
 
-impl Default for Imperfections {
+impl Default for ShapesTeacherConfig {
     fn default() -> Self {
-        Imperfections { wrong_color: 0.05, count: 0.05, relation: 0.05, missing: 0.05, distractor: 0.05 }
+        ShapesTeacherConfig {
+            wrong_color: 0.05,
+            count: 0.05,
+            relation: 0.05,
+            missing: 0.05,
+            distractor: 0.05,
+            object_scale: 1.0,
+        }
     }
 }
 
-impl Imperfections {
+impl ShapesTeacherConfig {
+    /// No injected failures, default sizes.
     pub fn none() -> Self {
-        Imperfections { wrong_color: 0.0, count: 0.0, relation: 0.0, missing: 0.0, distractor: 0.0 }
+        ShapesTeacherConfig {
+            wrong_color: 0.0,
+            count: 0.0,
+            relation: 0.0,
+            missing: 0.0,
+            distractor: 0.0,
+            object_scale: 1.0,
+        }
     }
 
-    /// Names of the fields and their values, for validation messages.
+    /// Names of the failure-rate fields and their values, for validation messages.
     pub fn rates(&self) -> [(&'static str, f64); 5] {
         [
             ("wrong_color", self.wrong_color),
@@ -84,10 +107,11 @@ pub struct Rendered {
 }
 
 /// Renders a request at `size`×`size` pixels.
-pub fn render(req: &SceneRequest, seed: u64, size: u32, imp: &Imperfections) -> Result<Rendered, String> {
+pub fn render(req: &SceneRequest, seed: u64, size: u32, imp: &ShapesTeacherConfig) -> Result<Rendered, String> {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let u = size as f32 / 64.0;
-    let (mut objects, imperfection) = plan(req, u, imp, &mut rng);
+    // Sizes scale with the object scale; margins, gaps and borders stay as they are.
+    let (mut objects, imperfection) = plan(req, u * imp.object_scale as f32, imp, &mut rng);
     place(&mut objects, size as f32, u, &mut rng)?;
     let background = req.background.clone().unwrap_or_else(|| super::BACKGROUNDS[rng.random_range(0..3)].to_string());
     let style = req.style.clone().unwrap_or_else(|| "flat".to_string());
@@ -117,7 +141,7 @@ fn radius(name: Option<&str>, u: f32, rng: &mut impl Rng) -> f32 {
 }
 
 /// The objects to draw, after at most one injected failure.
-fn plan(req: &SceneRequest, u: f32, imp: &Imperfections, rng: &mut impl Rng) -> (Vec<Planned>, Option<String>) {
+fn plan(req: &SceneRequest, u: f32, imp: &ShapesTeacherConfig, rng: &mut impl Rng) -> (Vec<Planned>, Option<String>) {
     let inc = &req.spec.include;
     let mut objects = Vec::new();
     let mut first = Vec::new();
@@ -219,7 +243,8 @@ fn place(objects: &mut [Planned], size: f32, u: f32, rng: &mut impl Rng) -> Resu
     order.extend((0..objects.len()).filter(|&i| objects[i].anchor.is_some()));
     let margin = 2.0 * u;
     let gap = 3.0 * u;
-    for _attempt in 0..8 {
+    // Up to 16 tries, 0.9× each: a crowded scene of large objects at object_scale 2 still fits.
+    for _attempt in 0..16 {
         let mut placed: Vec<usize> = Vec::new();
         let mut ok = true;
         for &i in &order {
@@ -373,9 +398,9 @@ mod tests {
     #[test]
     fn same_seed_same_image() {
         let r = req(vec![obj("star", 3, Some("red"), None)]);
-        let a = render(&r, 7, 64, &Imperfections::default()).unwrap();
-        let b = render(&r, 7, 64, &Imperfections::default()).unwrap();
-        let c = render(&r, 8, 64, &Imperfections::default()).unwrap();
+        let a = render(&r, 7, 64, &ShapesTeacherConfig::default()).unwrap();
+        let b = render(&r, 7, 64, &ShapesTeacherConfig::default()).unwrap();
+        let c = render(&r, 8, 64, &ShapesTeacherConfig::default()).unwrap();
         assert_eq!(a.image, b.image);
         assert_eq!(a.scene, b.scene);
         assert_ne!(a.image, c.image);
@@ -385,7 +410,7 @@ mod tests {
     fn clean_renders_follow_the_spec_and_relations() {
         let r = req(vec![obj("circle", 1, Some("blue"), None), obj("square", 1, Some("red"), Some(("left of", 0)))]);
         for seed in 0..200 {
-            let out = render(&r, seed, 64, &Imperfections::none()).unwrap();
+            let out = render(&r, seed, 64, &ShapesTeacherConfig::none()).unwrap();
             let s = &out.scene;
             assert_eq!(s.objects.len(), 2);
             assert_eq!((s.objects[0].class.as_str(), s.objects[0].color.as_str()), ("circle", "blue"));
@@ -398,7 +423,14 @@ mod tests {
     #[test]
     fn imperfection_rates_are_honoured() {
         let r = req(vec![obj("heart", 2, Some("pink"), None)]);
-        let imp = Imperfections { wrong_color: 0.1, count: 0.1, relation: 0.1, missing: 0.1, distractor: 0.1 };
+        let imp = ShapesTeacherConfig {
+            wrong_color: 0.1,
+            count: 0.1,
+            relation: 0.1,
+            missing: 0.1,
+            distractor: 0.1,
+            ..ShapesTeacherConfig::none()
+        };
         let n = 2000;
         let failed = (0..n).filter(|&s| render(&r, s, 64, &imp).unwrap().scene.imperfection.is_some()).count();
         // wrong_color, count, missing, distractor apply (relation does not): 40% expected.
@@ -411,7 +443,25 @@ mod tests {
         let mut r = req(vec![obj("hexagon", 4, None, None)]);
         r.sizes = vec!["large".into()];
         for seed in 0..100 {
-            assert_eq!(render(&r, seed, 64, &Imperfections::none()).unwrap().scene.objects.len(), 4);
+            assert_eq!(render(&r, seed, 64, &ShapesTeacherConfig::none()).unwrap().scene.objects.len(), 4);
+        }
+    }
+
+    #[test]
+    fn object_scale_grows_every_object_and_crowded_scenes_still_fit() {
+        // Seeds 0..50 fixed: the same scene at scale 1 and 1.6, only the sizes differ.
+        let one = req(vec![obj("circle", 1, None, None)]);
+        let big = ShapesTeacherConfig { object_scale: 1.6, ..ShapesTeacherConfig::none() };
+        for seed in 0..50 {
+            let a = &render(&one, seed, 32, &ShapesTeacherConfig::none()).unwrap().scene.objects[0];
+            let b = &render(&one, seed, 32, &big).unwrap().scene.objects[0];
+            assert!((b.w / a.w - 1.6).abs() < 1e-3, "seed {seed}: {} → {}", a.w, b.w);
+        }
+        let mut four = req(vec![obj("star", 4, None, None)]);
+        four.sizes = vec!["large".into()];
+        let huge = ShapesTeacherConfig { object_scale: 2.0, ..ShapesTeacherConfig::none() };
+        for seed in 0..50 {
+            assert_eq!(render(&four, seed, 32, &huge).unwrap().scene.objects.len(), 4, "seed {seed}");
         }
     }
 }

@@ -150,6 +150,22 @@ fn unknown_teacher_lists_the_known_ones() {
 }
 
 #[test]
+fn out_of_range_shapes_settings_are_config_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    for (extra, says) in [
+        ("object_scale = 2.5", "generate.shapes.object_scale = 2.5: expected 0.5 to 2"),
+        ("missing = 1.5", "generate.shapes.missing = 1.5: expected a rate from 0 to 1"),
+        ("count = 0.6\nmissing = 0.6", "the failure rates add up to"),
+    ] {
+        let cfg =
+            write_config(dir.path(), "s", "builtin:shapes", 10, &format!("{GENERATE}\n[generate.shapes]\n{extra}\n"));
+        let out = lightgen(&["generate", "--config", cfg.to_str().unwrap()]);
+        assert!(!out.status.success(), "{extra}");
+        assert!(stderr(&out).contains(says), "{extra}: {}", stderr(&out));
+    }
+}
+
+#[test]
 fn generate_before_expand_says_what_to_do() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = config(dir.path(), "n", "builtin:shapes", 10, 100);

@@ -225,7 +225,7 @@ fn a_tiny_model_overfits_a_handful_of_shapes_images() {
     use lightgen::student::model::TextSource;
     use lightgen::student::train::data::Batch;
     use lightgen::student::train::{TrainConfig, Trainer};
-    use lightgen::world::render::{render, Imperfections};
+    use lightgen::world::render::{render, ShapesTeacherConfig};
     use lightgen::world::{SceneRequest, Spec};
     use rand::SeedableRng;
     use tch::Device;
@@ -246,7 +246,7 @@ fn a_tiny_model_overfits_a_handful_of_shapes_images() {
             r#"{{"tag":"single_object","include":[{{"class":"{class}","count":1,"color":"{color}"}}],"prompt":"{prompt}"}}"#
         );
         let req = SceneRequest::from_prompt(Some(&spec), &slots).unwrap();
-        let img = render(&req, i as u64 + 1, 32, &Imperfections::none()).unwrap().image;
+        let img = render(&req, i as u64 + 1, 32, &ShapesTeacherConfig::none()).unwrap().image;
         tokens.extend(pixels.encode(&img));
         ids.extend(vocab.encode(&prompt, 16).0);
         specs.push((prompt, serde_json::from_str::<Spec>(&spec).unwrap()));
@@ -516,7 +516,19 @@ fn issue_18_train_draws_an_evaluation_curve_that_survives_a_resume() {
         let mean = tasks.values().map(|a| a.as_f64().unwrap()).sum::<f64>() / tasks.len() as f64;
         assert!((e["overall"].as_f64().unwrap() - mean).abs() < 1e-12, "overall is the mean of the tasks: {v}");
         let step = v["step"].as_u64().unwrap();
-        assert!(out.join(format!("evals/step-{step:08}/eval.json")).exists());
+        let report: serde_json::Value =
+            serde_json::from_slice(&read(&out.join(format!("evals/step-{step:08}/eval.json")))).unwrap();
+        // Alignment: each image's analyzer score, averaged per task, then over tasks.
+        let lines = String::from_utf8(read(&out.join(format!("evals/step-{step:08}/judgements.jsonl")))).unwrap();
+        let mut per_task: std::collections::BTreeMap<String, Vec<f64>> = Default::default();
+        for l in lines.lines() {
+            let j: serde_json::Value = serde_json::from_str(l).unwrap();
+            assert!(j["found"].is_array(), "{j}");
+            per_task.entry(j["tag"].as_str().unwrap().into()).or_default().push(j["score"].as_f64().unwrap());
+        }
+        let a = per_task.values().map(|s| s.iter().sum::<f64>() / s.len() as f64).sum::<f64>() / per_task.len() as f64;
+        assert!((report["alignment"].as_f64().unwrap() - a).abs() < 1e-6, "{report}");
+        assert!((e["alignment"].as_f64().unwrap() - a).abs() < 1e-6, "the curve carries it: {v}");
     }
     assert!(evals[1]["wall_s"].as_f64() > evals[0]["wall_s"].as_f64(), "wall time goes on across the resume");
     let png = image::open(out.join("eval-curve.png")).unwrap();

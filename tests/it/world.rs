@@ -4,7 +4,7 @@ use lightgen::pipeline::expand::generator::Generator;
 use lightgen::pipeline::expand::rows::{slot_values, spec_json};
 use lightgen::taxonomy::Taxonomy;
 use lightgen::world::analyze::{agrees, Analyzer};
-use lightgen::world::render::{render, Imperfections};
+use lightgen::world::render::{render, ShapesTeacherConfig};
 use lightgen::world::SceneRequest;
 
 /// (request, seed) pairs for `n` shapes prompts; seed 42 fixed for the prompt set.
@@ -27,7 +27,7 @@ fn analyzer_agrees_with_clean_renders() {
     let mut agree = 0;
     let mut misses = Vec::new();
     for (req, seed) in &reqs {
-        let r = render(req, *seed, 64, &Imperfections::none()).unwrap();
+        let r = render(req, *seed, 64, &ShapesTeacherConfig::none()).unwrap();
         let dets = an.detect(&r.image);
         if agrees(&dets, &r.scene.objects) {
             agree += 1;
@@ -48,7 +48,7 @@ fn analyzer_catches_injected_failures() {
     let reqs = requests(2000);
     let (mut bad, mut caught, mut good, mut rejected) = (0, 0, 0, 0);
     for (req, seed) in &reqs {
-        let r = render(req, *seed, 64, &Imperfections::default()).unwrap();
+        let r = render(req, *seed, 64, &ShapesTeacherConfig::default()).unwrap();
         let j = an.judge(&r.image, &req.spec);
         let accepted = j.score >= 1.0;
         if r.scene.imperfection.is_some() {
@@ -74,7 +74,7 @@ fn agreement_after(size: u32, degrade: impl Fn(image::RgbImage, u64) -> image::R
     let agree = reqs
         .iter()
         .filter(|(req, seed)| {
-            let r = render(req, *seed, size, &Imperfections::none()).unwrap();
+            let r = render(req, *seed, size, &ShapesTeacherConfig::none()).unwrap();
             agrees(&an.detect(&degrade(r.image, *seed)), &r.scene.objects)
         })
         .count();
@@ -125,7 +125,7 @@ fn large_resolutions_render_and_read_back() {
             let ok = reqs
                 .iter()
                 .filter(|(req, seed)| {
-                    let r = render(req, *seed, size, &Imperfections::none()).unwrap();
+                    let r = render(req, *seed, size, &ShapesTeacherConfig::none()).unwrap();
                     assert_eq!(r.image.dimensions(), (size, size));
                     agrees(&an.detect(&r.image), &r.scene.objects)
                 })

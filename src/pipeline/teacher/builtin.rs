@@ -3,16 +3,16 @@
 use serde_json::json;
 
 use super::{Output, Request, Teacher};
-use crate::world::render::{render, Imperfections};
+use crate::world::render::{render, ShapesTeacherConfig};
 use crate::world::SceneRequest;
 
 pub struct ShapesTeacher {
-    imperfections: Imperfections,
+    settings: ShapesTeacherConfig,
 }
 
 impl ShapesTeacher {
-    pub fn new(imperfections: Imperfections) -> ShapesTeacher {
-        ShapesTeacher { imperfections }
+    pub fn new(settings: ShapesTeacherConfig) -> ShapesTeacher {
+        ShapesTeacher { settings }
     }
 
     fn one(&self, r: &Request<'_>) -> Result<Output, String> {
@@ -20,7 +20,7 @@ impl ShapesTeacher {
             return Err(format!("the shapes world draws square images; asked for {}x{}", r.width, r.height));
         }
         let req = SceneRequest::from_prompt(r.prompt.spec.as_deref(), &r.prompt.slots)?;
-        let out = render(&req, r.seed, r.width, &self.imperfections)?;
+        let out = render(&req, r.seed, r.width, &self.settings)?;
         Ok(Output {
             image: out.image,
             params: json!({
@@ -29,7 +29,7 @@ impl ShapesTeacher {
                 "seed": r.seed,
                 "width": r.width,
                 "height": r.height,
-                "imperfections": self.imperfections,
+                "shapes": self.settings,
             }),
             truth: Some(serde_json::to_value(&out.scene).expect("scene serialises")),
         })

@@ -51,6 +51,9 @@ pub fn eval_curve(metrics: &Path, png: &Path) -> Result<()> {
     for v in &evals {
         let x = v["step"].as_f64().unwrap_or(0.0);
         push("overall", x, v["eval"]["overall"].as_f64().unwrap_or(0.0));
+        if let Some(a) = v["eval"]["alignment"].as_f64() {
+            push("alignment", x, a);
+        }
         if let Some(tasks) = v["eval"]["tasks"].as_object() {
             for (k, a) in tasks {
                 push(k, x, a.as_f64().unwrap_or(0.0));

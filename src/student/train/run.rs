@@ -34,6 +34,8 @@ pub type EvalHook = Box<dyn Fn(&Manifest, &TrainConfig, &Path, u64) -> Result<Op
 pub struct EvalPoint {
     /// Mean of the task accuracies.
     pub overall: f64,
+    /// Mean of the task alignments (the analyzer's partial credit).
+    pub alignment: f64,
     /// Accuracy per task.
     pub tasks: std::collections::BTreeMap<String, f64>,
     pub images: usize,
