@@ -107,11 +107,11 @@ pub struct Rendered {
 }
 
 /// Renders a request at `size`×`size` pixels.
-pub fn render(req: &SceneRequest, seed: u64, size: u32, imp: &ShapesTeacherConfig) -> Result<Rendered, String> {
+pub fn render(req: &SceneRequest, seed: u64, size: u32, settings: &ShapesTeacherConfig) -> Result<Rendered, String> {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let u = size as f32 / 64.0;
     // Sizes scale with the object scale; margins, gaps and borders stay as they are.
-    let (mut objects, imperfection) = plan(req, u * imp.object_scale as f32, imp, &mut rng);
+    let (mut objects, imperfection) = plan(req, u * settings.object_scale as f32, settings, &mut rng);
     place(&mut objects, size as f32, u, &mut rng)?;
     let background = req.background.clone().unwrap_or_else(|| super::BACKGROUNDS[rng.random_range(0..3)].to_string());
     let style = req.style.clone().unwrap_or_else(|| "flat".to_string());
@@ -141,7 +141,12 @@ fn radius(name: Option<&str>, u: f32, rng: &mut impl Rng) -> f32 {
 }
 
 /// The objects to draw, after at most one injected failure.
-fn plan(req: &SceneRequest, u: f32, imp: &ShapesTeacherConfig, rng: &mut impl Rng) -> (Vec<Planned>, Option<String>) {
+fn plan(
+    req: &SceneRequest,
+    u: f32,
+    settings: &ShapesTeacherConfig,
+    rng: &mut impl Rng,
+) -> (Vec<Planned>, Option<String>) {
     let inc = &req.spec.include;
     let mut objects = Vec::new();
     let mut first = Vec::new();
@@ -167,15 +172,15 @@ fn plan(req: &SceneRequest, u: f32, imp: &ShapesTeacherConfig, rng: &mut impl Rn
     let colored: Vec<usize> = (0..inc.len()).filter(|&i| inc[i].color.is_some()).collect();
     let counted: Vec<usize> = (0..inc.len()).filter(|&i| inc[i].count >= 2).collect();
     let positioned: Vec<usize> = (0..inc.len()).filter(|&i| inc[i].position.is_some()).collect();
-    let mut kinds: Vec<(&str, f64)> = vec![("missing", imp.missing), ("distractor", imp.distractor)];
+    let mut kinds: Vec<(&str, f64)> = vec![("missing", settings.missing), ("distractor", settings.distractor)];
     if !colored.is_empty() {
-        kinds.push(("wrong_color", imp.wrong_color));
+        kinds.push(("wrong_color", settings.wrong_color));
     }
     if !counted.is_empty() {
-        kinds.push(("count", imp.count));
+        kinds.push(("count", settings.count));
     }
     if !positioned.is_empty() {
-        kinds.push(("relation", imp.relation));
+        kinds.push(("relation", settings.relation));
     }
     let mut x: f64 = rng.random();
     let chosen = kinds.iter().find(|(_, p)| {
