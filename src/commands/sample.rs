@@ -175,7 +175,8 @@ pub fn inpaint_cmd(a: InpaintArgs, progress: bool) -> Result<()> {
     std::fs::create_dir_all(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
     if let Some(n) = a.check {
         let held = lightgen::student::sample::held_out(&a.manifest, &m)?;
-        let cases = inpaint::recolor_cases(&held, n, decoder.resolution(), a.seed, a.margin);
+        let scale = lightgen::student::sample::corpus_object_scale(&m);
+        let cases = inpaint::recolor_cases(&held, n, decoder.resolution(), a.seed, a.margin, scale);
         if cases.is_empty() {
             bail!(
                 "{}: no held-out two-object colour prompts (color_attr) to build the check from",

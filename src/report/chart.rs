@@ -178,14 +178,16 @@ pub fn lines_in(
 
 /// Images in an 8-wide grid at 2× (nearest), framed green (`true`) or orange (`false`).
 pub fn grid(images: &[(RgbImage, bool)]) -> RgbImage {
-    let cell = images.iter().map(|(i, _)| i.width().max(i.height())).max().unwrap_or(64) * 2 + 6;
+    // cells as wide and as tall as the largest image (at 2×): side-by-side rows stay compact
+    let cw = images.iter().map(|(i, _)| i.width()).max().unwrap_or(64) * 2 + 6;
+    let ch = images.iter().map(|(i, _)| i.height()).max().unwrap_or(64) * 2 + 6;
     let cols = 8u32;
     let rows = (images.len() as u32).div_ceil(cols).max(1);
-    let mut sheet = RgbImage::from_pixel(cols * cell, rows * cell, BG);
+    let mut sheet = RgbImage::from_pixel(cols * cw, rows * ch, BG);
     for (n, (img, ok)) in images.iter().enumerate() {
-        let (ox, oy) = ((n as u32 % cols) * cell, (n as u32 / cols) * cell);
+        let (ox, oy) = ((n as u32 % cols) * cw, (n as u32 / cols) * ch);
         let frame = if *ok { SERIES[2] } else { Rgb([213, 94, 0]) };
-        fill(&mut sheet, ox + 1, oy + 1, cell - 2, cell - 2, frame);
+        fill(&mut sheet, ox + 1, oy + 1, cw - 2, ch - 2, frame);
         for y in 0..img.height() * 2 {
             for x in 0..img.width() * 2 {
                 sheet.put_pixel(ox + 3 + x, oy + 3 + y, *img.get_pixel(x / 2, y / 2));
@@ -198,6 +200,15 @@ pub fn grid(images: &[(RgbImage, bool)]) -> RgbImage {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_grid_of_wide_rows_is_as_tall_as_the_rows() {
+        let row = RgbImage::from_pixel(96, 32, Rgb([1, 2, 3]));
+        let sheet = grid(&[(row.clone(), true), (row, false)]);
+        assert_eq!((sheet.width(), sheet.height()), (8 * (192 + 6), 64 + 6));
+        assert_eq!(*sheet.get_pixel(3 + 191, 3 + 63), Rgb([1, 2, 3]), "the image's far corner is drawn");
+        assert_eq!(*sheet.get_pixel(1, 1), SERIES[2], "a passing cell is framed");
+    }
 
     #[test]
     fn bars_draw_proportional_lengths() {

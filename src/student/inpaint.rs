@@ -128,13 +128,15 @@ pub struct RecolorCase {
 }
 
 /// Builds up to `n` cases from `color_attr` prompts (held-out ones, so the model never saw
-/// them), drawn at `res` pixels from seed `seed + k`.
+/// them), drawn at `res` pixels from seed `seed + k`, objects `object_scale` times the default
+/// size (the corpus's, so the check asks for objects the size the student learned).
 pub fn recolor_cases(
     held: &[(String, String, String)],
     n: usize,
     res: u32,
     seed: u64,
     margin: u32,
+    object_scale: f64,
 ) -> Vec<RecolorCase> {
     use crate::world::{render, SceneRequest, Spec};
     let specs: Vec<Spec> = held
@@ -145,10 +147,12 @@ pub fn recolor_cases(
     let mut colors: Vec<String> = specs.iter().flat_map(|s| s.include.iter().filter_map(|o| o.color.clone())).collect();
     colors.sort();
     colors.dedup();
+    // a faithful teacher: no failure rates, the corpus's object size
+    let teacher = render::ShapesTeacherConfig { object_scale, ..render::ShapesTeacherConfig::none() };
     let mut out = Vec::new();
     for (k, spec) in specs.iter().enumerate().take(n) {
         let req = SceneRequest { spec: spec.clone(), sizes: vec![], background: Some("plain".into()), style: None };
-        let Ok(r) = render::render(&req, seed.wrapping_add(k as u64), res, &render::ShapesTeacherConfig::none()) else {
+        let Ok(r) = render::render(&req, seed.wrapping_add(k as u64), res, &teacher) else {
             continue;
         };
         let target = &spec.include[0];
@@ -251,5 +255,31 @@ mod tests {
         assert_eq!(p.mask.iter().filter(|m| **m).count(), 2);
         assert!(prepare(&img, &GrayImage::new(32, 32), 32, 8).unwrap_err().to_string().contains("no pixel"));
         assert!(prepare(&img, &GrayImage::new(16, 32), 32, 8).unwrap_err().to_string().contains("must match"));
+    }
+
+    #[test]
+    fn recolouring_cases_draw_objects_at_the_corpus_scale() {
+        let spec = |a: &str, b: &str| {
+            let j = format!(
+                r#"{{"tag":"color_attr","prompt":"a {a} circle and a blue square","include":[{{"class":"circle","color":"{a}"}},{{"class":"square","color":"{b}"}}]}}"#
+            );
+            (String::new(), String::new(), j)
+        };
+        let held = vec![spec("red", "blue"), spec("green", "yellow"), spec("purple", "orange")];
+        let masked = |scale: f64| -> Vec<usize> {
+            recolor_cases(&held, 3, 32, 7, 0, scale)
+                .iter()
+                .map(|c| c.mask.pixels().filter(|p| p.0[0] > 0).count())
+                .collect()
+        };
+        let (small, big) = (masked(1.0), masked(1.6));
+        assert_eq!(small.len(), 3);
+        assert_eq!(big.len(), 3);
+        // the mask is the target object's box: 1.6 times the size is about 2.6 times the area
+        for (s, b) in small.iter().zip(&big) {
+            assert!(*b as f64 > 1.8 * *s as f64, "scale 1.6 mask {b} px vs scale 1 {s} px");
+        }
+        let c = &recolor_cases(&held, 1, 32, 7, 0, 1.6)[0];
+        assert!(!c.prompt.contains("red") && c.spec.include[0].color.as_deref() != Some("red"), "{}", c.prompt);
     }
 }

@@ -50,6 +50,13 @@ fn lineage_config(m: &Manifest) -> Option<RunConfig> {
     toml::from_str(&m.lineage.config).ok()
 }
 
+/// The object size the corpus's shapes teacher drew at (`generate.shapes.object_scale` in the
+/// lineage config; 1 when the manifest was not made by the shapes world), so checks that
+/// render their own scenes draw them the way the student saw them.
+pub fn corpus_object_scale(m: &Manifest) -> f64 {
+    lineage_config(m).and_then(|c| c.generate).map_or(1.0, |g| g.shapes.object_scale)
+}
+
 /// Prompts → the model's text input.
 pub enum Prompter {
     Vocab { vocab: Vocab, max_len: usize },
@@ -264,4 +271,23 @@ pub fn grid_for(
     let tmp = dir.join(format!(".tmp-step-{step:08}.png"));
     sheet.save(&tmp).map_err(|e| Error::Image { path: tmp.clone(), source: e })?;
     std::fs::rename(&tmp, &path).map_err(|e| Error::io(&path, e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_corpus_object_scale_is_read_from_the_lineage_config() {
+        let mut m = crate::formats::manifest::load(Path::new("manifests/shapes-tiny/manifest.json")).unwrap();
+        assert_eq!(corpus_object_scale(&m), 1.0, "the tiny fixture is drawn at the default size");
+        let cfg = m.lineage.config.clone();
+        m.lineage.config = cfg.replace("[generate.shapes]\n", "[generate.shapes]\nobject_scale = 1.6\n");
+        if m.lineage.config == cfg {
+            m.lineage.config = format!("{cfg}\n[generate.shapes]\nobject_scale = 1.6\n");
+        }
+        assert_eq!(corpus_object_scale(&m), 1.6);
+        m.lineage.config = "not toml [".into();
+        assert_eq!(corpus_object_scale(&m), 1.0, "an unreadable lineage falls back to the default");
+    }
 }
