@@ -293,22 +293,34 @@ pub fn markdown(r: &EvalReport) -> String {
     s
 }
 
-/// Per-task differences between two reports (B − A), as a Markdown table.
+/// Per-task differences between two reports (B − A) in accuracy and in alignment (the partial
+/// credit that moves before whole images pass), as a Markdown table.
 pub fn compare(a: &EvalReport, b: &EvalReport) -> String {
-    let mut s = String::from("| task | A | B | B − A |\n|---|---:|---:|---:|\n");
+    let mut s = String::from(
+        "| task | A | B | B − A | alignment A | alignment B | B − A |\n|---|---:|---:|---:|---:|---:|---:|\n",
+    );
     let mut keys: Vec<&String> = a.tasks.keys().chain(b.tasks.keys()).collect();
     keys.sort_by_key(|k| TASKS.iter().position(|t| t == k).unwrap_or(TASKS.len()));
     keys.dedup();
+    let f = |v: Option<f64>| v.map_or("—".to_string(), |v| format!("{v:.3}"));
+    let d = |x: Option<f64>, y: Option<f64>| match (x, y) {
+        (Some(x), Some(y)) => format!("{:+.3}", y - x),
+        _ => "—".into(),
+    };
     for k in keys {
         let (x, y) = (a.tasks.get(k).map(|t| t.accuracy), b.tasks.get(k).map(|t| t.accuracy));
-        let f = |v: Option<f64>| v.map_or("—".to_string(), |v| format!("{v:.3}"));
-        let d = match (x, y) {
-            (Some(x), Some(y)) => format!("{:+.3}", y - x),
-            _ => "—".into(),
-        };
-        s.push_str(&format!("| {k} | {} | {} | {d} |\n", f(x), f(y)));
+        let (p, q) = (a.tasks.get(k).map(|t| t.alignment), b.tasks.get(k).map(|t| t.alignment));
+        s.push_str(&format!("| {k} | {} | {} | {} | {} | {} | {} |\n", f(x), f(y), d(x, y), f(p), f(q), d(p, q)));
     }
-    s.push_str(&format!("| **overall** | {:.3} | {:.3} | **{:+.3}** |\n", a.overall, b.overall, b.overall - a.overall));
+    s.push_str(&format!(
+        "| **overall** | {:.3} | {:.3} | **{:+.3}** | {:.3} | {:.3} | **{:+.3}** |\n",
+        a.overall,
+        b.overall,
+        b.overall - a.overall,
+        a.alignment,
+        b.alignment,
+        b.alignment - a.alignment
+    ));
     s
 }
 
@@ -375,9 +387,10 @@ mod tests {
         let b = report(&[("single_object", 0.75), ("position", 0.5), ("counting", 0.5)]);
         assert_eq!(a.overall, 0.625);
         let t = compare(&a, &b);
-        assert!(t.contains("| single_object | 1.000 | 0.750 | -0.250 |"), "{t}");
-        assert!(t.contains("| position | 0.250 | 0.500 | +0.250 |"), "{t}");
-        assert!(t.contains("| counting | — | 0.500 | — |"), "{t}");
+        assert!(t.contains("| single_object | 1.000 | 0.750 | -0.250 | 0.500 | 0.375 | -0.125 |"), "{t}");
+        assert!(t.contains("| position | 0.250 | 0.500 | +0.250 | 0.125 | 0.250 | +0.125 |"), "{t}");
+        assert!(t.contains("| counting | — | 0.500 | — | — | 0.250 | — |"), "{t}");
+        assert!(t.contains("| **overall** | 0.625 | 0.583 | **-0.042** | 0.312 | 0.292 | **-0.021** |"), "{t}");
         assert!(markdown(&a).contains("| position | 1 | 4 | 0.250 | 0.125 |"), "{}", markdown(&a));
         assert!(markdown(&a).contains("| **overall** | | 8 | **0.625** | 0.312 |"), "{}", markdown(&a));
     }
