@@ -240,7 +240,8 @@ pub struct DpoArgs {
 pub enum StudyCommand {
     /// Diversity vs volume (the paper's Fig. 6): subsets at several volume fractions, random
     /// or coverage-first, and a narrow corpus of the smallest size; the same training budget
-    /// for each; study.md, study.json and study.png (score vs images, a line per strategy).
+    /// for each; study.md, study.json, study.png and study-alignment.png (score vs images, a
+    /// line per strategy).
     DiversityVsVolume(StudyArgs),
 }
 
@@ -249,7 +250,8 @@ pub struct StudyArgs {
     /// The parent manifest (its run's expand/ must be beside it, for slot values).
     #[arg(short, long)]
     pub manifest: PathBuf,
-    /// Output folder: one folder per arm (train/, eval/), study.md, study.json, study.png.
+    /// Output folder: one folder per arm (train/, eval/), study.md, study.json, study.png,
+    /// study-alignment.png.
     #[arg(short, long)]
     pub out: PathBuf,
     /// Training preset for every arm.
@@ -296,6 +298,9 @@ pub struct SampleFlags {
     pub cfg_schedule: Option<String>,
     #[arg(long)]
     pub temperature: Option<f64>,
+    /// The temperature at the last AR step (linear from --temperature at the first).
+    #[arg(long)]
+    pub temperature_end: Option<f64>,
     /// Diffusion steps of the head.
     #[arg(long)]
     pub diffusion_steps: Option<usize>,
@@ -315,6 +320,7 @@ impl Default for SampleFlags {
             cfg: None,
             cfg_schedule: None,
             temperature: None,
+            temperature_end: None,
             diffusion_steps: None,
             clip_x0: None,
             device: "cpu".into(),

@@ -39,6 +39,9 @@ fn sample_options(student: &Student, f: &SampleFlags) -> Result<SampleOptions> {
     if let Some(v) = f.temperature {
         opts.temperature = v;
     }
+    if let Some(v) = f.temperature_end {
+        opts.temperature_end = Some(v);
+    }
     if let Some(v) = f.diffusion_steps {
         opts.diffusion_steps = v;
     }

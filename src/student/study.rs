@@ -39,6 +39,9 @@ pub struct Arm {
     /// Distinct (shape, colour) value pairs among the arm's samples: its diversity.
     pub shape_color_combos: usize,
     pub overall: f64,
+    /// The eval's alignment (partial credit per image): moves before whole images pass.
+    #[serde(default)]
+    pub alignment: f64,
     pub tasks: BTreeMap<String, f64>,
     pub manifest: String,
 }
@@ -212,6 +215,7 @@ pub fn run(manifest_path: &Path, cfg: &StudyConfig, out: &Path, device: Device, 
             images,
             shape_color_combos,
             overall: e.overall,
+            alignment: e.alignment,
             tasks: e.tasks.iter().map(|(k, t)| (k.clone(), t.accuracy)).collect(),
             manifest: mpath.display().to_string(),
         });
@@ -219,40 +223,43 @@ pub fn run(manifest_path: &Path, cfg: &StudyConfig, out: &Path, device: Device, 
     let w = crate::formats::commit::write_atomic;
     w(&out.join("study.json"), &serde_json::to_vec_pretty(&report).expect("serialises"))?;
     w(&out.join("study.md"), markdown(&report).as_bytes())?;
-    plot(&report, &out.join("study.png"))?;
+    plot(&report, &out.join("study.png"), false)?;
+    plot(&report, &out.join("study-alignment.png"), true)?;
     Ok(report)
 }
 
-/// Score against images, one line per strategy (the full manifest belongs to both).
-fn plot(r: &StudyReport, path: &Path) -> Result<()> {
+/// Score (overall accuracy, or alignment) against images, one line per strategy (the full
+/// manifest belongs to both).
+fn plot(r: &StudyReport, path: &Path, alignment: bool) -> Result<()> {
     let mut series: Vec<(&str, Vec<(f64, f64)>)> = Vec::new();
     for s in ["random", "coverage", "narrow"] {
         let mut pts: Vec<(f64, f64)> = r
             .arms
             .iter()
             .filter(|a| a.strategy == s || (s == "coverage" && a.strategy == "random" && a.fraction >= 1.0))
-            .map(|a| (a.images as f64, a.overall))
+            .map(|a| (a.images as f64, if alignment { a.alignment } else { a.overall }))
             .collect();
         pts.sort_by(|a, b| a.0.total_cmp(&b.0));
         series.push((s, pts));
     }
-    let title = format!("diversity vs volume: GenEval-style overall score, {} steps each", r.steps);
+    let what = if alignment { "alignment (partial credit)" } else { "GenEval-style overall score" };
+    let title = format!("diversity vs volume: {what}, {} steps each", r.steps);
     crate::report::chart::lines(path, &title, "training images", &series)
 }
 
 /// The table: one row per arm.
 pub fn markdown(r: &StudyReport) -> String {
-    let mut s = String::from("| arm | strategy | fraction | images | shape×colour | overall |");
+    let mut s = String::from("| arm | strategy | fraction | images | shape×colour | overall | alignment |");
     for t in crate::student::eval::TASKS {
         s.push_str(&format!(" {t} |"));
     }
-    s.push_str("\n|---|---|---:|---:|---:|---:|");
+    s.push_str("\n|---|---|---:|---:|---:|---:|---:|");
     s.push_str(&"---:|".repeat(crate::student::eval::TASKS.len()));
     s.push('\n');
     for a in &r.arms {
         s.push_str(&format!(
-            "| {} | {} | {:.2} | {} | {} | **{:.3}** |",
-            a.name, a.strategy, a.fraction, a.images, a.shape_color_combos, a.overall
+            "| {} | {} | {:.2} | {} | {} | **{:.3}** | {:.3} |",
+            a.name, a.strategy, a.fraction, a.images, a.shape_color_combos, a.overall, a.alignment
         ));
         for t in crate::student::eval::TASKS {
             s.push_str(&a.tasks.get(t).map_or(" — |".into(), |v| format!(" {v:.3} |")));

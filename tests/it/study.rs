@@ -43,16 +43,28 @@ fn study_trains_and_evaluates_every_arm_and_resumes() {
     assert_eq!(images(0), images(1), "both strategies draw the same volume");
     assert_eq!(images(3), images(0), "the narrow arm is as large as the smallest random one");
     assert!((images(0) as f64 / images(2) as f64 - 0.25).abs() < 0.02, "{} of {}", images(0), images(2));
-    for a in arms {
+    for (k, a) in arms.iter().enumerate() {
         let overall = a["overall"].as_f64().unwrap();
         assert!((0.0..=1.0).contains(&overall), "{a}");
+        // the arm's alignment is its eval's
+        let name = a["name"].as_str().unwrap();
+        let e: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(out.join(name).join("eval/eval.json")).unwrap()).unwrap();
+        assert_eq!(a["alignment"], e["alignment"], "arm {k}");
         assert!(a["tasks"].as_object().unwrap().len() >= 5, "{a}");
     }
     // The narrow arm has fewer shape × colour combinations than a random arm of its size.
     let combos = |i: usize| arms[i]["shape_color_combos"].as_u64().unwrap();
     assert!(combos(3) < combos(0), "narrow {} vs random {}", combos(3), combos(0));
     assert!(combos(2) >= combos(0), "the full set has every combination the random quarter has");
-    for f in ["study.md", "study.json", "study.png", "random-25/eval/eval.json", "narrow-25/train/metrics.jsonl"] {
+    for f in [
+        "study.md",
+        "study.json",
+        "study.png",
+        "study-alignment.png",
+        "random-25/eval/eval.json",
+        "narrow-25/train/metrics.jsonl",
+    ] {
         assert!(out.join(f).exists(), "{f}");
     }
     // A rerun finds every arm done and writes the same report.

@@ -235,4 +235,32 @@ mod tests {
         let canvas = sampler::Canvas { tokens: known, unknown: uneven };
         assert!(sampler::sample_tokens(&m, &ids(2), canvas, 4, &opts, &mut rng).is_err());
     }
+
+    #[test]
+    fn the_temperature_moves_from_start_to_end_with_the_revealed_share() {
+        use rand::SeedableRng;
+        let o = sampler::SampleOptions { temperature: 1.0, temperature_end: Some(0.2), ..Default::default() };
+        assert_eq!(sampler::temperature_at(&o, 0.0), 1.0);
+        assert!((sampler::temperature_at(&o, 0.5) - 0.6).abs() < 1e-12);
+        assert!((sampler::temperature_at(&o, 1.0) - 0.2).abs() < 1e-12);
+        let flat = sampler::SampleOptions { temperature: 0.7, ..Default::default() };
+        assert_eq!(sampler::temperature_at(&flat, 1.0), 0.7, "None keeps the reference's constant");
+        // In the sampler: one AR step reveals everything, so its temperature is the end value.
+        let m = Mar::new(&micro(), &mut ParamStore::new(3, Device::Cpu)).unwrap();
+        let draw = |temperature: f64, temperature_end: Option<f64>| {
+            let opts = sampler::SampleOptions {
+                steps: 1,
+                diffusion_steps: 10,
+                cfg: 1.0,
+                temperature,
+                temperature_end,
+                ..Default::default()
+            };
+            let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(5); // fixed seed: the same noise each call
+            let canvas = sampler::Canvas::blank(2, 16, 12);
+            sampler::sample_tokens(&m, &ids(2), canvas, 4, &opts, &mut rng).unwrap()
+        };
+        assert_eq!(draw(1.0, Some(0.1)), draw(0.1, None));
+        assert_ne!(draw(1.0, Some(0.1)), draw(1.0, None));
+    }
 }

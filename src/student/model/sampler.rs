@@ -29,6 +29,12 @@ pub struct SampleOptions {
     pub cfg_schedule: CfgSchedule,
     /// Scales the head's per-step noise (1.0 in LightGen).
     pub temperature: f64,
+    /// The temperature at the last AR step, moving linearly with the revealed share from
+    /// `temperature` at the first (None: constant, as the reference). Early draws decide where
+    /// objects go, and at low temperature the head collapses onto the dominant mode (the
+    /// background); late draws fill in around what is there, where noise only blurs edges.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub temperature_end: Option<f64>,
     /// Respaced diffusion steps of the head (100 in LightGen).
     pub diffusion_steps: usize,
     /// Clamp the head's predicted x0 to ±this at every diffusion step (iDDPM's
@@ -45,6 +51,7 @@ impl Default for SampleOptions {
             cfg: 4.0,
             cfg_schedule: CfgSchedule::Constant,
             temperature: 1.0,
+            temperature_end: None,
             diffusion_steps: 100,
             clip_x0: None,
         }
@@ -68,6 +75,14 @@ pub fn mask_schedule(unknown: usize, steps: usize) -> Vec<usize> {
         left = m;
     }
     out
+}
+
+/// The head's temperature for a step after which `revealed` (0–1) of the unknown tokens are known.
+pub fn temperature_at(opts: &SampleOptions, revealed: f64) -> f64 {
+    match opts.temperature_end {
+        Some(end) => opts.temperature + (end - opts.temperature) * revealed,
+        None => opts.temperature,
+    }
 }
 
 /// A starting canvas: tokens (B·L·C) and which of them are unknown (B·L, equal counts).
@@ -131,10 +146,12 @@ pub fn sample_tokens(
         // Reveal what is masked now and not masked next.
         let pred: Vec<i64> = (0..b * l).filter(|&i| mask.masked[i] && !next.masked[i]).map(|i| i as i64).collect();
         mask = next;
+        let revealed = (u - mask_len) as f64 / u as f64; // after this step, in (0, 1]
         let scale = match opts.cfg_schedule {
             CfgSchedule::Constant => opts.cfg,
-            CfgSchedule::Linear => 1.0 + (opts.cfg - 1.0) * (u - mask_len) as f64 / u as f64,
+            CfgSchedule::Linear => 1.0 + (opts.cfg - 1.0) * revealed,
         };
+        let temperature = temperature_at(opts, revealed);
         let rows: Vec<i64> = if guided {
             pred.iter().copied().chain(pred.iter().map(|&i| i + (b * l) as i64)).collect()
         } else {
@@ -142,7 +159,7 @@ pub fn sample_tokens(
         };
         let z_sel = model.forward_z_rows(&x, &m, &text_all, grid, &ctx, &rows); // (K or 2K, D)
         let new =
-            model.diffloss.sample(&z_sel, if guided { scale } else { 1.0 }, opts.temperature, opts.clip_x0, &diff, rng); // (K, C)
+            model.diffloss.sample(&z_sel, if guided { scale } else { 1.0 }, temperature, opts.clip_x0, &diff, rng); // (K, C)
         let new = to_host(&new);
         for (k, &i) in pred.iter().enumerate() {
             tokens[i as usize * c..(i as usize + 1) * c].copy_from_slice(&new[k * c..(k + 1) * c]);
