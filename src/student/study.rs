@@ -44,6 +44,10 @@ pub struct Arm {
     pub alignment: f64,
     pub tasks: BTreeMap<String, f64>,
     pub manifest: String,
+    /// The arm whose samples this one drew exactly (a coverage-first draw of a size at which a
+    /// random draw already covers every slot value and pair): its result, not trained again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub same_as: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -156,6 +160,8 @@ pub fn run(manifest_path: &Path, cfg: &StudyConfig, out: &Path, device: Device, 
         arms: Vec::new(),
     };
     let mut smallest: Option<usize> = None;
+    // the last random arm's rows and index, to spot a coverage arm that draws the same samples
+    let mut last_random: Option<(Vec<Vec<u32>>, usize)> = None;
     for (name, strategy, fraction, mut rule) in plan {
         if strategy == "narrow" {
             // as many images as the smallest random arm, from the narrow pool
@@ -174,6 +180,16 @@ pub fn run(manifest_path: &Path, cfg: &StudyConfig, out: &Path, device: Device, 
         let shape_color_combos = combos(&root, &parent, &rows, &slots)?;
         if strategy == "random" && smallest.is_none() {
             smallest = Some(images);
+        }
+        match (&last_random, strategy.as_str()) {
+            (Some((prev, k)), "coverage") if *prev == rows => {
+                let twin = report.arms[*k].clone();
+                let same_as = Some(twin.name.clone());
+                report.arms.push(Arm { name, strategy, manifest: mpath.display().to_string(), same_as, ..twin });
+                continue;
+            }
+            (_, "random") => last_random = Some((rows.clone(), report.arms.len())),
+            _ => {}
         }
         let dir = out.join(&name);
         let eval_dir = dir.join("eval");
@@ -218,6 +234,7 @@ pub fn run(manifest_path: &Path, cfg: &StudyConfig, out: &Path, device: Device, 
             alignment: e.alignment,
             tasks: e.tasks.iter().map(|(k, t)| (k.clone(), t.accuracy)).collect(),
             manifest: mpath.display().to_string(),
+            same_as: None,
         });
     }
     let w = crate::formats::commit::write_atomic;
@@ -258,8 +275,15 @@ pub fn markdown(r: &StudyReport) -> String {
     s.push('\n');
     for a in &r.arms {
         s.push_str(&format!(
-            "| {} | {} | {:.2} | {} | {} | **{:.3}** | {:.3} |",
-            a.name, a.strategy, a.fraction, a.images, a.shape_color_combos, a.overall, a.alignment
+            "| {}{} | {} | {:.2} | {} | {} | **{:.3}** | {:.3} |",
+            a.name,
+            a.same_as.as_ref().map_or(String::new(), |t| format!(" (the samples of {t})")),
+            a.strategy,
+            a.fraction,
+            a.images,
+            a.shape_color_combos,
+            a.overall,
+            a.alignment
         ));
         for t in crate::student::eval::TASKS {
             s.push_str(&a.tasks.get(t).map_or(" — |".into(), |v| format!(" {v:.3} |")));
