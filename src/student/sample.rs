@@ -281,11 +281,10 @@ mod tests {
     fn the_corpus_object_scale_is_read_from_the_lineage_config() {
         let mut m = crate::formats::manifest::load(Path::new("manifests/shapes-tiny/manifest.json")).unwrap();
         assert_eq!(corpus_object_scale(&m), 1.0, "the tiny fixture is drawn at the default size");
+        // the fixture's lineage has a [generate.shapes] table without object_scale
         let cfg = m.lineage.config.clone();
+        assert!(cfg.contains("[generate.shapes]\n") && !cfg.contains("object_scale"));
         m.lineage.config = cfg.replace("[generate.shapes]\n", "[generate.shapes]\nobject_scale = 1.6\n");
-        if m.lineage.config == cfg {
-            m.lineage.config = format!("{cfg}\n[generate.shapes]\nobject_scale = 1.6\n");
-        }
         assert_eq!(corpus_object_scale(&m), 1.6);
         m.lineage.config = "not toml [".into();
         assert_eq!(corpus_object_scale(&m), 1.0, "an unreadable lineage falls back to the default");
