@@ -150,13 +150,13 @@ pub struct InpaintArgs {
     #[arg(short, long)]
     pub manifest: PathBuf,
     /// The image to edit (centre-cropped to the model's resolution).
-    #[arg(long, required_unless_present = "check")]
+    #[arg(long, required_unless_present_any = ["check", "completion"])]
     pub image: Option<PathBuf>,
     /// A mask the size of the image: white (> 127) = repaint, black = keep.
-    #[arg(long, required_unless_present = "check")]
+    #[arg(long, required_unless_present_any = ["check", "completion"])]
     pub mask: Option<PathBuf>,
     /// What the whole image should show after the edit.
-    #[arg(long, required_unless_present = "check")]
+    #[arg(long, required_unless_present_any = ["check", "completion"])]
     pub prompt: Option<String>,
     /// Output folder: inpaint-NN.png, grid.png, inpaint.json.
     #[arg(short, long)]
@@ -172,6 +172,13 @@ pub struct InpaintArgs {
     /// Recolouring check: N held-out two-object scenes, one object masked, a new colour named.
     #[arg(long)]
     pub check: Option<usize>,
+    /// Completion curve: N held-out scenes (all families), a share of the tokens under their
+    /// objects hidden and repainted for the scene's own prompt, judged by the analyzer.
+    #[arg(long, conflicts_with = "check")]
+    pub completion: Option<usize>,
+    /// Shares of the object tokens hidden in --completion (0 = the teacher's image as drawn).
+    #[arg(long, value_delimiter = ',', default_values_t = [0.0, 0.25, 0.5, 1.0])]
+    pub fractions: Vec<f64>,
     /// Pixels added around the masked object's box in --check.
     #[arg(long, default_value_t = 2)]
     pub margin: u32,

@@ -206,8 +206,11 @@ pub fn inpaint_cmd(a: InpaintArgs, progress: bool) -> Result<()> {
         }
         return Ok(());
     }
+    if let Some(n) = a.completion {
+        return completion_cmd(&a, n, &m, &student, &prompter, &decoder, &opts, progress);
+    }
     let (Some(image), Some(mask), Some(prompt)) = (&a.image, &a.mask, &a.prompt) else {
-        bail!("pass --image, --mask and --prompt (or --check N)");
+        bail!("pass --image, --mask and --prompt (or --check N, or --completion N)");
     };
     let img = image::open(image).with_context(|| format!("reading --image {}", image.display()))?.to_rgb8();
     let msk = image::open(mask).with_context(|| format!("reading --mask {}", mask.display()))?.to_luma8();
@@ -232,6 +235,50 @@ pub fn inpaint_cmd(a: InpaintArgs, progress: bool) -> Result<()> {
         outln!("{info}");
     } else {
         outln!("{} results ({unknown} of {} tokens repainted): {}", imgs.len(), prep.unknown.len(), grid.display());
+    }
+    Ok(())
+}
+
+/// `lightgen inpaint --completion N`: the completion curve (`student::completion`).
+#[allow(clippy::too_many_arguments)]
+fn completion_cmd(
+    a: &InpaintArgs,
+    n: usize,
+    m: &lightgen::formats::manifest::Manifest,
+    student: &Student,
+    prompter: &Prompter,
+    decoder: &Decoder,
+    opts: &SampleOptions,
+    progress: bool,
+) -> Result<()> {
+    use lightgen::student::completion;
+    if let Some(f) = a.fractions.iter().find(|f| !(0.0..=1.0).contains(*f)) {
+        bail!("--fractions: {f} is not a share in [0, 1]");
+    }
+    let held = lightgen::student::sample::held_out(&a.manifest, m)?;
+    let scale = lightgen::student::sample::corpus_object_scale(m);
+    let (res, grid) = (decoder.resolution(), student.state.grid as u32);
+    let cases = completion::completion_cases(&held, n, res, grid, a.seed, scale);
+    if cases.is_empty() {
+        bail!("{}: no held-out prompt the shapes world can draw", a.manifest.display());
+    }
+    let pb = lightgen::progress::bar((cases.len() * a.fractions.len()) as u64, "inpaint", "images", progress);
+    let points =
+        completion::completion_curve(student, prompter, decoder, &cases, &a.fractions, opts, a.seed, &a.out, |k| {
+            pb.inc(k as u64)
+        })?;
+    pb.finish_and_clear();
+    let md = completion::markdown(&points);
+    lightgen::formats::commit::write_atomic(&a.out.join("completion.json"), &serde_json::to_vec_pretty(&points)?)?;
+    lightgen::formats::commit::write_atomic(&a.out.join("completion.md"), md.as_bytes())?;
+    if a.json {
+        outln!("{}", serde_json::to_string_pretty(&points)?);
+    } else {
+        out!("{md}");
+        outln!(
+            "grid (original | hidden tokens | result, 8 scenes per share): {}",
+            a.out.join("completion.png").display()
+        );
     }
     Ok(())
 }

@@ -8,6 +8,7 @@
 //!
 //! Reference: LightGen's released PyTorch code; `tests/it/parity.rs` holds the port to it.
 
+pub mod completion;
 pub mod dist;
 pub mod eval;
 pub mod ffi;

@@ -362,6 +362,48 @@ fn inpaint_keeps_pixels_outside_the_mask_and_is_deterministic_by_seed() {
 }
 
 #[test]
+fn inpaint_completion_writes_a_curve_from_the_teachers_image_to_hidden_objects() {
+    let dir = tempfile::tempdir().unwrap();
+    let ck = dir.path().join("run");
+    let o = train(&ck, &["--steps", "3"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = dir.path().join("comp");
+    let run = |fractions: &str| {
+        lightgen(&[
+            "inpaint",
+            "-q",
+            "--checkpoint",
+            ck.to_str().unwrap(),
+            "-m",
+            MANIFEST,
+            "--completion",
+            "3",
+            "--fractions",
+            fractions,
+            "--out",
+            out.to_str().unwrap(),
+            "--json",
+        ])
+    };
+    let o = run("0,0.5,1");
+    assert!(o.status.success(), "{}", stderr(&o));
+    let pts: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let pts = pts.as_array().unwrap();
+    assert_eq!(pts.len(), 3);
+    // the fixture holds one held-out prompt (two hexagons): one case at every share
+    assert!(pts.iter().all(|p| p["cases"] == 1), "{pts:?}");
+    // nothing hidden: the faithful teacher's own render, which the analyzer accepts
+    assert_eq!((pts[0]["accepted"].as_u64(), pts[0]["hidden_tokens_mean"].as_f64()), (Some(1), Some(0.0)));
+    let hidden: Vec<f64> = pts.iter().map(|p| p["hidden_tokens_mean"].as_f64().unwrap()).collect();
+    assert!(hidden[1] > 0.0 && hidden[2] > hidden[1], "more of each object hidden: {hidden:?}");
+    for f in ["completion.json", "completion.md", "completion.png"] {
+        assert!(out.join(f).is_file(), "{f}");
+    }
+    let o = run("0,1.5");
+    assert!(!o.status.success() && stderr(&o).contains("--fractions: 1.5"), "{}", stderr(&o));
+}
+
+#[test]
 fn probe_reads_zero_caption_use_from_a_caption_blind_model() {
     // Seeded (model seed 0, probe seed 0). A freshly trained micro model's z moves with the
     // caption; once its cross-attention projections are zeroed, the text cannot reach z, and
