@@ -14,7 +14,7 @@ use super::checkpoint::{self, TrainState};
 use super::config::TrainConfig;
 use super::data::Batch;
 use super::optim::{AdamW, Ema};
-use super::schedule::{keep_text, lr_at, mask_ratio, orders, step_rng};
+use super::schedule::{block_order, keep_text, lr_at, mask_ratio, orders, step_rng};
 use crate::error::{Error, Result};
 use crate::student::dist::Dist;
 use crate::student::model::layers::{index, scalar, tensor_f32, Ctx};
@@ -131,6 +131,16 @@ impl Trainer {
         let n = b * masked * t.diffusion_batch_mul;
         let ts: Vec<usize> = (0..n).map(|_| rng.random_range(0..1000)).collect();
         let noise: Vec<f32> = (0..n * c).map(|_| StandardNormal.sample(&mut rng)).collect();
+        let mut orders = orders;
+        if t.block_mask_prob > 0.0 {
+            // a stream of its own: with the option off, every other draw is the reference's
+            let mut r = step_rng(t.seed, step, 3);
+            for o in orders.iter_mut() {
+                if r.random::<f64>() < t.block_mask_prob {
+                    *o = block_order(self.grid, &mut r);
+                }
+            }
+        }
         StepDraws { ratio, masked, orders, keep, t: ts, noise }
     }
 
@@ -390,6 +400,36 @@ mod tests {
         let mut bad = micro();
         bad.train.x0_loss_weight = -1.0;
         assert!(bad.validate().unwrap_err().contains("x0_loss_weight"));
+    }
+
+    #[test]
+    fn block_masks_replace_the_asked_share_of_orders_and_nothing_else() {
+        // Seeded (train.seed = 0): the same step drawn with block_mask_prob 0, 0.5 and 1.
+        let (mut tr, _) = micro_trainer(super::super::config::Precision::F32, 0.0);
+        let off = tr.draws(64, 5);
+        tr.cfg.train.block_mask_prob = 1.0;
+        let all = tr.draws(64, 5);
+        tr.cfg.train.block_mask_prob = 0.5;
+        let half = tr.draws(64, 5);
+        for d in [&all, &half] {
+            // ratio, timesteps, noise and caption drops are the reference's draws
+            assert_eq!(
+                (d.ratio, d.masked, &d.t, &d.noise, &d.keep),
+                (off.ratio, off.masked, &off.t, &off.noise, &off.keep)
+            );
+        }
+        let same = |d: &StepDraws| d.orders.iter().zip(&off.orders).filter(|(a, b)| a == b).count();
+        assert_eq!(same(&all), 0, "every order is a block order");
+        let kept = same(&half);
+        assert!((20..=44).contains(&kept), "about half stay uniform: {kept} of 64");
+        for o in half.orders.iter().chain(&all.orders) {
+            let mut s = o.clone();
+            s.sort();
+            assert_eq!(s, (0..16).collect::<Vec<_>>(), "a permutation of the 4×4 grid");
+        }
+        let mut bad = micro();
+        bad.train.block_mask_prob = 1.5;
+        assert!(bad.validate().unwrap_err().contains("block_mask_prob"));
     }
 
     #[test]
