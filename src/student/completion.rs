@@ -14,7 +14,7 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
 
-use super::inpaint::{inpaint, prepare};
+use super::inpaint::{inpaint, prepare, side_by_side};
 use super::sample::{Decoder, Prompter, Student};
 use crate::error::{Error, Result};
 use crate::student::model::sampler::SampleOptions;
@@ -141,15 +141,8 @@ pub fn completion_curve(
             accepted += usize::from(j.verdict.pass);
             align += j.score as f64;
             if k < 8 {
-                let row = RgbImage::from_fn(3 * res, res, |x, y| match x / res {
-                    0 => *case.image.get_pixel(x, y),
-                    1 => {
-                        let v = mask.get_pixel(x - res, y)[0];
-                        image::Rgb([v, v, v])
-                    }
-                    _ => *img.get_pixel(x - 2 * res, y),
-                });
-                cells.push((row, j.verdict.pass));
+                let hidden: Vec<bool> = mask.pixels().map(|p| p[0] > 127).collect();
+                cells.push((side_by_side(&case.image, &hidden, &img), j.verdict.pass));
             }
             progress(1);
         }

@@ -188,6 +188,18 @@ pub fn recolor_cases(
     out
 }
 
+/// original | mask (white = repainted) | result, side by side: one row of a check's grid.
+/// `mask` is per pixel of `original`, row-major; all three are the same size.
+pub fn side_by_side(original: &RgbImage, mask: &[bool], result: &RgbImage) -> RgbImage {
+    let (w, h) = original.dimensions();
+    RgbImage::from_fn(3 * w, h, |x, y| match x / w {
+        0 => *original.get_pixel(x, y),
+        1 if mask[(y * w + x - w) as usize] => image::Rgb([255, 255, 255]),
+        1 => image::Rgb([0, 0, 0]),
+        _ => *result.get_pixel(x - 2 * w, y),
+    })
+}
+
 /// Inpaints every case once (paste-back on) and judges it; writes `recolor.png` (original,
 /// mask, result per row) into `out`.
 #[allow(clippy::too_many_arguments)]
@@ -215,14 +227,7 @@ pub fn recolor_check(
         let pass = judge.judge(img, &case.spec).verdict.pass;
         accepted += usize::from(pass);
         if cells.len() < 32 {
-            // original | mask | result, side by side
-            let row = RgbImage::from_fn(3 * res, res, |x, y| match x / res {
-                0 => *prep.image.get_pixel(x, y),
-                1 if prep.mask[(y * res + x - res) as usize] => image::Rgb([255, 255, 255]),
-                1 => image::Rgb([0, 0, 0]),
-                _ => *img.get_pixel(x - 2 * res, y),
-            });
-            cells.push((row, pass));
+            cells.push((side_by_side(&prep.image, &prep.mask, img), pass));
         }
         progress(1);
     }
@@ -241,6 +246,16 @@ pub fn recolor_check(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn side_by_side_rows_show_original_mask_and_result() {
+        let a = RgbImage::from_pixel(2, 1, image::Rgb([10, 20, 30]));
+        let b = RgbImage::from_pixel(2, 1, image::Rgb([7, 8, 9]));
+        let row = side_by_side(&a, &[true, false], &b);
+        assert_eq!(row.dimensions(), (6, 1));
+        let px: Vec<[u8; 3]> = row.pixels().map(|p| p.0).collect();
+        assert_eq!(px, [[10, 20, 30], [10, 20, 30], [255, 255, 255], [0, 0, 0], [7, 8, 9], [7, 8, 9]]);
+    }
 
     #[test]
     fn a_token_is_unknown_when_any_pixel_of_its_patch_is_masked() {

@@ -76,7 +76,8 @@ pub fn block_order(grid: usize, rng: &mut impl rand::Rng) -> Vec<usize> {
     let side = grid.div_ceil(2).max(1);
     let mut seen = vec![false; len];
     let mut order = Vec::with_capacity(len);
-    // 4·len rectangles list all but a few tokens; the cap keeps the draw count fixed
+    // 4·len rectangles reach all but a few tokens; the cap ends the loop when the last
+    // unlisted tokens keep being missed (they go last, shuffled)
     for _ in 0..4 * len {
         if order.len() == len {
             break;
