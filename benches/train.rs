@@ -9,6 +9,7 @@ use lightgen::student::model::text::TextInput;
 use lightgen::student::model::TextSource;
 use lightgen::student::train::config::Precision;
 use lightgen::student::train::data::Batch;
+use lightgen::student::train::objects::PixelTokens;
 use lightgen::student::train::{TrainConfig, Trainer};
 use rand::SeedableRng;
 use tch::Device;
@@ -20,7 +21,10 @@ fn trainer(preset: &str) -> Trainer {
         cfg.train.precision = Precision::Bf16;
     }
     let model = cfg.model_config().unwrap().for_data(48, 8, TextSource::Vocab { vocab: 96 }, 0, 32);
-    Trainer::new(cfg, model, 8, Device::Cpu).unwrap()
+    let mut tr = Trainer::new(cfg, model, 8, Device::Cpu).unwrap();
+    // The demo's pixel tokens (32 px, patch 4), for the object weight's foreground test.
+    tr.pixels = Some(PixelTokens { patch: 4, grid: 8, scale: 1.0 / 127.5, shift: 127.5 });
+    tr
 }
 
 fn batch(b: usize) -> Batch {
@@ -33,8 +37,8 @@ fn steps(c: &mut Criterion) {
     let mut g = c.benchmark_group("train_step");
     g.sample_size(10);
     // `tiny_bf16` (with LIGHTGEN_BENCH_BF16=1): the same step under CPU bf16 autocast, f32
-    // masters. Worth it only on CPUs with native bf16 (AVX-512 BF16, AMX); on AVX2 libtorch
-    // emulates bf16 and the step is ~19x slower (measured on this project's AVX2 EPYC).
+    // masters. On AVX2 libtorch emulates bf16 (~19x slower); with AVX-512 BF16 it is still
+    // 1.4x slower at this width (the casts outweigh the matmuls; docs/performance.md).
     let bf16 = std::env::var_os("LIGHTGEN_BENCH_BF16").is_some();
     let presets: &[&str] = if bf16 { &["tiny", "tiny_bf16", "small"] } else { &["tiny", "small"] };
     for &preset in presets {

@@ -69,12 +69,7 @@ impl Analyzer {
         }
         let px: Vec<[f32; 3]> = img.pixels().map(|p| p.0.map(|c| c as f32 / 255.0)).collect();
         let bg = fit_background(&px, w, h);
-        let dist: Vec<f32> = (0..w * h)
-            .map(|i| {
-                let b = bg.at((i % w) as f32, (i / w) as f32);
-                (0..3).map(|k| (px[i][k] - b[k]).powi(2)).sum::<f32>().sqrt()
-            })
-            .collect();
+        let dist = bg_distance(&px, &bg, w);
         let fg: Vec<bool> = dist.iter().map(|&d| d > FG_THRESHOLD).collect();
         let unit = w.min(h) as f32 / 64.0;
         let min_area = (12.0 * unit * unit).max(4.0) as usize;
@@ -221,6 +216,23 @@ fn interior_median(pixels: &[usize], label: &[u32], k: u32, px: &[[f32; 3]], w: 
 
 /// Foreground: colour distance (RGB, 0–1) from the background model above this.
 const FG_THRESHOLD: f32 = 0.16;
+
+/// Per pixel (RGB in 0–1, raster order, at least 3×3), whether it is foreground: the test
+/// `detect` starts from, for callers that need the object pixels only.
+pub fn foreground(px: &[[f32; 3]], w: usize, h: usize) -> Vec<bool> {
+    let bg = fit_background(px, w, h);
+    bg_distance(px, &bg, w).iter().map(|&d| d > FG_THRESHOLD).collect()
+}
+
+/// Each pixel's colour distance from the background plane.
+fn bg_distance(px: &[[f32; 3]], bg: &Plane, w: usize) -> Vec<f32> {
+    (0..px.len())
+        .map(|i| {
+            let b = bg.at((i % w) as f32, (i / w) as f32);
+            (0..3).map(|k| (px[i][k] - b[k]).powi(2)).sum::<f32>().sqrt()
+        })
+        .collect()
+}
 
 struct Plane([[f32; 3]; 3]);
 

@@ -89,6 +89,7 @@ fn draws(inputs: &BTreeMap<String, Tensor>, m: &serde_json::Value, step: usize) 
             .map(|i| flat[i * l as usize..(i + 1) * l as usize].iter().map(|&p| p as usize).collect())
             .collect(),
         keep: keep.into_iter().map(|k| k != 0).collect(),
+        objects_first: vec![false; b as usize],
         t: t.into_iter().map(|v| v as usize).collect(),
         noise: to_host(&inputs[&format!("noise.{step}")]),
     }

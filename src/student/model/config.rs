@@ -82,6 +82,12 @@ pub struct MarConfig {
     /// learned tables (see `rope.rs`). Not in the reference; older checkpoints lack the field.
     #[serde(default)]
     pub rope: bool,
+    /// The head's condition also reads each token's 3×3 window of visible tokens (their values
+    /// and visibility, `nbr_proj`, zero at init): the pixels a token's edge must line up with,
+    /// without waiting for the transformer to learn to carry them in z. Not in the reference;
+    /// older checkpoints lack the field.
+    #[serde(default)]
+    pub neighbours: bool,
     pub attn_dropout: f32,
     pub proj_dropout: f32,
 }
@@ -107,6 +113,7 @@ impl MarConfig {
             pos_init: PosInit::Normal,
             x0_head: false,
             rope: false,
+            neighbours: false,
             attn_dropout: drop,
             proj_dropout: drop,
         }
@@ -195,6 +202,7 @@ impl MarConfig {
         let dec = lin(d, d) + d + p * d + self.decoder_depth as u64 * block + ln(d);
         let crs = lin(d, d) + p * d + self.cross_depth as u64 * cross + ln(d) + d; // + fake_latent
         let x0 = if self.x0_head { lin(d, self.token_dim as u64) } else { 0 };
+        let nbr = if self.neighbours { lin(9 * (self.token_dim as u64 + 1), d) } else { 0 };
         let (w, t) = (self.diffloss_width as u64, self.token_dim as u64);
         let head = lin(256, w)
             + lin(w, w)
@@ -203,7 +211,7 @@ impl MarConfig {
             + self.diffloss_depth as u64 * (ln(w) + 2 * lin(w, w) + lin(w, 3 * w))
             + lin(w, 2 * w)
             + lin(w, 2 * t);
-        (text + enc + dec + crs + x0, head)
+        (text + enc + dec + crs + x0 + nbr, head)
     }
 }
 

@@ -74,6 +74,9 @@ pub struct Mar {
     pub diffloss: DiffLoss,
     /// z → the token's x0 (C), when `cfg.x0_head` (a training signal only).
     pub x0_head: Option<Linear>,
+    /// A token's 3×3 window of visible tokens, 9·(C + 1) → D, added to z, when
+    /// `cfg.neighbours`.
+    nbr_proj: Option<Linear>,
 }
 
 impl Mar {
@@ -116,6 +119,8 @@ impl Mar {
             cfg.prediction,
         );
         let x0_head = cfg.x0_head.then(|| Linear::xavier(&mut s.pp("x0_head"), d, cfg.token_dim));
+        // Zero at init: the model starts as the one without it (its weight still gets gradient).
+        let nbr_proj = cfg.neighbours.then(|| Linear::zeros(&mut s.pp("nbr_proj"), 9 * (cfg.token_dim + 1), d));
         Ok(Mar {
             cfg: cfg.clone(),
             z_proj,
@@ -136,6 +141,7 @@ impl Mar {
             text,
             diffloss,
             x0_head,
+            nbr_proj,
         })
     }
 
@@ -249,6 +255,17 @@ impl Mar {
             let dec = Angles::of(r.cos.shallow_clone(), r.sin.shallow_clone(), 1, kind);
             (r, enc, dec)
         });
+        let window = self.nbr_proj.as_ref().map(|p| {
+            let vis = Tensor::from_slice(&mask.masked.iter().map(|&m| f32::from(u8::from(!m))).collect::<Vec<_>>())
+                .to_device(dev)
+                .view([b, l, 1]);
+            let w = neighbour_window(&ctx.cast(tokens), &ctx.cast(&vis), grid); // (B, L, 9(C + 1))
+            let w = match &out {
+                None => w,
+                Some((idx, _, k)) => w.view([b * l, -1]).index_select(0, idx).view([b, *k, -1]),
+            };
+            p.forward(&w) // (B, L or K, D)
+        });
         let (tokens, text) = (&ctx.cast(tokens), &ctx.cast(text));
         let pos = |table: &Tensor| ctx.cast(&self.pos(table, grid));
         // Encoder over the visible tokens only (possibly none).
@@ -305,6 +322,23 @@ impl Mar {
         for blk in &self.cross_blocks {
             x = blk.forward(&x, text, ctx);
         }
-        self.cross_norm.forward(&x) // (B, L or K, D)
+        let z = self.cross_norm.forward(&x); // (B, L or K, D)
+        match window {
+            Some(w) => z + w,
+            None => z,
+        }
     }
+}
+
+/// Each token's 3×3 window of visible tokens on the `grid`×`grid` layout, raster order:
+/// tokens (B, L, C), vis (B, L, 1) with 1 = visible → (B, L, 9·(C + 1)), per window slot the
+/// token's values times its visibility, then the visibility; zero outside the grid.
+/// libtorch's `im2col` lays channels out major: feature c·9 + (dy + 1)·3 + (dx + 1).
+pub fn neighbour_window(tokens: &Tensor, vis: &Tensor, grid: usize) -> Tensor {
+    let (b, l, c) = tokens.size3().expect("(B, L, C)");
+    let g = grid as i64;
+    let f = Tensor::cat(&[tokens * vis, vis.shallow_clone()], 2); // (B, L, C + 1)
+    let f = f.view([b, g, g, c + 1]).permute([0, 3, 1, 2]); // (B, C + 1, g, g)
+    let cols = f.im2col([3, 3], [1, 1], [1, 1], [1, 1]); // (B, 9(C + 1), L)
+    cols.transpose(1, 2).contiguous().view([b, l, 9 * (c + 1)])
 }

@@ -115,11 +115,17 @@ mod tests {
         for rope in [false, true] {
             z_rows_match(MarConfig { rope, ..micro() });
         }
+        // And with the neighbour window (its projection made non-zero): the window's rows too.
+        z_rows_match(MarConfig { neighbours: true, ..micro() });
     }
 
     fn z_rows_match(cfg: MarConfig) {
         let mut store = ParamStore::new(3, Device::Cpu);
         let m = Mar::new(&cfg, &mut store).unwrap();
+        if let Some(w) = store.vars.get("nbr_proj.weight") {
+            let mut w = w.shallow_clone();
+            tch::no_grad(|| w.copy_(&w.randn_like()));
+        }
         let ctx = Ctx::eval();
         let text = m.text.forward(&ids(2), &ctx).unwrap();
         tch::manual_seed(0);
@@ -133,6 +139,44 @@ mod tests {
             let diff = (&got - &want).abs().max().double_value(&[]);
             assert!(diff < 1e-5, "rows {rows:?}: {diff}");
         }
+    }
+
+    #[test]
+    fn the_neighbour_window_lists_visible_neighbours_and_their_visibility() {
+        // A 3×3 grid of one-value tokens 1..9; tokens 0 and 4 (the centre) hidden.
+        let tokens = Tensor::from_slice(&[1f32, 2., 3., 4., 5., 6., 7., 8., 9.]).view([1, 9, 1]);
+        let vis = Tensor::from_slice(&[0f32, 1., 1., 1., 0., 1., 1., 1., 1.]).view([1, 9, 1]);
+        let w = mar::neighbour_window(&tokens, &vis, 3);
+        assert_eq!(w.size(), [1, 9, 18]);
+        let row = |l: i64| to_host(&w.get(0).get(l));
+        // The centre's window is the whole grid: values (hidden ones 0), then visibility.
+        assert_eq!(row(4), [0., 2., 3., 4., 0., 6., 7., 8., 9., 0., 1., 1., 1., 0., 1., 1., 1., 1.]);
+        // The top-left corner: only itself (hidden), its right, below and below-right tokens.
+        assert_eq!(row(0), [0., 0., 0., 0., 0., 2., 0., 4., 0., 0., 0., 0., 0., 0., 1., 0., 1., 0.]);
+    }
+
+    #[test]
+    fn the_neighbour_window_starts_at_zero_and_is_counted() {
+        // Seeded (store seed 4): with the window on, the other weights are the same draws and
+        // its projection starts at zero, so z is the model's without it until training moves it.
+        let with = MarConfig { neighbours: true, ..micro() };
+        let mut a = ParamStore::new(4, Device::Cpu);
+        let ma = Mar::new(&micro(), &mut a).unwrap();
+        let mut b = ParamStore::new(4, Device::Cpu);
+        let mb = Mar::new(&with, &mut b).unwrap();
+        assert_eq!(b.count() as u64, with.parameter_count().0 + with.parameter_count().1);
+        assert_eq!(b.count() - a.count(), 9 * 13 * 32 + 32);
+        let ctx = Ctx::eval();
+        let text = ma.text.forward(&ids(1), &ctx).unwrap();
+        let tokens = Tensor::ones([1, 16, 12], (Kind::Float, Device::Cpu));
+        let mask = Mask::from_orders(&[(0..16).collect()], 16, 8);
+        let (za, zb) = (ma.forward_z(&tokens, &mask, &text, 4, &ctx), mb.forward_z(&tokens, &mask, &text, 4, &ctx));
+        assert_eq!(to_host(&za), to_host(&zb));
+        // A non-zero projection makes a hidden token's z depend on its visible neighbours.
+        let mut w = b.vars["nbr_proj.weight"].shallow_clone();
+        tch::no_grad(|| w.copy_(&w.ones_like()));
+        let zc = mb.forward_z(&tokens, &mask, &text, 4, &ctx);
+        assert_ne!(to_host(&za), to_host(&zc));
     }
 
     #[test]

@@ -42,6 +42,9 @@ pub struct ModelSection {
     pub dropout: Option<f32>,
     /// 2-D rotary positions in the self-attention (see `MarConfig::rope`); off in the reference.
     pub rope: Option<bool>,
+    /// The head's condition also reads each token's 3×3 window of visible tokens (see
+    /// `MarConfig::neighbours`); off in the reference.
+    pub neighbours: Option<bool>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -77,6 +80,16 @@ pub struct TrainSection {
     /// when every token under the objects is hidden). At 0.5 on the demo it did not change that
     /// or the eval in 3,000 steps (docs/student.md, "the completion curve").
     pub block_mask_prob: f64,
+    /// Share of training samples whose mask hides every token covering an object before any
+    /// background token (`objects.rs`): the object is then entirely hidden with background
+    /// around it, as when free sampling has to start an object. 0 = off (the reference).
+    /// Pixel tokens only.
+    pub object_mask_prob: f64,
+    /// Weight of the loss rows of tokens that cover an object, against 1 for background
+    /// tokens (normalised to a mean of 1 per batch). 1 = off (the reference). Objects are a
+    /// fifth of a shapes image's tokens; textured and gradient backgrounds take most of the
+    /// loss and of a small student's capacity. Pixel tokens only.
+    pub object_loss_weight: f64,
     /// Min-SNR-γ loss weighting (Hang et al. 2023): each token's eps-MSE is weighted by
     /// min(SNR_t, γ) / SNR_t (a v head's v-MSE by min(SNR_t, γ) / (SNR_t + 1)). 0 = off, the
     /// reference's uniform weighting. Uniform eps weighting spends almost all of the gradient
@@ -135,6 +148,8 @@ impl Default for TrainSection {
             mask_ratio_min: 0.7,
             mask_ratio_std: 0.25,
             block_mask_prob: 0.0,
+            object_mask_prob: 0.0,
+            object_loss_weight: 1.0,
             min_snr_gamma: 0.0,
             high_noise_weight: 0.0,
             x0_loss_weight: 0.0,
@@ -227,6 +242,15 @@ impl TrainConfig {
         if !(0.0..=1.0).contains(&t.mask_ratio_min) || !(0.0..1.0).contains(&t.text_drop_prob) {
             return Err("train.mask_ratio_min must be in [0, 1] and train.text_drop_prob in [0, 1)".into());
         }
+        if !(t.object_loss_weight > 0.0 && t.object_loss_weight.is_finite()) {
+            return Err(format!(
+                "train.object_loss_weight = {}: expected a weight > 0 (1 = off)",
+                t.object_loss_weight
+            ));
+        }
+        if !(0.0..=1.0).contains(&t.object_mask_prob) {
+            return Err(format!("train.object_mask_prob = {}: expected a share in [0, 1]", t.object_mask_prob));
+        }
         if !(0.0..=1.0).contains(&t.block_mask_prob) {
             return Err(format!("train.block_mask_prob = {}: expected a share in [0, 1]", t.block_mask_prob));
         }
@@ -285,6 +309,9 @@ impl TrainConfig {
         c.x0_head = self.train.x0_loss_weight > 0.0;
         if let Some(r) = m.rope {
             c.rope = r;
+        }
+        if let Some(n) = m.neighbours {
+            c.neighbours = n;
         }
         if let Some(p) = m.dropout {
             (c.attn_dropout, c.proj_dropout) = (p, p);

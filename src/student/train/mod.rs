@@ -9,6 +9,7 @@ pub mod data;
 pub mod dpo;
 pub mod fused;
 pub mod metrics;
+pub mod objects;
 pub mod optim;
 pub mod run;
 pub mod schedule;

@@ -13,6 +13,7 @@ use super::checkpoint::{self, TrainState};
 use super::config::TrainConfig;
 use super::data::Dataset;
 use super::metrics::{append, eval_curve, loss_curve, trim_metrics};
+use super::objects::PixelTokens;
 use super::trainer::Trainer;
 use crate::error::{Error, Result};
 use crate::formats::manifest::{self, Manifest};
@@ -143,6 +144,20 @@ pub fn train(manifest_path: &Path, cfg: TrainConfig, opts: &TrainOptions) -> Res
     };
     let grid = m.latent.grid as usize;
     let mut tr = Trainer::new(cfg.clone(), model_cfg.clone(), grid, opts.device)?;
+    let object_options = [
+        ("object_mask_prob", cfg.train.object_mask_prob, 0.0),
+        ("object_loss_weight", cfg.train.object_loss_weight, 1.0),
+    ];
+    if let Some((name, value, off)) = object_options.into_iter().find(|(_, v, off)| v != off) {
+        let l = &m.latent;
+        if l.tokenizer != "pixels" {
+            return Err(Error::invalid(
+                format!("train.{name}"),
+                format!("{value}: objects are found in pixel tokens; the manifest's tokenizer is \"{}\" (expected \"pixels\", or {off})", l.tokenizer),
+            ));
+        }
+        tr.pixels = Some(PixelTokens { patch: l.patch as usize, grid, scale: l.scale, shift: l.shift });
+    }
     if let Some((ck, st)) = &resumed {
         tr.restore(ck, st)?;
     }
