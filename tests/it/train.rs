@@ -576,3 +576,13 @@ fn issue_18_train_draws_an_evaluation_curve_that_survives_a_resume() {
     let png = image::open(out.join("eval-curve.png")).unwrap();
     assert_eq!((png.width(), png.height()), (900, 480));
 }
+
+#[test]
+fn train_check_times_the_tiny_preset_on_random_latents() {
+    // The tiny preset weights object tokens, which need pixels; train-check's random latents
+    // have none, so it turns that off rather than failing.
+    let out = lightgen(&["train-check", "-q", "--preset", "tiny", "--steps", "2", "--batch", "2", "--grid", "4"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = super::stdout(&out);
+    assert!(text.contains("preset tiny") && text.contains("ms/step"), "{text}");
+}
