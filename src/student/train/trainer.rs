@@ -104,7 +104,8 @@ pub struct Trainer {
     pub device: Device,
     /// The data-parallel job this trainer is a rank of (a world of one by default).
     pub dist: Dist,
-    /// How pixel tokens map back to pixels, for object-first masks (set by `run::train`).
+    /// How pixel tokens map back to pixels, for the object options (object-first masks, the
+    /// object loss weight; set by `run::train`).
     pub pixels: Option<PixelTokens>,
 }
 
