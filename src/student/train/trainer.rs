@@ -13,14 +13,14 @@ use tch::{Device, Kind, Tensor};
 use super::checkpoint::{self, TrainState};
 use super::config::TrainConfig;
 use super::data::Batch;
-use super::objects::{objects_first, PixelTokens};
+use super::objects::PixelTokens;
 use super::optim::{AdamW, Ema};
 use super::schedule::{block_order, keep_text, lr_at, mask_ratio, orders, step_rng};
 use crate::error::{Error, Result};
 use crate::student::dist::Dist;
 use crate::student::model::layers::{index, scalar, tensor_f32, Ctx};
 use crate::student::model::text::TextInput;
-use crate::student::model::{Mar, MarConfig, Mask, ParamStore, Prediction, TextSource};
+use crate::student::model::{Mar, MarConfig, ParamStore, Prediction, TextSource};
 
 /// What one step measured.
 #[derive(Debug, Clone, Serialize)]
@@ -165,35 +165,6 @@ impl Trainer {
         let d = self.draws(b.size, step);
         let (loss, mse) = self.losses_with(b, &d, ctx)?;
         Ok((loss, mse, d.ratio))
-    }
-
-    /// The mask of a batch under its draws: each sample's order's first `masked` tokens,
-    /// object tokens first where the draws say so.
-    pub fn mask(&self, b: &Batch, d: &StepDraws) -> Result<Mask> {
-        let objects =
-            if d.objects_first.iter().any(|&o| o) { Some(self.objects(b, "train.object_mask_prob")?) } else { None };
-        Ok(self.mask_with(d, objects.as_deref()))
-    }
-
-    fn mask_with(&self, d: &StepDraws, objects: Option<&[bool]>) -> Mask {
-        let l = self.grid * self.grid;
-        let orders: Vec<Vec<usize>> = match objects {
-            None => d.orders.clone(),
-            Some(obj) => (d.orders.iter().zip(&d.objects_first).enumerate())
-                .map(|(i, (o, &first))| if first { objects_first(o, &obj[i * l..(i + 1) * l]) } else { o.clone() })
-                .collect(),
-        };
-        Mask::from_orders(&orders, l, d.masked)
-    }
-
-    /// Per token of the batch (B · L), whether it covers an object (pixel tokens only; `field`
-    /// is the option that asked, for the error).
-    fn objects(&self, b: &Batch, field: &str) -> Result<Vec<bool>> {
-        let px = self.pixels.as_ref().ok_or_else(|| {
-            Error::invalid(field, "objects are found in pixel tokens (encode.tokenizer = \"pixels\")")
-        })?;
-        let n = self.grid * self.grid * self.model.cfg.token_dim;
-        Ok(b.tokens.chunks_exact(n).flat_map(|s| px.object_tokens(s)).collect())
     }
 
     /// The same with given draws (the reference-parity test passes the reference's).
@@ -373,12 +344,11 @@ impl Trainer {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use crate::student::model::diffusion::Diffusion;
-    use crate::student::model::layers::to_host;
 
-    fn micro() -> TrainConfig {
+    pub(in crate::student::train) fn micro() -> TrainConfig {
         TrainConfig::parse(include_str!("../../../tests/fixtures/train-micro.toml"), "micro").unwrap()
     }
 
@@ -402,7 +372,10 @@ mod tests {
         assert!(last < 0.7 * first, "first 10 {first:.3}, last 10 {last:.3}");
     }
 
-    fn micro_trainer(precision: super::super::config::Precision, min_snr: f64) -> (Trainer, Batch) {
+    pub(in crate::student::train) fn micro_trainer(
+        precision: super::super::config::Precision,
+        min_snr: f64,
+    ) -> (Trainer, Batch) {
         let mut cfg = micro();
         cfg.train.precision = precision;
         cfg.train.min_snr_gamma = min_snr;
@@ -494,84 +467,6 @@ mod tests {
         let mut bad = micro();
         bad.train.block_mask_prob = 1.5;
         assert!(bad.validate().unwrap_err().contains("block_mask_prob"));
-    }
-
-    /// 16 samples of 8 px (4×4 tokens of 2×2 px, [-1, 1]): grey 140 with a red block over
-    /// tokens 5, 6, 9, 10 (returned).
-    fn red_block_batch() -> (Batch, [usize; 4]) {
-        use crate::formats::tokenizer::patchify;
-        let mut planes = vec![140f32; 3 * 64];
-        for y in 2..6 {
-            for x in 2..6 {
-                (planes[y * 8 + x], planes[64 + y * 8 + x], planes[128 + y * 8 + x]) = (220.0, 40.0, 40.0);
-            }
-        }
-        let values: Vec<f32> = planes.iter().map(|v| (v - 127.5) / 127.5).collect();
-        let one = patchify(&values, 3, 8, 8, 2);
-        (Batch { step: 0, size: 16, tokens: one.repeat(16), ids: [2, 3, 0].repeat(16), feats: vec![] }, [5, 6, 9, 10])
-    }
-
-    #[test]
-    fn object_first_masks_hide_every_object_token_before_any_background() {
-        // Seeded (train.seed = 0): 16 samples of 8 px (4×4 tokens of 2×2 px), grey with a red
-        // block over tokens 5, 6, 9, 10; object_mask_prob 1 then 0.5.
-        let (mut tr, _) = micro_trainer(super::super::config::Precision::F32, 0.0);
-        let spec = PixelTokens { patch: 2, grid: 4, scale: 1.0 / 127.5, shift: 127.5 };
-        let (batch, object) = red_block_batch();
-        tr.cfg.train.object_mask_prob = 1.0;
-        let mut d = tr.draws(16, 7);
-        assert!(d.objects_first.iter().all(|&o| o));
-        assert!(tr.mask(&batch, &d).unwrap_err().to_string().contains("pixel tokens"));
-        tr.pixels = Some(spec);
-        for masked in [2, 4, 11] {
-            d.masked = masked;
-            let mask = tr.mask(&batch, &d).unwrap();
-            for s in 0..16 {
-                let hidden = |i: usize| mask.masked[s * 16 + i];
-                let objects = object.iter().filter(|&&i| hidden(i)).count();
-                assert_eq!(objects, masked.min(4), "sample {s}, {masked} masked: objects first");
-            }
-        }
-        // Half the samples (its own stream): the others keep the uniform order.
-        tr.cfg.train.object_mask_prob = 0.5;
-        let half = tr.draws(16, 7);
-        let n = half.objects_first.iter().filter(|&&o| o).count();
-        assert!((3..=13).contains(&n), "{n} of 16");
-        let uniform = Mask::from_orders(&half.orders, 16, half.masked);
-        let mask = tr.mask(&batch, &half).unwrap();
-        for s in (0..16).filter(|&s| !half.objects_first[s]) {
-            assert_eq!(mask.masked[s * 16..(s + 1) * 16], uniform.masked[s * 16..(s + 1) * 16]);
-        }
-        let mut bad = micro();
-        bad.train.object_mask_prob = -0.1;
-        assert!(bad.validate().unwrap_err().contains("object_mask_prob"));
-    }
-
-    #[test]
-    fn object_loss_weight_scales_object_rows_against_background_rows() {
-        // Seeded (train.seed = 0, manual_seed 5 for each pass): the red-block batch, weight 1
-        // then 4; the rows' ratio is 4/mean on object tokens and 1/mean on the others, with
-        // mean the batch's mean weight.
-        let (mut tr, _) = micro_trainer(super::super::config::Precision::F32, 0.0);
-        let (batch, object) = red_block_batch();
-        tr.pixels = Some(PixelTokens { patch: 2, grid: 4, scale: 1.0 / 127.5, shift: 127.5 });
-        let d = tr.draws(16, 3);
-        let rows = |tr: &Trainer| to_host(&tr.losses_with(&batch, &d, &Ctx::train(5)).unwrap().0);
-        let plain = rows(&tr);
-        tr.cfg.train.object_loss_weight = 4.0;
-        let heavy = rows(&tr);
-        let hidden = tr.mask(&batch, &d).unwrap().rows(true);
-        let is_obj: Vec<bool> = hidden.iter().map(|&r| object.contains(&(r as usize % 16))).collect();
-        let k = is_obj.iter().filter(|&&o| o).count();
-        assert!(k > 0 && k < hidden.len(), "both kinds of rows: {k} of {}", hidden.len());
-        let mean = (4.0 * k as f32 + (hidden.len() - k) as f32) / hidden.len() as f32;
-        for (i, &o) in is_obj.iter().enumerate() {
-            let want = if o { 4.0 / mean } else { 1.0 / mean };
-            assert!((heavy[i] / plain[i] - want).abs() < 1e-4, "row {i}: {} vs {want}", heavy[i] / plain[i]);
-        }
-        let mut bad = micro();
-        bad.train.object_loss_weight = 0.0;
-        assert!(bad.validate().unwrap_err().contains("object_loss_weight"));
     }
 
     #[test]
