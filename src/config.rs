@@ -309,6 +309,17 @@ fn validate_generate(g: &GenerateConfig) -> std::result::Result<(), String> {
     if !(0.5..=2.0).contains(&scale) {
         return Err(format!("generate.shapes.object_scale = {scale}: expected 0.5 to 2"));
     }
+    for (field, given, known) in [
+        ("backgrounds", &g.shapes.backgrounds, &crate::world::BACKGROUNDS[..]),
+        ("styles", &g.shapes.styles, &crate::world::STYLES[..]),
+    ] {
+        if given.is_empty() {
+            return Err(format!("generate.shapes.{field} is empty: expected one or more of {}", known.join(", ")));
+        }
+        if let Some(bad) = given.iter().find(|v| !known.contains(&v.as_str())) {
+            return Err(format!("generate.shapes.{field}: unknown \"{bad}\"; expected one or more of {}", known.join(", ")));
+        }
+    }
     Ok(())
 }
 

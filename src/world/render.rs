@@ -30,6 +30,15 @@ pub struct ShapesTeacherConfig {
     /// larger objects cover more tokens, which a small student learns faster. Crowded scenes
     /// still shrink until everything fits.
     pub object_scale: f64,
+    /// The backgrounds the teacher paints (default all three: plain, gradient, textured). A
+    /// prompt that names one of them gets it; one that names another is drawn on the first of
+    /// these (the scene records what was drawn); one that names none gets a seeded draw from
+    /// these. A corpus lever: the analyzer never judges the background, and a small student
+    /// spends less of itself on background texture it cannot predict.
+    pub backgrounds: Vec<String>,
+    /// The drawing styles, as `backgrounds` (default both: flat, outlined; a prompt that names
+    /// none is drawn flat when flat is allowed, else in the first of these).
+    pub styles: Vec<String>,
 }
 
 impl Default for ShapesTeacherConfig {
@@ -41,8 +50,14 @@ impl Default for ShapesTeacherConfig {
             missing: 0.05,
             distractor: 0.05,
             object_scale: 1.0,
+            backgrounds: all(&super::BACKGROUNDS),
+            styles: all(&super::STYLES),
         }
     }
+}
+
+fn all(names: &[&str]) -> Vec<String> {
+    names.iter().map(|s| s.to_string()).collect()
 }
 
 impl ShapesTeacherConfig {
@@ -55,6 +70,29 @@ impl ShapesTeacherConfig {
             missing: 0.0,
             distractor: 0.0,
             object_scale: 1.0,
+            backgrounds: all(&super::BACKGROUNDS),
+            styles: all(&super::STYLES),
+        }
+    }
+
+    /// The background to paint for a prompt that names `asked` (None: draw one from the mix).
+    /// Draws from `rng` only when the prompt names none, so the default mix renders exactly as
+    /// before the mix existed.
+    fn background(&self, asked: Option<&str>, rng: &mut impl Rng) -> String {
+        match asked {
+            Some(b) if self.backgrounds.iter().any(|a| a == b) => b.to_string(),
+            Some(_) => self.backgrounds[0].clone(),
+            None => self.backgrounds[rng.random_range(0..self.backgrounds.len())].clone(),
+        }
+    }
+
+    /// The style to draw for a prompt that names `asked` (None: flat where allowed).
+    fn style(&self, asked: Option<&str>) -> String {
+        let allowed = |s: &str| self.styles.iter().any(|a| a == s);
+        match asked {
+            Some(s) if allowed(s) => s.to_string(),
+            None if allowed("flat") => "flat".to_string(),
+            _ => self.styles[0].clone(),
         }
     }
 
@@ -113,8 +151,8 @@ pub fn render(req: &SceneRequest, seed: u64, size: u32, settings: &ShapesTeacher
     // Sizes scale with the object scale; margins, gaps and borders stay as they are.
     let (mut objects, imperfection) = plan(req, u * settings.object_scale as f32, settings, &mut rng);
     place(&mut objects, size as f32, u, &mut rng)?;
-    let background = req.background.clone().unwrap_or_else(|| super::BACKGROUNDS[rng.random_range(0..3)].to_string());
-    let style = req.style.clone().unwrap_or_else(|| "flat".to_string());
+    let background = settings.background(req.background.as_deref(), &mut rng);
+    let style = settings.style(req.style.as_deref());
     let mut px = paint_background(&background, size, u, &mut rng);
     let mut drawn = Vec::new();
     for o in &objects {
@@ -468,5 +506,43 @@ mod tests {
         for seed in 0..50 {
             assert_eq!(render(&four, seed, 32, &huge).unwrap().scene.objects.len(), 4, "seed {seed}");
         }
+    }
+
+    #[test]
+    fn the_background_and_style_mix_decides_what_is_painted() {
+        // Seeds 0..40 fixed. A plain-only, flat-only teacher paints every image plain and flat
+        // (the prompt's "textured" and "outlined" included); the default mix honours the prompt.
+        let mut asked = req(vec![obj("circle", 1, Some("red"), None)]);
+        asked.background = Some("textured".into());
+        asked.style = Some("outlined".into());
+        let unnamed = req(vec![obj("circle", 1, Some("red"), None)]);
+        let plain = ShapesTeacherConfig {
+            backgrounds: vec!["plain".into()],
+            styles: vec!["flat".into()],
+            ..ShapesTeacherConfig::none()
+        };
+        let mut drawn = std::collections::BTreeSet::new();
+        for seed in 0..40 {
+            for r in [&asked, &unnamed] {
+                let out = render(r, seed, 32, &plain).unwrap();
+                assert_eq!((out.scene.background.as_str(), out.scene.style.as_str()), ("plain", "flat"), "seed {seed}");
+                // Plain: every pixel outside the object's box is one grey (the tint aside).
+                let o = &out.scene.objects[0];
+                let outside: Vec<_> = out
+                    .image
+                    .enumerate_pixels()
+                    .filter(|(x, y, _)| {
+                        let (fx, fy) = (*x as f32 + 0.5, *y as f32 + 0.5);
+                        (fx - o.x).abs() > o.w / 2.0 + 2.0 || (fy - o.y).abs() > o.h / 2.0 + 2.0
+                    })
+                    .map(|(_, _, p)| p.0)
+                    .collect();
+                assert!(outside.windows(2).all(|w| w[0] == w[1]), "seed {seed}: background is not plain");
+            }
+            let d = render(&asked, seed, 32, &ShapesTeacherConfig::none()).unwrap().scene;
+            assert_eq!((d.background.as_str(), d.style.as_str()), ("textured", "outlined"));
+            drawn.insert(render(&unnamed, seed, 32, &ShapesTeacherConfig::none()).unwrap().scene.background);
+        }
+        assert_eq!(drawn.len(), 3, "an unnamed background is drawn from all three: {drawn:?}");
     }
 }
