@@ -317,7 +317,10 @@ fn validate_generate(g: &GenerateConfig) -> std::result::Result<(), String> {
             return Err(format!("generate.shapes.{field} is empty: expected one or more of {}", known.join(", ")));
         }
         if let Some(bad) = given.iter().find(|v| !known.contains(&v.as_str())) {
-            return Err(format!("generate.shapes.{field}: unknown \"{bad}\"; expected one or more of {}", known.join(", ")));
+            return Err(format!(
+                "generate.shapes.{field}: unknown \"{bad}\"; expected one or more of {}",
+                known.join(", ")
+            ));
         }
     }
     Ok(())

@@ -157,7 +157,10 @@ fn out_of_range_shapes_settings_are_config_errors() {
         ("missing = 1.5", "generate.shapes.missing = 1.5: expected a rate from 0 to 1"),
         ("count = 0.6\nmissing = 0.6", "the failure rates add up to"),
         ("backgrounds = []", "generate.shapes.backgrounds is empty: expected one or more of plain, gradient, textured"),
-        ("styles = [\"flat\", \"dotted\"]", "generate.shapes.styles: unknown \"dotted\"; expected one or more of flat, outlined"),
+        (
+            "styles = [\"flat\", \"dotted\"]",
+            "generate.shapes.styles: unknown \"dotted\"; expected one or more of flat, outlined",
+        ),
     ] {
         let cfg =
             write_config(dir.path(), "s", "builtin:shapes", 10, &format!("{GENERATE}\n[generate.shapes]\n{extra}\n"));
