@@ -34,10 +34,14 @@ pub struct ShapesTeacherConfig {
     /// prompt that names one of them gets it; one that names another is drawn on the first of
     /// these (the scene records what was drawn); one that names none gets a seeded draw from
     /// these. A corpus lever: the analyzer never judges the background, and a small student
-    /// spends less of itself on background texture it cannot predict.
+    /// spends less of itself on background texture it cannot predict. Left out of the
+    /// serialized config (and so of the stage's hash) at the default, so run folders written
+    /// before the option existed stay valid.
+    #[serde(skip_serializing_if = "is_every_background")]
     pub backgrounds: Vec<String>,
     /// The drawing styles, as `backgrounds` (default both: flat, outlined; a prompt that names
     /// none is drawn flat when flat is allowed, else in the first of these).
+    #[serde(skip_serializing_if = "is_every_style")]
     pub styles: Vec<String>,
 }
 
@@ -58,6 +62,14 @@ impl Default for ShapesTeacherConfig {
 
 fn all(names: &[&str]) -> Vec<String> {
     names.iter().map(|s| s.to_string()).collect()
+}
+
+fn is_every_background(v: &[String]) -> bool {
+    v == all(&super::BACKGROUNDS)
+}
+
+fn is_every_style(v: &[String]) -> bool {
+    v == all(&super::STYLES)
 }
 
 impl ShapesTeacherConfig {
@@ -544,5 +556,18 @@ mod tests {
             drawn.insert(render(&unnamed, seed, 32, &ShapesTeacherConfig::none()).unwrap().scene.background);
         }
         assert_eq!(drawn.len(), 3, "an unnamed background is drawn from all three: {drawn:?}");
+    }
+
+    #[test]
+    fn the_default_mix_leaves_the_stage_hash_as_it_was() {
+        // The generate stage's hash is over the serialized config: at the default mix the new
+        // fields are left out, so run folders written before them are still this config's.
+        let json = |c: &ShapesTeacherConfig| serde_json::to_value(c).unwrap();
+        let default = json(&ShapesTeacherConfig::default());
+        assert!(default.get("backgrounds").is_none() && default.get("styles").is_none(), "{default}");
+        let plain = ShapesTeacherConfig { backgrounds: vec!["plain".into()], ..ShapesTeacherConfig::default() };
+        assert_eq!(json(&plain)["backgrounds"], serde_json::json!(["plain"]));
+        let back: ShapesTeacherConfig = serde_json::from_value(default).unwrap();
+        assert_eq!(back, ShapesTeacherConfig::default(), "absent fields read back as the default mix");
     }
 }
