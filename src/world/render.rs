@@ -73,7 +73,7 @@ fn is_every_style(v: &[String]) -> bool {
 }
 
 impl ShapesTeacherConfig {
-    /// No injected failures, default sizes.
+    /// No injected failures; default sizes and the full background and style mix.
     pub fn none() -> Self {
         ShapesTeacherConfig {
             wrong_color: 0.0,
@@ -81,9 +81,7 @@ impl ShapesTeacherConfig {
             relation: 0.0,
             missing: 0.0,
             distractor: 0.0,
-            object_scale: 1.0,
-            backgrounds: all(&super::BACKGROUNDS),
-            styles: all(&super::STYLES),
+            ..ShapesTeacherConfig::default()
         }
     }
 
@@ -538,7 +536,7 @@ mod tests {
             for r in [&asked, &unnamed] {
                 let out = render(r, seed, 32, &plain).unwrap();
                 assert_eq!((out.scene.background.as_str(), out.scene.style.as_str()), ("plain", "flat"), "seed {seed}");
-                // Plain: every pixel outside the object's box is one grey (the tint aside).
+                // Plain: every pixel outside the object's box is the same (one grey, one tint).
                 let o = &out.scene.objects[0];
                 let outside: Vec<_> = out
                     .image
