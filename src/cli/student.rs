@@ -176,7 +176,11 @@ pub struct InpaintArgs {
     /// objects hidden and repainted for the scene's own prompt, judged by the analyzer.
     #[arg(long, conflicts_with = "check")]
     pub completion: Option<usize>,
-    /// Shares of the object tokens hidden in --completion (0 = the teacher's image as drawn).
+    /// What --completion hides: tokens under the objects (finishing and starting objects) or
+    /// the background around them (does the student add objects the prompt did not ask for?).
+    #[arg(long, value_enum, default_value = "objects")]
+    pub hide: lightgen::student::completion::Hide,
+    /// Shares of those tokens hidden in --completion (0 = the teacher's image as drawn).
     #[arg(long, value_delimiter = ',', default_values_t = [0.0, 0.25, 0.5, 1.0])]
     pub fractions: Vec<f64>,
     /// Pixels added around the masked object's box in --check.

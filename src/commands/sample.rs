@@ -263,10 +263,18 @@ fn completion_cmd(
         bail!("{}: no held-out prompt the shapes world can draw", a.manifest.display());
     }
     let pb = lightgen::progress::bar((cases.len() * a.fractions.len()) as u64, "inpaint", "images", progress);
-    let points =
-        completion::completion_curve(student, prompter, decoder, &cases, &a.fractions, opts, a.seed, &a.out, |k| {
-            pb.inc(k as u64)
-        })?;
+    let points = completion::completion_curve(
+        student,
+        prompter,
+        decoder,
+        &cases,
+        a.hide,
+        &a.fractions,
+        opts,
+        a.seed,
+        &a.out,
+        |k| pb.inc(k as u64),
+    )?;
     pb.finish_and_clear();
     let md = completion::markdown(&points);
     lightgen::formats::commit::write_atomic(&a.out.join("completion.json"), &serde_json::to_vec_pretty(&points)?)?;

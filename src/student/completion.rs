@@ -7,6 +7,10 @@
 //! neighbours visible (the head and local context); f = 1 asks for whole objects inside their
 //! token footprint (the outline, with position and size given); free sampling (`eval`) also
 //! decides where objects go. The curve between them says which skill is missing.
+//!
+//! `Hide::Background` asks the converse: the objects stay drawn and a share of the tokens
+//! around them is hidden. A student that keeps count repaints background there; one that
+//! decides object-or-background token by token scatters extra objects (`extra_objects`).
 
 use image::{GrayImage, RgbImage};
 use rand::seq::SliceRandom;
@@ -30,10 +34,21 @@ pub struct CompletionCase {
     pub object_tokens: Vec<usize>,
 }
 
+/// Which tokens a completion case hides.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum Hide {
+    /// Tokens whose patch meets an object's box: can the student finish (or start) objects?
+    Objects,
+    /// Every other token: does the student repaint background, or add objects?
+    Background,
+}
+
 /// One point of the curve.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct CompletionPoint {
-    /// Share of each scene's object tokens hidden (0 = the teacher's image as drawn).
+    pub hidden: Hide,
+    /// Share of each scene's `hidden` tokens hidden (0 = the teacher's image as drawn).
     pub fraction: f64,
     pub cases: usize,
     pub accepted: usize,
@@ -41,6 +56,8 @@ pub struct CompletionPoint {
     /// Mean analyzer alignment (partial credit).
     pub alignment: f64,
     pub hidden_tokens_mean: f64,
+    /// Mean objects found beyond the number the prompt asks for (0 for the teacher's image).
+    pub extra_objects: f64,
 }
 
 /// Up to `n` cases from the held-out prompts (all families, in file order), rendered at `res`
@@ -87,10 +104,13 @@ pub fn completion_cases(
     out
 }
 
-/// The pixel mask hiding a seeded `fraction` of `case`'s object tokens (at least one when
+/// The pixel mask hiding a seeded `fraction` of `case`'s `hide` tokens (at least one when
 /// fraction > 0).
-pub fn completion_mask(case: &CompletionCase, fraction: f64, res: u32, grid: u32, seed: u64) -> GrayImage {
-    let mut toks = case.object_tokens.clone();
+pub fn completion_mask(case: &CompletionCase, hide: Hide, fraction: f64, res: u32, grid: u32, seed: u64) -> GrayImage {
+    let mut toks = match hide {
+        Hide::Objects => case.object_tokens.clone(),
+        Hide::Background => (0..(grid * grid) as usize).filter(|t| !case.object_tokens.contains(t)).collect(),
+    };
     toks.shuffle(&mut ChaCha8Rng::seed_from_u64(seed));
     let k = ((fraction * toks.len() as f64).ceil() as usize).min(toks.len());
     let p = res / grid;
@@ -114,6 +134,7 @@ pub fn completion_curve(
     prompter: &Prompter,
     decoder: &Decoder,
     cases: &[CompletionCase],
+    hide: Hide,
     fractions: &[f64],
     opts: &SampleOptions,
     seed: u64,
@@ -125,10 +146,10 @@ pub fn completion_curve(
     let mut points = Vec::new();
     let mut cells = Vec::new();
     for &f in fractions {
-        let (mut accepted, mut align, mut hidden) = (0usize, 0.0f64, 0usize);
+        let (mut accepted, mut align, mut hidden, mut extra) = (0usize, 0.0f64, 0usize, 0usize);
         for (k, case) in cases.iter().enumerate() {
             let case_seed = seed.wrapping_add(k as u64);
-            let mask = completion_mask(case, f, res, grid, case_seed);
+            let mask = completion_mask(case, hide, f, res, grid, case_seed);
             let (img, n_hidden) = if f > 0.0 {
                 let prep = prepare(&case.image, &mask, res, grid)?;
                 let (imgs, _, _) = inpaint(student, prompter, decoder, &prep, &case.prompt, 1, opts, case_seed, true)?;
@@ -140,6 +161,8 @@ pub fn completion_curve(
             let j = judge.judge(&img, &case.spec);
             accepted += usize::from(j.verdict.pass);
             align += j.score as f64;
+            let asked: u32 = case.spec.include.iter().map(|o| o.count).sum();
+            extra += j.detections.len().saturating_sub(asked as usize);
             if k < 8 {
                 let hidden: Vec<bool> = mask.pixels().map(|p| p[0] > 127).collect();
                 cells.push((side_by_side(&case.image, &hidden, &img), j.verdict.pass));
@@ -148,12 +171,14 @@ pub fn completion_curve(
         }
         let n = cases.len().max(1) as f64;
         points.push(CompletionPoint {
+            hidden: hide,
             fraction: f,
             cases: cases.len(),
             accepted,
             accuracy: accepted as f64 / n,
             alignment: align / n,
             hidden_tokens_mean: hidden as f64 / n,
+            extra_objects: extra as f64 / n,
         });
     }
     std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
@@ -164,18 +189,23 @@ pub fn completion_curve(
 
 /// The curve as a markdown table.
 pub fn markdown(points: &[CompletionPoint]) -> String {
-    let mut s = String::from(
-        "| object tokens hidden | cases | hidden tokens | accepted | accuracy | alignment |\n|---:|---:|---:|---:|---:|---:|\n",
+    let what = match points.first().map(|p| p.hidden) {
+        Some(Hide::Background) => "background",
+        _ => "object",
+    };
+    let mut s = format!(
+        "| {what} tokens hidden | cases | hidden tokens | accepted | accuracy | alignment | extra objects |\n|---:|---:|---:|---:|---:|---:|---:|\n",
     );
     for p in points {
         s += &format!(
-            "| {:.0}% | {} | {:.1} | {} | {:.3} | {:.3} |\n",
+            "| {:.0}% | {} | {:.1} | {} | {:.3} | {:.3} | {:.2} |\n",
             100.0 * p.fraction,
             p.cases,
             p.hidden_tokens_mean,
             p.accepted,
             p.accuracy,
-            p.alignment
+            p.alignment,
+            p.extra_objects
         );
     }
     s
@@ -230,7 +260,7 @@ mod tests {
         let c = &cases[0];
         let n = c.object_tokens.len();
         for (f, want) in [(0.0, 0), (0.25, (n as f64 * 0.25).ceil() as usize), (1.0, n)] {
-            let m = completion_mask(c, f, 32, 8, 3);
+            let m = completion_mask(c, Hide::Objects, f, 32, 8, 3);
             let hidden: Vec<usize> =
                 (0..64).filter(|t| m.get_pixel((*t as u32 % 8) * 4, (*t as u32 / 8) * 4)[0] > 127).collect();
             assert_eq!(hidden.len(), want, "fraction {f}");
@@ -240,23 +270,42 @@ mod tests {
             assert_eq!(white, 16 * want);
         }
         // seeded: the same seed hides the same tokens, another seed (here) others
-        let a = completion_mask(c, 0.25, 32, 8, 3);
-        assert_eq!(a, completion_mask(c, 0.25, 32, 8, 3));
-        assert_ne!(a, completion_mask(c, 0.25, 32, 8, 4), "seeds 3 and 4 pick different tokens");
+        let a = completion_mask(c, Hide::Objects, 0.25, 32, 8, 3);
+        assert_eq!(a, completion_mask(c, Hide::Objects, 0.25, 32, 8, 3));
+        assert_ne!(a, completion_mask(c, Hide::Objects, 0.25, 32, 8, 4), "seeds 3 and 4 pick different tokens");
+    }
+
+    #[test]
+    fn background_masks_hide_the_asked_share_of_the_other_tokens() {
+        let cases = completion_cases(&held(), 1, 32, 8, 0, 1.6);
+        let c = &cases[0];
+        let n = 64 - c.object_tokens.len();
+        for (f, want) in [(0.5, (n as f64 * 0.5).ceil() as usize), (1.0, n)] {
+            let m = completion_mask(c, Hide::Background, f, 32, 8, 3);
+            let hidden: Vec<usize> =
+                (0..64).filter(|t| m.get_pixel((*t as u32 % 8) * 4, (*t as u32 / 8) * 4)[0] > 127).collect();
+            assert_eq!(hidden.len(), want, "fraction {f}");
+            assert!(hidden.iter().all(|t| !c.object_tokens.contains(t)), "no token under an object is hidden");
+        }
     }
 
     #[test]
     fn markdown_lists_each_fraction() {
         let p = |f: f64, a: usize| CompletionPoint {
+            hidden: Hide::Objects,
             fraction: f,
             cases: 4,
             accepted: a,
             accuracy: a as f64 / 4.0,
             alignment: 0.5,
             hidden_tokens_mean: 2.0,
+            extra_objects: 0.25,
         };
         let md = markdown(&[p(0.0, 4), p(0.5, 1)]);
-        assert!(md.contains("| 0% | 4 | 2.0 | 4 | 1.000 | 0.500 |"), "{md}");
-        assert!(md.contains("| 50% | 4 | 2.0 | 1 | 0.250 | 0.500 |"), "{md}");
+        assert!(md.starts_with("| object tokens hidden |"), "{md}");
+        assert!(md.contains("| 0% | 4 | 2.0 | 4 | 1.000 | 0.500 | 0.25 |"), "{md}");
+        assert!(md.contains("| 50% | 4 | 2.0 | 1 | 0.250 | 0.500 | 0.25 |"), "{md}");
+        let bg = markdown(&[CompletionPoint { hidden: Hide::Background, ..p(1.0, 2) }]);
+        assert!(bg.starts_with("| background tokens hidden |"), "{bg}");
     }
 }

@@ -92,6 +92,7 @@ fn draws(inputs: &BTreeMap<String, Tensor>, m: &serde_json::Value, step: usize) 
         objects_first: vec![false; b as usize],
         t: t.into_iter().map(|v| v as usize).collect(),
         noise: to_host(&inputs[&format!("noise.{step}")]),
+        object_weight: 1.0,
     }
 }
 

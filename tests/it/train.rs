@@ -368,9 +368,11 @@ fn inpaint_completion_writes_a_curve_from_the_teachers_image_to_hidden_objects()
     let o = train(&ck, &["--steps", "3"]);
     assert!(o.status.success(), "{}", stderr(&o));
     let out = dir.path().join("comp");
-    let run = |fractions: &str| {
+    let run = |fractions: &str, hide: &str| {
         lightgen(&[
             "inpaint",
+            "--hide",
+            hide,
             "-q",
             "--checkpoint",
             ck.to_str().unwrap(),
@@ -385,7 +387,7 @@ fn inpaint_completion_writes_a_curve_from_the_teachers_image_to_hidden_objects()
             "--json",
         ])
     };
-    let o = run("0,0.5,1");
+    let o = run("0,0.5,1", "objects");
     assert!(o.status.success(), "{}", stderr(&o));
     let pts: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     let pts = pts.as_array().unwrap();
@@ -394,12 +396,22 @@ fn inpaint_completion_writes_a_curve_from_the_teachers_image_to_hidden_objects()
     assert!(pts.iter().all(|p| p["cases"] == 1), "{pts:?}");
     // nothing hidden: the faithful teacher's own render, which the analyzer accepts
     assert_eq!((pts[0]["accepted"].as_u64(), pts[0]["hidden_tokens_mean"].as_f64()), (Some(1), Some(0.0)));
+    assert_eq!(pts[0]["extra_objects"].as_f64(), Some(0.0), "the teacher draws what is asked");
     let hidden: Vec<f64> = pts.iter().map(|p| p["hidden_tokens_mean"].as_f64().unwrap()).collect();
     assert!(hidden[1] > 0.0 && hidden[2] > hidden[1], "more of each object hidden: {hidden:?}");
     for f in ["completion.json", "completion.md", "completion.png"] {
         assert!(out.join(f).is_file(), "{f}");
     }
-    let o = run("0,1.5");
+    // the converse: the background around the objects hidden, every token the objects do not touch
+    let o = run("0,1", "background");
+    assert!(o.status.success(), "{}", stderr(&o));
+    let bg: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let bg = bg.as_array().unwrap();
+    assert!(bg.iter().all(|p| p["hidden"] == "background"), "{bg:?}");
+    let all_bg = bg[1]["hidden_tokens_mean"].as_f64().unwrap();
+    assert_eq!(all_bg + hidden[2], 64.0, "background and object tokens share the 8×8 grid: {bg:?}");
+    assert!(std::fs::read_to_string(out.join("completion.md")).unwrap().starts_with("| background tokens hidden"));
+    let o = run("0,1.5", "objects");
     assert!(!o.status.success() && stderr(&o).contains("--fractions: 1.5"), "{}", stderr(&o));
 }
 

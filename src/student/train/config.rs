@@ -47,6 +47,17 @@ pub struct ModelSection {
     pub neighbours: Option<bool>,
 }
 
+/// The loss terms `train.object_loss_weight` scales.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ObjectWeightTerms {
+    /// The head's DiffLoss and the x0 read-out.
+    #[default]
+    All,
+    /// The x0 read-out only (needs `x0_loss_weight` > 0).
+    X0,
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct TrainSection {
@@ -90,6 +101,15 @@ pub struct TrainSection {
     /// fifth of a shapes image's tokens; textured and gradient backgrounds take most of the
     /// loss and of a small student's capacity. Pixel tokens only.
     pub object_loss_weight: f64,
+    /// Share of the run (0, 1] that trains with `object_loss_weight`; the rest weighs every row
+    /// 1. A loss weight that depends on the target biases a diffusion head: where z cannot
+    /// tell object from background, it learns object tokens `object_loss_weight` times too
+    /// likely, and free sampling scatters extra objects. 1 = the whole run.
+    pub object_loss_weight_until: f64,
+    /// Which loss terms the object weight scales: all (the head's DiffLoss and the x0
+    /// read-out) or x0 (only the read-out, which shapes z but is not sampled from, so the
+    /// head keeps the corpus's share of object tokens).
+    pub object_loss_weight_terms: ObjectWeightTerms,
     /// Min-SNR-γ loss weighting (Hang et al. 2023): each token's eps-MSE is weighted by
     /// min(SNR_t, γ) / SNR_t (a v head's v-MSE by min(SNR_t, γ) / (SNR_t + 1)). 0 = off, the
     /// reference's uniform weighting. Uniform eps weighting spends almost all of the gradient
@@ -150,6 +170,8 @@ impl Default for TrainSection {
             block_mask_prob: 0.0,
             object_mask_prob: 0.0,
             object_loss_weight: 1.0,
+            object_loss_weight_until: 1.0,
+            object_loss_weight_terms: ObjectWeightTerms::All,
             min_snr_gamma: 0.0,
             high_noise_weight: 0.0,
             x0_loss_weight: 0.0,
@@ -246,6 +268,19 @@ impl TrainConfig {
             return Err(format!(
                 "train.object_loss_weight = {}: expected a weight > 0 (1 = off)",
                 t.object_loss_weight
+            ));
+        }
+        if t.object_loss_weight_terms == ObjectWeightTerms::X0 && t.object_loss_weight != 1.0 && t.x0_loss_weight <= 0.0
+        {
+            return Err(format!(
+                "train.object_loss_weight_terms = \"x0\" with x0_loss_weight = {}: the object weight would scale nothing (expected x0_loss_weight > 0, or terms = \"all\")",
+                t.x0_loss_weight
+            ));
+        }
+        if !(t.object_loss_weight_until > 0.0 && t.object_loss_weight_until <= 1.0) {
+            return Err(format!(
+                "train.object_loss_weight_until = {}: expected a share of the run in (0, 1]",
+                t.object_loss_weight_until
             ));
         }
         if !(0.0..=1.0).contains(&t.object_mask_prob) {

@@ -82,7 +82,7 @@ mod tests {
     use super::*;
     use crate::formats::tokenizer::patchify;
     use crate::student::model::layers::{to_host, Ctx};
-    use crate::student::train::config::Precision;
+    use crate::student::train::config::{ObjectWeightTerms, Precision};
     use crate::student::train::trainer::tests::{micro, micro_trainer};
 
     /// 16 samples of 8 px (4×4 tokens of 2×2 px, [-1, 1]): grey 140 with a red block over
@@ -145,10 +145,12 @@ mod tests {
         let (batch, object) = red_block_batch();
         tr.pixels = Some(PixelTokens { patch: 2, grid: 4, scale: 1.0 / 127.5, shift: 127.5 });
         let d = tr.draws(16, 3);
-        let rows = |tr: &Trainer| to_host(&tr.losses_with(&batch, &d, &Ctx::train(5)).unwrap().0);
-        let plain = rows(&tr);
+        let rows = |tr: &Trainer, d: &StepDraws| to_host(&tr.losses_with(&batch, d, &Ctx::train(5)).unwrap().0);
+        let plain = rows(&tr, &d);
         tr.cfg.train.object_loss_weight = 4.0;
-        let heavy = rows(&tr);
+        let d4 = tr.draws(16, 3);
+        assert_eq!(d4.object_weight, 4.0, "the step's draws carry the weight");
+        let heavy = rows(&tr, &d4);
         let hidden = tr.mask(&batch, &d).unwrap().rows(true);
         let is_obj: Vec<bool> = hidden.iter().map(|&r| object.contains(&(r as usize % 16))).collect();
         let k = is_obj.iter().filter(|&&o| o).count();
@@ -161,6 +163,62 @@ mod tests {
         let mut bad = micro();
         bad.train.object_loss_weight = 0.0;
         assert!(bad.validate().unwrap_err().contains("object_loss_weight"));
+    }
+
+    #[test]
+    fn the_object_weight_stops_at_its_share_of_the_run() {
+        // micro: 10 steps; weight 4 for the first half, then every row weighs 1.
+        let (mut tr, _) = micro_trainer(Precision::F32, 0.0);
+        tr.cfg.train.object_loss_weight = 4.0;
+        tr.cfg.train.object_loss_weight_until = 0.5;
+        let w: Vec<f64> = (0..10).map(|s| tr.draws(4, s).object_weight).collect();
+        assert_eq!(w, [4.0, 4.0, 4.0, 4.0, 4.0, 1.0, 1.0, 1.0, 1.0, 1.0]);
+        for bad_share in [0.0, 1.5] {
+            let mut bad = micro();
+            bad.train.object_loss_weight_until = bad_share;
+            assert!(bad.validate().unwrap_err().contains("object_loss_weight_until"), "{bad_share}");
+        }
+    }
+
+    #[test]
+    fn x0_terms_weigh_the_read_out_and_leave_the_head_unbiased() {
+        // Seeded (train.seed = 0, Ctx seed 5): a micro student with an x0 read-out on the
+        // red-block batch. Each row is D + x0_w · A (DiffLoss D, read-out A). With terms = x0
+        // and weight 4, only A is scaled: row − plain row = A · (w_row − 1), with A read off
+        // a pass at x0_w = 2.
+        let mut cfg = micro();
+        cfg.train.x0_loss_weight = 1.0;
+        cfg.train.text_drop_prob = 0.0;
+        let mut model =
+            cfg.model_config().unwrap().for_data(12, 4, crate::student::model::TextSource::Vocab { vocab: 10 }, 0, 3);
+        // No dropout: libtorch's global generator is shared with tests running beside this one,
+        // and the three passes must see the same network.
+        (model.attn_dropout, model.proj_dropout) = (0.0, 0.0);
+        let mut tr = Trainer::new(cfg, model, 4, tch::Device::Cpu).unwrap();
+        tr.pixels = Some(PixelTokens { patch: 2, grid: 4, scale: 1.0 / 127.5, shift: 127.5 });
+        let (batch, object) = red_block_batch();
+        let d = tr.draws(16, 3);
+        let rows = |tr: &Trainer, d: &StepDraws| to_host(&tr.losses_with(&batch, d, &Ctx::train(5)).unwrap().0);
+        let plain = rows(&tr, &d);
+        tr.cfg.train.x0_loss_weight = 2.0;
+        let read_out: Vec<f32> = rows(&tr, &d).iter().zip(&plain).map(|(a, b)| a - b).collect();
+        tr.cfg.train.x0_loss_weight = 1.0;
+        tr.cfg.train.object_loss_weight = 4.0;
+        tr.cfg.train.object_loss_weight_terms = ObjectWeightTerms::X0;
+        let d4 = tr.draws(16, 3);
+        let x0_only = rows(&tr, &d4);
+        let hidden = tr.mask(&batch, &d).unwrap().rows(true);
+        let is_obj: Vec<bool> = hidden.iter().map(|&r| object.contains(&(r as usize % 16))).collect();
+        let k = is_obj.iter().filter(|&&o| o).count();
+        let mean = (4.0 * k as f32 + (hidden.len() - k) as f32) / hidden.len() as f32;
+        for (i, &o) in is_obj.iter().enumerate() {
+            let w = if o { 4.0 / mean } else { 1.0 / mean };
+            let want = read_out[i] * (w - 1.0);
+            assert!((x0_only[i] - plain[i] - want).abs() < 1e-4, "row {i}: {} vs {want}", x0_only[i] - plain[i]);
+        }
+        let mut bad = micro();
+        (bad.train.object_loss_weight, bad.train.object_loss_weight_terms) = (4.0, ObjectWeightTerms::X0);
+        assert!(bad.validate().unwrap_err().contains("x0_loss_weight"));
     }
 
     #[test]

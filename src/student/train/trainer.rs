@@ -11,7 +11,7 @@ use serde::Serialize;
 use tch::{Device, Kind, Tensor};
 
 use super::checkpoint::{self, TrainState};
-use super::config::TrainConfig;
+use super::config::{ObjectWeightTerms, TrainConfig};
 use super::data::Batch;
 use super::objects::PixelTokens;
 use super::optim::{AdamW, Ema};
@@ -64,6 +64,9 @@ pub struct StepDraws {
     pub t: Vec<usize>,
     /// Noise of each head row, (N · C).
     pub noise: Vec<f32>,
+    /// Weight of object rows this step (`train.object_loss_weight` until
+    /// `object_loss_weight_until` of the run, then 1).
+    pub object_weight: f64,
 }
 
 impl StepDraws {
@@ -89,6 +92,7 @@ impl StepDraws {
             objects_first: self.objects_first[lo..hi].to_vec(),
             t,
             noise,
+            object_weight: self.object_weight,
         }
     }
 }
@@ -157,7 +161,12 @@ impl Trainer {
             }
             false => vec![false; b],
         };
-        StepDraws { ratio, masked, orders, keep, objects_first, t: ts, noise }
+        // The weight's bias (see TrainConfig::object_loss_weight_until) is trained out at the end.
+        let object_weight = match (step as f64) < t.object_loss_weight_until * t.steps as f64 {
+            true => t.object_loss_weight,
+            false => 1.0,
+        };
+        StepDraws { ratio, masked, orders, keep, objects_first, t: ts, noise, object_weight }
     }
 
     /// Per-masked-token DiffLoss terms of a batch with this step's draws: (loss rows, mse rows).
@@ -172,7 +181,7 @@ impl Trainer {
         let t = &self.cfg.train;
         let m = &self.model;
         let (l, c) = (self.grid * self.grid, m.cfg.token_dim);
-        let weighted = t.object_loss_weight != 1.0;
+        let weighted = d.object_weight != 1.0;
         let objects = match (d.objects_first.iter().any(|&o| o), weighted) {
             (false, false) => None,
             (true, _) => Some(self.objects(b, "train.object_mask_prob")?),
@@ -211,6 +220,22 @@ impl Trainer {
         } else {
             terms.loss.shallow_clone()
         };
+        let w = match (&objects, weighted) {
+            (Some(obj), true) => {
+                // Object rows weigh object_loss_weight, background rows 1, normalised to a mean
+                // of 1 over the batch's rows (the lr keeps its meaning); copy-major as the rows.
+                let w: Vec<f32> =
+                    rows.iter().map(|&r| if obj[r as usize] { d.object_weight as f32 } else { 1.0 }).collect();
+                let mean = w.iter().sum::<f32>() / w.len().max(1) as f32;
+                let w: Vec<f32> = w.iter().map(|v| v / mean).collect::<Vec<_>>().repeat(t.diffusion_batch_mul);
+                Some(tensor_f32(&w, &[n], self.device)) // (N)
+            }
+            _ => None,
+        };
+        let loss = match (&w, t.object_loss_weight_terms) {
+            (Some(w), ObjectWeightTerms::All) => loss * w,
+            _ => loss,
+        };
         let loss = match (&m.x0_head, t.x0_loss_weight > 0.0) {
             (Some(head), true) => {
                 // (K, C) → per-row MSE (K), repeated as the head's rows so the mean is exact.
@@ -218,19 +243,11 @@ impl Trainer {
                 let pred = head.forward(&z).to_kind(tch::Kind::Float);
                 let aux = (pred - tk).square().mean_dim(-1, false, tch::Kind::Float); // (K)
                 let aux = aux.repeat([t.diffusion_batch_mul as i64]).view([n as i64]);
+                let aux = match &w {
+                    Some(w) => aux * w,
+                    None => aux,
+                };
                 loss + aux * t.x0_loss_weight
-            }
-            _ => loss,
-        };
-        let loss = match (&objects, weighted) {
-            (Some(obj), true) => {
-                // Object rows weigh object_loss_weight, background rows 1, normalised to a mean
-                // of 1 over the batch's rows (the lr keeps its meaning); copy-major as the rows.
-                let w: Vec<f32> =
-                    rows.iter().map(|&r| if obj[r as usize] { t.object_loss_weight as f32 } else { 1.0 }).collect();
-                let mean = w.iter().sum::<f32>() / w.len().max(1) as f32;
-                let w: Vec<f32> = w.iter().map(|v| v / mean).collect::<Vec<_>>().repeat(t.diffusion_batch_mul);
-                loss * tensor_f32(&w, &[n], self.device)
             }
             _ => loss,
         };
