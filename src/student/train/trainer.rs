@@ -232,10 +232,7 @@ impl Trainer {
             }
             _ => None,
         };
-        let loss = match (&w, t.object_loss_weight_terms) {
-            (Some(w), ObjectWeightTerms::All) => loss * w,
-            _ => loss,
-        };
+        let x0_only = t.object_loss_weight_terms == ObjectWeightTerms::X0;
         let loss = match (&m.x0_head, t.x0_loss_weight > 0.0) {
             (Some(head), true) => {
                 // (K, C) → per-row MSE (K), repeated as the head's rows so the mean is exact.
@@ -243,12 +240,17 @@ impl Trainer {
                 let pred = head.forward(&z).to_kind(tch::Kind::Float);
                 let aux = (pred - tk).square().mean_dim(-1, false, tch::Kind::Float); // (K)
                 let aux = aux.repeat([t.diffusion_batch_mul as i64]).view([n as i64]);
-                let aux = match &w {
-                    Some(w) => aux * w,
-                    None => aux,
+                let aux = match (&w, x0_only) {
+                    (Some(w), true) => aux * w,
+                    _ => aux,
                 };
                 loss + aux * t.x0_loss_weight
             }
+            _ => loss,
+        };
+        // Weighted after the sum, as before the x0-only option (the same floats, step by step).
+        let loss = match (&w, x0_only) {
+            (Some(w), false) => loss * w,
             _ => loss,
         };
         Ok((loss, terms.mse))
