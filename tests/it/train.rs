@@ -413,6 +413,8 @@ fn inpaint_completion_writes_a_curve_from_the_teachers_image_to_hidden_objects()
     assert!(std::fs::read_to_string(out.join("completion.md")).unwrap().starts_with("| background tokens hidden"));
     let o = run("0,1.5", "objects");
     assert!(!o.status.success() && stderr(&o).contains("--fractions: 1.5"), "{}", stderr(&o));
+    let o = run("1", "corners");
+    assert!(!o.status.success() && stderr(&o).contains("'corners'"), "{}", stderr(&o));
 }
 
 #[test]

@@ -136,14 +136,28 @@ mod tests {
         assert!(bad.validate().unwrap_err().contains("object_mask_prob"));
     }
 
+    /// A micro trainer on the red-block batch's pixel tokens with an x0 read-out of weight
+    /// `x0` and no dropout: libtorch's global generator, which draws dropout masks, is shared
+    /// with tests running beside these, and their passes must see the same network.
+    fn still_trainer(x0: f64) -> Trainer {
+        let mut cfg = micro();
+        cfg.train.x0_loss_weight = x0;
+        cfg.train.text_drop_prob = 0.0;
+        let mut model =
+            cfg.model_config().unwrap().for_data(12, 4, crate::student::model::TextSource::Vocab { vocab: 10 }, 0, 3);
+        (model.attn_dropout, model.proj_dropout) = (0.0, 0.0);
+        let mut tr = Trainer::new(cfg, model, 4, tch::Device::Cpu).unwrap();
+        tr.pixels = Some(PixelTokens { patch: 2, grid: 4, scale: 1.0 / 127.5, shift: 127.5 });
+        tr
+    }
+
     #[test]
     fn object_loss_weight_scales_object_rows_against_background_rows() {
         // Seeded (train.seed = 0, manual_seed 5 for each pass): the red-block batch, weight 1
         // then 4; the rows' ratio is 4/mean on object tokens and 1/mean on the others, with
         // mean the batch's mean weight.
-        let (mut tr, _) = micro_trainer(Precision::F32, 0.0);
+        let mut tr = still_trainer(0.0);
         let (batch, object) = red_block_batch();
-        tr.pixels = Some(PixelTokens { patch: 2, grid: 4, scale: 1.0 / 127.5, shift: 127.5 });
         let d = tr.draws(16, 3);
         let rows = |tr: &Trainer, d: &StepDraws| to_host(&tr.losses_with(&batch, d, &Ctx::train(5)).unwrap().0);
         let plain = rows(&tr, &d);
@@ -186,16 +200,7 @@ mod tests {
         // red-block batch. Each row is D + x0_w · A (DiffLoss D, read-out A). With terms = x0
         // and weight 4, only A is scaled: row − plain row = A · (w_row − 1), with A read off
         // a pass at x0_w = 2.
-        let mut cfg = micro();
-        cfg.train.x0_loss_weight = 1.0;
-        cfg.train.text_drop_prob = 0.0;
-        let mut model =
-            cfg.model_config().unwrap().for_data(12, 4, crate::student::model::TextSource::Vocab { vocab: 10 }, 0, 3);
-        // No dropout: libtorch's global generator is shared with tests running beside this one,
-        // and the three passes must see the same network.
-        (model.attn_dropout, model.proj_dropout) = (0.0, 0.0);
-        let mut tr = Trainer::new(cfg, model, 4, tch::Device::Cpu).unwrap();
-        tr.pixels = Some(PixelTokens { patch: 2, grid: 4, scale: 1.0 / 127.5, shift: 127.5 });
+        let mut tr = still_trainer(1.0);
         let (batch, object) = red_block_batch();
         let d = tr.draws(16, 3);
         let rows = |tr: &Trainer, d: &StepDraws| to_host(&tr.losses_with(&batch, d, &Ctx::train(5)).unwrap().0);
