@@ -151,6 +151,17 @@ mod tests {
         tr
     }
 
+    /// The weight each hidden row of `d` should carry at object weight `w`: w on the rows of
+    /// `object` tokens, 1 on the others, normalised to a mean of 1 (both kinds must be there).
+    fn expected_row_weights(tr: &Trainer, batch: &Batch, d: &StepDraws, object: &[usize], w: f32) -> Vec<f32> {
+        let hidden = tr.mask(batch, d).unwrap().rows(true);
+        let is_obj: Vec<bool> = hidden.iter().map(|&r| object.contains(&(r as usize % 16))).collect();
+        let k = is_obj.iter().filter(|&&o| o).count();
+        assert!(k > 0 && k < hidden.len(), "both kinds of rows: {k} of {}", hidden.len());
+        let mean = (w * k as f32 + (hidden.len() - k) as f32) / hidden.len() as f32;
+        is_obj.iter().map(|&o| if o { w / mean } else { 1.0 / mean }).collect()
+    }
+
     #[test]
     fn object_loss_weight_scales_object_rows_against_background_rows() {
         // Seeded (train.seed = 0, manual_seed 5 for each pass): the red-block batch, weight 1
@@ -165,13 +176,7 @@ mod tests {
         let d4 = tr.draws(16, 3);
         assert_eq!(d4.object_weight, 4.0, "the step's draws carry the weight");
         let heavy = rows(&tr, &d4);
-        let hidden = tr.mask(&batch, &d).unwrap().rows(true);
-        let is_obj: Vec<bool> = hidden.iter().map(|&r| object.contains(&(r as usize % 16))).collect();
-        let k = is_obj.iter().filter(|&&o| o).count();
-        assert!(k > 0 && k < hidden.len(), "both kinds of rows: {k} of {}", hidden.len());
-        let mean = (4.0 * k as f32 + (hidden.len() - k) as f32) / hidden.len() as f32;
-        for (i, &o) in is_obj.iter().enumerate() {
-            let want = if o { 4.0 / mean } else { 1.0 / mean };
+        for (i, want) in expected_row_weights(&tr, &batch, &d, &object, 4.0).into_iter().enumerate() {
             assert!((heavy[i] / plain[i] - want).abs() < 1e-4, "row {i}: {} vs {want}", heavy[i] / plain[i]);
         }
         let mut bad = micro();
@@ -212,12 +217,7 @@ mod tests {
         tr.cfg.train.object_loss_weight_terms = ObjectWeightTerms::X0;
         let d4 = tr.draws(16, 3);
         let x0_only = rows(&tr, &d4);
-        let hidden = tr.mask(&batch, &d).unwrap().rows(true);
-        let is_obj: Vec<bool> = hidden.iter().map(|&r| object.contains(&(r as usize % 16))).collect();
-        let k = is_obj.iter().filter(|&&o| o).count();
-        let mean = (4.0 * k as f32 + (hidden.len() - k) as f32) / hidden.len() as f32;
-        for (i, &o) in is_obj.iter().enumerate() {
-            let w = if o { 4.0 / mean } else { 1.0 / mean };
+        for (i, w) in expected_row_weights(&tr, &batch, &d, &object, 4.0).into_iter().enumerate() {
             let want = read_out[i] * (w - 1.0);
             assert!((x0_only[i] - plain[i] - want).abs() < 1e-4, "row {i}: {} vs {want}", x0_only[i] - plain[i]);
         }
