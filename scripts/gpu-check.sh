@@ -9,8 +9,8 @@
 #      on the GPU (E2E_CONFIG, default configs/train-tiny.toml, for E2E_STEPS, default 200) and
 #      evaluates it there (EVAL_LIMIT held-out prompts, default 40, 0 = all; EVAL_N images each,
 #      default 1).
-# PRECISIONS="" skips step 1. The quality run the CPU cannot afford (issue 18):
-#   PRECISIONS= E2E_COUNT=4000 E2E_STEPS=5000 EVAL_LIMIT=0 EVAL_N=2 OUT_DIR=$OUT scripts/gpu-check.sh
+# PRECISIONS="" skips step 1, E2E=0 step 2. The quality run of the GPU preset (issue 18) is
+# scripts/gpu-quality.sh.
 #
 #   LIGHTGEN_BIN=target/debug/lightgen scripts/gpu-check.sh [STEPS] [BATCH]
 set -euo pipefail

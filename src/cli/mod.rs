@@ -114,7 +114,7 @@ pub enum Command {
     /// Training throughput on random latents and T5-sized features (no data needed): tokens/s
     /// and ms/step for a preset, e.g. `--preset base --device cuda` (scripts/gpu-check.sh).
     TrainCheck {
-        /// tiny, small, base, large (a training config preset).
+        /// tiny, small, base, large, gpu (a training config preset).
         #[arg(long, default_value = "base")]
         preset: String,
         #[arg(long, default_value_t = 300)]

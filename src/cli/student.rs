@@ -12,7 +12,7 @@ pub struct TrainArgs {
     /// A training config (TOML, e.g. configs/train-tiny.toml).
     #[arg(short, long, conflicts_with = "preset")]
     pub config: Option<PathBuf>,
-    /// A built-in training config: tiny, small, base, large.
+    /// A built-in training config: tiny, small, base, large, gpu (configs/train-<name>.toml).
     #[arg(long)]
     pub preset: Option<String>,
     /// Output folder (checkpoints/, metrics.jsonl, loss.png, samples/).

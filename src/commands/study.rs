@@ -10,7 +10,7 @@ pub fn study_cmd(a: StudyArgs, progress: bool) -> Result<()> {
     let mut train = match &a.config {
         Some(p) => TrainConfig::load(p)?,
         None => TrainConfig::preset(&a.preset)
-            .with_context(|| format!("--preset {}: unknown; known: tiny, small, base, large", a.preset))?,
+            .with_context(|| format!("--preset {}: unknown; known: {}", a.preset, TrainConfig::PRESETS.join(", ")))?,
     };
     if let Some(s) = a.steps {
         train.train.steps = s;

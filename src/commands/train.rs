@@ -14,9 +14,9 @@ pub fn train_cmd(a: TrainArgs, progress: bool) -> Result<()> {
     let mut cfg = match (&a.config, &a.preset) {
         (Some(p), _) => TrainConfig::load(p)?,
         (None, Some(name)) => TrainConfig::preset(name).with_context(|| {
-            format!("--preset {name}: unknown; known: tiny, small, base, large (or pass --config FILE)")
+            format!("--preset {name}: unknown; known: {} (or pass --config FILE)", TrainConfig::PRESETS.join(", "))
         })?,
-        (None, None) => bail!("pass --config FILE or --preset tiny|small|base|large"),
+        (None, None) => bail!("pass --config FILE or --preset {}", TrainConfig::PRESETS.join("|")),
     };
     if let Some(s) = a.steps {
         cfg.train.steps = s;
@@ -91,7 +91,7 @@ pub fn train_check(
     use rand::SeedableRng;
     use rand_distr::{Distribution, StandardNormal};
     let mut cfg = TrainConfig::preset(preset)
-        .with_context(|| format!("--preset {preset}: unknown; known: tiny, small, base, large"))?;
+        .with_context(|| format!("--preset {preset}: unknown; known: {}", TrainConfig::PRESETS.join(", ")))?;
     if let Some(b) = batch {
         cfg.train.batch_size = b;
     }

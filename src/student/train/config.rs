@@ -216,6 +216,9 @@ fn default_sample() -> SampleOptions {
 }
 
 impl TrainConfig {
+    /// The built-in training presets' names.
+    pub const PRESETS: [&'static str; 5] = ["tiny", "small", "base", "large", "gpu"];
+
     /// A built-in training preset by name (`configs/train-<name>.toml` ship the same values).
     pub fn preset(name: &str) -> Option<TrainConfig> {
         let text = match name {
@@ -223,6 +226,7 @@ impl TrainConfig {
             "small" => include_str!("../../../configs/train-small.toml"),
             "base" => include_str!("../../../configs/train-base.toml"),
             "large" => include_str!("../../../configs/train-large.toml"),
+            "gpu" => include_str!("../../../configs/train-gpu.toml"),
             _ => return None,
         };
         Some(Self::parse(text, &format!("preset {name}")).expect("built-in train presets parse"))
