@@ -29,6 +29,13 @@ pub struct TaskScore {
     /// whole images pass. Reports written before it read 0.
     #[serde(default)]
     pub alignment: f64,
+    /// Mean objects the analyzer finds per image, and the mean the prompts ask for: a student
+    /// that scatters specks can pass GenEval-style checks (extra objects of other classes do
+    /// not fail an image) while finding 12 objects where 1.6 are asked. Older reports read 0.
+    #[serde(default)]
+    pub objects: f64,
+    #[serde(default)]
+    pub asked: f64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -44,6 +51,11 @@ pub struct EvalReport {
     /// Mean of the task alignments.
     #[serde(default)]
     pub alignment: f64,
+    /// Objects found and asked for per image, over all images (see `TaskScore::objects`).
+    #[serde(default)]
+    pub objects: f64,
+    #[serde(default)]
+    pub asked: f64,
     pub images: usize,
     pub seconds: f64,
 }
@@ -171,6 +183,8 @@ pub fn judge_all(
             correct: 0,
             accuracy: 0.0,
             alignment: 0.0,
+            objects: 0.0,
+            asked: 0.0,
         });
         if k % per_prompt == 0 {
             t.prompts += 1;
@@ -178,6 +192,8 @@ pub fn judge_all(
         t.images += 1;
         t.correct += usize::from(j.verdict.pass);
         t.alignment += f64::from(j.score);
+        t.objects += j.detections.len() as f64;
+        t.asked += p.spec.include.iter().map(|o| f64::from(o.count)).sum::<f64>();
         if !j.verdict.pass {
             let f = failures.entry(p.spec.tag.clone()).or_default();
             if f.len() < 32 {
@@ -194,9 +210,13 @@ pub fn judge_all(
         );
         lines.push('\n');
     }
+    let per_image = |f: fn(&TaskScore) -> f64| tasks.values().map(f).sum::<f64>() / imgs.len().max(1) as f64;
+    let (objects, asked) = (per_image(|t| t.objects), per_image(|t| t.asked));
     for t in tasks.values_mut() {
         t.accuracy = t.correct as f64 / t.images.max(1) as f64;
         t.alignment /= t.images.max(1) as f64;
+        t.objects /= t.images.max(1) as f64;
+        t.asked /= t.images.max(1) as f64;
     }
     let mean = |f: fn(&TaskScore) -> f64| {
         if tasks.is_empty() {
@@ -215,6 +235,8 @@ pub fn judge_all(
         tasks,
         overall,
         alignment,
+        objects,
+        asked,
         images: imgs.len(),
         seconds: t0.elapsed().as_secs_f64(),
     };
@@ -282,14 +304,22 @@ pub fn write_geneval(out: &Path, prompts: &[EvalPrompt], per_prompt: usize, imgs
 
 /// The report as a Markdown table (GenEval's column order).
 pub fn markdown(r: &EvalReport) -> String {
-    let mut s = String::from("| task | prompts | images | accuracy | alignment |\n|---|---:|---:|---:|---:|\n");
+    let mut s = String::from(
+        "| task | prompts | images | accuracy | alignment | objects found (asked) |\n|---|---:|---:|---:|---:|---:|\n",
+    );
     for t in TASKS.iter().map(|t| t.to_string()).chain(r.tasks.keys().filter(|k| !TASKS.contains(&k.as_str())).cloned())
     {
         if let Some(v) = r.tasks.get(&t) {
-            s.push_str(&format!("| {t} | {} | {} | {:.3} | {:.3} |\n", v.prompts, v.images, v.accuracy, v.alignment));
+            s.push_str(&format!(
+                "| {t} | {} | {} | {:.3} | {:.3} | {:.1} ({:.1}) |\n",
+                v.prompts, v.images, v.accuracy, v.alignment, v.objects, v.asked
+            ));
         }
     }
-    s.push_str(&format!("| **overall** | | {} | **{:.3}** | {:.3} |\n", r.images, r.overall, r.alignment));
+    s.push_str(&format!(
+        "| **overall** | | {} | **{:.3}** | {:.3} | {:.1} ({:.1}) |\n",
+        r.images, r.overall, r.alignment, r.objects, r.asked
+    ));
     s
 }
 
@@ -360,8 +390,15 @@ mod tests {
         let tasks: BTreeMap<String, TaskScore> = acc
             .iter()
             .map(|(t, a)| {
-                let s =
-                    TaskScore { prompts: 1, images: 4, correct: (a * 4.0) as usize, accuracy: *a, alignment: a / 2.0 };
+                let s = TaskScore {
+                    prompts: 1,
+                    images: 4,
+                    correct: (a * 4.0) as usize,
+                    accuracy: *a,
+                    alignment: a / 2.0,
+                    objects: 2.0,
+                    asked: 1.0,
+                };
                 (t.to_string(), s)
             })
             .collect();
@@ -376,6 +413,8 @@ mod tests {
             tasks,
             overall,
             alignment,
+            objects: 2.0,
+            asked: 1.0,
             images: 4 * acc.len(),
             seconds: 0.0,
         }
@@ -386,6 +425,9 @@ mod tests {
         let a = report(&[("single_object", 1.0), ("position", 0.25)]);
         let b = report(&[("single_object", 0.75), ("position", 0.5), ("counting", 0.5)]);
         assert_eq!(a.overall, 0.625);
+        let md = markdown(&a);
+        let last = md.lines().last().unwrap();
+        assert!(last.starts_with("| **overall** |") && last.ends_with("| 2.0 (1.0) |"), "objects found (asked): {md}");
         let t = compare(&a, &b);
         assert!(t.contains("| single_object | 1.000 | 0.750 | -0.250 | 0.500 | 0.375 | -0.125 |"), "{t}");
         assert!(t.contains("| position | 0.250 | 0.500 | +0.250 | 0.125 | 0.250 | +0.125 |"), "{t}");

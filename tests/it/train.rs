@@ -577,11 +577,21 @@ fn issue_18_train_draws_an_evaluation_curve_that_survives_a_resume() {
         // Alignment: each image's analyzer score, averaged per task, then over tasks.
         let lines = String::from_utf8(read(&out.join(format!("evals/step-{step:08}/judgements.jsonl")))).unwrap();
         let mut per_task: std::collections::BTreeMap<String, Vec<f64>> = Default::default();
+        let (mut found, mut images) = (0usize, 0usize);
         for l in lines.lines() {
             let j: serde_json::Value = serde_json::from_str(l).unwrap();
             assert!(j["found"].is_array(), "{j}");
             per_task.entry(j["tag"].as_str().unwrap().into()).or_default().push(j["score"].as_f64().unwrap());
+            (found, images) = (found + j["found"].as_array().unwrap().len(), images + 1);
         }
+        // Objects found per image, over all images, beside what the prompts ask for (every
+        // held-out prompt asks for one object at least, four at most).
+        let objects = report["objects"].as_f64().unwrap();
+        assert!((objects - found as f64 / images as f64).abs() < 1e-9, "{report}");
+        let asked = report["asked"].as_f64().unwrap();
+        assert!((1.0..=4.0).contains(&asked), "{report}");
+        let md = String::from_utf8(read(&out.join(format!("evals/step-{step:08}/eval.md")))).unwrap();
+        assert!(md.contains(&format!("| {objects:.1} ({asked:.1}) |\n")), "{md}");
         let a = per_task.values().map(|s| s.iter().sum::<f64>() / s.len() as f64).sum::<f64>() / per_task.len() as f64;
         assert!((report["alignment"].as_f64().unwrap() - a).abs() < 1e-6, "{report}");
         assert!((e["alignment"].as_f64().unwrap() - a).abs() < 1e-6, "the curve carries it: {v}");
