@@ -134,6 +134,8 @@ pub fn curve_hook(manifest_path: &Path, out: &Path, device: tch::Device) -> Eval
             alignment: r.alignment,
             tasks: r.tasks.iter().map(|(k, v)| (k.clone(), v.accuracy)).collect(),
             images: r.images,
+            objects: r.objects,
+            asked: r.asked,
         }))
     })
 }

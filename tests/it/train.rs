@@ -592,6 +592,11 @@ fn issue_18_train_draws_an_evaluation_curve_that_survives_a_resume() {
         assert!((1.0..=4.0).contains(&asked), "{report}");
         let md = String::from_utf8(read(&out.join(format!("evals/step-{step:08}/eval.md")))).unwrap();
         assert!(md.contains(&format!("| {objects:.1} ({asked:.1}) |\n")), "{md}");
+        assert_eq!(
+            (e["objects"].as_f64(), e["asked"].as_f64()),
+            (Some(objects), Some(asked)),
+            "the curve carries them: {v}"
+        );
         let a = per_task.values().map(|s| s.iter().sum::<f64>() / s.len() as f64).sum::<f64>() / per_task.len() as f64;
         assert!((report["alignment"].as_f64().unwrap() - a).abs() < 1e-6, "{report}");
         assert!((e["alignment"].as_f64().unwrap() - a).abs() < 1e-6, "the curve carries it: {v}");

@@ -40,6 +40,10 @@ pub struct EvalPoint {
     /// Accuracy per task.
     pub tasks: std::collections::BTreeMap<String, f64>,
     pub images: usize,
+    /// Objects found per image, and the number the prompts ask for (see
+    /// [`crate::student::eval::TaskScore::objects`]).
+    pub objects: f64,
+    pub asked: f64,
 }
 
 /// Runtime choices (not part of what is trained).
