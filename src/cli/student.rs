@@ -22,6 +22,11 @@ pub struct TrainArgs {
     /// architecture and optimisation, this config's step count).
     #[arg(long)]
     pub resume: bool,
+    /// Start from this checkpoint's weights and EMA (a checkpoint folder, or a training folder:
+    /// its latest), with a fresh optimiser and schedule on this manifest: a curriculum, or
+    /// fine-tuning on a new corpus. Its architecture and token/text specs must match.
+    #[arg(long, value_name = "CHECKPOINT")]
+    pub init_from: Option<PathBuf>,
     /// Stop after this many steps in all (resume later to go on).
     #[arg(long)]
     pub stop_at: Option<u64>,

@@ -35,7 +35,17 @@ pub fn train_cmd(a: TrainArgs, progress: bool) -> Result<()> {
     let rank = launch.as_ref().map_or(0, |l| l.rendezvous.rank);
     let eval = Some(lightgen::student::eval::curve_hook(&a.manifest, &a.out, device));
     let opts =
-        TrainOptions { out: a.out.clone(), resume: a.resume, device, progress, stop_at: a.stop_at, grid, eval, launch };
+        TrainOptions {
+        out: a.out.clone(),
+        resume: a.resume,
+        init_from: a.init_from.clone(),
+        device,
+        progress,
+        stop_at: a.stop_at,
+        grid,
+        eval,
+        launch,
+    };
     let s = train::train(&a.manifest, cfg, &opts)?;
     if rank != 0 {
         return Ok(()); // rank 0 prints the summary
@@ -179,6 +189,7 @@ pub fn demo_rest(run_dir: &Path, n: usize, steps: Option<u64>, progress: bool, t
         let opts = TrainOptions {
             out: out.clone(),
             resume,
+            init_from: None,
             device: tch::Device::Cpu,
             progress,
             stop_at: None,

@@ -426,7 +426,7 @@ pub fn diff(a: &Manifest, b: &Manifest) -> Vec<String> {
     out
 }
 
-fn flatten(prefix: &str, v: &serde_json::Value, out: &mut BTreeMap<String, String>) {
+pub(crate) fn flatten(prefix: &str, v: &serde_json::Value, out: &mut BTreeMap<String, String>) {
     match v {
         serde_json::Value::Object(m) => {
             for (k, x) in m {

@@ -198,6 +198,7 @@ pub fn run(manifest_path: &Path, cfg: &StudyConfig, out: &Path, device: Device, 
             let opts = TrainOptions {
                 out: dir.join("train"),
                 resume: true,
+                init_from: None,
                 device,
                 progress,
                 stop_at: None,

@@ -49,6 +49,19 @@ pub fn sample_red_circle(checkpoint: &Path, manifest: &str, out: &Path) {
     assert!(o.status.success(), "{}", stderr(&o));
 }
 
+/// Every tensor of a safetensors file as f32 values, by name.
+fn tensors(p: &Path) -> Vec<(String, Vec<f32>)> {
+    let bytes = std::fs::read(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let mut out: Vec<(String, Vec<f32>)> = st
+        .tensors()
+        .into_iter()
+        .map(|(k, v)| (k, v.data().chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().unwrap())).collect()))
+        .collect();
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    out
+}
+
 pub fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }

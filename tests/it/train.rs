@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use super::{lightgen, stderr};
+use super::{lightgen, stderr, tensors};
 
 const MANIFEST: &str = "manifests/shapes-tiny/manifest.json";
 const MICRO: &str = "tests/fixtures/train-micro.toml";
@@ -171,15 +171,8 @@ fn resume_refuses_another_manifest() {
     let out = dir.path().join("o");
     let o = train(&out, &["--stop-at", "2"]);
     assert!(o.status.success(), "{}", stderr(&o));
-    // A valid manifest with another id: the same data under another name.
-    let copy = dir.path().join("m");
-    copy_shards(&copy);
-    let mut m: serde_json::Value = serde_json::from_slice(&read(&super::root().join(MANIFEST))).unwrap();
-    m["name"] = "renamed".into();
-    let mut parsed: lightgen::formats::manifest::Manifest = serde_json::from_value(m).unwrap();
-    parsed.id = lightgen::formats::manifest::content_id(&parsed);
-    std::fs::write(copy.join("manifest.json"), serde_json::to_vec_pretty(&parsed).unwrap()).unwrap();
-    let o = train_on(copy.join("manifest.json").to_str().unwrap(), &out, &["--resume"]);
+    let copy = renamed_copy(&dir.path().join("m"));
+    let o = train_on(copy.to_str().unwrap(), &out, &["--resume"]);
     assert!(!o.status.success());
     assert!(stderr(&o).contains("resume with the same manifest"), "{}", stderr(&o));
 }
@@ -614,4 +607,73 @@ fn train_check_times_the_tiny_preset_on_random_latents() {
     assert!(out.status.success(), "{}", stderr(&out));
     let text = super::stdout(&out);
     assert!(text.contains("preset tiny") && text.contains("ms/step"), "{text}");
+}
+
+/// A manifest with the example's data under another name (so another id, the same specs).
+fn renamed_copy(dir: &Path) -> std::path::PathBuf {
+    copy_shards(dir);
+    let mut m: serde_json::Value = serde_json::from_slice(&read(&super::root().join(MANIFEST))).unwrap();
+    m["name"] = "renamed".into();
+    let mut parsed: lightgen::formats::manifest::Manifest = serde_json::from_value(m).unwrap();
+    parsed.id = lightgen::formats::manifest::content_id(&parsed);
+    std::fs::write(dir.join("manifest.json"), serde_json::to_vec_pretty(&parsed).unwrap()).unwrap();
+    dir.join("manifest.json")
+}
+
+fn state(ckpt: &Path) -> serde_json::Value {
+    serde_json::from_slice(&read(&ckpt.join("state.json"))).unwrap()
+}
+
+#[test]
+fn init_from_starts_a_new_run_on_another_manifest_from_a_checkpoints_weights() {
+    // Seeded: the micro config's seed 0.
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b, fresh) = (dir.path().join("a"), dir.path().join("b"), dir.path().join("fresh"));
+    let o = train(&a, &["--steps", "30"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let other = renamed_copy(&dir.path().join("m"));
+    let other = other.to_str().unwrap();
+    let o = train_on(other, &fresh, &["--steps", "4"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = train_on(other, &b, &["--steps", "4", "--init-from", a.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    // A new run (its own step count and manifest) that records where it started.
+    let st = state(&b.join("checkpoints/step-00000004"));
+    let parent = state(&a.join("checkpoints/step-00000030"));
+    assert_eq!(st["step"], 4);
+    assert_ne!(st["manifest_id"], parent["manifest_id"]);
+    let l = &st["lineage"];
+    assert_eq!((l["kind"].as_str(), l["step"].as_u64()), (Some("init"), Some(30)), "{l}");
+    assert_eq!(l["manifest_id"], parent["manifest_id"]);
+    assert_eq!(l["model_weights"], parent["files"]["model.safetensors"]);
+    assert_eq!(st["latent"]["tokenizer"], "pixels", "the checkpoint records its token spec");
+    // It starts from the trained weights: after 4 steps it is near them, where a run from
+    // scratch is as far as another initialisation.
+    let dist = |x: &Path, f: &str| -> f64 {
+        let (p, q) = (tensors(&x.join(f)), tensors(&a.join("checkpoints/step-00000030").join(f)));
+        assert_eq!(p.len(), q.len());
+        p.iter().zip(&q).flat_map(|((_, u), (_, v))| u.iter().zip(v).map(|(s, t)| ((s - t) as f64).powi(2))).sum()
+    };
+    for f in ["model.safetensors", "ema.safetensors"] {
+        let (near, far) = (dist(&b.join("checkpoints/step-00000004"), f), dist(&fresh.join("checkpoints/step-00000004"), f));
+        assert!(near < 0.05 * far, "{f}: squared distance to the checkpoint {near} from it, {far} from scratch");
+    }
+    // Resuming it with another --init-from is refused; with the same one, or none, it goes on.
+    let o = train_on(other, &b, &["--steps", "6", "--resume", "--init-from", fresh.to_str().unwrap()]);
+    assert!(!o.status.success() && stderr(&o).contains("was started from"), "{}", stderr(&o));
+    let o = train_on(other, &b, &["--steps", "6", "--resume", "--init-from", a.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(state(&b.join("checkpoints/step-00000006"))["lineage"], *l, "the lineage survives the resume");
+    // Another architecture is refused, naming the field and both values.
+    let wide = dir.path().join("wide.toml");
+    std::fs::write(&wide, read(&super::root().join(MICRO))).unwrap();
+    let text = std::fs::read_to_string(&wide).unwrap().replace("\nwidth = 32", "\nwidth = 64");
+    std::fs::write(&wide, text).unwrap();
+    let out = dir.path().join("w");
+    let o = lightgen(&[
+        "train", "-q", "-m", other, "-c", wide.to_str().unwrap(), "--out", out.to_str().unwrap(), "--init-from",
+        a.to_str().unwrap(),
+    ]);
+    assert!(!o.status.success() && stderr(&o).contains("model.width: 32 → 64"), "{}", stderr(&o));
+    assert!(!out.join("checkpoints").exists(), "nothing trained");
 }

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use super::{lightgen, root, stderr};
+use super::{lightgen, root, stderr, tensors};
 
 const MANIFEST: &str = "manifests/shapes-tiny/manifest.json";
 
@@ -32,19 +32,6 @@ fn train_output(cfg: &Path, out: &Path, extra: &[&str]) -> std::process::Output 
 fn train(cfg: &Path, out: &Path, extra: &[&str]) {
     let o = train_output(cfg, out, extra);
     assert!(o.status.success(), "{}", stderr(&o));
-}
-
-/// Every tensor of a safetensors file as f32 values, by name.
-fn tensors(p: &Path) -> Vec<(String, Vec<f32>)> {
-    let bytes = std::fs::read(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
-    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
-    let mut out: Vec<(String, Vec<f32>)> = st
-        .tensors()
-        .into_iter()
-        .map(|(k, v)| (k, v.data().chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().unwrap())).collect()))
-        .collect();
-    out.sort_by(|a, b| a.0.cmp(&b.0));
-    out
 }
 
 /// The largest |a − b| / max(max |a|, 0.01) over two checkpoints' weights and EMA weights:

@@ -11,6 +11,8 @@ use tch::{Device, Tensor};
 
 use super::config::TrainConfig;
 use crate::error::{Error, Result};
+use crate::formats::text::TextSpec;
+use crate::formats::tokenizer::LatentSpec;
 use crate::student::model::MarConfig;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -28,7 +30,14 @@ pub struct TrainState {
     #[serde(default = "one")]
     pub world: usize,
     pub tool_version: String,
-    /// For a DPO checkpoint: the checkpoint it started from and its pair set.
+    /// The manifest's token and text specs (checked by `train --init-from`; absent in
+    /// checkpoints written before).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latent: Option<LatentSpec>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub text: Option<TextSpec>,
+    /// For a DPO checkpoint: the checkpoint it started from and its pair set; for a run started
+    /// with `--init-from`, that checkpoint (`init.rs`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lineage: Option<serde_json::Value>,
     /// blake3 of each weights file of the checkpoint, checked on load (checkpoints written

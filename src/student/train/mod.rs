@@ -8,6 +8,7 @@ pub mod config;
 pub mod data;
 pub mod dpo;
 pub mod fused;
+pub mod init;
 pub mod metrics;
 pub mod objects;
 pub mod optim;

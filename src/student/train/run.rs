@@ -50,6 +50,9 @@ pub struct EvalPoint {
 pub struct TrainOptions {
     pub out: PathBuf,
     pub resume: bool,
+    /// Start a new run from this checkpoint's weights and EMA (a checkpoint or a training
+    /// folder); a resumed run must name the same one, or none.
+    pub init_from: Option<PathBuf>,
     pub device: Device,
     pub progress: bool,
     /// Stop after this step even if the config asks for more (a later `--resume` goes on).
@@ -146,6 +149,14 @@ pub fn train(manifest_path: &Path, cfg: TrainConfig, opts: &TrainOptions) -> Res
         Some((_, st)) => st.model.clone(),
         None => model_for(&cfg, &ds)?,
     };
+    let init = opts.init_from.as_deref().map(|p| super::init::prepare(p, &model_cfg, &m)).transpose()?;
+    if let Some((ck, st)) = &resumed {
+        super::init::check_resume(ck, st, init.as_ref())?;
+    }
+    let lineage = match &resumed {
+        Some((_, st)) => st.lineage.clone(),
+        None => init.as_ref().map(|i| i.lineage.clone()),
+    };
     let grid = m.latent.grid as usize;
     let mut tr = Trainer::new(cfg.clone(), model_cfg.clone(), grid, opts.device)?;
     let object_options = [
@@ -162,8 +173,10 @@ pub fn train(manifest_path: &Path, cfg: TrainConfig, opts: &TrainOptions) -> Res
         }
         tr.pixels = Some(PixelTokens { patch: l.patch as usize, grid, scale: l.scale, shift: l.shift });
     }
-    if let Some((ck, st)) = &resumed {
-        tr.restore(ck, st)?;
+    match (&resumed, &init) {
+        (Some((ck, st)), _) => tr.restore(ck, st)?,
+        (None, Some(i)) => tr.load_weights(&i.ckpt)?,
+        (None, None) => {}
     }
     // The ranks start from rank 0's weights (they already agree: same seed or checkpoint).
     let weights: Vec<&Tensor> = tr.store.vars.values().chain(tr.ema.weights.values()).collect();
@@ -194,7 +207,9 @@ pub fn train(manifest_path: &Path, cfg: TrainConfig, opts: &TrainOptions) -> Res
         grid,
         world: tr.dist.world,
         tool_version: crate::VERSION.into(),
-        lineage: None,
+        latent: Some(m.latent.clone()),
+        text: Some(m.text.clone()),
+        lineage: lineage.clone(),
         files: Default::default(),
     };
     let global = cfg.global_batch(tr.dist.world);

@@ -342,14 +342,10 @@ impl Trainer {
         o
     }
 
+    /// Weights, EMA and optimiser state of checkpoint `ckpt` (`--resume`).
     pub(crate) fn restore(&mut self, ckpt: &Path, state: &TrainState) -> Result<()> {
         let dev = self.device;
-        let model = checkpoint::load_checked(ckpt, "model.safetensors")?;
-        self.store.load(&model).map_err(|m| Error::invalid(ckpt.display().to_string(), m))?;
-        self.ema.weights = checkpoint::load_checked(ckpt, "ema.safetensors")?
-            .into_iter()
-            .map(|(k, v)| (k, v.to_device(dev)))
-            .collect();
+        self.load_weights(ckpt)?;
         for (k, v) in checkpoint::load_checked(ckpt, "optim.safetensors")? {
             if let Some(n) = k.strip_prefix("m.") {
                 self.opt.m.insert(n.to_string(), v.to_device(dev));
@@ -358,6 +354,18 @@ impl Trainer {
             }
         }
         self.opt.t = state.adam_t;
+        Ok(())
+    }
+
+    /// The weights and EMA of checkpoint `ckpt` (not its optimiser state): `--init-from`.
+    pub(crate) fn load_weights(&mut self, ckpt: &Path) -> Result<()> {
+        let dev = self.device;
+        let model = checkpoint::load_checked(ckpt, "model.safetensors")?;
+        self.store.load(&model).map_err(|m| Error::invalid(ckpt.display().to_string(), m))?;
+        self.ema.weights = checkpoint::load_checked(ckpt, "ema.safetensors")?
+            .into_iter()
+            .map(|(k, v)| (k, v.to_device(dev)))
+            .collect();
         Ok(())
     }
 }
