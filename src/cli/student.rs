@@ -215,6 +215,14 @@ pub struct DpoArgs {
     /// Keep only pairs whose loser the shapes analyzer rejects.
     #[arg(long)]
     pub loser_must_fail: bool,
+    /// `teacher`: the teacher's curated image against the student's sample (LightGen's
+    /// pairs). `self`: the student's own sample that the shapes analyzer passes against one it
+    /// rejects, from --draws samples per prompt (prompts without both give no pair).
+    #[arg(long, default_value = "teacher", value_parser = ["teacher", "self"])]
+    pub winner: String,
+    /// Samples per prompt for --winner self.
+    #[arg(long, default_value_t = 4)]
+    pub draws: usize,
     /// Pairs per stored part (the unit a rerun skips or redoes).
     #[arg(long, default_value_t = 64)]
     pub part_size: usize,

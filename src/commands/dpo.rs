@@ -8,7 +8,8 @@ use lightgen::student::train::{self, checkpoint};
 
 /// `lightgen dpo`.
 pub fn dpo_cmd(a: DpoArgs, progress: bool) -> Result<()> {
-    use lightgen::student::train::dpo::{self, pairs::PairsConfig, DpoConfig};
+    use lightgen::student::train::dpo::{self, pairs::PairsConfig, pairs::Winner, DpoConfig};
+    let own = a.winner == "self";
     let base = checkpoint::resolve(&a.checkpoint)?;
     let state = checkpoint::read_state(&base)?;
     let cfg = DpoConfig {
@@ -18,6 +19,8 @@ pub fn dpo_cmd(a: DpoArgs, progress: bool) -> Result<()> {
             loser_must_fail: a.loser_must_fail,
             part_size: a.part_size,
             sample: state.config.sample.clone(),
+            winner: if own { Winner::OwnSample } else { Winner::Teacher },
+            draws: if own { a.draws } else { 1 },
         },
         beta: a.beta,
         lr: a.lr,
@@ -46,7 +49,7 @@ pub fn dpo_cmd(a: DpoArgs, progress: bool) -> Result<()> {
     lightgen::formats::commit::write_atomic(&a.out.join("dpo.json"), &serde_json::to_vec_pretty(&s)?)?;
     if !a.json {
         outln!(
-            "pairs     {} of {} candidates ({} losers judged, {} rejected by the analyzer); {}/pairs.png",
+            "pairs     {} of {} candidates ({} samples judged, {} rejected by the analyzer); {}/pairs.png",
             s.pairs,
             s.candidates,
             s.losers_judged,

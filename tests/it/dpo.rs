@@ -98,3 +98,58 @@ fn pairs_resume_by_part_and_the_checkpoint_names_its_lineage() {
     let o = dpo(&base, &dir.path().join("f"), &["--loser-must-fail"]);
     assert!(!o.status.success() && stderr(&o).contains("cannot be judged"), "{}", stderr(&o));
 }
+
+#[test]
+fn self_pairs_judge_every_draw_and_need_specs_and_two_draws() {
+    // The example config distilled afresh (seed 42, its expand/ beside the manifest, so the
+    // analyzer can judge), a micro student (seed 0) trained 3 steps on it.
+    let dir = tempfile::tempdir().unwrap();
+    let runs = dir.path().join("runs");
+    let o = lightgen(&["distill", "-q", "-c", "configs/shapes-tiny.toml", "--output-dir", runs.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let manifest = runs.join("shapes-tiny/manifest.json");
+    let manifest = manifest.to_str().unwrap();
+    let base = dir.path().join("base");
+    let micro = "tests/fixtures/train-micro.toml";
+    let o = lightgen(&["train", "-q", "-m", manifest, "-c", micro, "--out", base.to_str().unwrap(), "--steps", "3"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let run = |m: &str, out: &Path, extra: &[&str]| {
+        let mut args = vec!["dpo", "-q", "--checkpoint", base.to_str().unwrap(), "-m", m, "--out", out.to_str().unwrap()];
+        args.extend_from_slice(&["--winner", "self", "--pairs", "8", "--part-size", "4", "--steps", "2", "--batch", "2"]);
+        args.extend_from_slice(&["--no-eval", "--json"]);
+        args.extend_from_slice(extra);
+        lightgen(&args)
+    };
+    // One draw cannot both pass and fail; a manifest without specs cannot be judged. Both are
+    // refused before anything is written.
+    let out = dir.path().join("one");
+    let o = run(manifest, &out, &["--draws", "1"]);
+    assert!(!o.status.success() && stderr(&o).contains("needs at least 2 samples per prompt"), "{}", stderr(&o));
+    assert!(!out.join("pairs/pairs.json").exists(), "nothing written");
+    let expand = runs.join("shapes-tiny/expand");
+    let hidden = runs.join("shapes-tiny/expand-hidden");
+    std::fs::rename(&expand, &hidden).unwrap();
+    let o = run(manifest, &dir.path().join("nospec"), &["--draws", "3"]);
+    assert!(!o.status.success() && stderr(&o).contains("cannot be judged"), "{}", stderr(&o));
+    std::fs::rename(&hidden, &expand).unwrap();
+    // Three draws of each of the 8 prompts are judged; a pair is kept only where one passed and
+    // one failed (none, at chance, ends in the clear "no pairs" error, not a crash).
+    let out = dir.path().join("dpo");
+    let o = run(manifest, &out, &["--draws", "3"]);
+    let judged: u64 = (0..2)
+        .map(|k| {
+            let p = out.join(format!("pairs/part-{k:05}_stats.json"));
+            let st: serde_json::Value = serde_json::from_slice(&std::fs::read(&p).unwrap()).unwrap();
+            st["extra"]["losers_judged"].as_u64().unwrap()
+        })
+        .sum();
+    assert_eq!(judged, 24, "8 prompts × 3 draws judged");
+    let plan: serde_json::Value = serde_json::from_slice(&std::fs::read(out.join("pairs/pairs.json")).unwrap()).unwrap();
+    assert_eq!((plan["config"]["winner"].as_str(), plan["config"]["draws"].as_u64()), (Some("self"), Some(3)));
+    if o.status.success() {
+        let s: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        assert!(s["pairs"].as_u64().unwrap() <= 8, "{s}");
+    } else {
+        assert!(stderr(&o).contains("no pairs were kept"), "{}", stderr(&o));
+    }
+}

@@ -67,6 +67,8 @@ pub struct DpoStep {
 pub struct DpoSummary {
     pub pairs: usize,
     pub candidates: usize,
+    /// Samples of the base student the analyzer judged (the losers; every draw with
+    /// `winner = self`), and how many it rejected.
     pub losers_judged: u64,
     pub losers_failed: u64,
     pub pairs_id: String,

@@ -1,6 +1,7 @@
 //! DPO pairs, as LightGen builds them (`lightgen.md` §6): for each prompt of the pair set the
 //! winner is the teacher's image that passed curation (a training sample of the manifest), the
-//! loser is the base student's own sample for the same caption. Built once, stored in parts
+//! loser is the base student's own sample for the same caption; or (`winner = self`, not in
+//! LightGen) a sample of the student that the analyzer passes against one it rejects. Built once, stored in parts
 //! (`pairs/part-NNNNN.safetensors` with both latents and the caption, then its
 //! `_stats.json` marker, last), so a killed build resumes where it stopped.
 
@@ -25,6 +26,36 @@ use crate::student::train::data::Dataset;
 use crate::world::analyze::Analyzer;
 use crate::world::Spec;
 
+/// Where a pair's winner comes from.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Winner {
+    /// The teacher's curated image, against the base student's sample (LightGen's pairs).
+    /// Once the two are told apart (a clean image against a lumpy one) nothing is left to
+    /// learn about what makes a sample pass.
+    #[default]
+    #[serde(rename = "teacher")]
+    Teacher,
+    /// The base student's own sample that the shapes analyzer passes, against one of its
+    /// samples for the same caption that it rejects: on-policy pairs that differ in what is
+    /// judged (shapes world only; prompts whose draws all pass or all fail give no pair).
+    #[serde(rename = "self")]
+    OwnSample,
+}
+
+impl Winner {
+    fn is_teacher(&self) -> bool {
+        *self == Winner::Teacher
+    }
+}
+
+fn one() -> usize {
+    1
+}
+
+fn is_one(n: &usize) -> bool {
+    *n == 1
+}
+
 /// How the pair set is drawn.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PairsConfig {
@@ -35,8 +66,14 @@ pub struct PairsConfig {
     /// every pair teaches something; shapes world only.
     pub loser_must_fail: bool,
     pub part_size: usize,
-    /// How the losers are sampled.
+    /// How the student's samples are drawn.
     pub sample: SampleOptions,
+    /// Left out of the serialized config at its default, so pair sets made before keep their id.
+    #[serde(default, skip_serializing_if = "Winner::is_teacher")]
+    pub winner: Winner,
+    /// Samples drawn per prompt (`winner = self` needs at least 2: one to pass, one to fail).
+    #[serde(default = "one", skip_serializing_if = "is_one")]
+    pub draws: usize,
 }
 
 /// `pairs/pairs.json`: what the set is made of; a folder made otherwise is refused.
@@ -115,6 +152,28 @@ pub fn build(
     dist: &Dist,
     mut progress: impl FnMut(usize),
 ) -> Result<Pairs> {
+    let cfg = &plan.config;
+    let id = plan.id();
+    let mut all: Vec<usize> = (0..ds.len()).collect();
+    all.shuffle(&mut ChaCha8Rng::seed_from_u64(cfg.seed));
+    all.truncate(cfg.count.min(ds.len()));
+    let root = manifest_path.parent().unwrap_or(Path::new("."));
+    let caps = captions(root, m, ds, &all)?;
+    let own = cfg.winner == Winner::OwnSample;
+    if own && cfg.draws < 2 {
+        return Err(Error::invalid(
+            "dpo --draws",
+            format!("{}: --winner self needs at least 2 samples per prompt, one that passes and one that fails", cfg.draws),
+        ));
+    }
+    if (cfg.loser_must_fail || own) && caps.iter().all(|(_, s)| s.is_none()) {
+        let flag = if own { "dpo --winner self" } else { "dpo --loser-must-fail" };
+        return Err(Error::invalid(
+            flag,
+            "no prompt specs beside the manifest (expand/ parts): the student's samples cannot be judged",
+        ));
+    }
+
     // Rank 0 checks or writes the plan and clears stale temporaries before any rank builds.
     let plan_path = dir.join("pairs.json");
     if dist.is_main() {
@@ -134,19 +193,7 @@ pub fn build(
             message: "holds pairs made from another base checkpoint, manifest or pair config; use another --out".into(),
         });
     }
-    let cfg = &plan.config;
-    let id = plan.id();
-    let mut all: Vec<usize> = (0..ds.len()).collect();
-    all.shuffle(&mut ChaCha8Rng::seed_from_u64(cfg.seed));
-    all.truncate(cfg.count.min(ds.len()));
-    let root = manifest_path.parent().unwrap_or(Path::new("."));
-    let caps = captions(root, m, ds, &all)?;
-    if cfg.loser_must_fail && caps.iter().all(|(_, s)| s.is_none()) {
-        return Err(Error::invalid(
-            "dpo --loser-must-fail",
-            "no prompt specs beside the manifest (expand/ parts): the losers cannot be judged",
-        ));
-    }
+
     let judge = Analyzer::new();
     let dev = base.model.device();
     let grid = base.state.grid;
@@ -165,20 +212,27 @@ pub fn build(
         let feats: Vec<f32> = examples.iter().flat_map(|e| e.feats.iter().copied()).collect();
         let text = TextInput::from_host(&ids, &feats, chunk.len(), ds.text_len, ds.text_channels, dev);
         let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed ^ (k + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15));
-        let loser: Vec<f32> =
-            sample_tokens(&base.model, &text, Canvas::blank(chunk.len(), l, c), grid, &cfg.sample, &mut rng)
-                .map_err(|e| Error::invalid("dpo pairs", e))?;
-        // Which pairs to keep, and the loser verdicts.
-        let (mut keep, mut failed, mut judged) = (Vec::new(), 0u64, 0u64);
+        // (draws, chunk, L, C): the student's samples, each draw its own stretch of the stream.
+        let draws: Vec<Vec<f32>> = (0..if own { cfg.draws } else { 1 })
+            .map(|_| sample_tokens(&base.model, &text, Canvas::blank(chunk.len(), l, c), grid, &cfg.sample, &mut rng))
+            .collect::<std::result::Result<_, _>>()
+            .map_err(|e| Error::invalid("dpo pairs", e))?;
+        let w = l * c;
+        let token = |v: &[f32], j: usize| v[j * w..(j + 1) * w].to_vec();
+        // The kept pairs as (winner, loser) tokens, and the analyzer's verdicts on the samples.
+        let (mut kept, mut keep, mut failed, mut judged) = (Vec::new(), Vec::new(), 0u64, 0u64);
         let first = k as usize * cfg.part_size.max(1);
         for j in 0..chunk.len() {
             let (_, spec) = &caps[first + j];
-            let fails = spec.as_ref().map(|s| {
-                judged += 1;
-                !judge.judge(&decoder.decode(&loser[j * l * c..(j + 1) * l * c]), s).verdict.pass
-            });
-            failed += u64::from(fails == Some(true));
-            if !cfg.loser_must_fail || fails == Some(true) {
+            let passes: Vec<Option<bool>> = draws
+                .iter()
+                .map(|d| spec.as_ref().map(|s| judge.judge(&decoder.decode(&d[j * w..(j + 1) * w]), s).verdict.pass))
+                .collect();
+            judged += passes.iter().flatten().count() as u64;
+            failed += passes.iter().filter(|p| **p == Some(false)).count() as u64;
+            if let Some((win, lose)) = choose(&passes, cfg) {
+                let lose = token(&draws[lose], j);
+                kept.push((win.map_or_else(|| token(&winner, j), |d| token(&draws[d], j)), lose));
                 keep.push(j);
             }
         }
@@ -189,8 +243,9 @@ pub fn build(
         let tl = ds.text_len;
         let mut t = std::collections::BTreeMap::new();
         let cpu = Device::Cpu;
-        t.insert("winner".to_string(), tensor_f32(&pick(&winner, l * c), &[n, l, c], cpu));
-        t.insert("loser".to_string(), tensor_f32(&pick(&loser, l * c), &[n, l, c], cpu));
+        let (wins, losses): (Vec<_>, Vec<_>) = kept.into_iter().unzip();
+        t.insert("winner".to_string(), tensor_f32(&wins.concat(), &[n, l, c], cpu));
+        t.insert("loser".to_string(), tensor_f32(&losses.concat(), &[n, l, c], cpu));
         let kept_ids: Vec<i64> =
             keep.iter().flat_map(|&j| ids[j * tl..(j + 1) * tl].iter().map(|&i| i64::from(i))).collect();
         t.insert("ids".to_string(), Tensor::from_slice(&kept_ids).view([n as i64, tl as i64]));
@@ -205,12 +260,25 @@ pub fn build(
         let extra = serde_json::json!({ "candidates": chunk.len(), "losers_judged": judged, "losers_failed": failed });
         commit(dir, k, n as u64, &id, extra)?;
         if k == 0 {
-            grid_png(decoder, &winner, &loser, chunk.len().min(16), l * c, &dir.join("pairs.png"))?;
+            grid_png(decoder, &wins.concat(), &losses.concat(), n.min(16), w, &dir.join("pairs.png"))?;
         }
         progress(chunk.len());
     }
     dist.barrier()?;
     load(dir, &id, all.len(), all.len().div_ceil(cfg.part_size.max(1)) as u64)
+}
+
+/// The pair a prompt gives, from the analyzer's verdicts on its draws (None: no spec to
+/// judge by): (the winner's draw, or None for the teacher's image; the loser's draw).
+fn choose(passes: &[Option<bool>], cfg: &PairsConfig) -> Option<(Option<usize>, usize)> {
+    match cfg.winner {
+        Winner::OwnSample => {
+            let pass = passes.iter().position(|p| *p == Some(true))?;
+            let fail = passes.iter().position(|p| *p == Some(false))?;
+            Some((Some(pass), fail))
+        }
+        Winner::Teacher => (!cfg.loser_must_fail || passes[0] == Some(false)).then_some((None, 0)),
+    }
 }
 
 fn part_file(k: u64) -> String {
@@ -269,4 +337,48 @@ pub fn load(dir: &Path, id: &str, candidates: usize, parts: u64) -> Result<Pairs
         p.n += t.get("winner").ok_or_else(|| bad("winner"))?.size()[0] as usize;
     }
     Ok(p)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg(winner: Winner, loser_must_fail: bool) -> PairsConfig {
+        PairsConfig {
+            count: 1,
+            seed: 0,
+            loser_must_fail,
+            part_size: 1,
+            sample: SampleOptions::default(),
+            winner,
+            draws: 4,
+        }
+    }
+
+    #[test]
+    fn a_self_pair_is_the_first_passing_draw_against_the_first_failing_one() {
+        let own = cfg(Winner::OwnSample, false);
+        let (t, f) = (Some(true), Some(false));
+        assert_eq!(choose(&[f, f, t, t], &own), Some((Some(2), 0)));
+        assert_eq!(choose(&[t, f, f, t], &own), Some((Some(0), 1)));
+        assert_eq!(choose(&[t, t, t, t], &own), None, "all pass: nothing to prefer");
+        assert_eq!(choose(&[f, f, f, f], &own), None, "all fail: no winner");
+        assert_eq!(choose(&[None, None], &own), None, "no spec: cannot judge");
+        // The teacher's image wins against the first draw, which must fail only when asked.
+        assert_eq!(choose(&[t], &cfg(Winner::Teacher, false)), Some((None, 0)));
+        assert_eq!(choose(&[None], &cfg(Winner::Teacher, false)), Some((None, 0)));
+        assert_eq!(choose(&[t], &cfg(Winner::Teacher, true)), None);
+        assert_eq!(choose(&[f], &cfg(Winner::Teacher, true)), Some((None, 0)));
+    }
+
+    #[test]
+    fn the_default_winner_leaves_the_pair_set_id_of_earlier_sets_unchanged() {
+        let v = serde_json::to_value(cfg(Winner::Teacher, false)).unwrap();
+        let mut c = cfg(Winner::Teacher, false);
+        c.draws = 1;
+        let v1 = serde_json::to_value(&c).unwrap();
+        assert!(v.get("winner").is_none() && v1.get("draws").is_none(), "{v1}");
+        let own = serde_json::to_value(cfg(Winner::OwnSample, false)).unwrap();
+        assert_eq!((own["winner"].as_str(), own["draws"].as_u64()), (Some("self"), Some(4)));
+    }
 }
