@@ -224,12 +224,18 @@ pub fn build(
         let first = k as usize * cfg.part_size.max(1);
         for j in 0..chunk.len() {
             let (_, spec) = &caps[first + j];
-            let passes: Vec<Option<bool>> = draws
+            // (pass, alignment) of each draw.
+            let passes: Vec<Option<(bool, f32)>> = draws
                 .iter()
-                .map(|d| spec.as_ref().map(|s| judge.judge(&decoder.decode(&d[j * w..(j + 1) * w]), s).verdict.pass))
+                .map(|d| {
+                    spec.as_ref().map(|s| {
+                        let g = judge.judge(&decoder.decode(&d[j * w..(j + 1) * w]), s);
+                        (g.verdict.pass, g.score)
+                    })
+                })
                 .collect();
             judged += passes.iter().flatten().count() as u64;
-            failed += passes.iter().filter(|p| **p == Some(false)).count() as u64;
+            failed += passes.iter().flatten().filter(|p| !p.0).count() as u64;
             if let Some((win, lose)) = choose(&passes, cfg) {
                 let lose = token(&draws[lose], j);
                 kept.push((win.map_or_else(|| token(&winner, j), |d| token(&draws[d], j)), lose));
@@ -268,16 +274,28 @@ pub fn build(
     load(dir, &id, all.len(), all.len().div_ceil(cfg.part_size.max(1)) as u64)
 }
 
-/// The pair a prompt gives, from the analyzer's verdicts on its draws (None: no spec to
-/// judge by): (the winner's draw, or None for the teacher's image; the loser's draw).
-fn choose(passes: &[Option<bool>], cfg: &PairsConfig) -> Option<(Option<usize>, usize)> {
+/// The pair a prompt gives, from the analyzer's (pass, alignment) on each of its draws (None:
+/// no spec to judge by): (the winner's draw, or None for the teacher's image; the loser's).
+/// Own samples: the passing draw with the best alignment against the failing draw with the
+/// best alignment (the first of equals). The GenEval-style pass ignores extra objects of
+/// other classes and the alignment counts them, so the winner is the cleanest pass (the first
+/// pass instead taught a student to scatter objects: 2.6 → 3.2 found per image), and the
+/// loser the nearest miss, so that the pair differs in what made it fail.
+fn choose(passes: &[Option<(bool, f32)>], cfg: &PairsConfig) -> Option<(Option<usize>, usize)> {
+    let best = |pass: bool| {
+        passes
+            .iter()
+            .enumerate()
+            .filter_map(|(d, p)| p.filter(|p| p.0 == pass).map(|p| (d, p.1)))
+            .fold(None, |acc: Option<(usize, f32)>, (d, a)| match acc {
+                Some((_, b)) if b >= a => acc,
+                _ => Some((d, a)),
+            })
+            .map(|(d, _)| d)
+    };
     match cfg.winner {
-        Winner::OwnSample => {
-            let pass = passes.iter().position(|p| *p == Some(true))?;
-            let fail = passes.iter().position(|p| *p == Some(false))?;
-            Some((Some(pass), fail))
-        }
-        Winner::Teacher => (!cfg.loser_must_fail || passes[0] == Some(false)).then_some((None, 0)),
+        Winner::OwnSample => Some((Some(best(true)?), best(false)?)),
+        Winner::Teacher => (!cfg.loser_must_fail || passes[0].is_some_and(|p| !p.0)).then_some((None, 0)),
     }
 }
 
@@ -356,19 +374,21 @@ mod tests {
     }
 
     #[test]
-    fn a_self_pair_is_the_first_passing_draw_against_the_first_failing_one() {
+    fn a_self_pair_is_the_cleanest_pass_against_the_nearest_miss() {
         let own = cfg(Winner::OwnSample, false);
-        let (t, f) = (Some(true), Some(false));
-        assert_eq!(choose(&[f, f, t, t], &own), Some((Some(2), 0)));
-        assert_eq!(choose(&[t, f, f, t], &own), Some((Some(0), 1)));
-        assert_eq!(choose(&[t, t, t, t], &own), None, "all pass: nothing to prefer");
-        assert_eq!(choose(&[f, f, f, f], &own), None, "all fail: no winner");
+        let (t, f) = (|a| Some((true, a)), |a| Some((false, a)));
+        // A pass with an extra object (alignment 0.5) loses to a clean one (1.0); of the
+        // misses, the one that got most right is the loser.
+        assert_eq!(choose(&[f(0.2), t(0.5), f(0.6), t(1.0)], &own), Some((Some(3), 2)));
+        assert_eq!(choose(&[t(0.5), f(0.0), f(0.0), t(0.5)], &own), Some((Some(0), 1)), "the first of equals");
+        assert_eq!(choose(&[t(1.0), t(0.5)], &own), None, "all pass: nothing to prefer");
+        assert_eq!(choose(&[f(0.5), f(0.2)], &own), None, "all fail: no winner");
         assert_eq!(choose(&[None, None], &own), None, "no spec: cannot judge");
         // The teacher's image wins against the first draw, which must fail only when asked.
-        assert_eq!(choose(&[t], &cfg(Winner::Teacher, false)), Some((None, 0)));
+        assert_eq!(choose(&[t(1.0)], &cfg(Winner::Teacher, false)), Some((None, 0)));
         assert_eq!(choose(&[None], &cfg(Winner::Teacher, false)), Some((None, 0)));
-        assert_eq!(choose(&[t], &cfg(Winner::Teacher, true)), None);
-        assert_eq!(choose(&[f], &cfg(Winner::Teacher, true)), Some((None, 0)));
+        assert_eq!(choose(&[t(1.0)], &cfg(Winner::Teacher, true)), None);
+        assert_eq!(choose(&[f(0.5)], &cfg(Winner::Teacher, true)), Some((None, 0)));
     }
 
     #[test]
