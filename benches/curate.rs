@@ -5,7 +5,7 @@ use std::io::Cursor;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use lightgen::pipeline::curate::hashes::{ImageHashes, NearIndex};
-use lightgen::world::render::{render, Imperfections};
+use lightgen::world::render::{render, ShapesTeacherConfig};
 use lightgen::world::{ObjectSpec, SceneRequest, Spec};
 use rand::{RngExt, SeedableRng};
 
@@ -26,7 +26,7 @@ fn pngs(size: u32, n: usize) -> Vec<Vec<u8>> {
     };
     (0..n)
         .map(|i| {
-            let img = render(&req, i as u64, size, &Imperfections::none()).unwrap().image;
+            let img = render(&req, i as u64, size, &ShapesTeacherConfig::none()).unwrap().image;
             let mut buf = Vec::new();
             img.write_to(&mut Cursor::new(&mut buf), image::ImageFormat::Png).unwrap();
             buf

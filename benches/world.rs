@@ -9,7 +9,7 @@ use lightgen::pipeline::expand::rows::{slot_values, spec_json};
 use lightgen::pipeline::generate::encode;
 use lightgen::taxonomy::Taxonomy;
 use lightgen::world::analyze::Analyzer;
-use lightgen::world::render::{render, Imperfections};
+use lightgen::world::render::{render, ShapesTeacherConfig};
 use lightgen::world::SceneRequest;
 
 const N: usize = 1000;
@@ -30,11 +30,11 @@ fn bench(c: &mut Criterion) {
         format: ImageFormat::Png,
         quality: 90,
         part_size: 1000,
-        shapes: Imperfections::default(),
+        shapes: ShapesTeacherConfig::default(),
         http: None,
         onnx: None,
     };
-    let imp = Imperfections::default();
+    let imp = ShapesTeacherConfig::default();
     let mut g = c.benchmark_group("world");
     g.sample_size(10);
     g.throughput(Throughput::Elements(N as u64));

@@ -25,4 +25,7 @@ python3 scripts/clip-vocab.py target/clip-vocab
 export LIGHTGEN_CLIP_VOCAB="$PWD/target/clip-vocab"
 # Snapshots are checked, never rewritten, here; review changes with `cargo insta review`.
 export INSTA_UPDATE=no
+# The benchmarks are run by hand (`cargo bench --profile dev --bench NAME`), so check here that
+# they still build: two had gone stale against the shapes teacher's config and nothing said so.
+cargo build --locked --benches
 cargo test --locked "$@"
