@@ -62,6 +62,9 @@ pub fn train_cmd(a: TrainArgs, progress: bool) -> Result<()> {
         s.tokens_per_s
     );
     outln!("model      {:.2}M parameters", s.parameters as f64 / 1e6);
+    if let Some(p) = &a.init_from {
+        outln!("started    from {} (its weights and EMA; a fresh optimiser and schedule)", p.display());
+    }
     outln!("loss       {:.4} → {:.4}", s.first_loss, s.last_loss);
     outln!("checkpoint {}", s.checkpoint.display());
     outln!(
