@@ -34,8 +34,7 @@ pub fn train_cmd(a: TrainArgs, progress: bool) -> Result<()> {
     let grid = Some(lightgen::student::sample::grid_hook(&a.manifest, &a.out, device));
     let rank = launch.as_ref().map_or(0, |l| l.rendezvous.rank);
     let eval = Some(lightgen::student::eval::curve_hook(&a.manifest, &a.out, device));
-    let opts =
-        TrainOptions {
+    let opts = TrainOptions {
         out: a.out.clone(),
         resume: a.resume,
         init_from: a.init_from.clone(),

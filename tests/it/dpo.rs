@@ -114,8 +114,20 @@ fn self_pairs_judge_every_draw_and_need_specs_and_two_draws() {
     let o = lightgen(&["train", "-q", "-m", manifest, "-c", micro, "--out", base.to_str().unwrap(), "--steps", "3"]);
     assert!(o.status.success(), "{}", stderr(&o));
     let run = |m: &str, out: &Path, extra: &[&str]| {
-        let mut args = vec!["dpo", "-q", "--checkpoint", base.to_str().unwrap(), "-m", m, "--out", out.to_str().unwrap()];
-        args.extend_from_slice(&["--winner", "self", "--pairs", "8", "--part-size", "4", "--steps", "2", "--batch", "2"]);
+        let mut args =
+            vec!["dpo", "-q", "--checkpoint", base.to_str().unwrap(), "-m", m, "--out", out.to_str().unwrap()];
+        args.extend_from_slice(&[
+            "--winner",
+            "self",
+            "--pairs",
+            "8",
+            "--part-size",
+            "4",
+            "--steps",
+            "2",
+            "--batch",
+            "2",
+        ]);
         args.extend_from_slice(&["--no-eval", "--json"]);
         args.extend_from_slice(extra);
         lightgen(&args)
@@ -144,7 +156,8 @@ fn self_pairs_judge_every_draw_and_need_specs_and_two_draws() {
         })
         .sum();
     assert_eq!(judged, 24, "8 prompts × 3 draws judged");
-    let plan: serde_json::Value = serde_json::from_slice(&std::fs::read(out.join("pairs/pairs.json")).unwrap()).unwrap();
+    let plan: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("pairs/pairs.json")).unwrap()).unwrap();
     assert_eq!((plan["config"]["winner"].as_str(), plan["config"]["draws"].as_u64()), (Some("self"), Some(3)));
     if o.status.success() {
         let s: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();

@@ -655,7 +655,8 @@ fn init_from_starts_a_new_run_on_another_manifest_from_a_checkpoints_weights() {
         p.iter().zip(&q).flat_map(|((_, u), (_, v))| u.iter().zip(v).map(|(s, t)| ((s - t) as f64).powi(2))).sum()
     };
     for f in ["model.safetensors", "ema.safetensors"] {
-        let (near, far) = (dist(&b.join("checkpoints/step-00000004"), f), dist(&fresh.join("checkpoints/step-00000004"), f));
+        let (near, far) =
+            (dist(&b.join("checkpoints/step-00000004"), f), dist(&fresh.join("checkpoints/step-00000004"), f));
         assert!(near < 0.05 * far, "{f}: squared distance to the checkpoint {near} from it, {far} from scratch");
     }
     // Resuming it with another --init-from is refused; with the same one, or none, it goes on.
@@ -671,7 +672,15 @@ fn init_from_starts_a_new_run_on_another_manifest_from_a_checkpoints_weights() {
     std::fs::write(&wide, text).unwrap();
     let out = dir.path().join("w");
     let o = lightgen(&[
-        "train", "-q", "-m", other, "-c", wide.to_str().unwrap(), "--out", out.to_str().unwrap(), "--init-from",
+        "train",
+        "-q",
+        "-m",
+        other,
+        "-c",
+        wide.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--init-from",
         a.to_str().unwrap(),
     ]);
     assert!(!o.status.success() && stderr(&o).contains("model.width: 32 → 64"), "{}", stderr(&o));

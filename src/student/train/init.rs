@@ -43,10 +43,7 @@ pub fn prepare(path: &Path, model: &MarConfig, m: &Manifest) -> Result<Init> {
     if !diffs.is_empty() {
         return Err(Error::invalid(
             ckpt.display().to_string(),
-            format!(
-                "cannot start this run from it (checkpoint → this config and manifest): {}",
-                diffs.join("; ")
-            ),
+            format!("cannot start this run from it (checkpoint → this config and manifest): {}", diffs.join("; ")),
         ));
     }
     let file = |name: &str| state.files.get(name).cloned().unwrap_or_default();

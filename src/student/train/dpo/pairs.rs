@@ -1,9 +1,9 @@
 //! DPO pairs, as LightGen builds them (`lightgen.md` §6): for each prompt of the pair set the
 //! winner is the teacher's image that passed curation (a training sample of the manifest), the
 //! loser is the base student's own sample for the same caption; or (`winner = self`, not in
-//! LightGen) a sample of the student that the analyzer passes against one it rejects. Built once, stored in parts
-//! (`pairs/part-NNNNN.safetensors` with both latents and the caption, then its
-//! `_stats.json` marker, last), so a killed build resumes where it stopped.
+//! LightGen) a sample of the student that the analyzer passes against one it rejects. Built
+//! once, stored in parts (`pairs/part-NNNNN.safetensors` with both latents and the caption,
+//! then its `_stats.json` marker, last), so a killed build resumes where it stopped.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -163,7 +163,10 @@ pub fn build(
     if own && cfg.draws < 2 {
         return Err(Error::invalid(
             "dpo --draws",
-            format!("{}: --winner self needs at least 2 samples per prompt, one that passes and one that fails", cfg.draws),
+            format!(
+                "{}: --winner self needs at least 2 samples per prompt, one that passes and one that fails",
+                cfg.draws
+            ),
         ));
     }
     if (cfg.loser_must_fail || own) && caps.iter().all(|(_, s)| s.is_none()) {
@@ -276,11 +279,11 @@ pub fn build(
 
 /// The pair a prompt gives, from the analyzer's (pass, alignment) on each of its draws (None:
 /// no spec to judge by): (the winner's draw, or None for the teacher's image; the loser's).
-/// Own samples: the passing draw with the best alignment against the failing draw with the
-/// best alignment (the first of equals). The GenEval-style pass ignores extra objects of
-/// other classes and the alignment counts them, so the winner is the cleanest pass (the first
-/// pass instead taught a student to scatter objects: 2.6 → 3.2 found per image), and the
-/// loser the nearest miss, so that the pair differs in what made it fail.
+/// Own samples: the passing draw with the best alignment (the cleanest pass: the GenEval-style
+/// pass ignores extra objects of other classes, the alignment counts them) against the failing
+/// draw with the best alignment (the nearest miss); the first of equals. A failing draw is
+/// most often one with objects missing, so the first miss instead taught the curriculum
+/// student to add objects (2.6 → 3.2 found per image; docs/student.md, "DPO helps once").
 fn choose(passes: &[Option<(bool, f32)>], cfg: &PairsConfig) -> Option<(Option<usize>, usize)> {
     let best = |pass: bool| {
         passes
