@@ -14,7 +14,12 @@ fn train(out: &Path, extra: &[&str]) -> std::process::Output {
 
 /// `lightgen train` with the micro config on `manifest`.
 fn train_on(manifest: &str, out: &Path, extra: &[&str]) -> std::process::Output {
-    let mut args = vec!["train", "-q", "-m", manifest, "-c", MICRO, "--out", out.to_str().unwrap()];
+    train_with(MICRO, manifest, out, extra)
+}
+
+/// `lightgen train` with `config` on `manifest`.
+fn train_with(config: &str, manifest: &str, out: &Path, extra: &[&str]) -> std::process::Output {
+    let mut args = vec!["train", "-q", "-m", manifest, "-c", config, "--out", out.to_str().unwrap()];
     args.extend_from_slice(extra);
     lightgen(&args)
 }
@@ -671,18 +676,7 @@ fn init_from_starts_a_new_run_on_another_manifest_from_a_checkpoints_weights() {
     let text = std::fs::read_to_string(&wide).unwrap().replace("\nwidth = 32", "\nwidth = 64");
     std::fs::write(&wide, text).unwrap();
     let out = dir.path().join("w");
-    let o = lightgen(&[
-        "train",
-        "-q",
-        "-m",
-        other,
-        "-c",
-        wide.to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-        "--init-from",
-        a.to_str().unwrap(),
-    ]);
+    let o = train_with(wide.to_str().unwrap(), other, &out, &["--init-from", a.to_str().unwrap()]);
     assert!(!o.status.success() && stderr(&o).contains("model.width: 32 → 64"), "{}", stderr(&o));
     assert!(!out.join("checkpoints").exists(), "nothing trained");
 }
