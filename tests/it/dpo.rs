@@ -9,8 +9,13 @@ use super::{lightgen, stderr};
 const MANIFEST: &str = "manifests/shapes-tiny/manifest.json";
 
 fn dpo(base: &Path, out: &Path, extra: &[&str]) -> std::process::Output {
+    dpo_on(MANIFEST, base, out, extra)
+}
+
+/// `lightgen dpo` on `manifest`: 12 candidate prompts in parts of 4, 3 steps of 4 pairs, no eval.
+fn dpo_on(manifest: &str, base: &Path, out: &Path, extra: &[&str]) -> std::process::Output {
     let mut args =
-        vec!["dpo", "-q", "--checkpoint", base.to_str().unwrap(), "-m", MANIFEST, "--out", out.to_str().unwrap()];
+        vec!["dpo", "-q", "--checkpoint", base.to_str().unwrap(), "-m", manifest, "--out", out.to_str().unwrap()];
     args.extend_from_slice(&[
         "--pairs",
         "12",
@@ -113,55 +118,37 @@ fn self_pairs_judge_every_draw_and_need_specs_and_two_draws() {
     let micro = "tests/fixtures/train-micro.toml";
     let o = lightgen(&["train", "-q", "-m", manifest, "-c", micro, "--out", base.to_str().unwrap(), "--steps", "3"]);
     assert!(o.status.success(), "{}", stderr(&o));
-    let run = |m: &str, out: &Path, extra: &[&str]| {
-        let mut args =
-            vec!["dpo", "-q", "--checkpoint", base.to_str().unwrap(), "-m", m, "--out", out.to_str().unwrap()];
-        args.extend_from_slice(&[
-            "--winner",
-            "self",
-            "--pairs",
-            "8",
-            "--part-size",
-            "4",
-            "--steps",
-            "2",
-            "--batch",
-            "2",
-        ]);
-        args.extend_from_slice(&["--no-eval", "--json"]);
-        args.extend_from_slice(extra);
-        lightgen(&args)
-    };
+    let run = |m: &str, out: &Path, draws: &str| dpo_on(m, &base, out, &["--winner", "self", "--draws", draws]);
     // One draw cannot both pass and fail; a manifest without specs cannot be judged. Both are
     // refused before anything is written.
     let out = dir.path().join("one");
-    let o = run(manifest, &out, &["--draws", "1"]);
+    let o = run(manifest, &out, "1");
     assert!(!o.status.success() && stderr(&o).contains("needs at least 2 samples per prompt"), "{}", stderr(&o));
     assert!(!out.join("pairs/pairs.json").exists(), "nothing written");
     let expand = runs.join("shapes-tiny/expand");
     let hidden = runs.join("shapes-tiny/expand-hidden");
     std::fs::rename(&expand, &hidden).unwrap();
-    let o = run(manifest, &dir.path().join("nospec"), &["--draws", "3"]);
+    let o = run(manifest, &dir.path().join("nospec"), "3");
     assert!(!o.status.success() && stderr(&o).contains("cannot be judged"), "{}", stderr(&o));
     std::fs::rename(&hidden, &expand).unwrap();
-    // Three draws of each of the 8 prompts are judged; a pair is kept only where one passed and
+    // Three draws of each of the 12 prompts are judged; a pair is kept only where one passed and
     // one failed (none, at chance, ends in the clear "no pairs" error, not a crash).
     let out = dir.path().join("dpo");
-    let o = run(manifest, &out, &["--draws", "3"]);
-    let judged: u64 = (0..2)
+    let o = run(manifest, &out, "3");
+    let judged: u64 = (0..3)
         .map(|k| {
             let p = out.join(format!("pairs/part-{k:05}_stats.json"));
             let st: serde_json::Value = serde_json::from_slice(&std::fs::read(&p).unwrap()).unwrap();
             st["extra"]["losers_judged"].as_u64().unwrap()
         })
         .sum();
-    assert_eq!(judged, 24, "8 prompts × 3 draws judged");
+    assert_eq!(judged, 36, "12 prompts × 3 draws judged");
     let plan: serde_json::Value =
         serde_json::from_slice(&std::fs::read(out.join("pairs/pairs.json")).unwrap()).unwrap();
     assert_eq!((plan["config"]["winner"].as_str(), plan["config"]["draws"].as_u64()), (Some("self"), Some(3)));
     if o.status.success() {
         let s: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
-        assert!(s["pairs"].as_u64().unwrap() <= 8, "{s}");
+        assert!(s["pairs"].as_u64().unwrap() <= 12, "{s}");
     } else {
         assert!(stderr(&o).contains("no pairs were kept"), "{}", stderr(&o));
     }

@@ -221,9 +221,8 @@ pub fn build(
             .collect::<std::result::Result<_, _>>()
             .map_err(|e| Error::invalid("dpo pairs", e))?;
         let w = l * c;
-        let token = |v: &[f32], j: usize| v[j * w..(j + 1) * w].to_vec();
-        // The kept pairs as (winner, loser) tokens, and the analyzer's verdicts on the samples.
-        let (mut kept, mut keep, mut failed, mut judged) = (Vec::new(), Vec::new(), 0u64, 0u64);
+        // The kept pairs, and the analyzer's verdicts on the samples.
+        let (mut keep, mut failed, mut judged) = (Vec::<Kept>::new(), 0u64, 0u64);
         let first = k as usize * cfg.part_size.max(1);
         for j in 0..chunk.len() {
             let (_, spec) = &caps[first + j];
@@ -240,27 +239,23 @@ pub fn build(
             judged += passes.iter().flatten().count() as u64;
             failed += passes.iter().flatten().filter(|p| !p.0).count() as u64;
             if let Some((win, lose)) = choose(&passes, cfg) {
-                let lose = token(&draws[lose], j);
-                kept.push((win.map_or_else(|| token(&winner, j), |d| token(&draws[d], j)), lose));
-                keep.push(j);
+                keep.push((j, win, lose));
             }
         }
-        let pick = |v: &[f32], w: usize| -> Vec<f32> {
-            keep.iter().flat_map(|&j| v[j * w..(j + 1) * w].iter().copied()).collect()
-        };
+        let wins = rows(&keep, w, |p| p.1.map_or(&winner[..], |d| &draws[d][..]));
+        let losses = rows(&keep, w, |p| &draws[p.2][..]);
         let n = keep.len();
         let tl = ds.text_len;
         let mut t = std::collections::BTreeMap::new();
         let cpu = Device::Cpu;
-        let (wins, losses): (Vec<_>, Vec<_>) = kept.into_iter().unzip();
-        t.insert("winner".to_string(), tensor_f32(&wins.concat(), &[n, l, c], cpu));
-        t.insert("loser".to_string(), tensor_f32(&losses.concat(), &[n, l, c], cpu));
+        t.insert("winner".to_string(), tensor_f32(&wins, &[n, l, c], cpu));
+        t.insert("loser".to_string(), tensor_f32(&losses, &[n, l, c], cpu));
         let kept_ids: Vec<i64> =
-            keep.iter().flat_map(|&j| ids[j * tl..(j + 1) * tl].iter().map(|&i| i64::from(i))).collect();
+            keep.iter().flat_map(|&(j, ..)| ids[j * tl..(j + 1) * tl].iter().map(|&i| i64::from(i))).collect();
         t.insert("ids".to_string(), Tensor::from_slice(&kept_ids).view([n as i64, tl as i64]));
         if ds.text_channels > 0 {
             let w = tl * ds.text_channels;
-            t.insert("feats".to_string(), tensor_f32(&pick(&feats, w), &[n, tl, ds.text_channels], cpu));
+            t.insert("feats".to_string(), tensor_f32(&rows(&keep, w, |_| &feats[..]), &[n, tl, ds.text_channels], cpu));
         }
         let path = dir.join(part_file(k));
         let tmp = dir.join(format!("{}.tmp-{}", part_file(k), std::process::id()));
@@ -269,12 +264,21 @@ pub fn build(
         let extra = serde_json::json!({ "candidates": chunk.len(), "losers_judged": judged, "losers_failed": failed });
         commit(dir, k, n as u64, &id, extra)?;
         if k == 0 {
-            grid_png(decoder, &wins.concat(), &losses.concat(), n.min(16), w, &dir.join("pairs.png"))?;
+            grid_png(decoder, &wins, &losses, n.min(16), w, &dir.join("pairs.png"))?;
         }
         progress(chunk.len());
     }
     dist.barrier()?;
     load(dir, &id, all.len(), all.len().div_ceil(cfg.part_size.max(1)) as u64)
+}
+
+/// A kept pair: (prompt in the part, the winner's draw or None for the teacher's image, the
+/// loser's draw).
+type Kept = (usize, Option<usize>, usize);
+
+/// Each kept pair's prompt row (`w` values) of the array `from` names for it.
+fn rows<'a>(keep: &[Kept], w: usize, from: impl Fn(&Kept) -> &'a [f32]) -> Vec<f32> {
+    keep.iter().flat_map(|p| from(p)[p.0 * w..(p.0 + 1) * w].iter().copied()).collect()
 }
 
 /// The pair a prompt gives, from the analyzer's (pass, alignment) on each of its draws (None:
