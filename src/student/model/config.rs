@@ -88,6 +88,13 @@ pub struct MarConfig {
     /// older checkpoints lack the field.
     #[serde(default)]
     pub neighbours: bool,
+    /// The aligned caption is prepended to the decoder's self-attention (through
+    /// `decoder_text_embed`), as MAR's class buffer sits in its encoder: the blocks that lay the
+    /// image out see what it shows. In the reference only the cross stack after the decoder sees
+    /// the text, and it has no token-to-token attention, so an object's outline must be drawn by
+    /// blocks that do not know its class. Not in the reference; older checkpoints lack the field.
+    #[serde(default)]
+    pub text_prefix: bool,
     pub attn_dropout: f32,
     pub proj_dropout: f32,
 }
@@ -114,6 +121,7 @@ impl MarConfig {
             x0_head: false,
             rope: false,
             neighbours: false,
+            text_prefix: false,
             attn_dropout: drop,
             proj_dropout: drop,
         }
@@ -203,6 +211,7 @@ impl MarConfig {
         let crs = lin(d, d) + p * d + self.cross_depth as u64 * cross + ln(d) + d; // + fake_latent
         let x0 = if self.x0_head { lin(d, self.token_dim as u64) } else { 0 };
         let nbr = if self.neighbours { lin(9 * (self.token_dim as u64 + 1), d) } else { 0 };
+        let prefix = if self.text_prefix { lin(d, d) } else { 0 };
         let (w, t) = (self.diffloss_width as u64, self.token_dim as u64);
         let head = lin(256, w)
             + lin(w, w)
@@ -211,7 +220,7 @@ impl MarConfig {
             + self.diffloss_depth as u64 * (ln(w) + 2 * lin(w, w) + lin(w, 3 * w))
             + lin(w, 2 * w)
             + lin(w, 2 * t);
-        (text + enc + dec + crs + x0 + nbr, head)
+        (text + enc + dec + crs + x0 + nbr + prefix, head)
     }
 }
 
@@ -225,7 +234,11 @@ pub fn train_flops_per_image(cfg: &MarConfig, l: usize, t: usize, masked: usize,
     let block = |n: f64| n * (4.0 + 2.0 * r) * d * d * 2.0 + 2.0 * 2.0 * n * n * d; // qkv, proj, mlp; attention
     let text = t * (cfg.caption_channels as f64 * d + d * d) * 2.0 + cfg.text_depth as f64 * block(t);
     let enc = l * cfg.token_dim as f64 * d * 2.0 + cfg.encoder_depth as f64 * block(lv);
-    let dec = lv * d * d * 2.0 + cfg.decoder_depth as f64 * block(l);
+    // With the caption prepended, the decoder's blocks run over t more tokens (+ their projection).
+    let dec = match cfg.text_prefix {
+        false => lv * d * d * 2.0 + cfg.decoder_depth as f64 * block(l),
+        true => (lv + t) * d * d * 2.0 + cfg.decoder_depth as f64 * block(l + t),
+    };
     let cross = l * d * d * 2.0
         + cfg.cross_depth as f64 * (l * (2.0 + 2.0 * r) * d * d * 2.0 + t * 2.0 * d * d * 2.0 + 2.0 * 2.0 * l * t * d);
     let (w, c, n) = (cfg.diffloss_width as f64, cfg.token_dim as f64, (masked * mul) as f64);

@@ -77,6 +77,8 @@ pub struct Mar {
     /// A token's 3×3 window of visible tokens, 9·(C + 1) → D, added to z, when
     /// `cfg.neighbours`.
     nbr_proj: Option<Linear>,
+    /// The aligned caption → the decoder's prefix tokens, when `cfg.text_prefix`.
+    decoder_text_embed: Option<Linear>,
 }
 
 impl Mar {
@@ -121,6 +123,7 @@ impl Mar {
         let x0_head = cfg.x0_head.then(|| Linear::xavier(&mut s.pp("x0_head"), d, cfg.token_dim));
         // Zero at init: the model starts as the one without it (its weight still gets gradient).
         let nbr_proj = cfg.neighbours.then(|| Linear::zeros(&mut s.pp("nbr_proj"), 9 * (cfg.token_dim + 1), d));
+        let decoder_text_embed = cfg.text_prefix.then(|| Linear::xavier(&mut s.pp("decoder_text_embed"), d, d));
         Ok(Mar {
             cfg: cfg.clone(),
             z_proj,
@@ -142,6 +145,7 @@ impl Mar {
             diffloss,
             x0_head,
             nbr_proj,
+            decoder_text_embed,
         })
     }
 
@@ -246,13 +250,27 @@ impl Mar {
         let src_idx = index(&src, dev);
         // The rows z is wanted at, and their positions (b·L + l → l).
         let out = rows.map(|(r, k)| (index(r, dev), index(&r.iter().map(|i| i % l).collect::<Vec<_>>(), dev), k));
+        // With the caption prepended to the decoder (T tokens), its sequence is T + L long and
+        // the rows sit at b·(T + L) + T + l.
+        let t_pre = if self.decoder_text_embed.is_some() { text.size()[1] } else { 0 };
+        let dec_rows = match (rows, t_pre) {
+            (Some((r, _)), t) if t > 0 => {
+                Some(index(&r.iter().map(|i| (i / l) * (t + l) + t + i % l).collect::<Vec<_>>(), dev))
+            }
+            _ => None,
+        };
         // Rotary angles (B, 1, Lv, hd) for the encoder, (1, 1, L, hd) for the decoder.
         let kind = ctx.dtype;
         let rope = self.cfg.rope.then(|| {
             let r = Rope::new(grid, self.cfg.width / self.cfg.heads, dev);
             let (ec, es) = r.at(&vis_at);
             let enc = Angles::of(ec, es, b, kind);
-            let dec = Angles::of(r.cos.shallow_clone(), r.sin.shallow_clone(), 1, kind);
+            // The caption's prefix tokens are not rotated (angle 0): (T + L, hd).
+            let hd = r.cos.size()[1];
+            let opts = (r.cos.kind(), dev);
+            let dec_cos = Tensor::cat(&[&Tensor::ones([t_pre, hd], opts), &r.cos], 0);
+            let dec_sin = Tensor::cat(&[&Tensor::zeros([t_pre, hd], opts), &r.sin], 0);
+            let dec = Angles::of(dec_cos, dec_sin, 1, kind);
             (r, enc, dec)
         });
         let window = self.nbr_proj.as_ref().map(|p| {
@@ -291,7 +309,12 @@ impl Mar {
             }
             None => mask_row.view([1, 1, d]).expand([b, l, d], false),
         };
-        let mut x = x + pos(&self.decoder_pos);
+        let mut x = x + pos(&self.decoder_pos); // (B, L, D)
+        if let Some(p) = &self.decoder_text_embed {
+            x = Tensor::cat(&[&p.forward(text), &x], 1); // (B, T + L, D)
+        }
+        // The image tokens of the decoder's sequence: (B, T + L, D) → (B, L, D).
+        let image = |x: Tensor| if t_pre > 0 { x.narrow(1, t_pre, l) } else { x };
         let n = self.decoder_blocks.len();
         let full = if out.is_some() { n.saturating_sub(1) } else { n };
         for blk in &self.decoder_blocks[..full] {
@@ -300,7 +323,7 @@ impl Mar {
         // From the last decoder block's queries on every op is per token: keep only the wanted
         // rows. (B, K, D)
         let (x, last_pos) = match &out {
-            None => (x, pos(&self.last_pos)),
+            None => (image(x), pos(&self.last_pos)),
             Some((idx, at, k)) => {
                 let x = match self.decoder_blocks.get(full) {
                     Some(last) => {
@@ -308,9 +331,10 @@ impl Mar {
                             let (c, s) = r.at(at);
                             (Angles::of(c, s, b, kind), dec)
                         });
+                        let idx = dec_rows.as_ref().unwrap_or(idx);
                         last.forward_rows(&x, idx, *k, ctx, q.as_ref().map(|(q, k)| (q, *k)))
                     }
-                    None => x.view([b * l, d]).index_select(0, idx).view([b, *k, d]),
+                    None => image(x).contiguous().view([b * l, d]).index_select(0, idx).view([b, *k, d]),
                 };
                 let p = pos(&self.last_pos).view([l, d]).index_select(0, at).view([b, *k, d]);
                 (x, p)

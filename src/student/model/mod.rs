@@ -117,6 +117,33 @@ mod tests {
         }
         // And with the neighbour window (its projection made non-zero): the window's rows too.
         z_rows_match(MarConfig { neighbours: true, ..micro() });
+        // And with the caption prepended to the decoder: the rows sit after the prefix.
+        for rope in [false, true] {
+            z_rows_match(MarConfig { text_prefix: true, rope, ..micro() });
+        }
+    }
+
+    #[test]
+    fn a_caption_prefix_lets_the_decoder_see_the_text() {
+        // Seeded (store seed 6). Without cross-attention blocks the reference's stack never
+        // sees the caption: z is the same for two captions. With the caption prepended to the
+        // decoder it is not. The prefix's projection is counted.
+        let bare = MarConfig { cross_depth: 0, ..micro() };
+        let prefixed = MarConfig { text_prefix: true, ..bare.clone() };
+        for (cfg, sees) in [(bare, false), (prefixed, true)] {
+            let mut store = ParamStore::new(6, Device::Cpu);
+            let m = Mar::new(&cfg, &mut store).unwrap();
+            assert_eq!(store.count() as u64, cfg.parameter_count().0 + cfg.parameter_count().1);
+            assert_eq!(store.vars.contains_key("decoder_text_embed.weight"), sees);
+            let ctx = Ctx::eval();
+            let caption = |w: [u32; 5]| m.text.forward(&TextInput::from_host(&w, &[], 1, 5, 0, Device::Cpu), &ctx);
+            let (a, b) = (caption([1, 2, 3, 4, 5]).unwrap(), caption([6, 2, 3, 4, 5]).unwrap());
+            let tokens = Tensor::ones([1, 16, 12], (Kind::Float, Device::Cpu));
+            let mask = Mask::from_orders(&[(0..16).collect()], 16, 8);
+            let (za, zb) = (m.forward_z(&tokens, &mask, &a, 4, &ctx), m.forward_z(&tokens, &mask, &b, 4, &ctx));
+            let diff = (&za - &zb).abs().max().double_value(&[]);
+            assert_eq!(diff > 1e-4, sees, "text_prefix {}: |Δz| {diff}", cfg.text_prefix);
+        }
     }
 
     fn z_rows_match(cfg: MarConfig) {

@@ -45,6 +45,9 @@ pub struct ModelSection {
     /// The head's condition also reads each token's 3×3 window of visible tokens (see
     /// `MarConfig::neighbours`); off in the reference.
     pub neighbours: Option<bool>,
+    /// The caption is prepended to the decoder's self-attention (see `MarConfig::text_prefix`);
+    /// off in the reference.
+    pub text_prefix: Option<bool>,
 }
 
 /// The loss terms `train.object_loss_weight` scales.
@@ -351,6 +354,9 @@ impl TrainConfig {
         }
         if let Some(n) = m.neighbours {
             c.neighbours = n;
+        }
+        if let Some(t) = m.text_prefix {
+            c.text_prefix = t;
         }
         if let Some(p) = m.dropout {
             (c.attn_dropout, c.proj_dropout) = (p, p);
