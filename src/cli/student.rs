@@ -223,6 +223,10 @@ pub struct DpoArgs {
     /// Samples per prompt for --winner self.
     #[arg(long, default_value_t = 4)]
     pub draws: usize,
+    /// --winner self: prompts whose draws all fail (or all pass) also give a pair when the
+    /// analyzer's alignments differ by at least this much (0 = pass against fail only).
+    #[arg(long, default_value_t = 0.0)]
+    pub margin: f32,
     /// Pairs per stored part (the unit a rerun skips or redoes).
     #[arg(long, default_value_t = 64)]
     pub part_size: usize,

@@ -10,6 +10,11 @@ use lightgen::student::train::{self, checkpoint};
 pub fn dpo_cmd(a: DpoArgs, progress: bool) -> Result<()> {
     use lightgen::student::train::dpo::{self, pairs::PairsConfig, pairs::Winner, DpoConfig};
     let own = a.winner == "self";
+    anyhow::ensure!(
+        (0.0..=1.0).contains(&a.margin) && (own || a.margin == 0.0),
+        "--margin {}: expected an alignment difference in [0, 1], with --winner self",
+        a.margin
+    );
     let base = checkpoint::resolve(&a.checkpoint)?;
     let state = checkpoint::read_state(&base)?;
     let cfg = DpoConfig {
@@ -21,6 +26,7 @@ pub fn dpo_cmd(a: DpoArgs, progress: bool) -> Result<()> {
             sample: state.config.sample.clone(),
             winner: if own { Winner::OwnSample } else { Winner::Teacher },
             draws: if own { a.draws } else { 1 },
+            margin: if own { a.margin } else { 0.0 },
         },
         beta: a.beta,
         lr: a.lr,

@@ -152,4 +152,16 @@ fn self_pairs_judge_every_draw_and_need_specs_and_two_draws() {
     } else {
         assert!(stderr(&o).contains("no pairs were kept"), "{}", stderr(&o));
     }
+    // A margin (pairs by alignment where every draw fails) needs --winner self and a value in
+    // [0, 1], refused before anything is written; given, the plan records it.
+    let graded = dir.path().join("graded");
+    for args in [&["--margin", "0.2"][..], &["--winner", "self", "--draws", "3", "--margin", "1.5"]] {
+        let o = dpo_on(manifest, &base, &graded, args);
+        assert!(!o.status.success() && stderr(&o).contains("--margin"), "{}", stderr(&o));
+        assert!(!graded.exists(), "nothing written");
+    }
+    dpo_on(manifest, &base, &graded, &["--winner", "self", "--draws", "3", "--margin", "0.2"]);
+    let plan: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(graded.join("pairs/pairs.json")).unwrap()).unwrap();
+    assert_eq!(plan["config"]["margin"].as_f64().map(|m| (m * 100.0).round()), Some(20.0));
 }

@@ -56,6 +56,10 @@ fn is_one(n: &usize) -> bool {
     *n == 1
 }
 
+fn is_zero(x: &f32) -> bool {
+    *x == 0.0
+}
+
 /// How the pair set is drawn.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PairsConfig {
@@ -74,6 +78,12 @@ pub struct PairsConfig {
     /// Samples drawn per prompt (`winner = self` needs at least 2: one to pass, one to fail).
     #[serde(default = "one", skip_serializing_if = "is_one")]
     pub draws: usize,
+    /// `winner = self`: a prompt whose draws all fail (or all pass) still gives a pair when
+    /// their alignments differ by at least this much: the best-aligned draw against the
+    /// best-aligned one at least `margin` below it. 0 = pass against fail only. Position and
+    /// counting prompts pass in ~2% of draws, so without it they give almost no pairs.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub margin: f32,
 }
 
 /// `pairs/pairs.json`: what the set is made of; a folder made otherwise is refused.
@@ -301,9 +311,28 @@ fn choose(passes: &[Option<(bool, f32)>], cfg: &PairsConfig) -> Option<(Option<u
             .map(|(d, _)| d)
     };
     match cfg.winner {
-        Winner::OwnSample => Some((Some(best(true)?), best(false)?)),
+        Winner::OwnSample => match (best(true), best(false)) {
+            (Some(w), Some(l)) => Some((Some(w), l)),
+            _ if cfg.margin > 0.0 => graded(passes, cfg.margin),
+            _ => None,
+        },
         Winner::Teacher => (!cfg.loser_must_fail || passes[0].is_some_and(|p| !p.0)).then_some((None, 0)),
     }
+}
+
+/// Draws that the pass alone cannot tell apart: the best-aligned draw against the best-aligned
+/// draw at least `margin` below it (the nearest miss by alignment); the first of equals.
+fn graded(passes: &[Option<(bool, f32)>], margin: f32) -> Option<(Option<usize>, usize)> {
+    let scored: Vec<(usize, f32)> = passes.iter().enumerate().filter_map(|(d, p)| p.map(|p| (d, p.1))).collect();
+    let top = |below: f32| {
+        scored.iter().filter(|s| s.1 <= below).fold(None, |acc: Option<(usize, f32)>, &(d, a)| match acc {
+            Some((_, b)) if b >= a => acc,
+            _ => Some((d, a)),
+        })
+    };
+    let (w, a) = top(f32::INFINITY)?;
+    let (l, _) = top(a - margin)?;
+    Some((Some(w), l))
 }
 
 fn part_file(k: u64) -> String {
@@ -377,6 +406,7 @@ mod tests {
             sample: SampleOptions::default(),
             winner,
             draws: 4,
+            margin: 0.0,
         }
     }
 
@@ -391,6 +421,14 @@ mod tests {
         assert_eq!(choose(&[t(1.0), t(0.5)], &own), None, "all pass: nothing to prefer");
         assert_eq!(choose(&[f(0.5), f(0.2)], &own), None, "all fail: no winner");
         assert_eq!(choose(&[None, None], &own), None, "no spec: cannot judge");
+        // With a margin, draws that all fail (or all pass) pair by alignment: the best against
+        // the best at least the margin below it; a pass/fail split still decides first.
+        let graded = PairsConfig { margin: 0.25, ..own.clone() };
+        assert_eq!(choose(&[f(0.5), f(0.2), f(0.7), f(0.4), f(0.0)], &graded), Some((Some(2), 3)));
+        assert_eq!(choose(&[t(1.0), t(0.5)], &graded), Some((Some(0), 1)));
+        assert_eq!(choose(&[f(0.5), f(0.3)], &graded), None, "closer than the margin");
+        assert_eq!(choose(&[f(0.2), t(0.5), f(0.6), t(1.0)], &graded), Some((Some(3), 2)));
+        assert_eq!(choose(&[None, f(0.9), f(0.1)], &graded), Some((Some(1), 2)), "unjudged draws skipped");
         // The teacher's image wins against the first draw, which must fail only when asked.
         assert_eq!(choose(&[t(1.0)], &cfg(Winner::Teacher, false)), Some((None, 0)));
         assert_eq!(choose(&[None], &cfg(Winner::Teacher, false)), Some((None, 0)));
@@ -407,5 +445,8 @@ mod tests {
         assert!(v.get("winner").is_none() && v1.get("draws").is_none(), "{v1}");
         let own = serde_json::to_value(cfg(Winner::OwnSample, false)).unwrap();
         assert_eq!((own["winner"].as_str(), own["draws"].as_u64()), (Some("self"), Some(4)));
+        assert!(own.get("margin").is_none(), "no margin: self-pair sets keep their id too");
+        let graded = serde_json::to_value(PairsConfig { margin: 0.25, ..cfg(Winner::OwnSample, false) }).unwrap();
+        assert_eq!(graded["margin"].as_f64(), Some(0.25));
     }
 }
