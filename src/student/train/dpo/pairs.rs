@@ -300,14 +300,7 @@ fn rows<'a>(keep: &[Kept], w: usize, from: impl Fn(&Kept) -> &'a [f32]) -> Vec<f
 /// student to add objects (2.6 → 3.2 found per image; docs/student.md, "DPO helps once").
 fn choose(passes: &[Option<(bool, f32)>], cfg: &PairsConfig) -> Option<(Option<usize>, usize)> {
     let best = |pass: bool| {
-        passes
-            .iter()
-            .enumerate()
-            .filter_map(|(d, p)| p.filter(|p| p.0 == pass).map(|p| (d, p.1)))
-            .fold(None, |acc: Option<(usize, f32)>, (d, a)| match acc {
-                Some((_, b)) if b >= a => acc,
-                _ => Some((d, a)),
-            })
+        best_aligned(passes.iter().enumerate().filter_map(|(d, p)| p.filter(|p| p.0 == pass).map(|p| (d, p.1))))
             .map(|(d, _)| d)
     };
     match cfg.winner {
@@ -324,15 +317,18 @@ fn choose(passes: &[Option<(bool, f32)>], cfg: &PairsConfig) -> Option<(Option<u
 /// draw at least `margin` below it (the nearest miss by alignment); the first of equals.
 fn graded(passes: &[Option<(bool, f32)>], margin: f32) -> Option<(Option<usize>, usize)> {
     let scored: Vec<(usize, f32)> = passes.iter().enumerate().filter_map(|(d, p)| p.map(|p| (d, p.1))).collect();
-    let top = |below: f32| {
-        scored.iter().filter(|s| s.1 <= below).fold(None, |acc: Option<(usize, f32)>, &(d, a)| match acc {
-            Some((_, b)) if b >= a => acc,
-            _ => Some((d, a)),
-        })
-    };
+    let top = |below: f32| best_aligned(scored.iter().copied().filter(|s| s.1 <= below));
     let (w, a) = top(f32::INFINITY)?;
     let (l, _) = top(a - margin)?;
     Some((Some(w), l))
+}
+
+/// The (draw, alignment) with the highest alignment; the first of equals.
+fn best_aligned(scored: impl Iterator<Item = (usize, f32)>) -> Option<(usize, f32)> {
+    scored.fold(None, |acc, (d, a)| match acc {
+        Some((_, b)) if b >= a => acc,
+        _ => Some((d, a)),
+    })
 }
 
 fn part_file(k: u64) -> String {
