@@ -26,7 +26,7 @@ pub fn dpo_cmd(a: DpoArgs, progress: bool) -> Result<()> {
             sample: state.config.sample.clone(),
             winner: if own { Winner::OwnSample } else { Winner::Teacher },
             draws: if own { a.draws } else { 1 },
-            margin: if own { a.margin } else { 0.0 },
+            margin: a.margin, // 0 unless --winner self (checked above)
         },
         beta: a.beta,
         lr: a.lr,

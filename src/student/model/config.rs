@@ -235,10 +235,8 @@ pub fn train_flops_per_image(cfg: &MarConfig, l: usize, t: usize, masked: usize,
     let text = t * (cfg.caption_channels as f64 * d + d * d) * 2.0 + cfg.text_depth as f64 * block(t);
     let enc = l * cfg.token_dim as f64 * d * 2.0 + cfg.encoder_depth as f64 * block(lv);
     // With the caption prepended, the decoder's blocks run over t more tokens (+ their projection).
-    let dec = match cfg.text_prefix {
-        false => lv * d * d * 2.0 + cfg.decoder_depth as f64 * block(l),
-        true => (lv + t) * d * d * 2.0 + cfg.decoder_depth as f64 * block(l + t),
-    };
+    let prefix = if cfg.text_prefix { t } else { 0.0 };
+    let dec = (lv + prefix) * d * d * 2.0 + cfg.decoder_depth as f64 * block(l + prefix);
     let cross = l * d * d * 2.0
         + cfg.cross_depth as f64 * (l * (2.0 + 2.0 * r) * d * d * 2.0 + t * 2.0 * d * d * 2.0 + 2.0 * 2.0 * l * t * d);
     let (w, c, n) = (cfg.diffloss_width as f64, cfg.token_dim as f64, (masked * mul) as f64);
@@ -267,6 +265,13 @@ mod tests {
         let block = l * 12.0 * d * d * 2.0 + 4.0 * l * l * d;
         let want = 3.0 * (16.0 * block + l * d * d * 2.0 - l * d * cfg.diffloss_width as f64 * 2.0);
         let got = train_flops_per_image(&cfg, 256, 128, 0, 0) - train_flops_per_image(&cfg, 256, 128, 256, 0);
+        assert!((got / want - 1.0).abs() < 1e-9, "{got:e} vs {want:e}");
+        // The caption prefix: its projection and 16 decoder blocks over 128 more tokens.
+        let with = MarConfig { text_prefix: true, ..cfg.clone() };
+        let (t, lt) = (128.0, 384.0);
+        let extra = |n: f64| n * 12.0 * d * d * 2.0 + 4.0 * n * n * d;
+        let want = 3.0 * (t * d * d * 2.0 + 16.0 * (extra(lt) - extra(l)));
+        let got = train_flops_per_image(&with, 256, 128, 128, 4) - train_flops_per_image(&cfg, 256, 128, 128, 4);
         assert!((got / want - 1.0).abs() < 1e-9, "{got:e} vs {want:e}");
     }
 

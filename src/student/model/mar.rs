@@ -265,11 +265,15 @@ impl Mar {
             let r = Rope::new(grid, self.cfg.width / self.cfg.heads, dev);
             let (ec, es) = r.at(&vis_at);
             let enc = Angles::of(ec, es, b, kind);
-            // The caption's prefix tokens are not rotated (angle 0): (T + L, hd).
-            let hd = r.cos.size()[1];
-            let opts = (r.cos.kind(), dev);
-            let dec_cos = Tensor::cat(&[&Tensor::ones([t_pre, hd], opts), &r.cos], 0);
-            let dec_sin = Tensor::cat(&[&Tensor::zeros([t_pre, hd], opts), &r.sin], 0);
+            // The caption's prefix tokens, if any, are not rotated (angle 0): (T + L, hd).
+            let (dec_cos, dec_sin) = match t_pre {
+                0 => (r.cos.shallow_clone(), r.sin.shallow_clone()),
+                t => {
+                    let (hd, opts) = (r.cos.size()[1], (r.cos.kind(), dev));
+                    let cos = Tensor::cat(&[&Tensor::ones([t, hd], opts), &r.cos], 0);
+                    (cos, Tensor::cat(&[&Tensor::zeros([t, hd], opts), &r.sin], 0))
+                }
+            };
             let dec = Angles::of(dec_cos, dec_sin, 1, kind);
             (r, enc, dec)
         });
