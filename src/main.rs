@@ -85,6 +85,7 @@ fn run(command: Command, progress: bool) -> Result<()> {
         Command::Inpaint(a) => commands::sample::inpaint_cmd(a, progress),
         Command::Dpo(a) => commands::dpo::dpo_cmd(a, progress),
         Command::Study(cli::StudyCommand::DiversityVsVolume(a)) => commands::study::study_cmd(a, progress),
+        Command::Study(cli::StudyCommand::Dpo(a)) => commands::study::study_dpo_cmd(a, progress),
         Command::Demo { n, steps } => misc::demo(n, steps, progress),
         Command::TrainCheck { preset, steps, batch, grid, device, precision } => {
             commands::train::train_check(&preset, steps, batch, grid, &device, &precision)

@@ -198,20 +198,9 @@ pub struct InpaintArgs {
     pub json: bool,
 }
 
+/// How pairs are made and learned from: shared by `dpo` and `study dpo`.
 #[derive(Debug, Args)]
-pub struct DpoArgs {
-    /// The base checkpoint (a checkpoint folder, or a training --out folder: its latest).
-    #[arg(long)]
-    pub checkpoint: PathBuf,
-    /// The manifest the base was trained on: winners are its training samples.
-    #[arg(short, long)]
-    pub manifest: PathBuf,
-    /// Output folder: pairs/, checkpoints/, metrics.jsonl, eval-base/, eval-dpo/, compare.md.
-    #[arg(short, long)]
-    pub out: PathBuf,
-    /// Candidate prompts (training samples) to build pairs from.
-    #[arg(long, default_value_t = 256)]
-    pub pairs: usize,
+pub struct DpoFlags {
     /// Keep only pairs whose loser the shapes analyzer rejects.
     #[arg(long)]
     pub loser_must_fail: bool,
@@ -230,9 +219,6 @@ pub struct DpoArgs {
     /// Pairs per stored part (the unit a rerun skips or redoes).
     #[arg(long, default_value_t = 64)]
     pub part_size: usize,
-    /// β of the DPO loss (Diffusion-DPO uses 5000 for per-pixel SD latents).
-    #[arg(long, default_value_t = 1000.0)]
-    pub beta: f64,
     #[arg(long, default_value_t = 1e-4)]
     pub lr: f64,
     #[arg(long, default_value_t = 150)]
@@ -244,6 +230,27 @@ pub struct DpoArgs {
     pub warmup: u64,
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
+}
+
+#[derive(Debug, Args)]
+pub struct DpoArgs {
+    /// The base checkpoint (a checkpoint folder, or a training --out folder: its latest).
+    #[arg(long)]
+    pub checkpoint: PathBuf,
+    /// The manifest the base was trained on: winners are its training samples.
+    #[arg(short, long)]
+    pub manifest: PathBuf,
+    /// Output folder: pairs/, checkpoints/, metrics.jsonl, eval-base/, eval-dpo/, compare.md.
+    #[arg(short, long)]
+    pub out: PathBuf,
+    /// Candidate prompts (training samples) to build pairs from.
+    #[arg(long, default_value_t = 256)]
+    pub pairs: usize,
+    #[command(flatten)]
+    pub flags: DpoFlags,
+    /// β of the DPO loss (Diffusion-DPO uses 5000 for per-pixel SD latents).
+    #[arg(long, default_value_t = 1000.0)]
+    pub beta: f64,
     /// Images per held-out prompt in the before/after eval.
     #[arg(long, default_value_t = 4)]
     pub eval_n: usize,
@@ -271,6 +278,44 @@ pub enum StudyCommand {
     /// for each; study.md, study.json, study.png and study-alignment.png (score vs images, a
     /// line per strategy).
     DiversityVsVolume(StudyArgs),
+    /// Diffusion-DPO of one base over a grid of β and pair counts (one pair set, built once),
+    /// every result and the base evaluated at the same sampling seeds; sweep.md, sweep.json,
+    /// sweep.png and sweep-alignment.png (score vs pairs, a line per β).
+    Dpo(StudyDpoArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct StudyDpoArgs {
+    /// The base checkpoint (a checkpoint folder, or a training --out folder: its latest).
+    #[arg(long)]
+    pub checkpoint: PathBuf,
+    /// The manifest the base was trained on.
+    #[arg(short, long)]
+    pub manifest: PathBuf,
+    /// Output folder: pairs-c<largest>/, base/, c<pairs>-b<beta>/ per cell, sweep.md, sweep.json,
+    /// sweep.png.
+    #[arg(short, long)]
+    pub out: PathBuf,
+    /// β values, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "200,1000,5000")]
+    pub betas: Vec<f64>,
+    /// Candidate prompts per cell, comma-separated multiples of --part-size; the pairs of a
+    /// smaller count are the first parts of the largest one's set.
+    #[arg(long, value_delimiter = ',', default_value = "64,128,256")]
+    pub pairs: Vec<usize>,
+    #[command(flatten)]
+    pub flags: DpoFlags,
+    /// Images per held-out prompt in each eval.
+    #[arg(long, default_value_t = 2)]
+    pub eval_n: usize,
+    /// Sampling seeds of the evals (the base's and every cell's), comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "0,1,2")]
+    pub eval_seeds: Vec<u64>,
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+    /// Print the report as JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]

@@ -3,42 +3,50 @@
 use anyhow::Result;
 
 use super::sample::{eval_args, eval_cmd};
-use crate::cli::DpoArgs;
+use crate::cli::{DpoArgs, DpoFlags};
+use lightgen::student::model::sampler::SampleOptions;
+use lightgen::student::train::dpo::{pairs::PairsConfig, pairs::Winner, DpoConfig};
 use lightgen::student::train::{self, checkpoint};
 
-/// `lightgen dpo`.
-pub fn dpo_cmd(a: DpoArgs, progress: bool) -> Result<()> {
-    use lightgen::student::train::dpo::{self, pairs::PairsConfig, pairs::Winner, DpoConfig};
-    let own = a.winner == "self";
+/// The DPO settings of `flags` for `count` candidate prompts at `beta`; the base's sampling.
+pub fn dpo_config(f: &DpoFlags, count: usize, beta: f64, sample: &SampleOptions) -> Result<DpoConfig> {
+    let own = f.winner == "self";
     anyhow::ensure!(
-        (0.0..=1.0).contains(&a.margin) && (own || a.margin == 0.0),
+        (0.0..=1.0).contains(&f.margin) && (own || f.margin == 0.0),
         "--margin {}: expected an alignment difference in [0, 1], with --winner self",
-        a.margin
+        f.margin
     );
-    let base = checkpoint::resolve(&a.checkpoint)?;
-    let state = checkpoint::read_state(&base)?;
-    let cfg = DpoConfig {
+    Ok(DpoConfig {
         pairs: PairsConfig {
-            count: a.pairs,
-            seed: a.seed,
-            loser_must_fail: a.loser_must_fail,
-            part_size: a.part_size,
-            sample: state.config.sample.clone(),
+            count,
+            seed: f.seed,
+            loser_must_fail: f.loser_must_fail,
+            part_size: f.part_size,
+            sample: sample.clone(),
             winner: if own { Winner::OwnSample } else { Winner::Teacher },
-            draws: if own { a.draws } else { 1 },
-            margin: a.margin, // 0 unless --winner self (checked above)
+            draws: if own { f.draws } else { 1 },
+            margin: f.margin, // 0 unless --winner self (checked above)
         },
-        beta: a.beta,
-        lr: a.lr,
-        warmup_steps: a.warmup,
-        steps: a.steps,
-        batch_size: a.batch,
+        beta,
+        lr: f.lr,
+        warmup_steps: f.warmup,
+        steps: f.steps,
+        batch_size: f.batch,
         weight_decay: 0.0,
         grad_clip: 3.0,
         ema: 0.0,
-        seed: a.seed,
+        seed: f.seed,
         checkpoint_every: 50,
-    };
+        candidates_used: None,
+    })
+}
+
+/// `lightgen dpo`.
+pub fn dpo_cmd(a: DpoArgs, progress: bool) -> Result<()> {
+    use lightgen::student::train::dpo;
+    let base = checkpoint::resolve(&a.checkpoint)?;
+    let state = checkpoint::read_state(&base)?;
+    let cfg = dpo_config(&a.flags, a.pairs, a.beta, &state.config.sample)?;
     anyhow::ensure!(a.nproc != Some(0), "--nproc 0: expected at least 1 rank");
     if let Some(n) = a.nproc.filter(|&n| n > 1) {
         return super::train::spawn_ranks(n);
@@ -48,7 +56,7 @@ pub fn dpo_cmd(a: DpoArgs, progress: bool) -> Result<()> {
         (Some(l), "cuda") => train::device(&format!("cuda:{}", l.local_rank))?,
         _ => train::device(&a.device)?,
     };
-    let s = dpo::run(&base, &a.manifest, &cfg, &a.out, device, progress, launch.as_ref())?;
+    let s = dpo::run(&base, &a.manifest, &cfg, &a.out.join("pairs"), &a.out, device, progress, launch.as_ref())?;
     if launch.as_ref().is_some_and(|l| l.rendezvous.rank != 0) {
         return Ok(()); // rank 0 writes the summary and evaluates
     }

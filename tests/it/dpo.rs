@@ -165,3 +165,149 @@ fn self_pairs_judge_every_draw_and_need_specs_and_two_draws() {
         serde_json::from_slice(&std::fs::read(graded.join("pairs/pairs.json")).unwrap()).unwrap();
     assert_eq!(plan["config"]["margin"].as_f64().map(|m| (m * 100.0).round()), Some(20.0));
 }
+
+/// The ema weights of a run's last checkpoint, as stored.
+fn ema_bytes(run: &Path) -> Vec<u8> {
+    let mut cks: Vec<_> = std::fs::read_dir(run.join("checkpoints")).unwrap().map(|e| e.unwrap().path()).collect();
+    cks.sort();
+    std::fs::read(cks.last().unwrap().join("ema.safetensors")).unwrap()
+}
+
+#[test]
+fn study_dpo_sweeps_beta_and_pair_counts_from_one_pair_set_and_resumes() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = dir.path().join("base");
+    let micro = "tests/fixtures/train-micro.toml";
+    let o = lightgen(&["train", "-q", "-m", MANIFEST, "-c", micro, "--out", base.to_str().unwrap(), "--steps", "3"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = dir.path().join("sweep");
+    let study = |pairs: &str| {
+        lightgen(&[
+            "study",
+            "dpo",
+            "-q",
+            "--checkpoint",
+            base.to_str().unwrap(),
+            "-m",
+            MANIFEST,
+            "--out",
+            out.to_str().unwrap(),
+            "--betas",
+            "100,1000",
+            "--pairs",
+            pairs,
+            "--part-size",
+            "4",
+            "--steps",
+            "3",
+            "--batch",
+            "4",
+            "--eval-n",
+            "1",
+            "--eval-seeds",
+            "0,1",
+            "--json",
+        ])
+    };
+    // A count that is not a whole number of parts is refused before anything is written.
+    let o = study("6,12");
+    assert!(!o.status.success() && stderr(&o).contains("--pairs"), "{}", stderr(&o));
+    assert!(!out.join("pairs-c12").exists());
+
+    let o = study("12,4");
+    assert!(o.status.success(), "{}", stderr(&o));
+    let r: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let cells = r["cells"].as_array().unwrap();
+    let grid: Vec<(u64, f64, u64)> = cells
+        .iter()
+        .map(|c| (c["candidates"].as_u64().unwrap(), c["beta"].as_f64().unwrap(), c["pairs"].as_u64().unwrap()))
+        .collect();
+    // teacher pairs without --loser-must-fail: every candidate gives one
+    assert_eq!(grid, [(4, 100.0, 4), (4, 1000.0, 4), (12, 100.0, 12), (12, 1000.0, 12)]);
+    // One pair set, built once for the largest count.
+    let sets: Vec<String> = std::fs::read_dir(&out)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("pairs"))
+        .collect();
+    assert_eq!(sets, ["pairs-c12"]);
+    // Each cell is the `lightgen dpo` run of its own count and β, weight for weight: the
+    // 4-candidate cells learn from the first part of the 12-candidate set, which is exactly the
+    // set a 4-candidate run builds.
+    for (pairs, beta, cell) in [("12", "1000", "c12-b1000"), ("4", "100", "c4-b100")] {
+        let plain = dir.path().join(format!("plain-{cell}"));
+        let (b, p) = (base.to_str().unwrap(), plain.to_str().unwrap());
+        let o = lightgen(&[
+            "dpo",
+            "-q",
+            "--checkpoint",
+            b,
+            "-m",
+            MANIFEST,
+            "--out",
+            p,
+            "--pairs",
+            pairs,
+            "--part-size",
+            "4",
+            "--steps",
+            "3",
+            "--batch",
+            "4",
+            "--beta",
+            beta,
+            "--no-eval",
+            "--json",
+        ]);
+        assert!(o.status.success(), "{}", stderr(&o));
+        let s: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        let c = cells.iter().find(|c| c["dir"].as_str().unwrap().ends_with(cell)).unwrap();
+        assert_eq!(c["last_loss"], s["last_loss"], "{cell}");
+        assert_eq!(ema_bytes(&out.join(cell)), ema_bytes(&plain), "{cell}");
+    }
+    // The scores are the evals' seed means, and an eval is the one `lightgen eval` gives.
+    let overall = |p: &Path| -> f64 {
+        let e: serde_json::Value = serde_json::from_slice(&std::fs::read(p.join("eval.json")).unwrap()).unwrap();
+        e["overall"].as_f64().unwrap()
+    };
+    let (b0, b1) = (overall(&out.join("base/eval-s0")), overall(&out.join("base/eval-s1")));
+    assert_eq!(r["base"]["per_seed"], serde_json::json!([b0, b1]));
+    assert!((r["base"]["overall"].as_f64().unwrap() - (b0 + b1) / 2.0).abs() < 1e-12);
+    let by_hand = dir.path().join("by-hand");
+    let cell = out.join("c12-b100");
+    let o = lightgen(&[
+        "eval",
+        "-q",
+        "--checkpoint",
+        cell.to_str().unwrap(),
+        "-m",
+        MANIFEST,
+        "-n",
+        "1",
+        "--seed",
+        "1",
+        "--out",
+        by_hand.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let judgements = |p: &Path| std::fs::read_to_string(p.join("judgements.jsonl")).unwrap();
+    assert_eq!(judgements(&by_hand), judgements(&cell.join("eval-s1")), "same draws as by hand");
+    for f in ["sweep.md", "sweep.json", "sweep.png", "sweep-alignment.png"] {
+        assert!(out.join(f).exists(), "{f}");
+    }
+    assert!(std::fs::read_to_string(out.join("sweep.md")).unwrap().contains("| 1000 | 12 | 12 |"));
+
+    // A rerun trains and evaluates nothing again and writes the same report, also for a cell
+    // whose summary was lost after its last checkpoint (its losses come from its log).
+    let before = std::fs::read(out.join("sweep.json")).unwrap();
+    let ck = out.join("c4-b1000/checkpoints/step-00000003/ema.safetensors");
+    let t0 = std::fs::metadata(&ck).unwrap().modified().unwrap();
+    std::fs::remove_file(out.join("c4-b1000/dpo.json")).unwrap();
+    let o = study("12,4");
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(std::fs::metadata(&ck).unwrap().modified().unwrap(), t0);
+    assert_eq!(
+        String::from_utf8(std::fs::read(out.join("sweep.json")).unwrap()).unwrap(),
+        String::from_utf8(before).unwrap()
+    );
+}

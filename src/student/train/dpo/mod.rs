@@ -7,6 +7,7 @@
 
 pub mod loss;
 pub mod pairs;
+pub mod sweep;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -47,6 +48,11 @@ pub struct DpoConfig {
     pub ema: f64,
     pub seed: u64,
     pub checkpoint_every: u64,
+    /// Train on the pairs of the first N candidate prompts only (a multiple of
+    /// `pairs.part_size`): the pair set is built for `pairs.count` candidates and its first
+    /// parts are exactly a smaller set's, so one build serves a sweep over pair counts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub candidates_used: Option<usize>,
 }
 
 /// One logged step.
@@ -63,7 +69,7 @@ pub struct DpoStep {
 }
 
 /// What `run` did.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct DpoSummary {
     pub pairs: usize,
     pub candidates: usize,
@@ -130,17 +136,29 @@ fn batch(p: &Pairs, idx: &[usize], ds: &Dataset, dev: Device) -> (Tensor, TextIn
     (tokens, text)
 }
 
-/// Builds the pairs (resumable), then trains; checkpoints land in `out/checkpoints/`.
+/// Builds the pairs in `pairs_dir` (resumable; `lightgen dpo` keeps them in `out/pairs`),
+/// then trains; checkpoints land in `out/checkpoints/`.
+#[allow(clippy::too_many_arguments)]
 pub fn run(
     base_ckpt: &Path,
     manifest_path: &Path,
     cfg: &DpoConfig,
+    pairs_dir: &Path,
     out: &Path,
     device: Device,
     progress: bool,
     launch: Option<&Launch>,
 ) -> Result<DpoSummary> {
     let t0 = Instant::now();
+    let part = cfg.pairs.part_size.max(1);
+    if let Some(n) = cfg.candidates_used {
+        if n == 0 || n % part != 0 || n > cfg.pairs.count {
+            return Err(Error::invalid(
+                "dpo candidates_used",
+                format!("{n}: expected a multiple of the part size {part} in 1..={}", cfg.pairs.count),
+            ));
+        }
+    }
     // The same data-parallel path as `train`: each rank takes an equal share of every step's
     // pairs and draws; gradients and the logged means are averaged in one all-reduce.
     let dist = match launch {
@@ -172,11 +190,14 @@ pub fn run(
         manifest_id: m.id.clone(),
     };
     let pb = crate::progress::bar(cfg.pairs.count.min(ds.len()) as u64, "pairs", "prompts", progress);
-    let pairs_dir = out.join("pairs");
-    let p = pairs::build(&base, &decoder, manifest_path, &m, &ds, &plan, &pairs_dir, &dist, |k| pb.inc(k as u64))?;
+    let p = pairs::build(&base, &decoder, manifest_path, &m, &ds, &plan, pairs_dir, &dist, |k| pb.inc(k as u64))?;
     pb.finish_and_clear();
-    let parts = p.candidates.div_ceil(cfg.pairs.part_size.max(1)) as u64;
-    let (judged, failed) = pairs::verdicts(&pairs_dir, &p.id, parts);
+    let p = match cfg.candidates_used {
+        Some(n) if n < p.candidates => pairs::load(pairs_dir, &p.id, n, (n / part) as u64)?,
+        _ => p,
+    };
+    let parts = p.candidates.div_ceil(part) as u64;
+    let (judged, failed) = pairs::verdicts(pairs_dir, &p.id, parts);
     if p.n == 0 {
         return Err(Error::invalid(
             "dpo",
@@ -229,6 +250,13 @@ pub fn run(
     let weights: Vec<&Tensor> = policy.store.vars.values().chain(ema.weights.values()).collect();
     dist.broadcast(&weights)?;
     let metrics_path = out.join("metrics.jsonl");
+    if main {
+        std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
+    }
+    if main && start > 0 {
+        // steps logged after the last checkpoint are trained again: log them once
+        crate::student::train::metrics::trim_metrics(&metrics_path, start)?;
+    }
     let mut metrics = if main { Some(crate::student::train::metrics::append(&metrics_path)?) } else { None };
     // Pairs per rank and per step (all ranks take equal shares of the global batch).
     let per = cfg.batch_size.min(p.n / dist.world).max(1);
@@ -300,6 +328,15 @@ pub fn run(
         }
     }
     pb.finish_and_clear();
+    if first.is_nan() && main {
+        // A rerun of a finished run trains nothing: its losses are the logged ones.
+        let text = std::fs::read_to_string(&metrics_path).unwrap_or_default();
+        let steps: Vec<serde_json::Value> = text.lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
+        let num = |v: &serde_json::Value, k: &str| v[k].as_f64().unwrap_or(f64::NAN);
+        if let (Some(a), Some(z)) = (steps.first(), steps.last()) {
+            (first, last, last_acc) = (num(a, "loss"), num(z, "loss"), num(z, "reward_accuracy"));
+        }
+    }
     Ok(DpoSummary {
         pairs: p.n,
         candidates: p.candidates,
