@@ -166,6 +166,9 @@ fn self_pairs_judge_every_draw_and_need_specs_and_two_draws() {
     assert_eq!(plan["config"]["margin"].as_f64().map(|m| (m * 100.0).round()), Some(20.0));
 }
 
+/// Three DPO steps of 4 pairs, pairs stored in parts of 4: a sweep cell and a plain run alike.
+const SMALL: [&str; 6] = ["--part-size", "4", "--steps", "3", "--batch", "4"];
+
 /// The ema weights of a run's last checkpoint, as stored.
 fn ema_bytes(run: &Path) -> Vec<u8> {
     let mut cks: Vec<_> = std::fs::read_dir(run.join("checkpoints")).unwrap().map(|e| e.unwrap().path()).collect();
@@ -182,37 +185,16 @@ fn study_dpo_sweeps_beta_and_pair_counts_from_one_pair_set_and_resumes() {
     assert!(o.status.success(), "{}", stderr(&o));
     let out = dir.path().join("sweep");
     let study = |pairs: &str| {
-        lightgen(&[
-            "study",
-            "dpo",
-            "-q",
-            "--checkpoint",
-            base.to_str().unwrap(),
-            "-m",
-            MANIFEST,
-            "--out",
-            out.to_str().unwrap(),
-            "--betas",
-            "100,1000",
-            "--pairs",
-            pairs,
-            "--part-size",
-            "4",
-            "--steps",
-            "3",
-            "--batch",
-            "4",
-            "--eval-n",
-            "1",
-            "--eval-seeds",
-            "0,1",
-            "--json",
-        ])
+        let (b, o) = (base.to_str().unwrap(), out.to_str().unwrap());
+        let mut args = vec!["study", "dpo", "-q", "--checkpoint", b, "-m", MANIFEST, "--out", o, "--betas", "100,1000"];
+        args.extend_from_slice(&["--pairs", pairs, "--eval-n", "1", "--eval-seeds", "0,1", "--json"]);
+        args.extend_from_slice(&SMALL);
+        lightgen(&args)
     };
     // A count that is not a whole number of parts is refused before anything is written.
     let o = study("6,12");
     assert!(!o.status.success() && stderr(&o).contains("--pairs"), "{}", stderr(&o));
-    assert!(!out.join("pairs-c12").exists());
+    assert!(!out.exists(), "nothing written");
 
     let o = study("12,4");
     assert!(o.status.success(), "{}", stderr(&o));
@@ -237,28 +219,10 @@ fn study_dpo_sweeps_beta_and_pair_counts_from_one_pair_set_and_resumes() {
     for (pairs, beta, cell) in [("12", "1000", "c12-b1000"), ("4", "100", "c4-b100")] {
         let plain = dir.path().join(format!("plain-{cell}"));
         let (b, p) = (base.to_str().unwrap(), plain.to_str().unwrap());
-        let o = lightgen(&[
-            "dpo",
-            "-q",
-            "--checkpoint",
-            b,
-            "-m",
-            MANIFEST,
-            "--out",
-            p,
-            "--pairs",
-            pairs,
-            "--part-size",
-            "4",
-            "--steps",
-            "3",
-            "--batch",
-            "4",
-            "--beta",
-            beta,
-            "--no-eval",
-            "--json",
-        ]);
+        let mut args = vec!["dpo", "-q", "--checkpoint", b, "-m", MANIFEST, "--out", p, "--pairs", pairs];
+        args.extend_from_slice(&["--beta", beta, "--no-eval", "--json"]);
+        args.extend_from_slice(&SMALL);
+        let o = lightgen(&args);
         assert!(o.status.success(), "{}", stderr(&o));
         let s: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
         let c = cells.iter().find(|c| c["dir"].as_str().unwrap().ends_with(cell)).unwrap();
