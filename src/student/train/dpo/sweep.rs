@@ -235,9 +235,9 @@ fn plot(r: &SweepReport, path: &Path, alignment: bool) -> Result<()> {
         series.push(("base".into(), vec![(lo, pick(&r.base)), (hi, pick(&r.base))]));
     }
     let named: Vec<(&str, Vec<(f64, f64)>)> = series.iter().map(|(n, p)| (n.as_str(), p.clone())).collect();
-    let what = if alignment { "alignment" } else { "overall accuracy" };
-    let title =
-        format!("DPO: {what} (mean of {} eval seeds) against pairs, {} steps each", r.eval_seeds.len(), r.steps);
+    let what = if alignment { "alignment" } else { "overall" };
+    // Short: the chart's font fits ~55 characters across.
+    let title = format!("DPO {what}, mean of {} eval seeds, {} steps", r.eval_seeds.len(), r.steps);
     crate::report::chart::lines(path, &title, "pairs learned from", &named)
 }
 
