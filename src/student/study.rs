@@ -260,8 +260,9 @@ fn plot(r: &StudyReport, path: &Path, alignment: bool) -> Result<()> {
         pts.sort_by(|a, b| a.0.total_cmp(&b.0));
         series.push((s, pts));
     }
-    let what = if alignment { "alignment (partial credit)" } else { "GenEval-style overall score" };
-    let title = format!("diversity vs volume: {what}, {} steps each", r.steps);
+    let what = if alignment { "alignment" } else { "overall" };
+    // Short: the chart's font fits ~55 characters across.
+    let title = format!("diversity vs volume: {what}, {} steps an arm", r.steps);
     crate::report::chart::lines(path, &title, "training images", &series)
 }
 
