@@ -216,6 +216,10 @@ pub struct DpoFlags {
     /// analyzer's alignments differ by at least this much (0 = pass against fail only).
     #[arg(long, default_value_t = 0.0)]
     pub margin: f32,
+    /// --winner self: pair only draws in which the analyzer finds the same number of objects
+    /// (a miss is most often a draw with objects missing, so unmatched pairs teach "draw more").
+    #[arg(long)]
+    pub same_count: bool,
     /// Pairs per stored part (the unit a rerun skips or redoes).
     #[arg(long, default_value_t = 64)]
     pub part_size: usize,

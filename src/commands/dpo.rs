@@ -16,6 +16,7 @@ pub fn dpo_config(f: &DpoFlags, count: usize, beta: f64, sample: &SampleOptions)
         "--margin {}: expected an alignment difference in [0, 1], with --winner self",
         f.margin
     );
+    anyhow::ensure!(own || !f.same_count, "--same-count: pairs of the student's own draws only, with --winner self");
     Ok(DpoConfig {
         pairs: PairsConfig {
             count,
@@ -26,6 +27,7 @@ pub fn dpo_config(f: &DpoFlags, count: usize, beta: f64, sample: &SampleOptions)
             winner: if own { Winner::OwnSample } else { Winner::Teacher },
             draws: if own { f.draws } else { 1 },
             margin: f.margin, // 0 unless --winner self (checked above)
+            same_count: f.same_count,
         },
         beta,
         lr: f.lr,

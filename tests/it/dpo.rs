@@ -160,10 +160,15 @@ fn self_pairs_judge_every_draw_and_need_specs_and_two_draws() {
         assert!(!o.status.success() && stderr(&o).contains("--margin"), "{}", stderr(&o));
         assert!(!graded.exists(), "nothing written");
     }
-    dpo_on(manifest, &base, &graded, &["--winner", "self", "--draws", "3", "--margin", "0.2"]);
+    // Pairs matched on the number of objects found are of the student's own draws only.
+    let o = dpo_on(manifest, &base, &graded, &["--same-count"]);
+    assert!(!o.status.success() && stderr(&o).contains("--same-count"), "{}", stderr(&o));
+    assert!(!graded.exists(), "nothing written");
+    dpo_on(manifest, &base, &graded, &["--winner", "self", "--draws", "3", "--margin", "0.2", "--same-count"]);
     let plan: serde_json::Value =
         serde_json::from_slice(&std::fs::read(graded.join("pairs/pairs.json")).unwrap()).unwrap();
     assert_eq!(plan["config"]["margin"].as_f64().map(|m| (m * 100.0).round()), Some(20.0));
+    assert_eq!(plan["config"]["same_count"], true);
 }
 
 /// Three DPO steps of 4 pairs, pairs stored in parts of 4: a sweep cell and a plain run alike.

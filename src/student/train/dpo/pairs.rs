@@ -84,6 +84,12 @@ pub struct PairsConfig {
     /// counting prompts pass in ~2% of draws, so without it they give almost no pairs.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub margin: f32,
+    /// `winner = self`: pair only draws in which the analyzer finds the same number of
+    /// objects. A failing draw is most often one with objects missing, so unmatched pairs
+    /// teach "draw more" (which the GenEval-style pass rewards); matched pairs differ only in
+    /// the classes, colours and places of what is drawn.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub same_count: bool,
 }
 
 /// `pairs/pairs.json`: what the set is made of; a folder made otherwise is refused.
@@ -237,18 +243,21 @@ pub fn build(
         for j in 0..chunk.len() {
             let (_, spec) = &caps[first + j];
             // (pass, alignment) of each draw.
-            let passes: Vec<Option<(bool, f32)>> = draws
+            let judged_draws: Vec<Option<(bool, f32, usize)>> = draws
                 .iter()
                 .map(|d| {
                     spec.as_ref().map(|s| {
                         let g = judge.judge(&decoder.decode(&d[j * w..(j + 1) * w]), s);
-                        (g.verdict.pass, g.score)
+                        (g.verdict.pass, g.score, g.detections.len())
                     })
                 })
                 .collect();
+            let passes: Vec<Option<(bool, f32)>> = judged_draws.iter().map(|p| p.map(|p| (p.0, p.1))).collect();
+            let counts: Vec<Option<usize>> = judged_draws.iter().map(|p| p.map(|p| p.2)).collect();
             judged += passes.iter().flatten().count() as u64;
             failed += passes.iter().flatten().filter(|p| !p.0).count() as u64;
-            if let Some((win, lose)) = choose(&passes, cfg) {
+            let pair = if cfg.same_count { choose_matched(&passes, &counts, cfg) } else { choose(&passes, cfg) };
+            if let Some((win, lose)) = pair {
                 keep.push((j, win, lose));
             }
         }
@@ -311,6 +320,27 @@ fn choose(passes: &[Option<(bool, f32)>], cfg: &PairsConfig) -> Option<(Option<u
         },
         Winner::Teacher => (!cfg.loser_must_fail || passes[0].is_some_and(|p| !p.0)).then_some((None, 0)),
     }
+}
+
+/// [`choose`] among draws with the same number of objects found, the best-aligned draw's
+/// count first, then the others from the fewest up.
+fn choose_matched(
+    passes: &[Option<(bool, f32)>],
+    counts: &[Option<usize>],
+    cfg: &PairsConfig,
+) -> Option<(Option<usize>, usize)> {
+    let mut ks: Vec<usize> = counts.iter().flatten().copied().collect();
+    ks.sort_unstable();
+    ks.dedup();
+    let top = best_aligned(passes.iter().enumerate().filter_map(|(d, p)| p.map(|p| (d, p.1))));
+    if let Some(k) = top.and_then(|(d, _)| counts[d]) {
+        ks.sort_by_key(|&x| x != k); // stable: the rest keep their order
+    }
+    ks.into_iter().find_map(|k| {
+        let only: Vec<Option<(bool, f32)>> =
+            passes.iter().zip(counts).map(|(p, c)| p.filter(|_| *c == Some(k))).collect();
+        choose(&only, cfg)
+    })
 }
 
 /// Draws that the pass alone cannot tell apart: the best-aligned draw against the best-aligned
@@ -403,6 +433,7 @@ mod tests {
             winner,
             draws: 4,
             margin: 0.0,
+            same_count: false,
         }
     }
 
@@ -433,6 +464,29 @@ mod tests {
     }
 
     #[test]
+    fn matched_pairs_have_the_same_number_of_objects() {
+        let own = PairsConfig { same_count: true, ..cfg(Winner::OwnSample, false) };
+        let (t, f) = (|a| Some((true, a)), |a| Some((false, a)));
+        // The cleanest pass (draw 3, 2 objects) and the nearest miss (draw 2, 1 object) differ
+        // in count; the miss with 2 objects (draw 0) is taken instead.
+        let passes = [f(0.2), t(0.5), f(0.6), t(1.0)];
+        assert_eq!(choose(&passes, &own), Some((Some(3), 2)), "unmatched rule");
+        assert_eq!(choose_matched(&passes, &[Some(2), Some(3), Some(1), Some(2)], &own), Some((Some(3), 0)));
+        // No miss with the best draw's count: the next count that has both, fewest first.
+        let c = [Some(1), Some(3), Some(2), Some(4)];
+        assert_eq!(choose_matched(&passes, &c, &own), None, "no count has a pass and a miss");
+        let c = [Some(3), Some(3), Some(1), Some(2)];
+        assert_eq!(choose_matched(&passes, &c, &own), Some((Some(1), 0)));
+        // Unjudged draws (no count) are never paired; the margin applies within a count.
+        assert_eq!(choose_matched(&[None, t(1.0), f(0.0)], &[None, Some(2), Some(2)], &own), Some((Some(1), 2)));
+        let graded = PairsConfig { margin: 0.25, ..own.clone() };
+        assert_eq!(
+            choose_matched(&[f(0.9), f(0.1), f(0.5)], &[Some(1), Some(2), Some(1)], &graded),
+            Some((Some(0), 2))
+        );
+    }
+
+    #[test]
     fn the_default_winner_leaves_the_pair_set_id_of_earlier_sets_unchanged() {
         let v = serde_json::to_value(cfg(Winner::Teacher, false)).unwrap();
         let mut c = cfg(Winner::Teacher, false);
@@ -442,6 +496,7 @@ mod tests {
         let own = serde_json::to_value(cfg(Winner::OwnSample, false)).unwrap();
         assert_eq!((own["winner"].as_str(), own["draws"].as_u64()), (Some("self"), Some(4)));
         assert!(own.get("margin").is_none(), "no margin: self-pair sets keep their id too");
+        assert!(own.get("same_count").is_none(), "unmatched: the same");
         let graded = serde_json::to_value(PairsConfig { margin: 0.25, ..cfg(Winner::OwnSample, false) }).unwrap();
         assert_eq!(graded["margin"].as_f64(), Some(0.25));
     }
