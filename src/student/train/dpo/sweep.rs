@@ -87,29 +87,24 @@ fn scores(
     progress: bool,
 ) -> Result<Scores> {
     let mut reports: Vec<EvalReport> = Vec::new();
-    let mut student = None;
+    // What an eval needs, made once on the first seed that is not yet evaluated.
+    let mut ready = None;
     for &seed in &cfg.eval_seeds {
         let out = dir.join(format!("eval-s{seed}"));
         if !out.join("eval.json").exists() {
-            if student.is_none() {
-                student = Some(Student::load(ckpt, true, dev)?);
+            if ready.is_none() {
+                ready = Some((
+                    Student::load(ckpt, true, dev)?,
+                    Prompter::for_manifest(mpath, m, None)?,
+                    Decoder::for_manifest(m, None)?,
+                    eval::load_prompts(crate::student::sample::held_out(mpath, m)?)?,
+                ));
             }
-            let s = student.as_ref().expect("loaded above");
-            let prompts = eval::load_prompts(crate::student::sample::held_out(mpath, m)?)?;
+            let (s, prompter, decoder, prompts) = ready.as_ref().expect("made above");
             let label = format!("eval s{seed}");
             let pb = crate::progress::bar((prompts.len() * cfg.eval_n) as u64, &label, "images", progress);
-            eval::run(
-                s,
-                &Prompter::for_manifest(mpath, m, None)?,
-                &Decoder::for_manifest(m, None)?,
-                &prompts,
-                cfg.eval_n,
-                &s.state.config.sample,
-                seed,
-                cfg.eval_batch,
-                &out,
-                |n| pb.inc(n as u64),
-            )?;
+            let (n, sample, batch) = (cfg.eval_n, &s.state.config.sample, cfg.eval_batch);
+            eval::run(s, prompter, decoder, prompts, n, sample, seed, batch, &out, |k| pb.inc(k as u64))?;
             pb.finish_and_clear();
         }
         reports.push(eval::read_report(&out.join("eval.json"))?);
