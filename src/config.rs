@@ -309,6 +309,14 @@ fn validate_generate(g: &GenerateConfig) -> std::result::Result<(), String> {
     if !(0.5..=2.0).contains(&scale) {
         return Err(format!("generate.shapes.object_scale = {scale}: expected 0.5 to 2"));
     }
+    let grid = g.shapes.grid;
+    if grid != 0 && (grid % 2 != 0 || grid > g.resolution / 4) {
+        return Err(format!(
+            "generate.shapes.grid = {grid}: expected 0 (off) or an even number of pixels up to a quarter of \
+             generate.resolution ({}); set it to encode.patch",
+            g.resolution / 4
+        ));
+    }
     for (field, given, known) in [
         ("backgrounds", &g.shapes.backgrounds, &crate::world::BACKGROUNDS[..]),
         ("styles", &g.shapes.styles, &crate::world::STYLES[..]),

@@ -155,6 +155,7 @@ fn out_of_range_shapes_settings_are_config_errors() {
     for (extra, says) in [
         ("object_scale = 2.5", "generate.shapes.object_scale = 2.5: expected 0.5 to 2"),
         ("missing = 1.5", "generate.shapes.missing = 1.5: expected a rate from 0 to 1"),
+        ("grid = 3", "generate.shapes.grid = 3: expected 0 (off) or an even number of pixels"),
         ("count = 0.6\nmissing = 0.6", "the failure rates add up to"),
         ("backgrounds = []", "generate.shapes.backgrounds is empty: expected one or more of plain, gradient, textured"),
         (
