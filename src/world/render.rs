@@ -268,7 +268,14 @@ fn plan(
         first.push(objects.len());
         for _ in 0..o.count {
             let color = o.color.as_deref().and_then(color::index).unwrap_or_else(|| rng.random_range(0..10));
-            objects.push(Planned { class, color, radius: radius(size, u, settings.grid > 0, rng), anchor: None, x: 0.0, y: 0.0 });
+            objects.push(Planned {
+                class,
+                color,
+                radius: radius(size, u, settings.grid > 0, rng),
+                anchor: None,
+                x: 0.0,
+                y: 0.0,
+            });
         }
     }
     for (i, o) in inc.iter().enumerate() {
