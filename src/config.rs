@@ -310,7 +310,7 @@ fn validate_generate(g: &GenerateConfig) -> std::result::Result<(), String> {
         return Err(format!("generate.shapes.object_scale = {scale}: expected 0.5 to 2"));
     }
     let grid = g.shapes.grid;
-    if grid != 0 && (grid % 2 != 0 || grid > g.resolution / 4) {
+    if grid != 0 && (!grid.is_multiple_of(2) || grid > g.resolution / 4) {
         return Err(format!(
             "generate.shapes.grid = {grid}: expected 0 (off) or an even number of pixels up to a quarter of \
              generate.resolution ({}); set it to encode.patch",
