@@ -5,6 +5,7 @@
 pub mod analyze;
 pub mod color;
 pub mod geometry;
+mod layout;
 pub mod render;
 
 use std::collections::BTreeMap;
