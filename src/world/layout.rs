@@ -69,8 +69,15 @@ impl Grid {
     }
 
     /// Half a step smaller, down to one step (two cells across), for a crowded scene's retry.
+    /// Never larger: an object already one cell across (a grid as coarse as the object, as 8-px
+    /// cells at 32 px) keeps its size, where `max(step)` grew it to two cells and left every
+    /// later grid round unable to place a relation.
     fn shrink(self, r: f32) -> f32 {
-        (r - self.step / 2.0).max(self.step)
+        if r <= self.step {
+            r
+        } else {
+            (r - self.step / 2.0).max(self.step)
+        }
     }
 
     /// The centre nearest `c` whose square's edge `c - r` lies on a grid line, kept in
@@ -215,9 +222,22 @@ pub(super) fn place(
             let r = objects[i].radius;
             let lo = margin + r;
             let hi = size - margin - r;
+            // On a grid an anchor drawn where no cell is left on its relation's side makes the
+            // whole round fail (cells are few: 4 × 4 at 8 px), so it is drawn in the half that
+            // leaves room: right for "left of" it, below for "above" it, and so on.
+            let side = grid.and_then(|_| objects.iter().find_map(|o| o.anchor.filter(|a| a.0 == i).map(|a| a.1)));
+            let half = |axis: bool| -> (f32, f32) {
+                let mid = (lo + hi) / 2.0;
+                match (side, axis) {
+                    (Some("left of"), true) | (Some("above"), false) => (mid, hi),
+                    (Some("right of"), true) | (Some("below"), false) => (lo, mid),
+                    _ => (lo, hi),
+                }
+            };
+            let ((xl, xh), (yl, yh)) = (half(true), half(false));
             let mut found = false;
             for attempt in 0..300 {
-                let (mut x, mut y) = (rng.random_range(lo..hi.max(lo + 0.01)), rng.random_range(lo..hi.max(lo + 0.01)));
+                let (mut x, mut y) = (rng.random_range(xl..xh.max(xl + 0.01)), rng.random_range(yl..yh.max(yl + 0.01)));
                 // Most tries for an object with a relation start from its anchor, in the
                 // relation's direction; the rest are uniform.
                 if let (Some((j, rel)), true) = (objects[i].anchor, attempt % 4 != 3) {

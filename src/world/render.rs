@@ -330,6 +330,26 @@ mod tests {
         assert!(off.filter(|o| !on_line(o.x - o.w / 2.0)).count() > 80);
     }
 
+    /// One object per token (8-px cells at 32 px, objects one cell across): a relation must
+    /// still be placed on the grid. The anchor lands anywhere, so a round often has no cell on
+    /// the asked side; the retry used to grow one-cell objects to two, and about half of all
+    /// related scenes fell off the grid (seeds 0..200 per relation).
+    #[test]
+    fn relations_stay_on_a_grid_of_one_cell_objects() {
+        let g = ShapesTeacherConfig { grid: 8, ..ShapesTeacherConfig::none() };
+        let on_line = |v: f32| (v / 8.0 - (v / 8.0).round()).abs() < 0.02;
+        for rel in ["left of", "right of", "above", "below"] {
+            let r = req(vec![obj("circle", 1, None, None), obj("ring", 1, None, Some((rel, 0)))]);
+            for seed in 0..200 {
+                let s = render(&r, seed, 32, &g).unwrap().scene;
+                for o in &s.objects {
+                    let (x0, y0) = (o.x - o.w / 2.0, o.y - o.h / 2.0);
+                    assert!(on_line(x0) && on_line(y0) && (o.w - 8.0).abs() < 0.1, "{rel}, seed {seed}: {o:?}");
+                }
+            }
+        }
+    }
+
     #[test]
     fn four_large_objects_fit_at_64_px() {
         let mut r = req(vec![obj("hexagon", 4, None, None)]);

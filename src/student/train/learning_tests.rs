@@ -39,22 +39,12 @@ const C: usize = 12;
 /// Trains on the toy for `steps` (seeded: train.seed 0, data seed 1) and returns (mean
 /// |sampled − colour| over the scored tokens, the same for guessing the background 0).
 fn toy_error(toy: &Toy, steps: u64, tweak: impl Fn(&mut TrainConfig)) -> (f64, f64) {
-    let mut cfg = TrainConfig::parse(include_str!("../../../tests/fixtures/train-micro.toml"), "micro").unwrap();
-    let (w, d, h) = toy.model;
-    (cfg.model.width, cfg.model.depth, cfg.model.heads) = (Some(w), Some(d), Some(h));
-    cfg.train.steps = steps;
-    cfg.train.batch_size = 16;
-    cfg.train.blr = 0.05;
-    cfg.train.diffusion_batch_mul = 1;
-    cfg.train.warmup_steps = 10;
-    cfg.train.text_drop_prob = 0.0;
-    tweak(&mut cfg);
     let g = toy.grid;
     let l = g * g;
-    let mut model = cfg.model_config().unwrap().for_data(C, g, TextSource::Vocab { vocab: 10 }, 0, 3);
-    model.attn_dropout = 0.0;
-    model.proj_dropout = 0.0;
-    let mut tr = Trainer::new(cfg, model, g, Device::Cpu).unwrap();
+    let mut tr = toy_trainer(toy.model, steps, (C, g), (10, 3), |c| {
+        c.train.text_drop_prob = 0.0;
+        tweak(c);
+    });
     let mut rng = ChaCha8Rng::seed_from_u64(1);
     for s in 0..steps {
         let (tokens, _, _) = (toy.draw)(&mut rng, 16);
@@ -91,6 +81,31 @@ fn toy_error(toy: &Toy, steps: u64, tweak: impl Fn(&mut TrainConfig)) -> (f64, f
         }
     }
     (err / m as f64, guess0 / m as f64)
+}
+
+/// A micro student for a toy world, without dropout: `model` (width, depth, heads), batch 16,
+/// blr 0.05, one timestep per token, then `tweak`; tokens of `data.0` values on a `data.1`²
+/// grid, captions of `text.1` ids below `text.0`.
+pub(super) fn toy_trainer(
+    model: (usize, usize, usize),
+    steps: u64,
+    data: (usize, usize),
+    text: (usize, usize),
+    tweak: impl FnOnce(&mut TrainConfig),
+) -> Trainer {
+    let mut cfg = TrainConfig::parse(include_str!("../../../tests/fixtures/train-micro.toml"), "micro").unwrap();
+    let (w, d, h) = model;
+    (cfg.model.width, cfg.model.depth, cfg.model.heads) = (Some(w), Some(d), Some(h));
+    cfg.train.steps = steps;
+    cfg.train.batch_size = 16;
+    cfg.train.blr = 0.05;
+    cfg.train.diffusion_batch_mul = 1;
+    cfg.train.warmup_steps = 10;
+    tweak(&mut cfg);
+    let mut m = cfg.model_config().unwrap().for_data(data.0, data.1, TextSource::Vocab { vocab: text.0 }, 0, text.1);
+    m.attn_dropout = 0.0;
+    m.proj_dropout = 0.0;
+    Trainer::new(cfg, m, data.1, Device::Cpu).unwrap()
 }
 
 /// 4×4 tokens, each image one flat colour in [−0.8, 0.8]³; half the tokens unknown.

@@ -17,6 +17,8 @@ pub mod schedule;
 pub mod trainer;
 
 #[cfg(test)]
+mod binding_tests;
+#[cfg(test)]
 mod learning_tests;
 
 pub use config::TrainConfig;
