@@ -60,15 +60,17 @@ fn caption(classes: &[usize]) -> [u32; T] {
     let w = |k: usize| 3 + k as u32;
     match classes {
         [a] => [2, w(*a), 0, 0, 0],
-        [a, b, ..] => [2, w(*a), 1, 2, w(*b)],
-        [] => [0; T],
+        [a, b] => [2, w(*a), 1, 2, w(*b)],
+        _ => unreachable!("one or two objects"),
     }
 }
 
-/// `b` images: tokens (b·L·C) and their classes. With `texture` > 0 the background is a
+/// `b` images: tokens (b·L·C) and their classes. With `world.texture` > 0 the background is a
 /// per-image grey level in ±texture plus per-value noise of that size (the shapes world's
-/// textured backgrounds); with `two`, a second object of another class (caption names both).
-fn draw(rng: &mut ChaCha8Rng, b: usize, tpl: &[[f32; C]], texture: f32, two: bool) -> (Vec<f32>, Vec<Vec<usize>>) {
+/// textured backgrounds); with `world.two`, a second object of another class (the caption
+/// names both).
+fn draw(rng: &mut ChaCha8Rng, b: usize, tpl: &[[f32; C]], world: World) -> (Vec<f32>, Vec<Vec<usize>>) {
+    let texture = world.texture;
     let mut tokens = vec![0.0f32; b * L * C];
     let mut classes = Vec::new();
     for i in 0..b {
@@ -80,7 +82,7 @@ fn draw(rng: &mut ChaCha8Rng, b: usize, tpl: &[[f32; C]], texture: f32, two: boo
         }
         let first = rng.random_range(0..CLASSES);
         let mut ks = vec![first];
-        if two {
+        if world.two {
             ks.push((first + rng.random_range(1..CLASSES)) % CLASSES);
         }
         let a = rng.random_range(0..L);
@@ -93,7 +95,8 @@ fn draw(rng: &mut ChaCha8Rng, b: usize, tpl: &[[f32; C]], texture: f32, two: boo
     (tokens, classes)
 }
 
-/// What the toy world holds besides the one object (see [`draw`]) and how alike classes are.
+/// What the toy world holds besides the one object (see [`draw`]) and how alike classes are
+/// (see [`templates`]).
 #[derive(Default, Clone, Copy)]
 struct World {
     texture: f32,
@@ -118,7 +121,7 @@ fn binding(steps: u64, world: World, tweak: impl Fn(&mut TrainConfig)) -> (f64, 
     let tpl = templates(world.diff);
     let mut rng = ChaCha8Rng::seed_from_u64(1);
     for s in 0..steps {
-        let (tokens, classes) = draw(&mut rng, 16, &tpl, world.texture, world.two);
+        let (tokens, classes) = draw(&mut rng, 16, &tpl, world);
         let ids = classes.iter().flat_map(|k| caption(k)).collect();
         tr.step(&Batch { step: s, size: 16, tokens, ids, feats: vec![] }, s).unwrap();
     }
