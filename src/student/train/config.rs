@@ -133,6 +133,13 @@ pub struct TrainSection {
     /// Compute precision: `auto` = bf16 on CUDA, f32 on CPU (the reference trains under
     /// bf16 autocast); `f32` or `bf16` force one. Weights and optimizer state are f32 always.
     pub precision: Precision,
+    /// A curriculum: the first `focus_steps` steps draw only samples of these families (the
+    /// taxonomy's, e.g. single_object and colors), the rest draw from all. Empty = off (the
+    /// reference). A small student trained on every family at once learns the captions'
+    /// colours but not which shape a word names; steps on scenes of one object name it first
+    /// (docs/student.md, "Binding the shape word").
+    pub focus_families: Vec<String>,
+    pub focus_steps: u64,
     /// Captions replaced by the null caption (for classifier-free guidance).
     pub text_drop_prob: f64,
     pub seed: u64,
@@ -179,6 +186,8 @@ impl Default for TrainSection {
             high_noise_weight: 0.0,
             x0_loss_weight: 0.0,
             precision: Precision::Auto,
+            focus_families: Vec::new(),
+            focus_steps: 0,
             text_drop_prob: 0.1,
             seed: 0,
             log_every: 10,
@@ -306,6 +315,12 @@ impl TrainConfig {
             return Err(format!(
                 "train.min_snr_gamma = {} and train.high_noise_weight = {}: expected ≥ 0 (0 = off)",
                 t.min_snr_gamma, t.high_noise_weight
+            ));
+        }
+        if t.focus_families.is_empty() != (t.focus_steps == 0) {
+            return Err(format!(
+                "train.focus_families = {:?} with train.focus_steps = {}: expected both set (families and a step count > 0) or neither",
+                t.focus_families, t.focus_steps
             ));
         }
         if !(0.0..1.0).contains(&t.ema) {

@@ -31,6 +31,10 @@ pub struct Dataset {
     /// Text tokens and feature channels per caption (channels 0 for vocabulary ids).
     pub text_len: usize,
     pub text_channels: usize,
+    /// Positions in `index` of the samples the first `focus_steps` steps draw from (the
+    /// families `train.focus_families` names); empty = no focus.
+    focus: Vec<u32>,
+    focus_steps: u64,
 }
 
 /// One batch, host-side.
@@ -77,7 +81,52 @@ impl Dataset {
             text: m.text.clone(),
             shards,
             index,
+            focus: Vec::new(),
+            focus_steps: 0,
         })
+    }
+
+    /// Steps before `steps` draw only samples of `families` (the shards' index `family`
+    /// column), in their own epochs; the steps after draw from every sample. Returns how many
+    /// samples the focus holds. No families = no focus.
+    pub fn focus_on(&mut self, manifest_path: &Path, m: &Manifest, families: &[String], steps: u64) -> Result<usize> {
+        (self.focus, self.focus_steps) = (Vec::new(), 0);
+        if families.is_empty() || steps == 0 {
+            return Ok(0);
+        }
+        let root = manifest_path.parent().unwrap_or(Path::new("."));
+        // (shard, row) → family, for the rows of each shard.
+        let mut family_of: Vec<std::collections::HashMap<u32, String>> = Vec::new();
+        for e in &m.shards {
+            let f = crate::formats::frame::Frame::read(&root.join(&e.index), Some(&["row", "family"]))?;
+            let (rows, fams) = (f.u32("row")?, f.str("family")?);
+            let mut map = std::collections::HashMap::new();
+            for i in 0..f.height() {
+                let row = f.required("row", i, rows.get(i))?;
+                map.insert(row, f.required("family", i, fams.get(i))?.to_string());
+            }
+            family_of.push(map);
+        }
+        let mut seen = std::collections::BTreeSet::new();
+        for (i, &(s, r)) in self.index.iter().enumerate() {
+            let fam = family_of[s as usize].get(&r).map_or("", String::as_str);
+            seen.insert(fam.to_string());
+            if families.iter().any(|f| f == fam) {
+                self.focus.push(i as u32);
+            }
+        }
+        if self.focus.is_empty() {
+            return Err(Error::invalid(
+                "train.focus_families",
+                format!(
+                    "{families:?}: no training sample of {} is of these families; it has {:?}",
+                    manifest_path.display(),
+                    seen
+                ),
+            ));
+        }
+        self.focus_steps = steps;
+        Ok(self.focus.len())
     }
 
     pub fn len(&self) -> usize {
@@ -88,10 +137,29 @@ impl Dataset {
         self.index.is_empty()
     }
 
-    fn epoch_order(&self, seed: u64, epoch: u64) -> Vec<u32> {
-        let mut o: Vec<u32> = (0..self.index.len() as u32).collect();
+    /// A permutation of `0..n` for epoch key `epoch`.
+    fn epoch_order(seed: u64, epoch: u64, n: usize) -> Vec<u32> {
+        let mut o: Vec<u32> = (0..n as u32).collect();
         o.shuffle(&mut ChaCha8Rng::seed_from_u64(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ epoch));
         o
+    }
+
+    /// The position in `index` of the sample at run position `pos` (of step `step`). Focus
+    /// steps walk the focus in epochs of their own (keys with the top bit set); `order`
+    /// caches the current epoch's permutation.
+    fn pick(&self, seed: u64, step: u64, pos: u64, order: &mut (u64, Vec<u32>)) -> usize {
+        let focus = step < self.focus_steps;
+        let n = if focus { self.focus.len() } else { self.index.len() } as u64;
+        let key = pos / n | if focus { 1 << 63 } else { 0 };
+        if order.0 != key || order.1.is_empty() {
+            *order = (key, Self::epoch_order(seed, key, n as usize));
+        }
+        let j = order.1[(pos % n) as usize] as usize;
+        if focus {
+            self.focus[j] as usize
+        } else {
+            j
+        }
     }
 
     /// Batch `step` of size `b`.
@@ -109,7 +177,6 @@ impl Dataset {
         order: &mut (u64, Vec<u32>),
     ) -> Batch {
         let (l, c) = (self.tokens, self.token_dim);
-        let n = self.index.len() as u64;
         let (lo, b) = (range.start, range.len());
         let mut tokens = vec![0.0f32; b * l * c];
         let mut ids = Vec::new();
@@ -119,11 +186,7 @@ impl Dataset {
         for i in 0..b {
             let pos = step * global as u64 + (lo + i) as u64;
             let mut rng = sample_rng(seed, pos);
-            let epoch = pos / n;
-            if order.0 != epoch || order.1.is_empty() {
-                *order = (epoch, self.epoch_order(seed, epoch));
-            }
-            let (s, r) = self.index[order.1[(pos % n) as usize] as usize];
+            let (s, r) = self.index[self.pick(seed, step, pos, order)];
             let shard = &self.shards[s as usize];
             let flip = shard.has_flip() && rng.random::<bool>();
             let out = &mut tokens[i * l * c..(i + 1) * l * c];
@@ -221,4 +284,69 @@ fn sample_rng(seed: u64, pos: u64) -> ChaCha8Rng {
     let mut r = ChaCha8Rng::seed_from_u64(seed ^ 0x7361_6d70_6c65_7321);
     r.set_stream(pos);
     r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MANIFEST: &str = "manifests/shapes-tiny/manifest.json";
+
+    /// The family of each training sample of the example manifest, by index position.
+    fn families(ds: &Dataset, m: &Manifest) -> Vec<String> {
+        let mut by_row = std::collections::HashMap::new();
+        for (k, e) in m.shards.iter().enumerate() {
+            let f =
+                crate::formats::frame::Frame::read(&Path::new("manifests/shapes-tiny").join(&e.index), None).unwrap();
+            let (rows, fams) = (f.u32("row").unwrap(), f.str("family").unwrap());
+            for i in 0..f.height() {
+                by_row.insert((k, rows.get(i).unwrap() as usize), fams.get(i).unwrap().to_string());
+            }
+        }
+        (0..ds.len()).map(|i| by_row[&ds.locate(i)].clone()).collect()
+    }
+
+    #[test]
+    fn focus_steps_draw_only_the_named_families_then_every_sample_as_before() {
+        let p = Path::new(MANIFEST);
+        let m = crate::formats::manifest::verify(p).unwrap();
+        let plain = Dataset::open(p, &m).unwrap();
+        let mut ds = Dataset::open(p, &m).unwrap();
+        let want = ["single_object".to_string(), "colors".to_string()];
+        let n = ds.focus_on(p, &m, &want, 6).unwrap();
+        let fam = families(&ds, &m);
+        assert_eq!(n, fam.iter().filter(|f| want.contains(f)).count());
+        assert!(n > 0 && n < ds.len(), "the example manifest has {n} of {} samples in focus", ds.len());
+        // Seed 3 (fixed); a batch of 4 over 6 focus steps walks the focus more than once.
+        let (mut order, mut plain_order) = ((u64::MAX, Vec::new()), (u64::MAX, Vec::new()));
+        let mut drawn = std::collections::BTreeSet::new();
+        for step in 0..6u64 {
+            for i in 0..4 {
+                let j = ds.pick(3, step, step * 4 + i, &mut order);
+                assert!(want.contains(&fam[j]), "step {step} drew a {} sample", fam[j]);
+                drawn.insert(j);
+            }
+        }
+        assert_eq!(drawn.len(), n, "the focus steps visit every focus sample");
+        // After the focus, the same samples as a run without one, all families included.
+        let mut later = std::collections::BTreeSet::new();
+        for step in 6..20u64 {
+            for i in 0..4 {
+                let pos = step * 4 + i;
+                let j = ds.pick(3, step, pos, &mut order);
+                assert_eq!(j, plain.pick(3, step, pos, &mut plain_order));
+                later.insert(fam[j].clone());
+            }
+        }
+        assert!(later.len() > want.len(), "{later:?}");
+    }
+
+    #[test]
+    fn a_focus_on_families_the_manifest_lacks_names_those_it_has() {
+        let p = Path::new(MANIFEST);
+        let m = crate::formats::manifest::verify(p).unwrap();
+        let mut ds = Dataset::open(p, &m).unwrap();
+        let e = ds.focus_on(p, &m, &["colour".to_string()], 10).unwrap_err().to_string();
+        assert!(e.contains("train.focus_families") && e.contains("colors") && e.contains("single_object"), "{e}");
+    }
 }

@@ -95,7 +95,7 @@ pub fn train(manifest_path: &Path, cfg: TrainConfig, opts: &TrainOptions) -> Res
     };
     let main = dist.is_main();
     let m: Manifest = manifest::verify(manifest_path)?;
-    let ds = Arc::new(Dataset::open(manifest_path, &m)?);
+    let mut ds = Dataset::open(manifest_path, &m)?;
     let out = &opts.out;
     let existing = checkpoint::list(out).pop();
     let (cfg, start, resumed) = match (&existing, opts.resume) {
@@ -145,6 +145,12 @@ pub fn train(manifest_path: &Path, cfg: TrainConfig, opts: &TrainOptions) -> Res
         (None, _) => (cfg, 0, None),
     };
     cfg.validate().map_err(|e| Error::invalid("train config", e))?;
+    let t = &cfg.train;
+    let focus = ds.focus_on(manifest_path, &m, &t.focus_families, t.focus_steps)?;
+    if focus > 0 && main {
+        tracing::info!(samples = focus, steps = t.focus_steps, families = ?t.focus_families, "focus");
+    }
+    let ds = Arc::new(ds);
     let model_cfg = match &resumed {
         Some((_, st)) => st.model.clone(),
         None => model_for(&cfg, &ds)?,
