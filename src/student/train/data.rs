@@ -115,11 +115,12 @@ impl Dataset {
                 self.focus.push(i as u32);
             }
         }
-        if self.focus.is_empty() {
+        // A misspelt family would silently narrow the focus: each one must have samples.
+        if let Some(missing) = families.iter().find(|f| !seen.contains(*f)) {
             return Err(Error::invalid(
                 "train.focus_families",
                 format!(
-                    "{families:?}: no training sample of {} is of these families; it has {:?}",
+                    "\"{missing}\": no training sample of {} is of this family; it has {:?}",
                     manifest_path.display(),
                     seen
                 ),
@@ -346,7 +347,7 @@ mod tests {
         let p = Path::new(MANIFEST);
         let m = crate::formats::manifest::verify(p).unwrap();
         let mut ds = Dataset::open(p, &m).unwrap();
-        let e = ds.focus_on(p, &m, &["colour".to_string()], 10).unwrap_err().to_string();
-        assert!(e.contains("train.focus_families") && e.contains("colors") && e.contains("single_object"), "{e}");
+        let e = ds.focus_on(p, &m, &["single_object".into(), "colour".into()], 10).unwrap_err().to_string();
+        assert!(e.contains("train.focus_families") && e.contains("\"colour\"") && e.contains("colors"), "{e}");
     }
 }
