@@ -184,7 +184,12 @@ pub fn demo_rest(run_dir: &Path, n: usize, steps: Option<u64>, progress: bool, t
         .last()
         .and_then(|c| checkpoint::read_state(c).ok())
         .is_some_and(|s| s.step >= cfg.train.steps);
-    outln!("\ntrain     tiny student, {} steps of {} → {}", cfg.train.steps, cfg.train.batch_size, out.display());
+    let t = &cfg.train;
+    let focus = match t.focus_steps.min(t.steps) {
+        0 => String::new(),
+        n => format!(" (the first {n} on {} only)", t.focus_families.join(", ")),
+    };
+    outln!("\ntrain     tiny student, {} steps of {}{focus} → {}", t.steps, t.batch_size, out.display());
     if !done {
         let resume = !checkpoint::list(&out).is_empty();
         let grid = Some(lightgen::student::sample::grid_hook(&manifest_path, &out, tch::Device::Cpu));

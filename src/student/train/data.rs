@@ -151,7 +151,7 @@ impl Dataset {
     fn pick(&self, seed: u64, step: u64, pos: u64, order: &mut (u64, Vec<u32>)) -> usize {
         let focus = step < self.focus_steps;
         let n = if focus { self.focus.len() } else { self.index.len() } as u64;
-        let key = pos / n | if focus { 1 << 63 } else { 0 };
+        let key = (pos / n) | if focus { 1 << 63 } else { 0 };
         if order.0 != key || order.1.is_empty() {
             *order = (key, Self::epoch_order(seed, key, n as usize));
         }
