@@ -188,7 +188,8 @@ pub struct InpaintArgs {
     /// Shares of those tokens hidden in --completion (0 = the teacher's image as drawn).
     #[arg(long, value_delimiter = ',', default_values_t = [0.0, 0.25, 0.5, 1.0])]
     pub fractions: Vec<f64>,
-    /// Pixels added around the masked object's box in --check.
+    /// Pixels added around the masked object's box in --check (off-grid corpora; on a corpus
+    /// drawn on the token grid the mask is the object's own tokens).
     #[arg(long, default_value_t = 2)]
     pub margin: u32,
     #[command(flatten)]

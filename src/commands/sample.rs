@@ -178,8 +178,8 @@ pub fn inpaint_cmd(a: InpaintArgs, progress: bool) -> Result<()> {
     std::fs::create_dir_all(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
     if let Some(n) = a.check {
         let held = lightgen::student::sample::held_out(&a.manifest, &m)?;
-        let scale = lightgen::student::sample::corpus_object_scale(&m);
-        let cases = inpaint::recolor_cases(&held, n, decoder.resolution(), a.seed, a.margin, scale);
+        let teacher = lightgen::student::sample::corpus_teacher(&m);
+        let cases = inpaint::recolor_cases(&held, n, decoder.resolution(), a.seed, a.margin, &teacher);
         if cases.is_empty() {
             bail!(
                 "{}: no held-out two-object colour prompts (color_attr) to build the check from",
@@ -256,9 +256,9 @@ fn completion_cmd(
         bail!("--fractions: {f} is not a share in [0, 1]");
     }
     let held = lightgen::student::sample::held_out(&a.manifest, m)?;
-    let scale = lightgen::student::sample::corpus_object_scale(m);
+    let teacher = lightgen::student::sample::corpus_teacher(m);
     let (res, grid) = (decoder.resolution(), student.state.grid as u32);
-    let cases = completion::completion_cases(&held, n, res, grid, a.seed, scale);
+    let cases = completion::completion_cases(&held, n, res, grid, a.seed, &teacher);
     if cases.is_empty() {
         bail!("{}: no held-out prompt the shapes world can draw", a.manifest.display());
     }

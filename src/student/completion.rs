@@ -18,7 +18,7 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
 
-use super::inpaint::{inpaint, prepare, side_by_side};
+use super::inpaint::{cells_spanned, inpaint, prepare, side_by_side};
 use super::sample::{Decoder, Prompter, Student};
 use crate::error::{Error, Result};
 use crate::student::model::sampler::SampleOptions;
@@ -61,16 +61,16 @@ pub struct CompletionPoint {
 }
 
 /// Up to `n` cases from the held-out prompts (all families, in file order), rendered at `res`
-/// on a plain background from seed `seed + k`, objects `object_scale` times the default size.
+/// on a plain background from seed `seed + k` by `teacher` (the corpus's, without failures);
+/// each case's object tokens are those of the `grid` × `grid` token grid its objects' boxes meet.
 pub fn completion_cases(
     held: &[(String, String, String)],
     n: usize,
     res: u32,
     grid: u32,
     seed: u64,
-    object_scale: f64,
+    teacher: &render::ShapesTeacherConfig,
 ) -> Vec<CompletionCase> {
-    let teacher = render::ShapesTeacherConfig { object_scale, ..render::ShapesTeacherConfig::none() };
     let p = (res / grid.max(1)).max(1) as f32;
     let mut out = Vec::new();
     for (k, (prompt, _, s)) in held.iter().enumerate() {
@@ -79,17 +79,11 @@ pub fn completion_cases(
         }
         let Ok(spec) = serde_json::from_str::<Spec>(s) else { continue };
         let req = SceneRequest { spec: spec.clone(), sizes: vec![], background: Some("plain".into()), style: None };
-        let Ok(r) = render::render(&req, seed.wrapping_add(k as u64), res, &teacher) else { continue };
+        let Ok(r) = render::render(&req, seed.wrapping_add(k as u64), res, teacher) else { continue };
         let mut tokens = Vec::new();
         for o in &r.scene.objects {
-            // token columns/rows whose [i·p, (i+1)·p) span meets the box
-            let span = |c: f32, e: f32| {
-                let lo = ((c - e / 2.0) / p).floor().max(0.0) as u32;
-                let hi = (((c + e / 2.0) / p).ceil() as u32).min(grid);
-                lo..hi
-            };
-            for ty in span(o.y, o.h) {
-                for tx in span(o.x, o.w) {
+            for ty in cells_spanned(o.y, o.h, p, grid) {
+                for tx in cells_spanned(o.x, o.w, p, grid) {
                     tokens.push((ty * grid + tx) as usize);
                 }
             }
@@ -235,7 +229,7 @@ mod tests {
 
     #[test]
     fn cases_list_the_tokens_under_each_object_and_the_teacher_image_passes() {
-        let cases = completion_cases(&held(), 10, 32, 8, 0, 1.6);
+        let cases = completion_cases(&held(), 10, 32, 8, 0, &scaled(1.6));
         assert_eq!(cases.len(), 2, "the unreadable spec is skipped");
         let judge = Analyzer::new();
         for c in &cases {
@@ -254,9 +248,29 @@ mod tests {
         }
     }
 
+    fn scaled(object_scale: f64) -> render::ShapesTeacherConfig {
+        render::ShapesTeacherConfig { object_scale, ..render::ShapesTeacherConfig::none() }
+    }
+
+    #[test]
+    fn on_the_corpus_grid_each_object_is_one_token_of_its_own() {
+        // The demo's corpus: the teacher on an 8-px grid at 32 px, 8-px tokens (4 × 4).
+        let teacher = render::ShapesTeacherConfig { grid: 8, ..render::ShapesTeacherConfig::none() };
+        let cases = completion_cases(&held(), 10, 32, 4, 0, &teacher);
+        assert_eq!(cases.len(), 2);
+        for c in &cases {
+            assert_eq!(c.object_tokens.len(), c.spec.include.len(), "one token an object: {:?}", c.object_tokens);
+        }
+        // off the grid the same scenes straddle token lines
+        let off = completion_cases(&held(), 10, 32, 4, 0, &render::ShapesTeacherConfig::none());
+        let (on, off): (usize, usize) =
+            (cases.iter().map(|c| c.object_tokens.len()).sum(), off.iter().map(|c| c.object_tokens.len()).sum());
+        assert!(off > on, "off the grid {off} object tokens, on it {on}");
+    }
+
     #[test]
     fn masks_hide_the_asked_share_of_object_tokens_and_nothing_else() {
-        let cases = completion_cases(&held(), 1, 32, 8, 0, 1.6);
+        let cases = completion_cases(&held(), 1, 32, 8, 0, &scaled(1.6));
         let c = &cases[0];
         let n = c.object_tokens.len();
         for (f, want) in [(0.0, 0), (0.25, (n as f64 * 0.25).ceil() as usize), (1.0, n)] {
@@ -277,7 +291,7 @@ mod tests {
 
     #[test]
     fn background_masks_hide_the_asked_share_of_the_other_tokens() {
-        let cases = completion_cases(&held(), 1, 32, 8, 0, 1.6);
+        let cases = completion_cases(&held(), 1, 32, 8, 0, &scaled(1.6));
         let c = &cases[0];
         let n = 64 - c.object_tokens.len();
         for (f, want) in [(0.5, (n as f64 * 0.5).ceil() as usize), (1.0, n)] {

@@ -127,16 +127,29 @@ pub struct RecolorCase {
     pub spec: crate::world::Spec,
 }
 
+/// The cells of `size` px (at most `n`) whose spans meet an extent of length `e` centred at
+/// `c` px. A box whose edge lies on a cell line (a gridded teacher's objects) does not reach
+/// into the next cell through rounding error.
+pub fn cells_spanned(c: f32, e: f32, size: f32, n: u32) -> std::ops::Range<u32> {
+    const EPS: f32 = 1e-3;
+    let lo = ((c - e / 2.0) / size + EPS).floor().max(0.0) as u32;
+    let hi = (((c + e / 2.0) / size - EPS).ceil().max(0.0) as u32).min(n);
+    lo..hi.max(lo)
+}
+
 /// Builds up to `n` cases from `color_attr` prompts (held-out ones, so the model never saw
-/// them), drawn at `res` pixels from seed `seed + k`, objects `object_scale` times the default
-/// size (the corpus's, so the check asks for objects the size the student learned).
+/// them), drawn at `res` pixels from seed `seed + k` by `teacher` (the corpus's, without
+/// failures: objects of the size the student learned, on its grid when the corpus was).
+/// The mask is the target object's box plus `margin` pixels; on a gridded teacher it is the
+/// grid cells the box covers instead, with no margin: there the object fills its cells, so
+/// those cells are exactly its tokens, and a margin would hide every neighbouring token too.
 pub fn recolor_cases(
     held: &[(String, String, String)],
     n: usize,
     res: u32,
     seed: u64,
     margin: u32,
-    object_scale: f64,
+    teacher: &crate::world::render::ShapesTeacherConfig,
 ) -> Vec<RecolorCase> {
     use crate::world::{render, SceneRequest, Spec};
     let specs: Vec<Spec> = held
@@ -147,12 +160,10 @@ pub fn recolor_cases(
     let mut colors: Vec<String> = specs.iter().flat_map(|s| s.include.iter().filter_map(|o| o.color.clone())).collect();
     colors.sort();
     colors.dedup();
-    // a faithful teacher: no failure rates, the corpus's object size
-    let teacher = render::ShapesTeacherConfig { object_scale, ..render::ShapesTeacherConfig::none() };
     let mut out = Vec::new();
     for (k, spec) in specs.iter().enumerate().take(n) {
         let req = SceneRequest { spec: spec.clone(), sizes: vec![], background: Some("plain".into()), style: None };
-        let Ok(r) = render::render(&req, seed.wrapping_add(k as u64), res, &teacher) else {
+        let Ok(r) = render::render(&req, seed.wrapping_add(k as u64), res, teacher) else {
             continue;
         };
         let target = &spec.include[0];
@@ -173,14 +184,21 @@ pub fn recolor_cases(
         // the first mention of the old colour is the first object's (template order)
         let prompt = spec.prompt.replacen(&old, &new, 1);
         new_spec.prompt = prompt.clone();
+        let (xs, ys) = match teacher.grid {
+            0 => {
+                let m = margin as f32;
+                (cells_spanned(obj.x, obj.w + 2.0 * m, 1.0, res), cells_spanned(obj.y, obj.h + 2.0 * m, 1.0, res))
+            }
+            g => {
+                let (size, cells) = (g as f32, res.div_ceil(g));
+                let (cx, cy) = (cells_spanned(obj.x, obj.w, size, cells), cells_spanned(obj.y, obj.h, size, cells));
+                ((cx.start * g..(cx.end * g).min(res)), (cy.start * g..(cy.end * g).min(res)))
+            }
+        };
         let mut mask = GrayImage::new(res, res);
-        let (x0, x1) =
-            ((obj.x - obj.w / 2.0).floor() as i64 - margin as i64, (obj.x + obj.w / 2.0).ceil() as i64 + margin as i64);
-        let (y0, y1) =
-            ((obj.y - obj.h / 2.0).floor() as i64 - margin as i64, (obj.y + obj.h / 2.0).ceil() as i64 + margin as i64);
-        for y in y0.max(0)..y1.min(res as i64) {
-            for x in x0.max(0)..x1.min(res as i64) {
-                mask.put_pixel(x as u32, y as u32, image::Luma([255]));
+        for y in ys {
+            for x in xs.clone() {
+                mask.put_pixel(x, y, image::Luma([255]));
             }
         }
         out.push(RecolorCase { image: r.image, mask, prompt, spec: new_spec });
@@ -272,29 +290,80 @@ mod tests {
         assert!(prepare(&img, &GrayImage::new(16, 32), 32, 8).unwrap_err().to_string().contains("must match"));
     }
 
-    #[test]
-    fn recolouring_cases_draw_objects_at_the_corpus_scale() {
+    fn teacher(object_scale: f64, grid: u32) -> crate::world::render::ShapesTeacherConfig {
+        crate::world::render::ShapesTeacherConfig {
+            object_scale,
+            grid,
+            ..crate::world::render::ShapesTeacherConfig::none()
+        }
+    }
+
+    fn held() -> Vec<(String, String, String)> {
         let spec = |a: &str, b: &str| {
             let j = format!(
-                r#"{{"tag":"color_attr","prompt":"a {a} circle and a blue square","include":[{{"class":"circle","color":"{a}"}},{{"class":"square","color":"{b}"}}]}}"#
+                r#"{{"tag":"color_attr","prompt":"a {a} circle and a {b} square","include":[{{"class":"circle","color":"{a}"}},{{"class":"square","color":"{b}"}}]}}"#
             );
             (String::new(), String::new(), j)
         };
-        let held = vec![spec("red", "blue"), spec("green", "yellow"), spec("purple", "orange")];
-        let masked = |scale: f64| -> Vec<usize> {
-            recolor_cases(&held, 3, 32, 7, 0, scale)
-                .iter()
-                .map(|c| c.mask.pixels().filter(|p| p.0[0] > 0).count())
-                .collect()
-        };
-        let (small, big) = (masked(1.0), masked(1.6));
+        vec![spec("red", "blue"), spec("green", "yellow"), spec("purple", "orange")]
+    }
+
+    fn masked_pixels(cases: &[RecolorCase]) -> Vec<usize> {
+        cases.iter().map(|c| c.mask.pixels().filter(|p| p.0[0] > 0).count()).collect()
+    }
+
+    #[test]
+    fn recolouring_cases_draw_objects_at_the_corpus_scale() {
+        let held = held();
+        let small = masked_pixels(&recolor_cases(&held, 3, 32, 7, 0, &teacher(1.0, 0)));
+        let big = masked_pixels(&recolor_cases(&held, 3, 32, 7, 0, &teacher(1.6, 0)));
         assert_eq!(small.len(), 3);
         assert_eq!(big.len(), 3);
         // the mask is the target object's box: 1.6 times the size is about 2.6 times the area
         for (s, b) in small.iter().zip(&big) {
             assert!(*b as f64 > 1.8 * *s as f64, "scale 1.6 mask {b} px vs scale 1 {s} px");
         }
-        let c = &recolor_cases(&held, 1, 32, 7, 0, 1.6)[0];
+        let c = &recolor_cases(&held, 1, 32, 7, 0, &teacher(1.6, 0))[0];
         assert!(!c.prompt.contains("red") && c.spec.include[0].color.as_deref() != Some("red"), "{}", c.prompt);
+        // a margin grows the box on every side
+        let wide = masked_pixels(&recolor_cases(&held, 3, 32, 7, 2, &teacher(1.0, 0)));
+        assert!(wide.iter().zip(&small).all(|(w, s)| w > s), "margin 2: {wide:?} vs {small:?}");
+    }
+
+    #[test]
+    fn on_a_gridded_corpus_the_mask_is_the_objects_own_token() {
+        // The demo's corpus: objects on an 8-px grid at 32 px, 8-px tokens (4 × 4). The mask is
+        // the target's cell, margin or not, so exactly one token is repainted.
+        let held = held();
+        for margin in [0, 2] {
+            let cases = recolor_cases(&held, 3, 32, 7, margin, &teacher(1.0, 8));
+            assert_eq!(cases.len(), 3);
+            for (k, c) in cases.iter().enumerate() {
+                let p = prepare(&c.image, &c.mask, 32, 4).unwrap();
+                assert_eq!(p.unknown.iter().filter(|u| **u).count(), 1, "margin {margin}: {}", c.prompt);
+                assert_eq!(p.mask.iter().filter(|m| **m).count(), 64, "the whole 8 × 8 cell");
+                // every pixel of the target's old colour is inside the mask (cases keep the
+                // order of `held`: the targets were red, green and purple)
+                let old = crate::world::color::index(["red", "green", "purple"][k]).unwrap();
+                let of_old = |x: u32, y: u32| {
+                    let px = c.image.get_pixel(x, y).0.map(|v| f32::from(v) / 255.0);
+                    let (i, sure) = crate::world::color::name(px);
+                    i == old && sure > 0.5
+                };
+                let (inside, outside) = (0..32 * 32).map(|i| (i % 32, i / 32)).filter(|&(x, y)| of_old(x, y)).fold(
+                    (0, 0),
+                    |(a, b), (x, y)| match c.mask.get_pixel(x, y).0[0] > 0 {
+                        true => (a + 1, b),
+                        false => (a, b + 1),
+                    },
+                );
+                assert!(inside > 10 && outside == 0, "{}: {inside} target pixels masked, {outside} not", c.prompt);
+            }
+        }
+        // off the grid, the same scenes' masks straddle token lines (2 to 4 tokens)
+        let off = recolor_cases(&held, 3, 32, 7, 0, &teacher(1.0, 0));
+        let unknown: usize =
+            off.iter().map(|c| prepare(&c.image, &c.mask, 32, 4).unwrap().unknown.iter().filter(|u| **u).count()).sum();
+        assert!(unknown > 3, "off the grid {unknown} tokens over 3 masks");
     }
 }

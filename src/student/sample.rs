@@ -22,6 +22,7 @@ use crate::student::model::{Mar, ParamStore};
 use crate::student::train::checkpoint::{load_checked, read_state, TrainState};
 use crate::student::train::run::GridHook;
 use crate::student::train::TrainConfig;
+use crate::world::render::ShapesTeacherConfig;
 
 /// A trained model ready to sample.
 pub struct Student {
@@ -50,11 +51,12 @@ fn lineage_config(m: &Manifest) -> Option<RunConfig> {
     toml::from_str(&m.lineage.config).ok()
 }
 
-/// The object size the corpus's shapes teacher drew at (`generate.shapes.object_scale` in the
-/// lineage config; 1 when the manifest was not made by the shapes world), so checks that
-/// render their own scenes draw them the way the student saw them.
-pub fn corpus_object_scale(m: &Manifest) -> f64 {
-    lineage_config(m).and_then(|c| c.generate).map_or(1.0, |g| g.shapes.object_scale)
+/// The corpus's shapes teacher without its injected failures (`generate.shapes` in the lineage
+/// config: object size, grid, backgrounds, styles; the defaults when the manifest was not made
+/// by the shapes world), so checks that render their own scenes draw them the way the student
+/// saw them: objects of the size it learned, on the token grid when the corpus was.
+pub fn corpus_teacher(m: &Manifest) -> ShapesTeacherConfig {
+    lineage_config(m).and_then(|c| c.generate).map(|g| g.shapes).unwrap_or_default().faithful()
 }
 
 /// Prompts → the model's text input.
@@ -278,15 +280,20 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_corpus_object_scale_is_read_from_the_lineage_config() {
+    fn the_corpus_teacher_is_read_from_the_lineage_config_without_its_failures() {
         let mut m = crate::formats::manifest::load(Path::new("manifests/shapes-tiny/manifest.json")).unwrap();
-        assert_eq!(corpus_object_scale(&m), 1.0, "the tiny fixture is drawn at the default size");
-        // the fixture's lineage has a [generate.shapes] table without object_scale
+        let t = corpus_teacher(&m);
+        assert_eq!((t.object_scale, t.grid), (1.0, 0), "the tiny fixture is drawn at the default size, off-grid");
+        // the fixture's lineage has a [generate.shapes] table with failure rates (wrong_color
+        // 0.05 ...) but without object_scale or grid
         let cfg = m.lineage.config.clone();
-        assert!(cfg.contains("[generate.shapes]\n") && !cfg.contains("object_scale"));
-        m.lineage.config = cfg.replace("[generate.shapes]\n", "[generate.shapes]\nobject_scale = 1.6\n");
-        assert_eq!(corpus_object_scale(&m), 1.6);
+        assert!(cfg.contains("[generate.shapes]\nwrong_color = 0.05\n") && !cfg.contains("object_scale"));
+        assert!(!cfg.contains("grid"));
+        m.lineage.config = cfg.replace("[generate.shapes]\n", "[generate.shapes]\nobject_scale = 1.6\ngrid = 8\n");
+        let t = corpus_teacher(&m);
+        assert_eq!((t.object_scale, t.grid), (1.6, 8));
+        assert_eq!(t, ShapesTeacherConfig { object_scale: 1.6, grid: 8, ..ShapesTeacherConfig::none() }, "no failures");
         m.lineage.config = "not toml [".into();
-        assert_eq!(corpus_object_scale(&m), 1.0, "an unreadable lineage falls back to the default");
+        assert_eq!(corpus_teacher(&m), ShapesTeacherConfig::none(), "an unreadable lineage falls back to the default");
     }
 }

@@ -89,14 +89,13 @@ fn is_every_style(v: &[String]) -> bool {
 impl ShapesTeacherConfig {
     /// No injected failures; default sizes and the full background and style mix.
     pub fn none() -> Self {
-        ShapesTeacherConfig {
-            wrong_color: 0.0,
-            count: 0.0,
-            relation: 0.0,
-            missing: 0.0,
-            distractor: 0.0,
-            ..ShapesTeacherConfig::default()
-        }
+        ShapesTeacherConfig::default().faithful()
+    }
+
+    /// This teacher without its injected failures: the same sizes, grid, backgrounds and
+    /// styles (what a check that renders its own scenes needs to draw them as the corpus did).
+    pub fn faithful(self) -> Self {
+        ShapesTeacherConfig { wrong_color: 0.0, count: 0.0, relation: 0.0, missing: 0.0, distractor: 0.0, ..self }
     }
 
     /// The background to paint for a prompt that names `asked` (None: draw one from the mix).
