@@ -385,6 +385,10 @@ pub struct SampleFlags {
     /// Clamp the head's predicted x0 to ±R (0 = off).
     #[arg(long)]
     pub clip_x0: Option<f64>,
+    /// Scale of the head's noise along each token's channel means (1 = as the rest; 0 keeps
+    /// a token's level from its context instead of its starting noise).
+    #[arg(long)]
+    pub mean_noise: Option<f64>,
     /// cpu, or cuda[:N].
     #[arg(long, default_value = "cpu")]
     pub device: String,
@@ -401,6 +405,7 @@ impl Default for SampleFlags {
             temperature_end: None,
             diffusion_steps: None,
             clip_x0: None,
+            mean_noise: None,
             device: "cpu".into(),
         }
     }

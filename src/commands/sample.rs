@@ -48,6 +48,12 @@ fn sample_options(student: &Student, f: &SampleFlags) -> Result<SampleOptions> {
     if let Some(v) = f.clip_x0 {
         opts.clip_x0 = (v > 0.0).then_some(v);
     }
+    if let Some(v) = f.mean_noise {
+        if !(0.0..=1.0).contains(&v) {
+            bail!("--mean-noise {v}: expected a scale in [0, 1]");
+        }
+        opts.mean_noise = v;
+    }
     Ok(opts)
 }
 

@@ -33,6 +33,13 @@ pub struct Student {
 }
 
 impl Student {
+    /// `opts` with the token's channel count from this checkpoint's token spec, which
+    /// `SampleOptions::mean_noise` needs (checkpoints without a spec leave it unknown).
+    pub fn sample_options(&self, opts: &SampleOptions) -> SampleOptions {
+        let channels = self.state.latent.as_ref().map_or(0, |l| l.channels as usize);
+        SampleOptions { channels, ..opts.clone() }
+    }
+
     /// Loads `ckpt` (a checkpoint folder) with its EMA or raw weights.
     pub fn load(ckpt: &Path, ema: bool, device: Device) -> Result<Student> {
         crate::student::host_alloc::tune();
@@ -197,12 +204,13 @@ pub fn generate(
     let dev = student.model.device();
     let grid = student.state.grid;
     let (l, c) = (grid * grid, student.model.cfg.token_dim);
+    let opts = student.sample_options(opts);
     let mut out = Vec::with_capacity(prompts.len());
     for (k, chunk) in prompts.chunks(batch.max(1)).enumerate() {
         let refs: Vec<&str> = chunk.iter().map(String::as_str).collect();
         let text = prompter.input(&refs, dev)?;
         let mut rng = ChaCha8Rng::seed_from_u64(seed ^ (k as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
-        let v = sample_tokens(&student.model, &text, Canvas::blank(chunk.len(), l, c), grid, opts, &mut rng)
+        let v = sample_tokens(&student.model, &text, Canvas::blank(chunk.len(), l, c), grid, &opts, &mut rng)
             .map_err(|e| Error::invalid("sample", e))?;
         for i in 0..chunk.len() {
             out.push(decoder.decode(&v[i * l * c..(i + 1) * l * c]));

@@ -22,6 +22,30 @@ struct ResBlock {
     ada: Linear,
 }
 
+/// How the head's sampling noise is shaped: its component along each token's channel means
+/// (`channels` channel-major groups) is scaled by `mean_noise` (1 = untouched, the reference).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct NoiseShape {
+    pub mean_noise: f64,
+    pub channels: usize,
+}
+
+impl NoiseShape {
+    /// Noise as drawn, every component alike.
+    pub const PLAIN: NoiseShape = NoiseShape { mean_noise: 1.0, channels: 0 };
+
+    /// Noise (N, C) → the same with each row's per-channel mean scaled by `mean_noise`.
+    pub fn apply(&self, noise: Tensor) -> Tensor {
+        if self.mean_noise == 1.0 || self.channels == 0 {
+            return noise;
+        }
+        let (n, c) = noise.size2().expect("(N, C) noise");
+        let g = noise.view([n, self.channels as i64, c / self.channels as i64]); // (N, G, C/G)
+        let mean = g.mean_dim(-1, true, Kind::Float); // (N, G, 1)
+        (&g - mean * (1.0 - self.mean_noise)).view([n, c])
+    }
+}
+
 /// `SimpleMLPAdaLN(in=C, width=w, out=2C, z=Dz, depth=n)`.
 pub struct DiffLoss {
     time0: Linear,
@@ -266,14 +290,17 @@ impl DiffLoss {
     /// scale `cfg` on eps (on v for a v head, the same thing: eps is affine in v at a shared
     /// x_t) (both halves start from the same noise and the cond half's state is
     /// fed to both, as `forward_with_cfg`). Temperature scales the per-step noise; `clip_x0`
-    /// clamps the predicted x0 to ±r at every step. Noise comes from `rng` on the host, so a
-    /// seed draws the same tokens on every device.
+    /// clamps the predicted x0 to ±r at every step; `shape` scales the noise's per-channel
+    /// means. Noise comes from `rng` on the host, so a seed draws the same tokens on every
+    /// device.
+    #[allow(clippy::too_many_arguments)]
     pub fn sample(
         &self,
         z: &Tensor,
         cfg: f64,
         temperature: f64,
         clip_x0: Option<f64>,
+        shape: NoiseShape,
         diff: &Diffusion,
         rng: &mut impl Rng,
     ) -> Tensor {
@@ -284,7 +311,7 @@ impl DiffLoss {
         let dev = z.device();
         let mut noise = |len: usize| -> Tensor {
             let v: Vec<f32> = (0..len).map(|_| StandardNormal.sample(rng)).collect();
-            tensor_f32(&v, &[len / c, c], dev)
+            shape.apply(tensor_f32(&v, &[len / c, c], dev))
         };
         let mut x = noise(n * c); // (N, C)
         for i in (0..diff.steps()).rev() {
@@ -352,6 +379,28 @@ mod tests {
     use rand::{RngExt, SeedableRng};
 
     #[test]
+    fn the_noise_shape_scales_each_channels_mean_and_leaves_the_rest() {
+        // Two tokens of 3 channels × 4 values, as pixel patches are laid out (channel-major).
+        let v: Vec<f32> = (0..24).map(|i| ((i * 7) % 11) as f32 - 4.0).collect();
+        let x = Tensor::from_slice(&v).view([2, 12]);
+        let means = |t: &Tensor| to_host(&t.view([2, 3, 4]).mean_dim(-1, false, Kind::Float));
+        let centred = |t: &Tensor| to_host(&(t.view([2, 3, 4]) - t.view([2, 3, 4]).mean_dim(-1, true, Kind::Float)));
+        for f in [0.0, 0.5] {
+            let y = NoiseShape { mean_noise: f, channels: 3 }.apply(x.shallow_clone());
+            for (a, b) in means(&y).iter().zip(means(&x)) {
+                assert!((a - f as f32 * b).abs() < 1e-5, "scale {f}: channel mean {a} from {b}");
+            }
+            for (a, b) in centred(&y).iter().zip(centred(&x)) {
+                assert!((a - b).abs() < 1e-5, "scale {f}: what is not the mean is untouched");
+            }
+        }
+        assert!(means(&x).iter().any(|m| m.abs() > 0.5), "the draw has channel means to scale");
+        for plain in [NoiseShape::PLAIN, NoiseShape { mean_noise: 0.0, channels: 0 }] {
+            assert_eq!(to_host(&plain.apply(x.shallow_clone())), v, "{plain:?} leaves the noise as drawn");
+        }
+    }
+
+    #[test]
     fn a_trained_head_samples_its_target() {
         // Seeded (store 3, ChaCha 4): the head learns p(x | z) for two conditions with fixed
         // targets; its samples must land near them, with an eps head and with a v head.
@@ -384,7 +433,9 @@ mod tests {
             let _ = opt.step(&store, &g, 3e-3, 3.0).unwrap(); // the norm, unread
         }
         let z = tensor_f32(&[1.0f32, 0.0, 1.0, 0.0, 0.0, 1.0, 0.0, 1.0], &[4, 2], dev);
-        let x = to_host(&tch::no_grad(|| head.sample(&z, 1.0, 1.0, Some(1.0), &Diffusion::respaced(50), &mut rng)));
+        let x = to_host(&tch::no_grad(|| {
+            head.sample(&z, 1.0, 1.0, Some(1.0), NoiseShape::PLAIN, &Diffusion::respaced(50), &mut rng)
+        }));
         for (row, k) in x.chunks(4).zip([0, 0, 1, 1]) {
             for (a, b) in row.iter().zip(targets[k]) {
                 assert!((a - b).abs() < 0.15, "{row:?} vs {:?}", targets[k]);

@@ -334,4 +334,29 @@ mod tests {
         assert_eq!(draw(1.0, Some(0.1)), draw(0.1, None));
         assert_ne!(draw(1.0, Some(0.1)), draw(1.0, None));
     }
+
+    #[test]
+    fn mean_noise_needs_the_channels_and_changes_only_what_it_is_asked_to() {
+        use rand::SeedableRng;
+        let m = Mar::new(&micro(), &mut ParamStore::new(3, Device::Cpu)).unwrap();
+        let draw = |mean_noise: f64, channels: usize| {
+            let opts = sampler::SampleOptions {
+                steps: 2,
+                diffusion_steps: 10,
+                cfg: 2.0,
+                clip_x0: Some(1.0),
+                mean_noise,
+                channels,
+                ..Default::default()
+            };
+            let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(5); // fixed seed: the same noise each call
+            sampler::sample_tokens(&m, &ids(2), sampler::Canvas::blank(2, 16, 12), 4, &opts, &mut rng)
+        };
+        let plain = draw(1.0, 0).unwrap();
+        assert_eq!(draw(1.0, 3).unwrap(), plain, "scale 1 is the reference's noise, channels known or not");
+        assert_ne!(draw(0.0, 3).unwrap(), plain, "scale 0 draws other tokens");
+        let e = draw(0.0, 0).unwrap_err();
+        assert!(e.contains("sample.mean_noise = 0 needs the token's channels"), "{e}");
+        assert!(draw(0.5, 5).unwrap_err().contains("to divide its 12 values"));
+    }
 }

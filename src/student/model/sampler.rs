@@ -6,6 +6,7 @@ use rand::seq::SliceRandom;
 use rand::Rng;
 use tch::Tensor;
 
+use super::diffloss::NoiseShape;
 use super::diffusion::Diffusion;
 use super::layers::{tensor_f32, to_host, Ctx};
 use super::mar::{Mar, Mask};
@@ -42,6 +43,27 @@ pub struct SampleOptions {
     /// briefly trained heads amplify their eps error ~10⁴× at t = 999 without it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub clip_x0: Option<f64>,
+    /// Scales the head's sampling noise along each token's channel means (1.0: as the rest of
+    /// the noise, the reference). The eps head reads a token's level off the noisy token from
+    /// mid noise down, so each token keeps the per-channel mean its starting noise gave it:
+    /// plain backgrounds come out as tiles of different greys, which the analyzer reads as
+    /// objects. 0 takes that mean out of every step's noise (docs/student.md, "Why the
+    /// backgrounds come out as tiles"). Needs the token's channel count (`channels`).
+    #[serde(default = "one", skip_serializing_if = "is_one")]
+    pub mean_noise: f64,
+    /// Channels of a token (channel-major: 3 for pixel patches), from the checkpoint's token
+    /// spec (`Student::sample_options`), not the config; 0 = unknown.
+    #[serde(skip)]
+    #[schemars(skip)]
+    pub channels: usize,
+}
+
+fn one() -> f64 {
+    1.0
+}
+
+fn is_one(v: &f64) -> bool {
+    *v == 1.0
 }
 
 impl Default for SampleOptions {
@@ -54,6 +76,8 @@ impl Default for SampleOptions {
             temperature_end: None,
             diffusion_steps: 100,
             clip_x0: None,
+            mean_noise: 1.0,
+            channels: 0,
         }
     }
 }
@@ -108,6 +132,12 @@ pub fn sample_tokens(
     rng: &mut impl Rng,
 ) -> Result<Vec<f32>, String> {
     let _guard = tch::no_grad_guard();
+    if opts.mean_noise != 1.0 && (opts.channels == 0 || model.cfg.token_dim % opts.channels != 0) {
+        return Err(format!(
+            "sample.mean_noise = {} needs the token's channels (known: {}) to divide its {} values",
+            opts.mean_noise, opts.channels, model.cfg.token_dim
+        ));
+    }
     let ctx = Ctx::eval();
     let (l, c) = (grid * grid, model.cfg.token_dim);
     let b = canvas.unknown.len() / l;
@@ -158,8 +188,9 @@ pub fn sample_tokens(
             pred.clone()
         };
         let z_sel = model.forward_z_rows(&x, &m, &text_all, grid, &ctx, &rows); // (K or 2K, D)
-        let new =
-            model.diffloss.sample(&z_sel, if guided { scale } else { 1.0 }, temperature, opts.clip_x0, &diff, rng); // (K, C)
+        let shape = NoiseShape { mean_noise: opts.mean_noise, channels: opts.channels };
+        let cfg = if guided { scale } else { 1.0 };
+        let new = model.diffloss.sample(&z_sel, cfg, temperature, opts.clip_x0, shape, &diff, rng); // (K, C)
         let new = to_host(&new);
         for (k, &i) in pred.iter().enumerate() {
             tokens[i as usize * c..(i as usize + 1) * c].copy_from_slice(&new[k * c..(k + 1) * c]);

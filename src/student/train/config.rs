@@ -329,6 +329,9 @@ impl TrainConfig {
         if self.sample.steps == 0 || self.sample.diffusion_steps == 0 || self.sample.diffusion_steps > 1000 {
             return Err("sample.steps must be ≥ 1 and sample.diffusion_steps in 1..=1000".into());
         }
+        if !(0.0..=1.0).contains(&self.sample.mean_noise) {
+            return Err(format!("sample.mean_noise = {}: expected a scale in [0, 1]", self.sample.mean_noise));
+        }
         Ok(())
     }
 

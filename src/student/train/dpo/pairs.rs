@@ -217,6 +217,7 @@ pub fn build(
     let dev = base.model.device();
     let grid = base.state.grid;
     let (l, c) = (grid * grid, base.model.cfg.token_dim);
+    let sample = base.sample_options(&cfg.sample);
     for (k, chunk) in all.chunks(cfg.part_size.max(1)).enumerate() {
         let k = k as u64;
         // In a data-parallel job each rank builds every world-th part (a part's losers depend
@@ -233,7 +234,7 @@ pub fn build(
         let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed ^ (k + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15));
         // (draws, chunk, L, C): the student's samples, each draw its own stretch of the stream.
         let draws: Vec<Vec<f32>> = (0..if own { cfg.draws } else { 1 })
-            .map(|_| sample_tokens(&base.model, &text, Canvas::blank(chunk.len(), l, c), grid, &cfg.sample, &mut rng))
+            .map(|_| sample_tokens(&base.model, &text, Canvas::blank(chunk.len(), l, c), grid, &sample, &mut rng))
             .collect::<std::result::Result<_, _>>()
             .map_err(|e| Error::invalid("dpo pairs", e))?;
         let w = l * c;
