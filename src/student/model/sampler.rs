@@ -132,7 +132,7 @@ pub fn sample_tokens(
     rng: &mut impl Rng,
 ) -> Result<Vec<f32>, String> {
     let _guard = tch::no_grad_guard();
-    if opts.mean_noise != 1.0 && (opts.channels == 0 || model.cfg.token_dim % opts.channels != 0) {
+    if opts.mean_noise != 1.0 && (opts.channels == 0 || !model.cfg.token_dim.is_multiple_of(opts.channels)) {
         return Err(format!(
             "sample.mean_noise = {} needs the token's channels (known: {}) to divide its {} values",
             opts.mean_noise, opts.channels, model.cfg.token_dim
