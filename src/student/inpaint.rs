@@ -86,7 +86,7 @@ pub fn inpaint(
     let prompts = vec![prompt; n];
     let text = prompter.input(&prompts, dev)?;
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    let opts = student.sample_options(opts);
+    let opts = student.with_token_channels(opts);
     let tokens = sample_tokens(&student.model, &text, canvas, grid, &opts, &mut rng)
         .map_err(|e| Error::invalid("inpaint", e))?;
     let per: Vec<Vec<f32>> = tokens.chunks_exact(l * c).map(<[f32]>::to_vec).collect();

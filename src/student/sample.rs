@@ -35,7 +35,7 @@ pub struct Student {
 impl Student {
     /// `opts` with the token's channel count from this checkpoint's token spec, which
     /// `SampleOptions::mean_noise` needs (checkpoints without a spec leave it unknown).
-    pub fn sample_options(&self, opts: &SampleOptions) -> SampleOptions {
+    pub fn with_token_channels(&self, opts: &SampleOptions) -> SampleOptions {
         let channels = self.state.latent.as_ref().map_or(0, |l| l.channels as usize);
         SampleOptions { channels, ..opts.clone() }
     }
@@ -204,7 +204,7 @@ pub fn generate(
     let dev = student.model.device();
     let grid = student.state.grid;
     let (l, c) = (grid * grid, student.model.cfg.token_dim);
-    let opts = student.sample_options(opts);
+    let opts = student.with_token_channels(opts);
     let mut out = Vec::with_capacity(prompts.len());
     for (k, chunk) in prompts.chunks(batch.max(1)).enumerate() {
         let refs: Vec<&str> = chunk.iter().map(String::as_str).collect();

@@ -52,7 +52,7 @@ pub struct SampleOptions {
     #[serde(default = "one", skip_serializing_if = "is_one")]
     pub mean_noise: f64,
     /// Channels of a token (channel-major: 3 for pixel patches), from the checkpoint's token
-    /// spec (`Student::sample_options`), not the config; 0 = unknown.
+    /// spec (`Student::with_token_channels`), not the config; 0 = unknown.
     #[serde(skip)]
     #[schemars(skip)]
     pub channels: usize,

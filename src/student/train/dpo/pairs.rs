@@ -217,7 +217,7 @@ pub fn build(
     let dev = base.model.device();
     let grid = base.state.grid;
     let (l, c) = (grid * grid, base.model.cfg.token_dim);
-    let sample = base.sample_options(&cfg.sample);
+    let sample = base.with_token_channels(&cfg.sample);
     for (k, chunk) in all.chunks(cfg.part_size.max(1)).enumerate() {
         let k = k as u64;
         // In a data-parallel job each rank builds every world-th part (a part's losers depend
