@@ -204,6 +204,7 @@ fn bad_train_configs_name_the_field() {
         (format!("{tiny}[train]\nmask_ratio_std = 0.0\n"), "train.mask_ratio_std = 0: expected a positive spread"),
         (format!("{tiny}width = 30\nheads = 2\npos_init = \"sincos\"\n"), "needs a width divisible by 4, not 30"),
         (format!("{tiny}[train]\nfocus_steps = 100\n"), "train.focus_families = [] with train.focus_steps = 100"),
+        (format!("{tiny}x0_hidden = 64\n"), "model.x0_hidden = 64 with train.x0_loss_weight = 0"),
         (
             format!("{tiny}[sample]\nsteps = 8\ncfg = 3.0\ncfg_schedule = \"constant\"\ntemperature = 1.0\ndiffusion_steps = 10\nmean_noise = 1.5\n"),
             "sample.mean_noise = 1.5: expected a scale in [0, 1]",

@@ -74,10 +74,17 @@ pub struct MarConfig {
     /// the field).
     #[serde(default)]
     pub pos_init: PosInit,
-    /// A linear read-out of each token's x0 from z (`x0_head`), trained by an MSE term
+    /// A read-out of each token's x0 from z (`x0_head`), trained by an MSE term
     /// (`train.x0_loss_weight`). Not in the reference; see that field. Sampling never uses it.
     #[serde(default)]
     pub x0_head: bool,
+    /// The read-out's hidden width: 0 (and older checkpoints) = linear; N = Linear(D, N), GELU,
+    /// Linear(N, C). A shapes object's pixels are its class's mask times its colour: with colours
+    /// of mean ~grey, no linear function of z that encodes the class alone predicts them, so a
+    /// linear read-out teaches z the class only after class × colour products; an MLP's does
+    /// as soon as z holds both (the binding toy, `binding_tests.rs`).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub x0_hidden: usize,
     /// 2-D rotary positions in the encoder's and decoder's self-attention, on top of the
     /// learned tables (see `rope.rs`). Not in the reference; older checkpoints lack the field.
     #[serde(default)]
@@ -119,6 +126,7 @@ impl MarConfig {
             prediction: Prediction::Eps,
             pos_init: PosInit::Normal,
             x0_head: false,
+            x0_hidden: 0,
             rope: false,
             neighbours: false,
             text_prefix: false,
@@ -209,7 +217,11 @@ impl MarConfig {
         let enc = lin(self.token_dim as u64, d) + p * d + ln(d) + self.encoder_depth as u64 * block + ln(d);
         let dec = lin(d, d) + d + p * d + self.decoder_depth as u64 * block + ln(d);
         let crs = lin(d, d) + p * d + self.cross_depth as u64 * cross + ln(d) + d; // + fake_latent
-        let x0 = if self.x0_head { lin(d, self.token_dim as u64) } else { 0 };
+        let x0 = match (self.x0_head, self.x0_hidden as u64) {
+            (false, _) => 0,
+            (true, 0) => lin(d, self.token_dim as u64),
+            (true, h) => lin(d, h) + lin(h, self.token_dim as u64),
+        };
         let nbr = if self.neighbours { lin(9 * (self.token_dim as u64 + 1), d) } else { 0 };
         let prefix = if self.text_prefix { lin(d, d) } else { 0 };
         let (w, t) = (self.diffloss_width as u64, self.token_dim as u64);
@@ -243,6 +255,10 @@ pub fn train_flops_per_image(cfg: &MarConfig, l: usize, t: usize, masked: usize,
     let head = masked as f64 * d * w * 2.0
         + n * (c * w + cfg.diffloss_depth as f64 * 5.0 * w * w + 2.0 * w * w + w * 2.0 * c) * 2.0;
     3.0 * (text + enc + dec + cross + head)
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
 }
 
 #[cfg(test)]

@@ -73,7 +73,7 @@ pub struct Mar {
     pub text: TextAligner,
     pub diffloss: DiffLoss,
     /// z → the token's x0 (C), when `cfg.x0_head` (a training signal only).
-    pub x0_head: Option<Linear>,
+    pub x0_head: Option<X0Head>,
     /// A token's 3×3 window of visible tokens, 9·(C + 1) → D, added to z, when
     /// `cfg.neighbours`.
     nbr_proj: Option<Linear>,
@@ -120,7 +120,7 @@ impl Mar {
             (cfg.diffloss_width, cfg.diffloss_depth),
             cfg.prediction,
         );
-        let x0_head = cfg.x0_head.then(|| Linear::xavier(&mut s.pp("x0_head"), d, cfg.token_dim));
+        let x0_head = cfg.x0_head.then(|| X0Head::new(&mut s.pp("x0_head"), d, cfg.x0_hidden, cfg.token_dim));
         // Zero at init: the model starts as the one without it (its weight still gets gradient).
         let nbr_proj = cfg.neighbours.then(|| Linear::zeros(&mut s.pp("nbr_proj"), 9 * (cfg.token_dim + 1), d));
         let decoder_text_embed = cfg.text_prefix.then(|| Linear::xavier(&mut s.pp("decoder_text_embed"), d, d));
@@ -369,4 +369,28 @@ pub fn neighbour_window(tokens: &Tensor, vis: &Tensor, grid: usize) -> Tensor {
     let f = f.view([b, g, g, c + 1]).permute([0, 3, 1, 2]); // (B, C + 1, g, g)
     let cols = f.im2col([3, 3], [1, 1], [1, 1], [1, 1]); // (B, 9(C + 1), L)
     cols.transpose(1, 2).contiguous().view([b, l, 9 * (c + 1)])
+}
+
+/// The x0 read-out of z (see `MarConfig::x0_head`): linear, or a one-hidden-layer MLP
+/// (`MarConfig::x0_hidden`; its layers are `x0_head.fc1` / `x0_head.fc2`).
+pub enum X0Head {
+    Linear(Linear),
+    Mlp(Linear, Linear),
+}
+
+impl X0Head {
+    fn new(s: &mut Scope, d: usize, hidden: usize, c: usize) -> X0Head {
+        match hidden {
+            0 => X0Head::Linear(Linear::xavier(s, d, c)),
+            h => X0Head::Mlp(Linear::xavier(&mut s.pp("fc1"), d, h), Linear::xavier(&mut s.pp("fc2"), h, c)),
+        }
+    }
+
+    /// (…, D) → (…, C)
+    pub fn forward(&self, z: &Tensor) -> Tensor {
+        match self {
+            X0Head::Linear(l) => l.forward(z),
+            X0Head::Mlp(a, b) => b.forward(&a.forward(z).gelu("tanh")),
+        }
+    }
 }

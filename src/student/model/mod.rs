@@ -71,6 +71,16 @@ mod tests {
         Mar::new(&with, &mut st).unwrap();
         assert_eq!(st.count() as u64, with.parameter_count().0 + head);
         assert!(st.vars.contains_key("x0_head.weight"));
+        // As an MLP: two layers of its own names, counted too; z → (…, C) either way.
+        let mlp = MarConfig { x0_head: true, x0_hidden: 24, ..micro() };
+        let mut st = ParamStore::new(0, Device::Cpu);
+        let m = Mar::new(&mlp, &mut st).unwrap();
+        assert_eq!(st.count() as u64, mlp.parameter_count().0 + head);
+        assert_eq!(st.vars["x0_head.fc1.weight"].size(), [24, mlp.width as i64]);
+        assert_eq!(st.vars["x0_head.fc2.weight"].size(), [mlp.token_dim as i64, 24]);
+        assert!(!st.vars.contains_key("x0_head.weight"));
+        let z = tch::Tensor::ones([3, mlp.width as i64], (tch::Kind::Float, Device::Cpu));
+        assert_eq!(m.x0_head.as_ref().unwrap().forward(&z).size(), [3, mlp.token_dim as i64]);
         // The text path carries the reference's names (`Text_Embedding`).
         assert!(store.vars.contains_key("text_emb.text_proj.linear_1.weight"));
         assert!(store.vars.contains_key("text_emb.text_aligner.0.attn.qkv.weight"));

@@ -48,6 +48,8 @@ pub struct ModelSection {
     /// The caption is prepended to the decoder's self-attention (see `MarConfig::text_prefix`);
     /// off in the reference.
     pub text_prefix: Option<bool>,
+    /// The x0 read-out's hidden width (see `MarConfig::x0_hidden`; 0 = linear, as before).
+    pub x0_hidden: Option<usize>,
 }
 
 /// The loss terms `train.object_loss_weight` scales.
@@ -293,6 +295,13 @@ impl TrainConfig {
                 t.x0_loss_weight
             ));
         }
+        if self.model.x0_hidden.unwrap_or(0) > 0 && t.x0_loss_weight <= 0.0 {
+            return Err(format!(
+                "model.x0_hidden = {} with train.x0_loss_weight = {}: the read-out is only built and trained with a weight > 0",
+                self.model.x0_hidden.unwrap_or(0),
+                t.x0_loss_weight
+            ));
+        }
         if !(t.object_loss_weight_until > 0.0 && t.object_loss_weight_until <= 1.0) {
             return Err(format!(
                 "train.object_loss_weight_until = {}: expected a share of the run in (0, 1]",
@@ -367,6 +376,9 @@ impl TrainConfig {
             c.pos_init = p;
         }
         c.x0_head = self.train.x0_loss_weight > 0.0;
+        if let Some(h) = m.x0_hidden {
+            c.x0_hidden = h;
+        }
         if let Some(r) = m.rope {
             c.rope = r;
         }
