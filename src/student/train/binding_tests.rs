@@ -192,10 +192,14 @@ fn binding(steps: u64, world: World, tweak: impl Fn(&mut TrainConfig)) -> (f64, 
         };
         tr.step(&Batch { step: s, size: 16, tokens, ids, feats: vec![] }, s).unwrap();
     }
-    let n = env("LG_N", 48.0) as usize; // images sampled
+    // Images sampled (48 unless an experiment asks for more).
+    let n = env("LG_N", 48.0) as usize;
     // Every class in turn; in the colour world, every colour in turn over the rounds of classes.
     let asked: Vec<Named> = (0..n)
-        .map(|i| Named { classes: vec![i % CLASSES], colour: (world.colours > 0).then(|| (i / CLASSES) % world.colours) })
+        .map(|i| Named {
+            classes: vec![i % CLASSES],
+            colour: (world.colours > 0).then(|| (i / CLASSES) % world.colours),
+        })
         .collect();
     let classes: Vec<usize> = asked.iter().map(|a| a.classes[0]).collect();
     let ids: Vec<u32> = match world.wordy {
@@ -232,7 +236,11 @@ fn binding(steps: u64, world: World, tweak: impl Fn(&mut TrainConfig)) -> (f64, 
         }
     }
     if world.colours > 0 {
-        println!("colour right {:.3} (chance {:.3})", colour_right as f64 / drawn.max(1) as f64, 1.0 / world.colours as f64);
+        println!(
+            "colour right {:.3} (chance {:.3})",
+            colour_right as f64 / drawn.max(1) as f64,
+            1.0 / world.colours as f64
+        );
     }
     (right as f64 / drawn.max(1) as f64, drawn as f64 / n as f64)
 }

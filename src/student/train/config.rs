@@ -295,10 +295,9 @@ impl TrainConfig {
                 t.x0_loss_weight
             ));
         }
-        if self.model.x0_hidden.unwrap_or(0) > 0 && t.x0_loss_weight <= 0.0 {
+        if let Some(h) = self.model.x0_hidden.filter(|&h| h > 0 && t.x0_loss_weight <= 0.0) {
             return Err(format!(
-                "model.x0_hidden = {} with train.x0_loss_weight = {}: the read-out is only built and trained with a weight > 0",
-                self.model.x0_hidden.unwrap_or(0),
+                "model.x0_hidden = {h} with train.x0_loss_weight = {}: the read-out is only built and trained with a weight > 0",
                 t.x0_loss_weight
             ));
         }
