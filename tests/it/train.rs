@@ -183,6 +183,35 @@ fn resume_refuses_another_manifest() {
 }
 
 #[test]
+fn the_code_term_trains_and_resumes_bit_for_bit_with_its_codebook() {
+    // Seeded (train.seed 0): the micro config with the code read-out (16 codes fitted on 8
+    // images); 10 steps against 5 + resume + 5.
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("code.toml");
+    let micro = std::fs::read_to_string(super::root().join(MICRO)).unwrap();
+    let text = micro.replace("[train]\n", "[train]\ncode_loss_weight = 0.5\ncodes = 16\ncode_images = 8\n");
+    std::fs::write(&cfg, text).unwrap();
+    let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+    let cfg = cfg.to_str().unwrap();
+    let o = train_with(cfg, MANIFEST, &a, &[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = train_with(cfg, MANIFEST, &b, &["--stop-at", "5"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = train_with(cfg, MANIFEST, &b, &["--resume"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    for f in ["model.safetensors", "ema.safetensors", "optim.safetensors"] {
+        let (x, y) =
+            (read(&a.join("checkpoints/step-00000010").join(f)), read(&b.join("checkpoints/step-00000010").join(f)));
+        assert!(x == y, "{f} differs between 10 steps and 5 + resume + 5");
+    }
+    let optim = tensors(&a.join("checkpoints/step-00000010/optim.safetensors"));
+    let book = optim.iter().find(|(k, _)| k == "codebook").map(|(_, v)| v.len()).expect("the codebook is kept");
+    assert!(book > 0 && book % 16 == 0, "16 centres of the token's width: {book} values");
+    let model = tensors(&a.join("checkpoints/step-00000010/model.safetensors"));
+    assert!(model.iter().any(|(k, _)| k == "code_head.weight"), "the read-out is a model weight");
+}
+
+#[test]
 fn bad_train_configs_name_the_field() {
     let dir = tempfile::tempdir().unwrap();
     let p = dir.path().join("t.toml");
@@ -205,6 +234,7 @@ fn bad_train_configs_name_the_field() {
         (format!("{tiny}width = 30\nheads = 2\npos_init = \"sincos\"\n"), "needs a width divisible by 4, not 30"),
         (format!("{tiny}[train]\nfocus_steps = 100\n"), "train.focus_families = [] with train.focus_steps = 100"),
         (format!("{tiny}x0_hidden = 64\n"), "model.x0_hidden = 64 with train.x0_loss_weight = 0"),
+        (format!("{tiny}[train]\ncode_loss_weight = 1.0\ncodes = 1\n"), "train.codes = 1 and train.code_images = 1024"),
         (
             format!("{tiny}[sample]\nsteps = 8\ncfg = 3.0\ncfg_schedule = \"constant\"\ntemperature = 1.0\ndiffusion_steps = 10\nmean_noise = 1.5\n"),
             "sample.mean_noise = 1.5: expected a scale in [0, 1]",

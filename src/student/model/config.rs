@@ -85,6 +85,15 @@ pub struct MarConfig {
     /// as soon as z holds both (the binding toy, `binding_tests.rs`).
     #[serde(default, skip_serializing_if = "is_zero")]
     pub x0_hidden: usize,
+    /// A read-out of each token's code from z (`code_head`, Linear(D, codes)): the index of its
+    /// nearest centre in a k-means codebook of the corpus's tokens, trained by cross-entropy
+    /// (`train.code_loss_weight`). 0 (and older checkpoints) = none. Unlike the x0 read-out's
+    /// MSE, which regresses on the mean of what a token may hold (a rare object averages into
+    /// the background; colours around grey cancel a class's mask), a categorical read-out
+    /// keeps every mode: its logits add class and colour evidence, so z is asked for both as
+    /// soon as either is known. Sampling never uses it.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub codes: usize,
     /// 2-D rotary positions in the encoder's and decoder's self-attention, on top of the
     /// learned tables (see `rope.rs`). Not in the reference; older checkpoints lack the field.
     #[serde(default)]
@@ -127,6 +136,7 @@ impl MarConfig {
             pos_init: PosInit::Normal,
             x0_head: false,
             x0_hidden: 0,
+            codes: 0,
             rope: false,
             neighbours: false,
             text_prefix: false,
@@ -222,6 +232,7 @@ impl MarConfig {
             (true, 0) => lin(d, self.token_dim as u64),
             (true, h) => lin(d, h) + lin(h, self.token_dim as u64),
         };
+        let code = if self.codes > 0 { lin(d, self.codes as u64) } else { 0 };
         let nbr = if self.neighbours { lin(9 * (self.token_dim as u64 + 1), d) } else { 0 };
         let prefix = if self.text_prefix { lin(d, d) } else { 0 };
         let (w, t) = (self.diffloss_width as u64, self.token_dim as u64);
@@ -232,7 +243,7 @@ impl MarConfig {
             + self.diffloss_depth as u64 * (ln(w) + 2 * lin(w, w) + lin(w, 3 * w))
             + lin(w, 2 * w)
             + lin(w, 2 * t);
-        (text + enc + dec + crs + x0 + nbr + prefix, head)
+        (text + enc + dec + crs + x0 + code + nbr + prefix, head)
     }
 }
 

@@ -74,6 +74,8 @@ pub struct Mar {
     pub diffloss: DiffLoss,
     /// z → the token's x0 (C), when `cfg.x0_head` (a training signal only).
     pub x0_head: Option<X0Head>,
+    /// z → logits over the codebook's codes (`cfg.codes`; a training signal only).
+    pub code_head: Option<Linear>,
     /// A token's 3×3 window of visible tokens, 9·(C + 1) → D, added to z, when
     /// `cfg.neighbours`.
     nbr_proj: Option<Linear>,
@@ -121,6 +123,7 @@ impl Mar {
             cfg.prediction,
         );
         let x0_head = cfg.x0_head.then(|| X0Head::new(&mut s.pp("x0_head"), d, cfg.x0_hidden, cfg.token_dim));
+        let code_head = (cfg.codes > 0).then(|| Linear::xavier(&mut s.pp("code_head"), d, cfg.codes));
         // Zero at init: the model starts as the one without it (its weight still gets gradient).
         let nbr_proj = cfg.neighbours.then(|| Linear::zeros(&mut s.pp("nbr_proj"), 9 * (cfg.token_dim + 1), d));
         let decoder_text_embed = cfg.text_prefix.then(|| Linear::xavier(&mut s.pp("decoder_text_embed"), d, d));
@@ -144,6 +147,7 @@ impl Mar {
             text,
             diffloss,
             x0_head,
+            code_head,
             nbr_proj,
             decoder_text_embed,
         })

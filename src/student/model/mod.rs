@@ -81,6 +81,12 @@ mod tests {
         assert!(!st.vars.contains_key("x0_head.weight"));
         let z = tch::Tensor::ones([3, mlp.width as i64], (tch::Kind::Float, Device::Cpu));
         assert_eq!(m.x0_head.as_ref().unwrap().forward(&z).size(), [3, mlp.token_dim as i64]);
+        // The code read-out, counted too.
+        let coded = MarConfig { codes: 16, ..micro() };
+        let mut st = ParamStore::new(0, Device::Cpu);
+        Mar::new(&coded, &mut st).unwrap();
+        assert_eq!(st.count() as u64, coded.parameter_count().0 + head);
+        assert_eq!(st.vars["code_head.weight"].size(), [16, coded.width as i64]);
         // The text path carries the reference's names (`Text_Embedding`).
         assert!(store.vars.contains_key("text_emb.text_proj.linear_1.weight"));
         assert!(store.vars.contains_key("text_emb.text_aligner.0.attn.qkv.weight"));

@@ -13,7 +13,7 @@
 
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use tch::Device;
+use tch::{Device, Tensor};
 
 use super::config::TrainConfig;
 use super::data::Batch;
@@ -183,6 +183,13 @@ fn binding(steps: u64, world: World, tweak: impl Fn(&mut TrainConfig)) -> (f64, 
         tweak(c);
     });
     let tpl = templates(world.diff);
+    if tr.cfg.train.code_loss_weight > 0.0 {
+        // The codebook from 64 images of a stream of its own (the training stream is unchanged).
+        let mut r = ChaCha8Rng::seed_from_u64(2);
+        let tokens: Vec<f32> = (0..4).flat_map(|_| draw(&mut r, 16, &tpl, world).0).collect();
+        let x = Tensor::from_slice(&tokens).view([-1, C as i64]);
+        tr.codebook = Some(super::codes::kmeans(&x, tr.cfg.train.codes, 0));
+    }
     let mut rng = ChaCha8Rng::seed_from_u64(1);
     for s in 0..steps {
         let (tokens, named) = draw(&mut rng, 16, &tpl, world);
@@ -292,6 +299,8 @@ fn binding_experiment() {
         c.train.diffusion_batch_mul = env("LG_MUL", 1.0) as usize;
         c.model.text_prefix = (env("LG_PREFIX", 0.0) > 0.0).then_some(true);
         c.model.x0_hidden = Some(env("LG_X0H", 0.0) as usize);
+        c.train.code_loss_weight = env("LG_CODE", 0.0);
+        c.train.codes = env("LG_CODES", 64.0) as usize;
         c.model.prediction = (env("LG_V", 0.0) > 0.0).then_some(crate::student::model::Prediction::V);
     });
     println!(

@@ -132,6 +132,17 @@ pub struct TrainSection {
     /// already tells the answer); this term tells the backbone directly what each masked token
     /// is on average given the caption and the visible tokens.
     pub x0_loss_weight: f64,
+    /// Weight of a cross-entropy term between a read-out of z (`code_head`) and each masked
+    /// token's code: its nearest centre in a k-means codebook of `codes` centres, fitted at the
+    /// start of the run on the tokens of `code_images` seeded training images. 0 = off (the
+    /// reference). The x0 term's MSE asks z for the *mean* of what a token may hold; this term
+    /// asks for the distribution over what it may be (an object of a class, in a colour, or
+    /// background), which stays informative where the mean averages the options away.
+    pub code_loss_weight: f64,
+    /// Centres of that codebook (≥ 2).
+    pub codes: usize,
+    /// Training images whose tokens fit the codebook.
+    pub code_images: usize,
     /// Compute precision: `auto` = bf16 on CUDA, f32 on CPU (the reference trains under
     /// bf16 autocast); `f32` or `bf16` force one. Weights and optimizer state are f32 always.
     pub precision: Precision,
@@ -187,6 +198,9 @@ impl Default for TrainSection {
             min_snr_gamma: 0.0,
             high_noise_weight: 0.0,
             x0_loss_weight: 0.0,
+            code_loss_weight: 0.0,
+            codes: 256,
+            code_images: 1024,
             precision: Precision::Auto,
             focus_families: Vec::new(),
             focus_steps: 0,
@@ -319,6 +333,15 @@ impl TrainConfig {
         if !(t.x0_loss_weight >= 0.0 && t.x0_loss_weight.is_finite()) {
             return Err(format!("train.x0_loss_weight = {}: expected ≥ 0 (0 = off)", t.x0_loss_weight));
         }
+        if !(t.code_loss_weight >= 0.0 && t.code_loss_weight.is_finite()) {
+            return Err(format!("train.code_loss_weight = {}: expected ≥ 0 (0 = off)", t.code_loss_weight));
+        }
+        if t.code_loss_weight > 0.0 && (t.codes < 2 || t.code_images == 0) {
+            return Err(format!(
+                "train.codes = {} and train.code_images = {} with code_loss_weight = {}: expected at least 2 codes fitted on at least 1 image",
+                t.codes, t.code_images, t.code_loss_weight
+            ));
+        }
         if !(t.min_snr_gamma >= 0.0) || !(t.high_noise_weight >= 0.0) {
             return Err(format!(
                 "train.min_snr_gamma = {} and train.high_noise_weight = {}: expected ≥ 0 (0 = off)",
@@ -378,6 +401,7 @@ impl TrainConfig {
         if let Some(h) = m.x0_hidden {
             c.x0_hidden = h;
         }
+        c.codes = if self.train.code_loss_weight > 0.0 { self.train.codes } else { 0 };
         if let Some(r) = m.rope {
             c.rope = r;
         }

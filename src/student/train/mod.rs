@@ -4,6 +4,7 @@
 //! around it), [`metrics`] (metrics.jsonl and its plots) and [`config`].
 
 pub mod checkpoint;
+pub mod codes;
 pub mod config;
 pub mod data;
 pub mod dpo;

@@ -179,13 +179,20 @@ pub fn train(manifest_path: &Path, cfg: TrainConfig, opts: &TrainOptions) -> Res
         }
         tr.pixels = Some(PixelTokens { patch: l.patch as usize, grid, scale: l.scale, shift: l.shift });
     }
+    if cfg.train.code_loss_weight > 0.0 && resumed.is_none() {
+        // Seeded by train.seed: a rerun fits the same codes (a resume reads them back).
+        let x = super::codes::sample_tokens(&ds, cfg.train.code_images, cfg.train.seed);
+        tr.codebook = Some(super::codes::kmeans(&x, cfg.train.codes, cfg.train.seed).to_device(opts.device));
+    }
     match (&resumed, &init) {
         (Some((ck, st)), _) => tr.restore(ck, st)?,
         (None, Some(i)) => tr.load_weights(&i.ckpt)?,
         (None, None) => {}
     }
     // The ranks start from rank 0's weights (they already agree: same seed or checkpoint).
-    let weights: Vec<&Tensor> = tr.store.vars.values().chain(tr.ema.weights.values()).collect();
+    // The codebook too: k-means' float sums may round differently on another machine.
+    let weights: Vec<&Tensor> =
+        tr.store.vars.values().chain(tr.ema.weights.values()).chain(tr.codebook.as_ref()).collect();
     dist.broadcast(&weights)?;
     tr.dist = dist;
     let metrics_path = out.join("metrics.jsonl");

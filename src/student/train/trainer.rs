@@ -111,6 +111,9 @@ pub struct Trainer {
     /// How pixel tokens map back to pixels, for the object options (object-first masks, the
     /// object loss weight; set by `run::train`).
     pub pixels: Option<PixelTokens>,
+    /// The token codebook (k, C) of `train.code_loss_weight` (set by `run::train`, see
+    /// `codes.rs`; kept with the optimiser state).
+    pub codebook: Option<Tensor>,
 }
 
 impl Trainer {
@@ -120,7 +123,7 @@ impl Trainer {
         let model = Mar::new(&model_cfg, &mut store).map_err(|e| Error::invalid("model config", e))?;
         let ema = Ema::new(&store, cfg.train.ema);
         let opt = AdamW::new(0.9, 0.95, cfg.train.weight_decay);
-        Ok(Trainer { model, store, opt, ema, cfg, grid, device, dist: Dist::single(), pixels: None })
+        Ok(Trainer { model, store, opt, ema, cfg, grid, device, dist: Dist::single(), pixels: None, codebook: None })
     }
 
     /// The text input of a host batch.
@@ -205,8 +208,14 @@ impl Trainer {
 
         // Only masked tokens count; each is repeated diffusion_batch_mul times (in the head).
         let z = m.forward_z_rows(&tokens, &mask, &text, self.grid, ctx, &rows); // (K, D)
-        let target = tokens.view([(b.size * l) as i64, c as i64]).index_select(0, &idx);
-        let target = target.repeat([t.diffusion_batch_mul as i64, 1]); // (N, C)
+        let tk = tokens.view([(b.size * l) as i64, c as i64]).index_select(0, &idx); // (K, C)
+        let target = tk.repeat([t.diffusion_batch_mul as i64, 1]); // (N, C)
+
+        // Each masked token's code (K), when the code read-out is on.
+        let code = match (&self.codebook, t.code_loss_weight > 0.0) {
+            (Some(book), true) => Some(super::codes::assign(&tk, book)),
+            _ => None,
+        };
         let terms = m.diffloss.terms_at(&target, &z, &ts, &noise);
         let loss = if t.min_snr_gamma > 0.0 || t.high_noise_weight > 0.0 {
             // loss = w·mse + vb; the variance term is unchanged.
@@ -236,9 +245,8 @@ impl Trainer {
         let loss = match (&m.x0_head, t.x0_loss_weight > 0.0) {
             (Some(head), true) => {
                 // (K, C) → per-row MSE (K), repeated as the head's rows so the mean is exact.
-                let tk = tokens.view([(b.size * l) as i64, c as i64]).index_select(0, &idx);
                 let pred = head.forward(&z).to_kind(tch::Kind::Float);
-                let aux = (pred - tk).square().mean_dim(-1, false, tch::Kind::Float); // (K)
+                let aux = (pred - &tk).square().mean_dim(-1, false, tch::Kind::Float); // (K)
                 let aux = aux.repeat([t.diffusion_batch_mul as i64]).view([n as i64]);
                 let aux = match (&w, x0_only) {
                     (Some(w), true) => aux * w,
@@ -247,6 +255,23 @@ impl Trainer {
                 loss + aux * t.x0_loss_weight
             }
             _ => loss,
+        };
+        let loss = match (&m.code_head, &code, t.code_loss_weight > 0.0) {
+            (Some(head), Some(code), true) => {
+                // Each masked token's code against the read-out's logits (K, k) → CE (K).
+                let logits = head.forward(&z).to_kind(Kind::Float); // (K, k)
+                let ce = logits.cross_entropy_loss::<Tensor>(code, None, tch::Reduction::None, -100, 0.0); // (K)
+                let ce = ce.repeat([t.diffusion_batch_mul as i64]).view([n as i64]);
+                let ce = match (&w, x0_only) {
+                    (Some(w), true) => ce * w,
+                    _ => ce,
+                };
+                loss + ce * t.code_loss_weight
+            }
+            (_, _, false) => loss,
+            _ => {
+                return Err(Error::invalid("train.code_loss_weight", "the code read-out needs its head and a codebook"))
+            }
         };
         // Weighted after the sum, as before the x0-only option (the same floats, step by step).
         let loss = match (&w, x0_only) {
@@ -339,6 +364,9 @@ impl Trainer {
         for (k, v) in &self.opt.v {
             o.insert(format!("v.{k}"), v.shallow_clone());
         }
+        if let Some(b) = &self.codebook {
+            o.insert("codebook".into(), b.shallow_clone());
+        }
         o
     }
 
@@ -351,6 +379,8 @@ impl Trainer {
                 self.opt.m.insert(n.to_string(), v.to_device(dev));
             } else if let Some(n) = k.strip_prefix("v.") {
                 self.opt.v.insert(n.to_string(), v.to_device(dev));
+            } else if k == "codebook" {
+                self.codebook = Some(v.to_device(dev));
             }
         }
         self.opt.t = state.adam_t;
@@ -464,6 +494,51 @@ pub(super) mod tests {
         let mut bad = micro();
         bad.train.x0_loss_weight = -1.0;
         assert!(bad.validate().unwrap_err().contains("x0_loss_weight"));
+    }
+
+    #[test]
+    fn the_code_term_adds_weight_times_the_cross_entropy_against_each_tokens_nearest_code() {
+        // Seeded (train.seed 0): the same weights and draws with code_loss_weight 1 and 3; the
+        // rows differ by 2 × the read-out's cross-entropy.
+        let tokens: Vec<f32> = (0..4 * 16 * 12).map(|i| ((i * 37 % 101) as f32 / 50.0) - 1.0).collect();
+        let x = Tensor::from_slice(&tokens).view([64, 12]);
+        let book = super::super::codes::kmeans(&x, 8, 0);
+        let trainer = |w: f64, book: Option<&Tensor>| {
+            let mut cfg = micro();
+            cfg.train.code_loss_weight = w;
+            cfg.train.codes = 8;
+            cfg.train.text_drop_prob = 0.0;
+            cfg.model.dropout = Some(0.0);
+            let model = cfg.model_config().unwrap().for_data(12, 4, TextSource::Vocab { vocab: 10 }, 0, 3);
+            assert_eq!(model.codes, 8, "a weight > 0 builds the read-out");
+            let mut tr = Trainer::new(cfg, model, 4, Device::Cpu).unwrap();
+            tr.codebook = book.map(|b| b.shallow_clone());
+            tr
+        };
+        let batch = Batch { step: 0, size: 4, tokens, ids: vec![2, 3, 0, 4, 5, 0, 2, 5, 0, 3, 4, 0], feats: vec![] };
+        let rows = |w: f64| {
+            let (loss, mse, _) = trainer(w, Some(&book)).losses(&batch, 1, &Ctx::eval()).unwrap();
+            (crate::student::model::layers::to_host(&loss), crate::student::model::layers::to_host(&mse))
+        };
+        let ((a, ma), (b, mb)) = (rows(1.0), rows(3.0));
+        assert_eq!(ma, mb, "the DiffLoss terms do not change");
+        let ce: Vec<f32> = a.iter().zip(&b).map(|(x, y)| (y - x) / 2.0).collect();
+        // Each row a cross-entropy over 8 codes: positive, and on average of the order of
+        // ln 8 at init (not a sum over the batch or over the codes).
+        let mean = ce.iter().sum::<f32>() / ce.len() as f32;
+        assert!(ce.iter().all(|v| *v > 0.05 && v.is_finite()), "{ce:?}");
+        assert!((0.5..2.0).contains(&(mean / 8f32.ln())), "mean cross-entropy {mean}");
+        // The codebook is kept with the optimiser state (a resume reads it back).
+        let tr = trainer(1.0, Some(&book));
+        assert!(tr.optim_tensors()["codebook"].equal(&book));
+        // Without a codebook the step is refused, naming the field.
+        let err = trainer(1.0, None).losses(&batch, 1, &Ctx::eval()).unwrap_err().to_string();
+        assert!(err.contains("code_loss_weight"), "{err}");
+        assert_eq!(micro().model_config().unwrap().codes, 0, "off by default, as the reference");
+        let mut bad = micro();
+        bad.train.code_loss_weight = 1.0;
+        bad.train.codes = 1;
+        assert!(bad.validate().unwrap_err().contains("train.codes"));
     }
 
     #[test]
