@@ -497,51 +497,6 @@ pub(super) mod tests {
     }
 
     #[test]
-    fn the_code_term_adds_weight_times_the_cross_entropy_against_each_tokens_nearest_code() {
-        // Seeded (train.seed 0): the same weights and draws with code_loss_weight 1 and 3; the
-        // rows differ by 2 × the read-out's cross-entropy.
-        let tokens: Vec<f32> = (0..4 * 16 * 12).map(|i| ((i * 37 % 101) as f32 / 50.0) - 1.0).collect();
-        let x = Tensor::from_slice(&tokens).view([64, 12]);
-        let book = super::super::codes::kmeans(&x, 8, 0);
-        let trainer = |w: f64, book: Option<&Tensor>| {
-            let mut cfg = micro();
-            cfg.train.code_loss_weight = w;
-            cfg.train.codes = 8;
-            cfg.train.text_drop_prob = 0.0;
-            cfg.model.dropout = Some(0.0);
-            let model = cfg.model_config().unwrap().for_data(12, 4, TextSource::Vocab { vocab: 10 }, 0, 3);
-            assert_eq!(model.codes, 8, "a weight > 0 builds the read-out");
-            let mut tr = Trainer::new(cfg, model, 4, Device::Cpu).unwrap();
-            tr.codebook = book.map(|b| b.shallow_clone());
-            tr
-        };
-        let batch = Batch { step: 0, size: 4, tokens, ids: vec![2, 3, 0, 4, 5, 0, 2, 5, 0, 3, 4, 0], feats: vec![] };
-        let rows = |w: f64| {
-            let (loss, mse, _) = trainer(w, Some(&book)).losses(&batch, 1, &Ctx::eval()).unwrap();
-            (crate::student::model::layers::to_host(&loss), crate::student::model::layers::to_host(&mse))
-        };
-        let ((a, ma), (b, mb)) = (rows(1.0), rows(3.0));
-        assert_eq!(ma, mb, "the DiffLoss terms do not change");
-        let ce: Vec<f32> = a.iter().zip(&b).map(|(x, y)| (y - x) / 2.0).collect();
-        // Each row a cross-entropy over 8 codes: positive, and on average of the order of
-        // ln 8 at init (not a sum over the batch or over the codes).
-        let mean = ce.iter().sum::<f32>() / ce.len() as f32;
-        assert!(ce.iter().all(|v| *v > 0.05 && v.is_finite()), "{ce:?}");
-        assert!((0.5..2.0).contains(&(mean / 8f32.ln())), "mean cross-entropy {mean}");
-        // The codebook is kept with the optimiser state (a resume reads it back).
-        let tr = trainer(1.0, Some(&book));
-        assert!(tr.optim_tensors()["codebook"].equal(&book));
-        // Without a codebook the step is refused, naming the field.
-        let err = trainer(1.0, None).losses(&batch, 1, &Ctx::eval()).unwrap_err().to_string();
-        assert!(err.contains("code_loss_weight"), "{err}");
-        assert_eq!(micro().model_config().unwrap().codes, 0, "off by default, as the reference");
-        let mut bad = micro();
-        bad.train.code_loss_weight = 1.0;
-        bad.train.codes = 1;
-        assert!(bad.validate().unwrap_err().contains("train.codes"));
-    }
-
-    #[test]
     fn block_masks_replace_the_asked_share_of_orders_and_nothing_else() {
         // Seeded (train.seed = 0): the same step drawn with block_mask_prob 0, 0.5 and 1.
         let (mut tr, _) = micro_trainer(super::super::config::Precision::F32, 0.0);
