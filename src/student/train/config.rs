@@ -137,7 +137,10 @@ pub struct TrainSection {
     /// start of the run on the tokens of `code_images` seeded training images. 0 = off (the
     /// reference). The x0 term's MSE asks z for the *mean* of what a token may hold; this term
     /// asks for the distribution over what it may be (an object of a class, in a colour, or
-    /// background), which stays informative where the mean averages the options away.
+    /// background), which stays informative where the mean averages the options away. The
+    /// object weight multiplies this term as it does the others (`object_loss_weight_terms`),
+    /// so the read-out's odds of object codes carry that weight's prior: a training signal,
+    /// not a calibrated probability.
     pub code_loss_weight: f64,
     /// Centres of that codebook (≥ 2).
     pub codes: usize,
