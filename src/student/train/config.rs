@@ -76,6 +76,9 @@ pub struct TrainSection {
     pub min_lr: f64,
     pub warmup_steps: u64,
     pub lr_schedule: LrSchedule,
+    /// With `lr_schedule = "cosine"`: the cosine spans only the last N steps, the lr holding
+    /// until then (warm-up, stable, decay). 0 = the whole run after warm-up.
+    pub lr_decay_steps: u64,
     pub weight_decay: f64,
     /// Global gradient-norm clip (0 = off).
     pub grad_clip: f64,
@@ -187,6 +190,7 @@ impl Default for TrainSection {
             min_lr: 0.0,
             warmup_steps: 100,
             lr_schedule: LrSchedule::Constant,
+            lr_decay_steps: 0,
             weight_decay: 0.02,
             grad_clip: 3.0,
             ema: 0.9999,
@@ -355,6 +359,12 @@ impl TrainConfig {
             return Err(format!(
                 "train.focus_families = {:?} with train.focus_steps = {}: expected both set (families and a step count > 0) or neither",
                 t.focus_families, t.focus_steps
+            ));
+        }
+        if t.lr_decay_steps > 0 && t.lr_schedule != LrSchedule::Cosine {
+            return Err(format!(
+                "train.lr_decay_steps = {} with train.lr_schedule = \"constant\": the decay is the cosine's; expected lr_schedule = \"cosine\" or lr_decay_steps = 0",
+                t.lr_decay_steps
             ));
         }
         if !(0.0..1.0).contains(&t.ema) {

@@ -12,21 +12,28 @@ use serde::{Deserialize, Serialize};
 pub enum LrSchedule {
     /// Linear warm-up, then constant (the reference default).
     Constant,
-    /// Linear warm-up, then half-cosine down to `min_lr`.
+    /// Linear warm-up, then half-cosine down to `min_lr` (over the last `lr_decay_steps`
+    /// only, when set: constant until then).
     Cosine,
 }
 
 /// `util/lr_sched.adjust_learning_rate`, per step: lr·s/warmup during warm-up, then constant
-/// or cosine from lr to min_lr over the remaining steps.
-pub fn lr_at(step: u64, lr: f64, min_lr: f64, warmup: u64, total: u64, kind: LrSchedule) -> f64 {
+/// or cosine from lr to min_lr over the remaining steps. With `decay` > 0 the cosine spans only
+/// the last `decay` steps and the lr holds until then (warm-up, stable, decay): a curriculum's
+/// early phase keeps the full lr, and the end still anneals.
+pub fn lr_at(step: u64, lr: f64, min_lr: f64, warmup: u64, total: u64, decay: u64, kind: LrSchedule) -> f64 {
     if step < warmup {
         return lr * step as f64 / warmup as f64;
     }
     match kind {
         LrSchedule::Constant => lr,
         LrSchedule::Cosine => {
-            let span = total.saturating_sub(warmup).max(1) as f64;
-            let p = ((step - warmup) as f64 / span).min(1.0);
+            let start = if decay > 0 { total.saturating_sub(decay).max(warmup) } else { warmup };
+            if step < start {
+                return lr;
+            }
+            let span = total.saturating_sub(start).max(1) as f64;
+            let p = ((step - start) as f64 / span).min(1.0);
             min_lr + (lr - min_lr) * 0.5 * (1.0 + (std::f64::consts::PI * p).cos())
         }
     }
@@ -109,12 +116,22 @@ mod tests {
 
     #[test]
     fn warmup_then_constant_or_cosine() {
-        assert_eq!(lr_at(0, 1e-3, 0.0, 10, 100, LrSchedule::Constant), 0.0);
-        assert!((lr_at(5, 1e-3, 0.0, 10, 100, LrSchedule::Constant) - 5e-4).abs() < 1e-15);
-        assert_eq!(lr_at(50, 1e-3, 0.0, 10, 100, LrSchedule::Constant), 1e-3);
-        assert_eq!(lr_at(10, 1e-3, 1e-5, 10, 100, LrSchedule::Cosine), 1e-3);
-        assert!((lr_at(55, 1e-3, 0.0, 10, 100, LrSchedule::Cosine) - 5e-4).abs() < 1e-12);
-        assert!((lr_at(100, 1e-3, 1e-5, 10, 100, LrSchedule::Cosine) - 1e-5).abs() < 1e-15);
+        assert_eq!(lr_at(0, 1e-3, 0.0, 10, 100, 0, LrSchedule::Constant), 0.0);
+        assert!((lr_at(5, 1e-3, 0.0, 10, 100, 0, LrSchedule::Constant) - 5e-4).abs() < 1e-15);
+        assert_eq!(lr_at(50, 1e-3, 0.0, 10, 100, 0, LrSchedule::Constant), 1e-3);
+        assert_eq!(lr_at(10, 1e-3, 1e-5, 10, 100, 0, LrSchedule::Cosine), 1e-3);
+        assert!((lr_at(55, 1e-3, 0.0, 10, 100, 0, LrSchedule::Cosine) - 5e-4).abs() < 1e-12);
+        assert!((lr_at(100, 1e-3, 1e-5, 10, 100, 0, LrSchedule::Cosine) - 1e-5).abs() < 1e-15);
+        // The last 40 of 100 steps decay; before them the lr holds (and `Constant` ignores it).
+        assert_eq!(lr_at(60, 1e-3, 0.0, 10, 100, 40, LrSchedule::Cosine), 1e-3);
+        assert!((lr_at(80, 1e-3, 0.0, 10, 100, 40, LrSchedule::Cosine) - 5e-4).abs() < 1e-12);
+        assert!(lr_at(100, 1e-3, 0.0, 10, 100, 40, LrSchedule::Cosine).abs() < 1e-15);
+        assert_eq!(lr_at(80, 1e-3, 0.0, 10, 100, 40, LrSchedule::Constant), 1e-3);
+        // A decay longer than the run starts after the warm-up, as without it.
+        assert_eq!(
+            lr_at(55, 1e-3, 0.0, 10, 100, 500, LrSchedule::Cosine),
+            lr_at(55, 1e-3, 0.0, 10, 100, 0, LrSchedule::Cosine)
+        );
     }
 
     #[test]

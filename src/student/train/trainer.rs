@@ -335,7 +335,15 @@ impl Trainer {
             loss *= k;
         }
         self.dist.average(&mut grads, &mut [&mut loss])?;
-        let lr = lr_at(step, self.cfg.lr_for(self.dist.world), t.min_lr, t.warmup_steps, t.steps, t.lr_schedule);
+        let lr = lr_at(
+            step,
+            self.cfg.lr_for(self.dist.world),
+            t.min_lr,
+            t.warmup_steps,
+            t.steps,
+            t.lr_decay_steps,
+            t.lr_schedule,
+        );
         let grad_norm = self.opt.step(&self.store, &grads, lr, t.grad_clip)?;
         self.ema.update(&self.store)?;
         let value = scalar(&loss);

@@ -296,7 +296,7 @@ pub fn run(
                 format!("the loss is {value}; lower --lr or --beta"),
             ));
         }
-        let lr = lr_at(step, cfg.lr, cfg.lr, cfg.warmup_steps, cfg.steps, LrSchedule::Constant);
+        let lr = lr_at(step, cfg.lr, cfg.lr, cfg.warmup_steps, cfg.steps, 0, LrSchedule::Constant);
         let grad_norm = scalar(&opt.step(&policy.store, &grads, lr, cfg.grad_clip)?);
         ema.update(&policy.store)?;
         let s = DpoStep { step, loss: value, reward_accuracy: acc, margin, lr, grad_norm };
