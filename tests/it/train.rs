@@ -252,7 +252,9 @@ fn bad_train_configs_name_the_field() {
 fn a_tiny_model_overfits_a_handful_of_shapes_images() {
     // Seeded throughout (model seed 0, render seeds 1..=4, sampler seed 7): a small model
     // trained on four single-object images must draw what the analyzer accepts for those
-    // prompts.
+    // prompts. The same seeds do not give the same floats on every CPU (MKL picks its kernels
+    // by the machine): 800 steps passed 6 or more of 8 on an AMD EPYC and 5 on an Intel Xeon;
+    // 1,600 steps pass 8 of 8 on the Xeon, a margin of two.
     use lightgen::formats::text::Vocab;
     use lightgen::formats::tokenizer::{ImageTokenizer, Pixels};
     use lightgen::student::model::sampler::{sample_tokens, Canvas};
@@ -288,7 +290,7 @@ fn a_tiny_model_overfits_a_handful_of_shapes_images() {
     }
     let cfg = TrainConfig::parse(
         "[model]\npreset = \"tiny\"\nwidth = 64\ndepth = 1\nheads = 4\ntext_depth = 1\ndiffloss_width = 128\ndiffloss_depth = 2\n\
-         [train]\nbatch_size = 8\nsteps = 800\nblr = 0.128\nwarmup_steps = 20\nema = 0.9\ntext_drop_prob = 0.0\ndiffusion_batch_mul = 2\n\
+         [train]\nbatch_size = 8\nsteps = 1600\nblr = 0.128\nwarmup_steps = 20\nema = 0.9\ntext_drop_prob = 0.0\ndiffusion_batch_mul = 2\n\
          [sample]\nsteps = 8\ncfg = 1.0\ncfg_schedule = \"constant\"\ntemperature = 1.0\ndiffusion_steps = 100\nclip_x0 = 1.0\n",
         "overfit",
     )
