@@ -389,6 +389,10 @@ pub struct SampleFlags {
     /// a token's level from its context instead of its starting noise).
     #[arg(long)]
     pub mean_noise: Option<f64>,
+    /// Undo the object weight's prior: keep each drawn object token with probability 1/W,
+    /// else draw it again (W = train.object_loss_weight; 1 = off). Pixel tokens only.
+    #[arg(long)]
+    pub object_prior: Option<f64>,
     /// cpu, or cuda[:N].
     #[arg(long, default_value = "cpu")]
     pub device: String,
@@ -406,6 +410,7 @@ impl Default for SampleFlags {
             diffusion_steps: None,
             clip_x0: None,
             mean_noise: None,
+            object_prior: None,
             device: "cpu".into(),
         }
     }

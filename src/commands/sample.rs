@@ -54,6 +54,12 @@ fn sample_options(student: &Student, f: &SampleFlags) -> Result<SampleOptions> {
         }
         opts.mean_noise = v;
     }
+    if let Some(v) = f.object_prior {
+        if !(v >= 1.0 && v.is_finite()) {
+            bail!("--object-prior {v}: expected the object weight's prior, ≥ 1 (1 = off)");
+        }
+        opts.object_prior = v;
+    }
     Ok(opts)
 }
 

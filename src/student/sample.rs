@@ -20,6 +20,7 @@ use crate::student::model::sampler::{sample_tokens, Canvas, SampleOptions};
 use crate::student::model::text::TextInput;
 use crate::student::model::{Mar, ParamStore};
 use crate::student::train::checkpoint::{load_checked, read_state, TrainState};
+use crate::student::train::objects::PixelTokens;
 use crate::student::train::run::GridHook;
 use crate::student::train::TrainConfig;
 use crate::world::render::ShapesTeacherConfig;
@@ -33,11 +34,19 @@ pub struct Student {
 }
 
 impl Student {
-    /// `opts` with the token's channel count from this checkpoint's token spec, which
-    /// `SampleOptions::mean_noise` needs (checkpoints without a spec leave it unknown).
+    /// `opts` with the token's channel count and (pixel tokens) its pixel mapping from this
+    /// checkpoint's token spec, which `SampleOptions::mean_noise` and `object_prior` need
+    /// (checkpoints without a spec leave them unknown).
     pub fn with_token_channels(&self, opts: &SampleOptions) -> SampleOptions {
-        let channels = self.state.latent.as_ref().map_or(0, |l| l.channels as usize);
-        SampleOptions { channels, ..opts.clone() }
+        let l = self.state.latent.as_ref();
+        let channels = l.map_or(0, |l| l.channels as usize);
+        let pixels = l.filter(|l| l.tokenizer == "pixels").map(|l| PixelTokens {
+            patch: l.patch as usize,
+            grid: 1,
+            scale: l.scale,
+            shift: l.shift,
+        });
+        SampleOptions { channels, pixels, ..opts.clone() }
     }
 
     /// Loads `ckpt` (a checkpoint folder) with its EMA or raw weights.

@@ -375,4 +375,32 @@ mod tests {
         assert!(e.contains("sample.mean_noise = 0 needs the token's channels"), "{e}");
         assert!(draw(0.5, 5).unwrap_err().contains("to divide its 12 values"));
     }
+
+    #[test]
+    fn object_prior_needs_pixel_tokens_and_changes_only_the_draws_it_is_asked_to() {
+        use crate::student::train::objects::PixelTokens;
+        use rand::SeedableRng;
+        let m = Mar::new(&micro(), &mut ParamStore::new(3, Device::Cpu)).unwrap();
+        // micro's tokens are 12 values: 2×2-px pixel patches of 3 channels.
+        let px = PixelTokens { patch: 2, grid: 1, scale: 1.0 / 127.5, shift: 127.5 };
+        let draw = |object_prior: f64, pixels: Option<PixelTokens>| {
+            let opts = sampler::SampleOptions {
+                steps: 2,
+                diffusion_steps: 10,
+                cfg: 2.0,
+                object_prior,
+                pixels,
+                channels: 3,
+                ..Default::default()
+            };
+            let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(5); // fixed seed: the same noise each call
+            sampler::sample_tokens(&m, &ids(2), sampler::Canvas::blank(2, 16, 12), 4, &opts, &mut rng)
+        };
+        let plain = draw(1.0, None).unwrap();
+        assert_eq!(draw(1.0, Some(px)).unwrap(), plain, "prior 1 is the reference's sampler");
+        // An untrained head's 2×2 draws are noise, most of which the foreground test calls objects.
+        assert_ne!(draw(4.0, Some(px)).unwrap(), plain, "prior 4 redraws object tokens");
+        assert!(draw(4.0, None).unwrap_err().contains("objects are found in pixel tokens"));
+        assert!(draw(0.5, Some(px)).unwrap_err().contains("expected the object weight's prior, ≥ 1"));
+    }
 }

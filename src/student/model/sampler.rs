@@ -3,7 +3,8 @@
 //! revealed tokens with CFG on eps. Known tokens (inpainting) stay fixed and out of the orders.
 
 use rand::seq::SliceRandom;
-use rand::Rng;
+use rand::{Rng, RngExt, SeedableRng};
+use rand_chacha::ChaCha8Rng;
 use tch::Tensor;
 
 use super::diffloss::NoiseShape;
@@ -11,6 +12,7 @@ use super::diffusion::Diffusion;
 use super::layers::{tensor_f32, to_host, Ctx};
 use super::mar::{Mar, Mask};
 use super::text::TextInput;
+use crate::student::train::objects::PixelTokens;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
@@ -51,12 +53,31 @@ pub struct SampleOptions {
     /// backgrounds come out as tiles"). Needs the token's channel count (`channels`).
     #[serde(default = "one", skip_serializing_if = "is_one")]
     pub mean_noise: f64,
+    /// Undoes `train.object_loss_weight`'s prior: a student trained with object rows weighted
+    /// W draws object tokens with about W times the corpus's odds (its head fits the weighted
+    /// distribution), hence too many objects. With `object_prior = W` each drawn token that
+    /// covers an object is kept with probability 1/W, else drawn again from the same
+    /// condition (rejection sampling, at most `MAX_REDRAWS` rounds), which samples the
+    /// unweighted odds. 1 = off (the reference). Pixel tokens only (`pixels`), and meant for
+    /// tokens that hold whole objects (the demo's 8-px tokens): the test looks at a token's
+    /// own pixels, so a token wholly inside a larger object is flat and counts as background.
+    #[serde(default = "one", skip_serializing_if = "is_one")]
+    pub object_prior: f64,
     /// Channels of a token (channel-major: 3 for pixel patches), from the checkpoint's token
     /// spec (`Student::with_token_channels`), not the config; 0 = unknown.
     #[serde(skip)]
     #[schemars(skip)]
     pub channels: usize,
+    /// How one pixel token maps back to pixels (`grid` 1), from the checkpoint's token spec,
+    /// which `object_prior` needs to tell an object token; None = not pixel tokens.
+    #[serde(skip)]
+    #[schemars(skip)]
+    pub pixels: Option<PixelTokens>,
 }
+
+/// Rounds of redraws for `SampleOptions::object_prior`: where z is sure of an object every
+/// round draws one, and the last is kept.
+pub const MAX_REDRAWS: usize = 16;
 
 fn one() -> f64 {
     1.0
@@ -77,7 +98,9 @@ impl Default for SampleOptions {
             diffusion_steps: 100,
             clip_x0: None,
             mean_noise: 1.0,
+            object_prior: 1.0,
             channels: 0,
+            pixels: None,
         }
     }
 }
@@ -109,6 +132,33 @@ pub fn temperature_at(opts: &SampleOptions, revealed: f64) -> f64 {
     }
 }
 
+/// Rejection sampling of `SampleOptions::object_prior`: of the K drawn tokens (K·C values in
+/// `drawn`), each that `is_object` says covers an object is kept with probability `keep`, the
+/// others are drawn again by `redraw` (the indices to draw, their K'·C new values), up to
+/// `MAX_REDRAWS` rounds.
+pub fn redraw_objects<E>(
+    drawn: &mut [f32],
+    c: usize,
+    keep: f64,
+    is_object: impl Fn(&[f32]) -> bool,
+    rng: &mut impl Rng,
+    mut redraw: impl FnMut(&[usize], &mut dyn Rng) -> Result<Vec<f32>, E>,
+) -> Result<(), E> {
+    // Only a fresh draw is judged: a token once kept stays kept.
+    let mut again: Vec<usize> = (0..drawn.len() / c).collect();
+    for _ in 0..MAX_REDRAWS {
+        again.retain(|&k| is_object(&drawn[k * c..(k + 1) * c]) && rng.random::<f64>() >= keep);
+        if again.is_empty() {
+            break;
+        }
+        let new = redraw(&again, rng)?;
+        for (j, &k) in again.iter().enumerate() {
+            drawn[k * c..(k + 1) * c].copy_from_slice(&new[j * c..(j + 1) * c]);
+        }
+    }
+    Ok(())
+}
+
 /// A starting canvas: tokens (B·L·C) and which of them are unknown (B·L, equal counts).
 pub struct Canvas {
     pub tokens: Vec<f32>,
@@ -138,6 +188,17 @@ pub fn sample_tokens(
             opts.mean_noise, opts.channels, model.cfg.token_dim
         ));
     }
+    let pixels = match (opts.object_prior, opts.pixels) {
+        (p, _) if p < 1.0 || !p.is_finite() => {
+            return Err(format!("sample.object_prior = {p}: expected the object weight's prior, ≥ 1 (1 = off)"))
+        }
+        (p, None) if p > 1.0 => {
+            return Err(format!(
+                "sample.object_prior = {p}: objects are found in pixel tokens, and this checkpoint's tokens are not (expected 1)"
+            ))
+        }
+        (_, px) => px,
+    };
     let ctx = Ctx::eval();
     let (l, c) = (grid * grid, model.cfg.token_dim);
     let b = canvas.unknown.len() / l;
@@ -191,7 +252,34 @@ pub fn sample_tokens(
         let shape = NoiseShape { mean_noise: opts.mean_noise, channels: opts.channels };
         let cfg = if guided { scale } else { 1.0 };
         let new = model.diffloss.sample(&z_sel, cfg, temperature, opts.clip_x0, shape, &diff, rng); // (K, C)
-        let new = to_host(&new);
+        let mut new = to_host(&new);
+        if let (Some(px), true) = (pixels, opts.object_prior > 1.0) {
+            let k_all = pred.len() as i64;
+            redraw_objects(
+                &mut new,
+                c,
+                1.0 / opts.object_prior,
+                |t| px.object_tokens(t)[0],
+                rng,
+                |again, rng| {
+                    // The same condition rows: the conditional K first, then (guided) the unconditional.
+                    let idx: Vec<i64> = again.iter().map(|&k| k as i64).collect();
+                    let rows: Vec<i64> =
+                        if guided { idx.iter().copied().chain(idx.iter().map(|&k| k + k_all)).collect() } else { idx };
+                    let z = z_sel.index_select(0, &Tensor::from_slice(&rows).to_device(dev)); // (K' or 2K', D)
+                    let mut rng = ChaCha8Rng::seed_from_u64(rng.next_u64());
+                    Ok::<_, String>(to_host(&model.diffloss.sample(
+                        &z,
+                        cfg,
+                        temperature,
+                        opts.clip_x0,
+                        shape,
+                        &diff,
+                        &mut rng,
+                    )))
+                },
+            )?;
+        }
         for (k, &i) in pred.iter().enumerate() {
             tokens[i as usize * c..(i as usize + 1) * c].copy_from_slice(&new[k * c..(k + 1) * c]);
         }
@@ -202,6 +290,42 @@ pub fn sample_tokens(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn redrawing_object_tokens_samples_the_unweighted_odds() {
+        // Seeded (ChaCha8, seed 3). One value a token, 1 = object; every draw is an object with
+        // probability 1/2. A head fitted with object rows weighted 4 has odds 4 × p/(1 − p);
+        // kept with probability 1/4, the objects come out at p = 0.2: 1/8 ÷ (1/8 + 1/2).
+        let mut rng = ChaCha8Rng::seed_from_u64(3);
+        let n = 20_000;
+        let coin = |rng: &mut dyn Rng, k: usize| -> Vec<f32> {
+            (0..k).map(|_| if rng.random::<bool>() { 1.0 } else { 0.0 }).collect()
+        };
+        let first = coin(&mut rng, n);
+        let share = |v: &[f32]| v.iter().filter(|&&x| x == 1.0).count() as f64 / v.len() as f64;
+        let mut kept = first.clone();
+        redraw_objects(&mut kept, 1, 1.0, |t| t[0] == 1.0, &mut rng, |a, r| Ok::<_, ()>(coin(r, a.len()))).unwrap();
+        assert_eq!(kept, first, "keep 1 redraws nothing");
+        let mut rounds = 0;
+        redraw_objects(
+            &mut kept,
+            1,
+            0.25,
+            |t| t[0] == 1.0,
+            &mut rng,
+            |a, r| {
+                rounds += 1;
+                Ok::<_, ()>(coin(r, a.len()))
+            },
+        )
+        .unwrap();
+        assert!((0.18..0.22).contains(&share(&kept)), "object share {} (expected 0.2)", share(&kept));
+        assert!(rounds <= MAX_REDRAWS);
+        // A condition that only ever draws objects keeps one after the last round.
+        let mut sure = vec![1.0f32; 8];
+        redraw_objects(&mut sure, 1, 0.25, |t| t[0] == 1.0, &mut rng, |a, _| Ok::<_, ()>(vec![1.0; a.len()])).unwrap();
+        assert_eq!(sure, vec![1.0; 8]);
+    }
 
     #[test]
     fn schedule_reveals_at_least_one_per_step_and_all_by_the_end() {

@@ -101,6 +101,25 @@ mod tests {
     }
 
     #[test]
+    fn one_token_alone_is_told_object_or_background() {
+        // The sampler's test for `sample.object_prior` (grid 1): a token's own pixels.
+        let (batch, object) = red_block_batch();
+        let spec = PixelTokens { patch: 2, grid: 1, scale: 1.0 / 127.5, shift: 127.5 };
+        let tokens = &batch.tokens[..16 * 12];
+        let block = PixelTokens { patch: 8, grid: 1, ..spec };
+        for t in 0..16 {
+            let one = spec.object_tokens(&tokens[t * 12..(t + 1) * 12]);
+            // A 2×2 token wholly inside the red block is flat: its own border says background.
+            assert_eq!(one, vec![false], "token {t} (object: {})", object.contains(&t));
+        }
+        // The whole 8-px sample as one token of 8×8 px holds the block.
+        let planes = crate::formats::tokenizer::unpatchify(tokens, 3, 8, 8, 2);
+        assert_eq!(block.object_tokens(&patchify(&planes, 3, 8, 8, 8)), vec![true]);
+        let grey = vec![(140.0 - 127.5) / 127.5; 192];
+        assert_eq!(block.object_tokens(&grey), vec![false]);
+    }
+
+    #[test]
     fn object_first_masks_hide_every_object_token_before_any_background() {
         // Seeded (train.seed = 0): 16 samples of 8 px (4×4 tokens of 2×2 px), grey with a red
         // block over tokens 5, 6, 9, 10; object_mask_prob 1 then 0.5.
