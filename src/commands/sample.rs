@@ -8,7 +8,7 @@ use anyhow::{bail, Context, Result};
 
 use crate::cli::{EvalArgs, InpaintArgs, SampleArgs, SampleFlags};
 use lightgen::formats::manifest::{self, Manifest};
-use lightgen::student::model::sampler::{CfgSchedule, SampleOptions};
+use lightgen::student::model::sampler::{check_object_prior, CfgSchedule, SampleOptions};
 use lightgen::student::sample::{generate, Decoder, Prompter, Student};
 use lightgen::student::train::{self, checkpoint};
 
@@ -55,9 +55,7 @@ fn sample_options(student: &Student, f: &SampleFlags) -> Result<SampleOptions> {
         opts.mean_noise = v;
     }
     if let Some(v) = f.object_prior {
-        if !(v >= 1.0 && v.is_finite()) {
-            bail!("--object-prior {v}: expected the object weight's prior, ≥ 1 (1 = off)");
-        }
+        check_object_prior("--object-prior", v).map_err(anyhow::Error::msg)?;
         opts.object_prior = v;
     }
     Ok(opts)

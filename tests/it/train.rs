@@ -240,6 +240,10 @@ fn bad_train_configs_name_the_field() {
             format!("{tiny}[sample]\nsteps = 8\ncfg = 3.0\ncfg_schedule = \"constant\"\ntemperature = 1.0\ndiffusion_steps = 10\nmean_noise = 1.5\n"),
             "sample.mean_noise = 1.5: expected a scale in [0, 1]",
         ),
+        (
+            format!("{tiny}[sample]\nsteps = 8\ncfg = 3.0\ncfg_schedule = \"constant\"\ntemperature = 1.0\ndiffusion_steps = 10\nobject_prior = 0.5\n"),
+            "sample.object_prior = 0.5: expected the object weight's prior, ≥ 1 (1 = off)",
+        ),
     ] {
         let e = refused(&text);
         assert!(e.contains(want), "{text}: {e}");

@@ -323,9 +323,16 @@ mod tests {
         assert!(sampler::sample_tokens(&m, &ids(2), canvas, 4, &opts, &mut rng).is_err());
     }
 
+    /// Two blank canvases of micro's 4×4 tokens of 12 values sampled under `opts`, at a fixed
+    /// seed (5): the same noise each call, so options can be compared draw for draw.
+    fn sample_two(m: &Mar, opts: &sampler::SampleOptions) -> Result<Vec<f32>, String> {
+        use rand::SeedableRng;
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(5);
+        sampler::sample_tokens(m, &ids(2), sampler::Canvas::blank(2, 16, 12), 4, opts, &mut rng)
+    }
+
     #[test]
     fn the_temperature_moves_from_start_to_end_with_the_revealed_share() {
-        use rand::SeedableRng;
         let o = sampler::SampleOptions { temperature: 1.0, temperature_end: Some(0.2), ..Default::default() };
         assert_eq!(sampler::temperature_at(&o, 0.0), 1.0);
         assert!((sampler::temperature_at(&o, 0.5) - 0.6).abs() < 1e-12);
@@ -343,9 +350,7 @@ mod tests {
                 temperature_end,
                 ..Default::default()
             };
-            let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(5); // fixed seed: the same noise each call
-            let canvas = sampler::Canvas::blank(2, 16, 12);
-            sampler::sample_tokens(&m, &ids(2), canvas, 4, &opts, &mut rng).unwrap()
+            sample_two(&m, &opts).unwrap()
         };
         assert_eq!(draw(1.0, Some(0.1)), draw(0.1, None));
         assert_ne!(draw(1.0, Some(0.1)), draw(1.0, None));
@@ -353,7 +358,6 @@ mod tests {
 
     #[test]
     fn mean_noise_needs_the_channels_and_changes_only_what_it_is_asked_to() {
-        use rand::SeedableRng;
         let m = Mar::new(&micro(), &mut ParamStore::new(3, Device::Cpu)).unwrap();
         let draw = |mean_noise: f64, channels: usize| {
             let opts = sampler::SampleOptions {
@@ -365,8 +369,7 @@ mod tests {
                 channels,
                 ..Default::default()
             };
-            let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(5); // fixed seed: the same noise each call
-            sampler::sample_tokens(&m, &ids(2), sampler::Canvas::blank(2, 16, 12), 4, &opts, &mut rng)
+            sample_two(&m, &opts)
         };
         let plain = draw(1.0, 0).unwrap();
         assert_eq!(draw(1.0, 3).unwrap(), plain, "scale 1 is the reference's noise, channels known or not");
@@ -379,7 +382,6 @@ mod tests {
     #[test]
     fn object_prior_needs_pixel_tokens_and_changes_only_the_draws_it_is_asked_to() {
         use crate::student::train::objects::PixelTokens;
-        use rand::SeedableRng;
         let m = Mar::new(&micro(), &mut ParamStore::new(3, Device::Cpu)).unwrap();
         // micro's tokens are 12 values: 2×2-px pixel patches of 3 channels.
         let px = PixelTokens { patch: 2, grid: 1, scale: 1.0 / 127.5, shift: 127.5 };
@@ -393,12 +395,11 @@ mod tests {
                 channels: 3,
                 ..Default::default()
             };
-            let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(5); // fixed seed: the same noise each call
-            sampler::sample_tokens(&m, &ids(2), sampler::Canvas::blank(2, 16, 12), 4, &opts, &mut rng)
+            sample_two(&m, &opts)
         };
         let plain = draw(1.0, None).unwrap();
         assert_eq!(draw(1.0, Some(px)).unwrap(), plain, "prior 1 is the reference's sampler");
-        // An untrained head's 2×2 draws are noise, most of which the foreground test calls objects.
+        // An untrained head's 2×2 draws are noise, some of which the foreground test calls objects.
         assert_ne!(draw(4.0, Some(px)).unwrap(), plain, "prior 4 redraws object tokens");
         assert!(draw(4.0, None).unwrap_err().contains("objects are found in pixel tokens"));
         assert!(draw(0.5, Some(px)).unwrap_err().contains("expected the object weight's prior, ≥ 1"));

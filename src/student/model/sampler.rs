@@ -79,6 +79,15 @@ pub struct SampleOptions {
 /// round draws one, and the last is kept.
 pub const MAX_REDRAWS: usize = 16;
 
+/// `object_prior`'s range, for the config, the CLI (`name`: how the user set it) and the
+/// sampler alike: the object weight's prior, ≥ 1 (1 = off).
+pub fn check_object_prior(name: &str, p: f64) -> Result<(), String> {
+    match p >= 1.0 && p.is_finite() {
+        true => Ok(()),
+        false => Err(format!("{name} = {p}: expected the object weight's prior, ≥ 1 (1 = off)")),
+    }
+}
+
 fn one() -> f64 {
     1.0
 }
@@ -188,17 +197,13 @@ pub fn sample_tokens(
             opts.mean_noise, opts.channels, model.cfg.token_dim
         ));
     }
-    let pixels = match (opts.object_prior, opts.pixels) {
-        (p, _) if p < 1.0 || !p.is_finite() => {
-            return Err(format!("sample.object_prior = {p}: expected the object weight's prior, ≥ 1 (1 = off)"))
-        }
-        (p, None) if p > 1.0 => {
-            return Err(format!(
-                "sample.object_prior = {p}: objects are found in pixel tokens, and this checkpoint's tokens are not (expected 1)"
-            ))
-        }
-        (_, px) => px,
-    };
+    check_object_prior("sample.object_prior", opts.object_prior)?;
+    if opts.object_prior > 1.0 && opts.pixels.is_none() {
+        return Err(format!(
+            "sample.object_prior = {}: objects are found in pixel tokens, and this checkpoint's tokens are not (expected 1)",
+            opts.object_prior
+        ));
+    }
     let ctx = Ctx::eval();
     let (l, c) = (grid * grid, model.cfg.token_dim);
     let b = canvas.unknown.len() / l;
@@ -253,7 +258,7 @@ pub fn sample_tokens(
         let cfg = if guided { scale } else { 1.0 };
         let new = model.diffloss.sample(&z_sel, cfg, temperature, opts.clip_x0, shape, &diff, rng); // (K, C)
         let mut new = to_host(&new);
-        if let (Some(px), true) = (pixels, opts.object_prior > 1.0) {
+        if let (Some(px), true) = (opts.pixels, opts.object_prior > 1.0) {
             let k_all = pred.len() as i64;
             redraw_objects(
                 &mut new,

@@ -376,12 +376,7 @@ impl TrainConfig {
         if !(0.0..=1.0).contains(&self.sample.mean_noise) {
             return Err(format!("sample.mean_noise = {}: expected a scale in [0, 1]", self.sample.mean_noise));
         }
-        if !(self.sample.object_prior >= 1.0 && self.sample.object_prior.is_finite()) {
-            return Err(format!(
-                "sample.object_prior = {}: expected the object weight's prior, ≥ 1 (1 = off)",
-                self.sample.object_prior
-            ));
-        }
+        crate::student::model::sampler::check_object_prior("sample.object_prior", self.sample.object_prior)?;
         Ok(())
     }
 
