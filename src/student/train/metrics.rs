@@ -60,9 +60,10 @@ pub fn eval_curve(metrics: &Path, png: &Path) -> Result<()> {
             }
         }
     }
-    // Short: the chart's font fits ~55 characters across.
+    // Short: the chart's font fits ~55 characters across ("held-out accuracy, …" cut off the
+    // step count at step 6,000).
     let title = format!(
-        "held-out accuracy, {} images/point, {:.1} min at step {}",
+        "held-out, {} images/point, {:.1} min at step {}",
         last["eval"]["images"],
         last["wall_s"].as_f64().unwrap_or(0.0) / 60.0,
         last["step"]
