@@ -331,6 +331,12 @@ mod tests {
         sampler::sample_tokens(m, &ids(2), sampler::Canvas::blank(2, 16, 12), 4, opts, &mut rng)
     }
 
+    /// Two AR steps of 10 diffusion steps at CFG 2, on micro's 12-value tokens of 3 channels:
+    /// the sampler options the noise-option tests below change one field of.
+    fn guided_two_steps() -> sampler::SampleOptions {
+        sampler::SampleOptions { steps: 2, diffusion_steps: 10, cfg: 2.0, channels: 3, ..Default::default() }
+    }
+
     #[test]
     fn the_temperature_moves_from_start_to_end_with_the_revealed_share() {
         let o = sampler::SampleOptions { temperature: 1.0, temperature_end: Some(0.2), ..Default::default() };
@@ -360,15 +366,7 @@ mod tests {
     fn mean_noise_needs_the_channels_and_changes_only_what_it_is_asked_to() {
         let m = Mar::new(&micro(), &mut ParamStore::new(3, Device::Cpu)).unwrap();
         let draw = |mean_noise: f64, channels: usize| {
-            let opts = sampler::SampleOptions {
-                steps: 2,
-                diffusion_steps: 10,
-                cfg: 2.0,
-                clip_x0: Some(1.0),
-                mean_noise,
-                channels,
-                ..Default::default()
-            };
+            let opts = sampler::SampleOptions { clip_x0: Some(1.0), mean_noise, channels, ..guided_two_steps() };
             sample_two(&m, &opts)
         };
         let plain = draw(1.0, 0).unwrap();
@@ -386,15 +384,7 @@ mod tests {
         // micro's tokens are 12 values: 2×2-px pixel patches of 3 channels.
         let px = PixelTokens { patch: 2, grid: 1, scale: 1.0 / 127.5, shift: 127.5 };
         let draw = |object_prior: f64, pixels: Option<PixelTokens>| {
-            let opts = sampler::SampleOptions {
-                steps: 2,
-                diffusion_steps: 10,
-                cfg: 2.0,
-                object_prior,
-                pixels,
-                channels: 3,
-                ..Default::default()
-            };
+            let opts = sampler::SampleOptions { object_prior, pixels, ..guided_two_steps() };
             sample_two(&m, &opts)
         };
         let plain = draw(1.0, None).unwrap();
