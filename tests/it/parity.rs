@@ -90,6 +90,7 @@ fn draws(inputs: &BTreeMap<String, Tensor>, m: &serde_json::Value, step: usize) 
             .collect(),
         keep: keep.into_iter().map(|k| k != 0).collect(),
         objects_first: vec![false; b as usize],
+        objects_last: vec![false; b as usize],
         t: t.into_iter().map(|v| v as usize).collect(),
         noise: to_host(&inputs[&format!("noise.{step}")]),
         object_weight: 1.0,

@@ -111,6 +111,14 @@ pub struct MarConfig {
     /// blocks that do not know its class. Not in the reference; older checkpoints lack the field.
     #[serde(default)]
     pub text_prefix: bool,
+    /// The head denoises around the x0 read-out: it sees x_t − sqrt(ᾱ_t)·x0_head(z) (the
+    /// read-out detached) and still outputs eps (or v), so the loss, the sampler and guidance
+    /// are unchanged. An eps head then pulls each token towards the read-out's x0 from the
+    /// first, noisiest step, where a plain eps head keeps the level its starting noise gave
+    /// it (its loss there is ~SNR-weighted); the level (a token's colour) comes from z. Needs
+    /// `x0_head`. Not in the reference; older checkpoints lack the field.
+    #[serde(default)]
+    pub head_centre: bool,
     pub attn_dropout: f32,
     pub proj_dropout: f32,
 }
@@ -140,6 +148,7 @@ impl MarConfig {
             rope: false,
             neighbours: false,
             text_prefix: false,
+            head_centre: false,
             attn_dropout: drop,
             proj_dropout: drop,
         }
@@ -203,6 +212,11 @@ impl MarConfig {
         }
         if self.rope && (self.width / self.heads) % 4 != 0 {
             return Err(format!("model.rope needs a head width divisible by 4, not {}", self.width / self.heads));
+        }
+        if self.head_centre && !self.x0_head {
+            return Err(
+                "model.head_centre centres the head on the x0 read-out: it needs one (train.x0_loss_weight > 0)".into(),
+            );
         }
         if self.token_dim == 0 || self.pos_grid == 0 || self.text_len == 0 {
             return Err("token_dim, pos_grid and text_len must be positive".into());

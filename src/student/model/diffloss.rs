@@ -11,6 +11,7 @@ use tch::{Device, Kind, Tensor};
 use super::config::Prediction;
 use super::diffusion::{timestep_embedding, Diffusion};
 use super::layers::{index, like, tensor_f32, LayerNorm, Linear};
+use super::mar::X0Head;
 use super::store::Scope;
 
 const FREQ_DIM: usize = 256;
@@ -59,6 +60,8 @@ pub struct DiffLoss {
     pub token_dim: usize,
     pub prediction: Prediction,
     pub train_diffusion: Diffusion,
+    /// The x0 read-out the head denoises around (`MarConfig::head_centre`), set by `Mar::new`.
+    pub centre: Option<X0Head>,
 }
 
 /// Per-row timestep data for [`DiffLoss::terms_at`], on the device.
@@ -154,17 +157,19 @@ impl DiffLoss {
             token_dim,
             prediction,
             train_diffusion: Diffusion::training(),
+            centre: None,
         }
     }
 
     /// x (N, C) noisy tokens, t (N) original timesteps, z (M, Dz) with N = M·k (the rows of z
     /// repeated k times, as `diffusion_batch_mul` does) → (N, 2C) = [eps (or v), variance
-    /// interpolation].
+    /// interpolation]. `sa`: sqrt(ᾱ) at each row's timestep, (N, 1) or a scalar, which
+    /// `centre` scales the read-out by.
     ///
     /// It runs in z's dtype (bf16 under autocast) and returns f32 for the loss and sampler math.
-    pub fn net(&self, x: &Tensor, t: &[f32], z: &Tensor) -> Tensor {
+    pub fn net(&self, x: &Tensor, t: &[f32], z: &Tensor, sa: &Tensor) -> Tensor {
         let (temb, pos) = embed_timesteps(t, x.device());
-        self.net_at(x, &temb, pos.as_ref(), z)
+        self.net_at(x, &temb, pos.as_ref(), z, sa)
     }
 
     /// [`Self::net`] with the timesteps prepared: `temb` (U, 256) the embeddings of the distinct
@@ -172,15 +177,24 @@ impl DiffLoss {
     /// distinct ones). Exact reformulations for speed: the timestep MLP runs once per distinct
     /// timestep and the condition projection once per distinct z row, then both are gathered to
     /// the N rows.
-    fn net_at(&self, x: &Tensor, temb: &Tensor, pos: Option<&Tensor>, z: &Tensor) -> Tensor {
+    fn net_at(&self, x: &Tensor, temb: &Tensor, pos: Option<&Tensor>, z: &Tensor, sa: &Tensor) -> Tensor {
         let n = x.size()[0];
-        let x = &like(x, z.kind());
+        let m = z.size()[0];
+        let x = match &self.centre {
+            // x_t − sqrt(ᾱ)·x0(z) = sqrt(ᾱ)·(x0 − x0(z)) + sqrt(1 − ᾱ)·eps: the same eps.
+            Some(h) => {
+                let mu = h.forward(z).detach(); // (M, C)
+                let mu = if m == n { mu } else { mu.repeat([n / m, 1]) }; // (N, C)
+                like(&(x - like(&mu, Kind::Float) * sa), z.kind())
+            }
+            None => like(x, z.kind()),
+        };
+        let x = &x;
         let temb = self.time2.forward(&self.time0.forward(&like(temb, z.kind())).silu()); // (U, w)
         let t_emb = match pos {
             Some(p) => temb.index_select(0, p), // (N, w)
             None => temb,
         };
-        let m = z.size()[0];
         let c = self.cond_embed.forward(z); // (M, w)
         let c = if m == n { c } else { c.repeat([n / m, 1]) }; // (N, w)
         let y = (t_emb + c).silu(); // (N, w), SiLU'd once for every adaLN
@@ -232,7 +246,7 @@ impl DiffLoss {
         let col = |k: i64| ts.cols.narrow(1, k, 1); // (N, 1)
         let (sa, sb) = (col(0), col(1));
         let x_t = x0 * &sa + noise * &sb; // (N, C)
-        let out = self.net_at(&x_t, &ts.temb, ts.pos.as_ref(), z); // (N, 2C)
+        let out = self.net_at(&x_t, &ts.temb, ts.pos.as_ref(), z, &sa); // (N, 2C)
         let pred = out.narrow(1, 0, c);
         let v = out.narrow(1, c, c);
         let target = match self.prediction {
@@ -341,7 +355,8 @@ impl DiffLoss {
         let dev = x.device();
         let t = vec![diff.timestep_map[i] as f32; rows];
         let input = if guided { Tensor::cat(&[x, x], 0) } else { x.shallow_clone() };
-        let out = self.net(&input, &t, z); // (rows, 2C)
+        let sa = Tensor::scalar_tensor(diff.sqrt_alphas_cumprod[i], (Kind::Float, dev));
+        let out = self.net(&input, &t, z, &sa); // (rows, 2C)
         let (eps, v) = if guided {
             let ec = out.narrow(0, 0, n).narrow(1, 0, c);
             let eu = out.narrow(0, n, n).narrow(1, 0, c);

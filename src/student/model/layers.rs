@@ -96,6 +96,11 @@ impl Linear {
         Linear { w: s.normal("weight", &[out, inp], std), b: Some(s.zeros("bias", &[out])) }
     }
 
+    /// The same weights under a second handle.
+    pub fn shallow_clone(&self) -> Linear {
+        Linear { w: self.w.shallow_clone(), b: self.b.as_ref().map(Tensor::shallow_clone) }
+    }
+
     /// (…, in) → (…, out), in x's dtype (the weights are cast to it, as autocast does).
     pub fn forward(&self, x: &Tensor) -> Tensor {
         let k = x.kind();

@@ -115,7 +115,7 @@ impl Mar {
         let cross_norm = LayerNorm::new(&mut s.pp("cross_norm"), d);
         let fake_latent = s.normal("fake_latent", &[1, 1, d], 0.02);
         let text = TextAligner::new(&mut s.pp("text_emb"), cfg);
-        let diffloss = DiffLoss::new(
+        let mut diffloss = DiffLoss::new(
             &mut s.pp("diffloss"),
             cfg.token_dim,
             d,
@@ -123,6 +123,8 @@ impl Mar {
             cfg.prediction,
         );
         let x0_head = cfg.x0_head.then(|| X0Head::new(&mut s.pp("x0_head"), d, cfg.x0_hidden, cfg.token_dim));
+        // The head reads the same weights (shallow copies: loading or swapping in the EMA reaches both).
+        diffloss.centre = x0_head.as_ref().filter(|_| cfg.head_centre).map(X0Head::shallow_clone);
         let code_head = (cfg.codes > 0).then(|| Linear::xavier(&mut s.pp("code_head"), d, cfg.codes));
         // Zero at init: the model starts as the one without it (its weight still gets gradient).
         let nbr_proj = cfg.neighbours.then(|| Linear::zeros(&mut s.pp("nbr_proj"), 9 * (cfg.token_dim + 1), d));
@@ -387,6 +389,14 @@ impl X0Head {
         match hidden {
             0 => X0Head::Linear(Linear::xavier(s, d, c)),
             h => X0Head::Mlp(Linear::xavier(&mut s.pp("fc1"), d, h), Linear::xavier(&mut s.pp("fc2"), h, c)),
+        }
+    }
+
+    /// The same weights under a second handle.
+    pub fn shallow_clone(&self) -> X0Head {
+        match self {
+            X0Head::Linear(l) => X0Head::Linear(l.shallow_clone()),
+            X0Head::Mlp(a, b) => X0Head::Mlp(a.shallow_clone(), b.shallow_clone()),
         }
     }
 

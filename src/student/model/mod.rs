@@ -185,6 +185,42 @@ mod tests {
     }
 
     #[test]
+    fn a_centred_head_denoises_around_the_read_out() {
+        // head_centre: the head at (x, z) is the plain head at x − sqrt(ᾱ)·x0(z), through the
+        // read-out's own weights (shared handles: a change to x0_head reaches the head).
+        // Weights drawn with tch::manual_seed(1); store seed 3.
+        let cfg = MarConfig { x0_head: true, head_centre: true, ..micro() };
+        let mut store = ParamStore::new(3, Device::Cpu);
+        let mut m = Mar::new(&cfg, &mut store).unwrap();
+        tch::manual_seed(1);
+        for (name, w) in &store.vars {
+            // The head's zero-initialised output layers, so that its output depends on its input.
+            if name.starts_with("diffloss.net.final_layer") || name.starts_with("x0_head") {
+                let mut w = w.shallow_clone();
+                tch::no_grad(|| w.copy_(&(w.randn_like() * 0.3)));
+            }
+        }
+        let (c, d) = (cfg.token_dim as i64, cfg.width as i64);
+        let x = Tensor::randn([6, c], (Kind::Float, Device::Cpu));
+        let z = Tensor::randn([3, d], (Kind::Float, Device::Cpu)); // each row twice (mul 2)
+        let t = [900f32, 900., 20., 900., 900., 20.];
+        let sa = Tensor::from_slice(&[0.1f32, 0.1, 0.9, 0.1, 0.1, 0.9]).view([6, 1]);
+        let centred = m.diffloss.net(&x, &t, &z, &sa);
+        let mu = m.x0_head.as_ref().unwrap().forward(&z).repeat([2, 1]); // (6, C)
+        let read_out = m.diffloss.centre.take().expect("head_centre sets the head's centre");
+        let plain = m.diffloss.net(&(&x - &mu * &sa), &t, &z, &sa);
+        assert!((&centred - &plain).abs().max().double_value(&[]) < 1e-5);
+        assert!((&centred - m.diffloss.net(&x, &t, &z, &sa)).abs().max().double_value(&[]) > 1e-3);
+        m.diffloss.centre = Some(read_out);
+        let mut w = store.vars["x0_head.weight"].shallow_clone();
+        tch::no_grad(|| w.copy_(&(&w * 2.0)));
+        assert!((&centred - m.diffloss.net(&x, &t, &z, &sa)).abs().max().double_value(&[]) > 1e-3);
+        // It needs the read-out.
+        let bare = MarConfig { head_centre: true, ..micro() };
+        assert!(bare.check().unwrap_err().contains("head_centre"));
+    }
+
+    #[test]
     fn the_neighbour_window_lists_visible_neighbours_and_their_visibility() {
         // A 3×3 grid of one-value tokens 1..9; tokens 0 and 4 (the centre) hidden.
         let tokens = Tensor::from_slice(&[1f32, 2., 3., 4., 5., 6., 7., 8., 9.]).view([1, 9, 1]);

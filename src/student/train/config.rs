@@ -50,6 +50,9 @@ pub struct ModelSection {
     pub text_prefix: Option<bool>,
     /// The x0 read-out's hidden width (see `MarConfig::x0_hidden`; 0 = linear, as before).
     pub x0_hidden: Option<usize>,
+    /// The head denoises around the x0 read-out (see `MarConfig::head_centre`; needs
+    /// `train.x0_loss_weight` > 0); off in the reference.
+    pub head_centre: Option<bool>,
 }
 
 /// The loss terms `train.object_loss_weight` scales.
@@ -61,6 +64,10 @@ pub enum ObjectWeightTerms {
     All,
     /// The x0 read-out only (needs `x0_loss_weight` > 0).
     X0,
+    /// The head's DiffLoss only: the read-outs regress on the unweighted mean, which is what
+    /// `model.head_centre` starts the head from (a weighted mean is a faint object in every
+    /// token where z is unsure).
+    Head,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -104,6 +111,13 @@ pub struct TrainSection {
     /// around it, as when free sampling has to start an object. 0 = off (the reference).
     /// Pixel tokens only.
     pub object_mask_prob: f64,
+    /// Share of training samples whose mask hides every background token before any object
+    /// token (`objects.rs`): the objects stay visible while the rest is hidden, as when free
+    /// sampling has drawn a scene's objects and must fill in around them. Uniform masks at
+    /// the usual ratios seldom leave a scene's objects visible, and the student keeps adding
+    /// objects (`inpaint --completion --hide background`). 0 = off (the reference); a sample
+    /// drawn for `object_mask_prob` too takes objects first. Pixel tokens only.
+    pub object_keep_prob: f64,
     /// Weight of the loss rows of tokens that cover an object, against 1 for background
     /// tokens (normalised to a mean of 1 per batch). 1 = off (the reference). Objects are a
     /// fifth of a shapes image's tokens; textured and gradient backgrounds take most of the
@@ -199,6 +213,7 @@ impl Default for TrainSection {
             mask_ratio_std: 0.25,
             block_mask_prob: 0.0,
             object_mask_prob: 0.0,
+            object_keep_prob: 0.0,
             object_loss_weight: 1.0,
             object_loss_weight_until: 1.0,
             object_loss_weight_terms: ObjectWeightTerms::All,
@@ -331,6 +346,9 @@ impl TrainConfig {
         if !(0.0..=1.0).contains(&t.object_mask_prob) {
             return Err(format!("train.object_mask_prob = {}: expected a share in [0, 1]", t.object_mask_prob));
         }
+        if !(0.0..=1.0).contains(&t.object_keep_prob) {
+            return Err(format!("train.object_keep_prob = {}: expected a share in [0, 1]", t.object_keep_prob));
+        }
         if !(0.0..=1.0).contains(&t.block_mask_prob) {
             return Err(format!("train.block_mask_prob = {}: expected a share in [0, 1]", t.block_mask_prob));
         }
@@ -424,6 +442,9 @@ impl TrainConfig {
         }
         if let Some(t) = m.text_prefix {
             c.text_prefix = t;
+        }
+        if let Some(h) = m.head_centre {
+            c.head_centre = h;
         }
         if let Some(p) = m.dropout {
             (c.attn_dropout, c.proj_dropout) = (p, p);

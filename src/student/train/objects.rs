@@ -5,6 +5,9 @@
 //! not to start one (`inpaint --completion`: 0 of 60 scenes drawn with all object tokens
 //! hidden). Pixel tokens only: objects are found in the pixels, by the shapes analyzer's
 //! foreground test (colour distance from a plane fitted to the image's border).
+//!
+//! Objects-last masks (`train.object_keep_prob`) are the reverse: background hidden first,
+//! so the scene's objects stay visible, as at the end of free sampling.
 
 use super::data::Batch;
 use super::trainer::{StepDraws, Trainer};
@@ -46,12 +49,34 @@ pub fn objects_first(order: &[usize], object: &[bool]) -> Vec<usize> {
     first
 }
 
+/// `order` with the unmarked tokens first (see [`objects_first`]).
+pub fn objects_last(order: &[usize], object: &[bool]) -> Vec<usize> {
+    let (mut first, rest): (Vec<usize>, Vec<usize>) = order.iter().partition(|&&i| !object[i]);
+    first.extend(rest);
+    first
+}
+
+impl StepDraws {
+    /// The option whose masks need the batch's object tokens, if any sample draws one.
+    pub fn mask_option(&self) -> Option<&'static str> {
+        if self.objects_first.iter().any(|&o| o) {
+            Some("train.object_mask_prob")
+        } else if self.objects_last.iter().any(|&o| o) {
+            Some("train.object_keep_prob")
+        } else {
+            None
+        }
+    }
+}
+
 impl Trainer {
     /// The mask of a batch under its draws: each sample's order's first `masked` tokens,
     /// object tokens first where the draws say so.
     pub fn mask(&self, b: &Batch, d: &StepDraws) -> Result<Mask> {
-        let objects =
-            if d.objects_first.iter().any(|&o| o) { Some(self.objects(b, "train.object_mask_prob")?) } else { None };
+        let objects = match d.mask_option() {
+            Some(field) => Some(self.objects(b, field)?),
+            None => None,
+        };
         Ok(self.mask_with(d, objects.as_deref()))
     }
 
@@ -59,8 +84,15 @@ impl Trainer {
         let l = self.grid * self.grid;
         let orders: Vec<Vec<usize>> = match objects {
             None => d.orders.clone(),
-            Some(obj) => (d.orders.iter().zip(&d.objects_first).enumerate())
-                .map(|(i, (o, &first))| if first { objects_first(o, &obj[i * l..(i + 1) * l]) } else { o.clone() })
+            Some(obj) => (d.orders.iter().enumerate())
+                .map(|(i, o)| {
+                    let obj = &obj[i * l..(i + 1) * l];
+                    match (d.objects_first[i], d.objects_last[i]) {
+                        (true, _) => objects_first(o, obj),
+                        (false, true) => objects_last(o, obj),
+                        (false, false) => o.clone(),
+                    }
+                })
                 .collect(),
         };
         Mask::from_orders(&orders, l, d.masked)
@@ -155,6 +187,35 @@ mod tests {
         assert!(bad.validate().unwrap_err().contains("object_mask_prob"));
     }
 
+    #[test]
+    fn object_last_masks_hide_every_background_token_before_any_object() {
+        // Seeded (train.seed = 0): the red-block batch (4 object tokens of 16), object_keep_prob 1.
+        let (mut tr, _) = micro_trainer(Precision::F32, 0.0);
+        let (batch, object) = red_block_batch();
+        tr.cfg.train.object_keep_prob = 1.0;
+        let mut d = tr.draws(16, 7);
+        assert!(d.objects_last.iter().all(|&o| o) && !d.objects_first.iter().any(|&o| o));
+        assert!(tr.mask(&batch, &d).unwrap_err().to_string().contains("object_keep_prob"));
+        tr.pixels = Some(PixelTokens { patch: 2, grid: 4, scale: 1.0 / 127.5, shift: 127.5 });
+        for masked in [2, 11, 12, 14] {
+            d.masked = masked;
+            let mask = tr.mask(&batch, &d).unwrap();
+            for s in 0..16 {
+                let objects = object.iter().filter(|&&i| mask.masked[s * 16 + i]).count();
+                assert_eq!(objects, masked.saturating_sub(12), "sample {s}, {masked} masked: objects last");
+            }
+        }
+        // Where both are drawn, objects first wins.
+        tr.cfg.train.object_mask_prob = 1.0;
+        let mut both = tr.draws(16, 7);
+        both.masked = 4;
+        let mask = tr.mask(&batch, &both).unwrap();
+        assert!((0..16).all(|s| object.iter().all(|&i| mask.masked[s * 16 + i])));
+        let mut bad = micro();
+        bad.train.object_keep_prob = 1.5;
+        assert!(bad.validate().unwrap_err().contains("object_keep_prob"));
+    }
+
     /// A micro trainer on the red-block batch's pixel tokens with an x0 read-out of weight
     /// `x0` and no dropout: libtorch's global generator, which draws dropout masks, is shared
     /// with tests running beside these, and their passes must see the same network.
@@ -219,7 +280,7 @@ mod tests {
     }
 
     #[test]
-    fn x0_terms_weigh_the_read_out_and_leave_the_head_unbiased() {
+    fn x0_or_head_terms_weigh_the_read_out_or_the_head_alone() {
         // Seeded (train.seed = 0, Ctx seed 5): a micro student with an x0 read-out on the
         // red-block batch. Each row is D + x0_w · A (DiffLoss D, read-out A). With terms = x0
         // and weight 4, only A is scaled: row − plain row = A · (w_row − 1), with A read off
@@ -239,6 +300,13 @@ mod tests {
         for (i, w) in expected_row_weights(&tr, &batch, &d, &object, 4.0).into_iter().enumerate() {
             let want = read_out[i] * (w - 1.0);
             assert!((x0_only[i] - plain[i] - want).abs() < 1e-4, "row {i}: {} vs {want}", x0_only[i] - plain[i]);
+        }
+        // With terms = head, only D is scaled: row − plain row = (plain row − A) · (w_row − 1).
+        tr.cfg.train.object_loss_weight_terms = ObjectWeightTerms::Head;
+        let head_only = rows(&tr, &d4);
+        for (i, w) in expected_row_weights(&tr, &batch, &d, &object, 4.0).into_iter().enumerate() {
+            let want = (plain[i] - read_out[i]) * (w - 1.0);
+            assert!((head_only[i] - plain[i] - want).abs() < 1e-4, "row {i}: {} vs {want}", head_only[i] - plain[i]);
         }
         let mut bad = micro();
         (bad.train.object_loss_weight, bad.train.object_loss_weight_terms) = (4.0, ObjectWeightTerms::X0);

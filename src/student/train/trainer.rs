@@ -60,6 +60,9 @@ pub struct StepDraws {
     /// Per sample, whether its order puts the object tokens first (`train.object_mask_prob`;
     /// the order is rearranged once the sample's pixels are known, in `losses_with`).
     pub objects_first: Vec<bool>,
+    /// Per sample, whether its order puts the background tokens first, keeping the objects
+    /// visible (`train.object_keep_prob`; objects first wins where both are drawn).
+    pub objects_last: Vec<bool>,
     /// Timestep of each head row (N = B · masked · diffusion_batch_mul, copy-major).
     pub t: Vec<usize>,
     /// Noise of each head row, (N · C).
@@ -90,6 +93,7 @@ impl StepDraws {
             orders: self.orders[lo..hi].to_vec(),
             keep: self.keep[lo..hi].to_vec(),
             objects_first: self.objects_first[lo..hi].to_vec(),
+            objects_last: self.objects_last[lo..hi].to_vec(),
             t,
             noise,
             object_weight: self.object_weight,
@@ -164,12 +168,19 @@ impl Trainer {
             }
             false => vec![false; b],
         };
+        let objects_last = match t.object_keep_prob > 0.0 {
+            true => {
+                let mut r = step_rng(t.seed, step, 5);
+                (0..b).map(|_| r.random::<f64>() < t.object_keep_prob).collect()
+            }
+            false => vec![false; b],
+        };
         // The weight's bias (see TrainConfig::object_loss_weight_until) is trained out at the end.
         let object_weight = match (step as f64) < t.object_loss_weight_until * t.steps as f64 {
             true => t.object_loss_weight,
             false => 1.0,
         };
-        StepDraws { ratio, masked, orders, keep, objects_first, t: ts, noise, object_weight }
+        StepDraws { ratio, masked, orders, keep, objects_first, objects_last, t: ts, noise, object_weight }
     }
 
     /// Per-masked-token DiffLoss terms of a batch with this step's draws: (loss rows, mse rows).
@@ -185,10 +196,10 @@ impl Trainer {
         let m = &self.model;
         let (l, c) = (self.grid * self.grid, m.cfg.token_dim);
         let weighted = d.object_weight != 1.0;
-        let objects = match (d.objects_first.iter().any(|&o| o), weighted) {
-            (false, false) => None,
-            (true, _) => Some(self.objects(b, "train.object_mask_prob")?),
-            (false, true) => Some(self.objects(b, "train.object_loss_weight")?),
+        let objects = match (d.mask_option(), weighted) {
+            (None, false) => None,
+            (Some(field), _) => Some(self.objects(b, field)?),
+            (None, true) => Some(self.objects(b, "train.object_loss_weight")?),
         };
         let mask = self.mask_with(d, objects.as_deref());
         let rows = mask.rows(true);
@@ -242,6 +253,10 @@ impl Trainer {
             _ => None,
         };
         let x0_only = t.object_loss_weight_terms == ObjectWeightTerms::X0;
+        let loss = match (&w, t.object_loss_weight_terms) {
+            (Some(w), ObjectWeightTerms::Head) => loss * w,
+            _ => loss,
+        };
         let loss = match (&m.x0_head, t.x0_loss_weight > 0.0) {
             (Some(head), true) => {
                 // (K, C) → per-row MSE (K), repeated as the head's rows so the mean is exact.
@@ -274,8 +289,8 @@ impl Trainer {
             }
         };
         // Weighted after the sum, as before the x0-only option (the same floats, step by step).
-        let loss = match (&w, x0_only) {
-            (Some(w), false) => loss * w,
+        let loss = match (&w, t.object_loss_weight_terms) {
+            (Some(w), ObjectWeightTerms::All) => loss * w,
             _ => loss,
         };
         Ok((loss, terms.mse))
