@@ -44,14 +44,17 @@ impl PixelTokens {
 /// `order` with the marked tokens first, each part keeping its order (a random permutation
 /// stays random within each part).
 pub fn objects_first(order: &[usize], object: &[bool]) -> Vec<usize> {
-    let (mut first, rest): (Vec<usize>, Vec<usize>) = order.iter().partition(|&&i| object[i]);
-    first.extend(rest);
-    first
+    marked_first(order, object, true)
 }
 
 /// `order` with the unmarked tokens first (see [`objects_first`]).
 pub fn objects_last(order: &[usize], object: &[bool]) -> Vec<usize> {
-    let (mut first, rest): (Vec<usize>, Vec<usize>) = order.iter().partition(|&&i| !object[i]);
+    marked_first(order, object, false)
+}
+
+/// `order` with the tokens whose mark is `mark` first, each part keeping its order.
+fn marked_first(order: &[usize], object: &[bool], mark: bool) -> Vec<usize> {
+    let (mut first, rest): (Vec<usize>, Vec<usize>) = order.iter().partition(|&&i| object[i] == mark);
     first.extend(rest);
     first
 }

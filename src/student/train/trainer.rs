@@ -161,20 +161,11 @@ impl Trainer {
             }
         }
         // Streams of their own, as above.
-        let objects_first = match t.object_mask_prob > 0.0 {
-            true => {
-                let mut r = step_rng(t.seed, step, 4);
-                (0..b).map(|_| r.random::<f64>() < t.object_mask_prob).collect()
-            }
-            false => vec![false; b],
+        let drawn = |stream: u64, p: f64| -> Vec<bool> {
+            let mut r = step_rng(t.seed, step, stream);
+            (0..b).map(|_| p > 0.0 && r.random::<f64>() < p).collect()
         };
-        let objects_last = match t.object_keep_prob > 0.0 {
-            true => {
-                let mut r = step_rng(t.seed, step, 5);
-                (0..b).map(|_| r.random::<f64>() < t.object_keep_prob).collect()
-            }
-            false => vec![false; b],
-        };
+        let (objects_first, objects_last) = (drawn(4, t.object_mask_prob), drawn(5, t.object_keep_prob));
         // The weight's bias (see TrainConfig::object_loss_weight_until) is trained out at the end.
         let object_weight = match (step as f64) < t.object_loss_weight_until * t.steps as f64 {
             true => t.object_loss_weight,
