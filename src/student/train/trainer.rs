@@ -162,8 +162,11 @@ impl Trainer {
         }
         // Streams of their own, as above.
         let drawn = |stream: u64, p: f64| -> Vec<bool> {
+            if p <= 0.0 {
+                return vec![false; b];
+            }
             let mut r = step_rng(t.seed, step, stream);
-            (0..b).map(|_| p > 0.0 && r.random::<f64>() < p).collect()
+            (0..b).map(|_| r.random::<f64>() < p).collect()
         };
         let (objects_first, objects_last) = (drawn(4, t.object_mask_prob), drawn(5, t.object_keep_prob));
         // The weight's bias (see TrainConfig::object_loss_weight_until) is trained out at the end.
