@@ -217,6 +217,14 @@ mod tests {
         let mut bad = micro();
         bad.train.object_keep_prob = 1.5;
         assert!(bad.validate().unwrap_err().contains("object_keep_prob"));
+        // From half the run on (20 steps): none before step 10, all from it.
+        tr.cfg.train.object_mask_prob = 0.0;
+        (tr.cfg.train.steps, tr.cfg.train.object_keep_from) = (20, 0.5);
+        assert!(!tr.draws(16, 9).objects_last.iter().any(|&o| o));
+        assert!(tr.draws(16, 10).objects_last.iter().all(|&o| o));
+        bad.train.object_keep_prob = 0.5;
+        bad.train.object_keep_from = 1.0;
+        assert!(bad.validate().unwrap_err().contains("object_keep_from = 1"));
     }
 
     /// A micro trainer on the red-block batch's pixel tokens with an x0 read-out of weight
@@ -342,5 +350,6 @@ mod tests {
         let mut object = vec![false; 6];
         (object[1], object[4]) = (true, true);
         assert_eq!(objects_first(&[5, 4, 3, 2, 1, 0], &object), [4, 1, 5, 3, 2, 0]);
+        assert_eq!(objects_last(&[5, 4, 3, 2, 1, 0], &object), [5, 3, 2, 0, 4, 1]);
     }
 }

@@ -168,7 +168,8 @@ impl Trainer {
             let mut r = step_rng(t.seed, step, stream);
             (0..b).map(|_| r.random::<f64>() < p).collect()
         };
-        let (objects_first, objects_last) = (drawn(4, t.object_mask_prob), drawn(5, t.object_keep_prob));
+        let last = if (step as f64) < t.object_keep_from * t.steps as f64 { 0.0 } else { t.object_keep_prob };
+        let (objects_first, objects_last) = (drawn(4, t.object_mask_prob), drawn(5, last));
         // The weight's bias (see TrainConfig::object_loss_weight_until) is trained out at the end.
         let object_weight = match (step as f64) < t.object_loss_weight_until * t.steps as f64 {
             true => t.object_loss_weight,
