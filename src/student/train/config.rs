@@ -121,7 +121,8 @@ pub struct TrainSection {
     /// Share of the run [0, 1) before which objects-last masks are off: the class binds on
     /// the head's object rows first, then the count is taught from the context. 0 = from
     /// the start. On the demo recipe at 0.5 (with `object_keep_prob` 0.5) the class holds
-    /// and samples hold 2.8 objects for the 1.8 asked, against 4.5 without (docs/student.md).
+    /// and samples hold 2.6–2.9 objects for the 1.8 asked, against 4.2–4.5 without, but the
+    /// accuracy is lower (three training seeds, docs/student.md).
     pub object_keep_from: f64,
     /// Weight of the loss rows of tokens that cover an object, against 1 for background
     /// tokens (normalised to a mean of 1 per batch). 1 = off (the reference). Objects are a

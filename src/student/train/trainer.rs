@@ -168,13 +168,12 @@ impl Trainer {
             let mut r = step_rng(t.seed, step, stream);
             (0..b).map(|_| r.random::<f64>() < p).collect()
         };
-        let last = if (step as f64) < t.object_keep_from * t.steps as f64 { 0.0 } else { t.object_keep_prob };
+        // Whether this step lies before a share of the run.
+        let before = |share: f64| (step as f64) < share * t.steps as f64;
+        let last = if before(t.object_keep_from) { 0.0 } else { t.object_keep_prob };
         let (objects_first, objects_last) = (drawn(4, t.object_mask_prob), drawn(5, last));
         // The weight's bias (see TrainConfig::object_loss_weight_until) is trained out at the end.
-        let object_weight = match (step as f64) < t.object_loss_weight_until * t.steps as f64 {
-            true => t.object_loss_weight,
-            false => 1.0,
-        };
+        let object_weight = if before(t.object_loss_weight_until) { t.object_loss_weight } else { 1.0 };
         StepDraws { ratio, masked, orders, keep, objects_first, objects_last, t: ts, noise, object_weight }
     }
 
