@@ -301,6 +301,8 @@ fn binding_experiment() {
         c.model.x0_hidden = Some(env("LG_X0H", 0.0) as usize);
         c.train.code_loss_weight = env("LG_CODE", 0.0);
         c.train.codes = env("LG_CODES", 64.0) as usize;
+        c.train.timestep_band_share = env("LG_BAND", 0.0);
+        c.train.timestep_band = [env("LG_BAND_LO", 0.0) as usize, env("LG_BAND_HI", 400.0) as usize];
         c.model.prediction = (env("LG_V", 0.0) > 0.0).then_some(crate::student::model::Prediction::V);
     });
     println!(

@@ -149,6 +149,12 @@ impl Trainer {
         let keep = keep_text(b, t.text_drop_prob, &mut rng);
         let n = b * masked * t.diffusion_batch_mul;
         let ts: Vec<usize> = (0..n).map(|_| rng.random_range(0..1000)).collect();
+        // The timestep band (`timestep_band_share`): the same draws, mapped into [lo, hi) on
+        // evenly spread rows, so the option off leaves every draw as it was.
+        let ts = match t.timestep_band_share {
+            s if s > 0.0 => ts.into_iter().enumerate().map(|(i, x)| in_band(i, s, x, t.timestep_band)).collect(),
+            _ => ts,
+        };
         let noise: Vec<f32> = (0..n * c).map(|_| StandardNormal.sample(&mut rng)).collect();
         let mut orders = orders;
         if t.block_mask_prob > 0.0 {
@@ -417,6 +423,17 @@ impl Trainer {
     }
 }
 
+/// Timestep `x` of row `i` (uniform on 0..1000), mapped into `band` [lo, hi) when the row is one
+/// of the `share` evenly spread over the rows: row i is in the band when ⌊(i + ½)·share⌋ steps up.
+fn in_band(i: usize, share: f64, x: usize, [lo, hi]: [usize; 2]) -> usize {
+    let band = ((i as f64 + 0.5) * share).floor() != ((i as f64 - 0.5) * share).floor();
+    if band {
+        lo + x * (hi - lo) / 1000
+    } else {
+        x
+    }
+}
+
 #[cfg(test)]
 pub(super) mod tests {
     use super::*;
@@ -483,6 +500,45 @@ pub(super) mod tests {
         assert!(rel < 0.1, "relative gradient error {rel}");
         assert_eq!(super::super::config::Precision::Auto.dtype(Device::Cpu), Kind::Float);
         assert_eq!(super::super::config::Precision::Bf16.dtype(Device::Cpu), Kind::BFloat16);
+    }
+
+    #[test]
+    fn a_band_share_moves_that_share_of_rows_into_the_band_and_keeps_every_other_draw() {
+        // Seeded (train.seed 0, step 5): the same draws with the option off and on.
+        let draws = |share: f64, band: [usize; 2]| {
+            let mut cfg = micro();
+            cfg.train.timestep_band_share = share;
+            cfg.train.timestep_band = band;
+            let model = cfg.model_config().unwrap().for_data(12, 4, TextSource::Vocab { vocab: 10 }, 0, 3);
+            Trainer::new(cfg, model, 4, Device::Cpu).unwrap().draws(8, 5)
+        };
+        let off = draws(0.0, [0, 400]);
+        for share in [0.25, 0.5] {
+            // Which rows move: a band whose map has no fixed point among the draws (x = 1000).
+            let probe = draws(share, [600, 1000]);
+            let moved: Vec<bool> = probe.t.iter().zip(&off.t).map(|(a, b)| a != b).collect();
+            let (n, want) = (moved.iter().filter(|&&m| m).count(), (off.t.len() as f64 * share).round() as usize);
+            assert!(n.abs_diff(want) <= 1, "{n} rows in the band, {want} due");
+            // Evenly spread: every run of 1 / share rows holds exactly one of them.
+            assert!(moved.chunks((1.0 / share) as usize).all(|c| c.iter().filter(|&&m| m).count() == 1));
+            for [lo, hi] in [[0, 400], [400, 700], [600, 1000]] {
+                let d = draws(share, [lo, hi]);
+                assert_eq!((d.noise.as_slice(), &d.orders, d.masked), (off.noise.as_slice(), &off.orders, off.masked));
+                for (i, &m) in moved.iter().enumerate() {
+                    let want = if m { lo + off.t[i] * (hi - lo) / 1000 } else { off.t[i] };
+                    assert_eq!(d.t[i], want, "row {i}, band [{lo}, {hi})");
+                    assert!(!m || (lo..hi).contains(&d.t[i]));
+                }
+            }
+        }
+        let mut bad = micro();
+        bad.train.timestep_band_share = 1.5;
+        assert!(bad.validate().unwrap_err().contains("timestep_band_share"));
+        bad.train.timestep_band_share = 0.5;
+        bad.train.timestep_band = [700, 400];
+        assert!(bad.validate().unwrap_err().contains("timestep_band"));
+        bad.train.timestep_band = [0, 1001];
+        assert!(bad.validate().unwrap_err().contains("timestep_band"));
     }
 
     #[test]
