@@ -387,10 +387,9 @@ impl TrainConfig {
         if !(0.0..=1.0).contains(&t.timestep_band_share) {
             return Err(format!("train.timestep_band_share = {}: expected a share in [0, 1]", t.timestep_band_share));
         }
-        if let [lo, hi] = t.timestep_band {
-            if lo >= hi || hi > 1000 {
-                return Err(format!("train.timestep_band = [{lo}, {hi}]: expected [lo, hi) with lo < hi ≤ 1000"));
-            }
+        let [lo, hi] = t.timestep_band;
+        if lo >= hi || hi > 1000 {
+            return Err(format!("train.timestep_band = [{lo}, {hi}]: expected [lo, hi) with lo < hi ≤ 1000"));
         }
         if !(t.x0_loss_weight >= 0.0 && t.x0_loss_weight.is_finite()) {
             return Err(format!("train.x0_loss_weight = {}: expected ≥ 0 (0 = off)", t.x0_loss_weight));

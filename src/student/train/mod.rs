@@ -15,6 +15,7 @@ pub mod objects;
 pub mod optim;
 pub mod run;
 pub mod schedule;
+pub mod timesteps;
 pub mod trainer;
 
 #[cfg(test)]

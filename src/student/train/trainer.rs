@@ -16,11 +16,13 @@ use super::data::Batch;
 use super::objects::PixelTokens;
 use super::optim::{AdamW, Ema};
 use super::schedule::{block_order, keep_text, lr_at, mask_ratio, orders, step_rng};
+pub use super::timesteps::loss_weight;
+use super::timesteps::timesteps;
 use crate::error::{Error, Result};
 use crate::student::dist::Dist;
 use crate::student::model::layers::{index, scalar, tensor_f32, Ctx};
 use crate::student::model::text::TextInput;
-use crate::student::model::{Mar, MarConfig, ParamStore, Prediction, TextSource};
+use crate::student::model::{Mar, MarConfig, ParamStore, TextSource};
 
 /// What one step measured.
 #[derive(Debug, Clone, Serialize)]
@@ -31,21 +33,6 @@ pub struct StepStats {
     pub grad_norm: f64,
     pub mask_ratio: f64,
     pub ms: f64,
-}
-
-/// The weight of the head's MSE at a timestep with cumulative alpha `ab` (SNR = ab / (1 − ab)):
-/// min-SNR-γ, min(SNR, γ)/SNR for an eps head and min(SNR, γ)/(SNR + 1) for a v head (both
-/// are the x0 weight min(SNR, γ), Hang et al. 2023), times the truncated high-noise weight
-/// min(1 + 1/SNR, Γ) (Γ > 0, eps heads only); 1 when both are off.
-pub fn loss_weight(ab: f64, gamma: f64, high: f64, prediction: Prediction) -> f64 {
-    let snr = ab / (1.0 - ab);
-    let norm = match prediction {
-        Prediction::Eps => snr,
-        Prediction::V => snr + 1.0,
-    };
-    let low = if gamma > 0.0 { snr.min(gamma) / norm } else { 1.0 };
-    let hi = if high > 0.0 { (1.0 + 1.0 / snr).min(high) } else { 1.0 };
-    low * hi
 }
 
 /// The random choices of one training step.
@@ -148,13 +135,7 @@ impl Trainer {
         let orders = orders(b, l, &mut rng);
         let keep = keep_text(b, t.text_drop_prob, &mut rng);
         let n = b * masked * t.diffusion_batch_mul;
-        let ts: Vec<usize> = (0..n).map(|_| rng.random_range(0..1000)).collect();
-        // The timestep band (`timestep_band_share`): the same draws, mapped into [lo, hi) on
-        // evenly spread rows, so the option off leaves every draw as it was.
-        let ts = match t.timestep_band_share {
-            s if s > 0.0 => ts.into_iter().enumerate().map(|(i, x)| in_band(i, s, x, t.timestep_band)).collect(),
-            _ => ts,
-        };
+        let ts = timesteps(n, t.timestep_band_share, t.timestep_band, &mut rng);
         let noise: Vec<f32> = (0..n * c).map(|_| StandardNormal.sample(&mut rng)).collect();
         let mut orders = orders;
         if t.block_mask_prob > 0.0 {
@@ -423,20 +404,10 @@ impl Trainer {
     }
 }
 
-/// Timestep `x` of row `i` (uniform on 0..1000), mapped into `band` [lo, hi) when the row is one
-/// of the `share` evenly spread over the rows: row i is in the band when ⌊(i + ½)·share⌋ steps up.
-fn in_band(i: usize, share: f64, x: usize, [lo, hi]: [usize; 2]) -> usize {
-    let band = ((i as f64 + 0.5) * share).floor() != ((i as f64 - 0.5) * share).floor();
-    if band {
-        lo + x * (hi - lo) / 1000
-    } else {
-        x
-    }
-}
-
 #[cfg(test)]
 pub(super) mod tests {
     use super::*;
+    use crate::student::model::Prediction;
     use crate::student::model::diffusion::Diffusion;
 
     pub(in crate::student::train) fn micro() -> TrainConfig {
@@ -500,45 +471,6 @@ pub(super) mod tests {
         assert!(rel < 0.1, "relative gradient error {rel}");
         assert_eq!(super::super::config::Precision::Auto.dtype(Device::Cpu), Kind::Float);
         assert_eq!(super::super::config::Precision::Bf16.dtype(Device::Cpu), Kind::BFloat16);
-    }
-
-    #[test]
-    fn a_band_share_moves_that_share_of_rows_into_the_band_and_keeps_every_other_draw() {
-        // Seeded (train.seed 0, step 5): the same draws with the option off and on.
-        let draws = |share: f64, band: [usize; 2]| {
-            let mut cfg = micro();
-            cfg.train.timestep_band_share = share;
-            cfg.train.timestep_band = band;
-            let model = cfg.model_config().unwrap().for_data(12, 4, TextSource::Vocab { vocab: 10 }, 0, 3);
-            Trainer::new(cfg, model, 4, Device::Cpu).unwrap().draws(8, 5)
-        };
-        let off = draws(0.0, [0, 400]);
-        for share in [0.25, 0.5] {
-            // Which rows move: a band whose map has no fixed point among the draws (x = 1000).
-            let probe = draws(share, [600, 1000]);
-            let moved: Vec<bool> = probe.t.iter().zip(&off.t).map(|(a, b)| a != b).collect();
-            let (n, want) = (moved.iter().filter(|&&m| m).count(), (off.t.len() as f64 * share).round() as usize);
-            assert!(n.abs_diff(want) <= 1, "{n} rows in the band, {want} due");
-            // Evenly spread: every run of 1 / share rows holds exactly one of them.
-            assert!(moved.chunks((1.0 / share) as usize).all(|c| c.iter().filter(|&&m| m).count() == 1));
-            for [lo, hi] in [[0, 400], [400, 700], [600, 1000]] {
-                let d = draws(share, [lo, hi]);
-                assert_eq!((d.noise.as_slice(), &d.orders, d.masked), (off.noise.as_slice(), &off.orders, off.masked));
-                for (i, &m) in moved.iter().enumerate() {
-                    let want = if m { lo + off.t[i] * (hi - lo) / 1000 } else { off.t[i] };
-                    assert_eq!(d.t[i], want, "row {i}, band [{lo}, {hi})");
-                    assert!(!m || (lo..hi).contains(&d.t[i]));
-                }
-            }
-        }
-        let mut bad = micro();
-        bad.train.timestep_band_share = 1.5;
-        assert!(bad.validate().unwrap_err().contains("timestep_band_share"));
-        bad.train.timestep_band_share = 0.5;
-        bad.train.timestep_band = [700, 400];
-        assert!(bad.validate().unwrap_err().contains("timestep_band"));
-        bad.train.timestep_band = [0, 1001];
-        assert!(bad.validate().unwrap_err().contains("timestep_band"));
     }
 
     #[test]
