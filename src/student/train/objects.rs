@@ -325,6 +325,38 @@ mod tests {
     }
 
     #[test]
+    fn the_x0_background_weight_scales_the_read_outs_background_rows_only() {
+        // Seeded (train.seed = 0, Ctx seed 5): the red-block batch, x0 weight 1. Each row is
+        // D + A (DiffLoss D, read-out A, A read off a pass at x0 weight 2). At background weight
+        // 0.25 a background row is D + 0.25·A and an object row is unchanged.
+        let mut tr = still_trainer(1.0);
+        let (batch, object) = red_block_batch();
+        let d = tr.draws(16, 3);
+        let rows = |tr: &Trainer| to_host(&tr.losses_with(&batch, &d, &Ctx::train(5)).unwrap().0);
+        let plain = rows(&tr);
+        tr.cfg.train.x0_loss_weight = 2.0;
+        let read_out: Vec<f32> = rows(&tr).iter().zip(&plain).map(|(a, b)| a - b).collect();
+        tr.cfg.train.x0_loss_weight = 1.0;
+        tr.cfg.train.x0_background_weight = 0.25;
+        let light = rows(&tr);
+        let hidden = tr.mask(&batch, &d).unwrap().rows(true);
+        let mut kinds = [0usize; 2];
+        for (i, &r) in hidden.iter().enumerate() {
+            let obj = object.contains(&(r as usize % 16));
+            kinds[usize::from(obj)] += 1;
+            let want = if obj { 0.0 } else { -0.75 * read_out[i] };
+            assert!(read_out[i] > 1e-4, "row {i}: the read-out's MSE is positive");
+            assert!((light[i] - plain[i] - want).abs() < 1e-5, "row {i} (object {obj}): {} vs {want}", light[i] - plain[i]);
+        }
+        assert!(kinds[0] > 0 && kinds[1] > 0, "both kinds of rows: {kinds:?}");
+        for (x0, bg, field) in [(1.0, -0.5, "x0_background_weight"), (0.0, 0.5, "x0_loss_weight")] {
+            let mut bad = micro();
+            (bad.train.x0_loss_weight, bad.train.x0_background_weight) = (x0, bg);
+            assert!(bad.validate().unwrap_err().contains(field), "{x0} {bg}");
+        }
+    }
+
+    #[test]
     fn a_square_on_grey_marks_exactly_the_tokens_it_covers() {
         // 16 px, patch 4 (4×4 tokens): grey 140 with a red square over pixels 5..11 (tokens
         // (1, 1), (1, 2), (2, 1), (2, 2)).

@@ -177,10 +177,12 @@ impl Trainer {
         let m = &self.model;
         let (l, c) = (self.grid * self.grid, m.cfg.token_dim);
         let weighted = d.object_weight != 1.0;
-        let objects = match (d.mask_option(), weighted) {
-            (None, false) => None,
-            (Some(field), _) => Some(self.objects(b, field)?),
-            (None, true) => Some(self.objects(b, "train.object_loss_weight")?),
+        let x0_bg = t.x0_background_weight as f32;
+        let objects = match (d.mask_option(), weighted, x0_bg != 1.0) {
+            (None, false, false) => None,
+            (Some(field), ..) => Some(self.objects(b, field)?),
+            (None, true, _) => Some(self.objects(b, "train.object_loss_weight")?),
+            (None, false, true) => Some(self.objects(b, "train.x0_background_weight")?),
         };
         let mask = self.mask_with(d, objects.as_deref());
         let rows = mask.rows(true);
@@ -246,6 +248,14 @@ impl Trainer {
                 let aux = aux.repeat([t.diffusion_batch_mul as i64]).view([n as i64]);
                 let aux = match (&w, x0_only) {
                     (Some(w), true) => aux * w,
+                    _ => aux,
+                };
+                // Background rows at x0_background_weight (copy-major as the rows).
+                let aux = match (&objects, x0_bg != 1.0) {
+                    (Some(obj), true) => {
+                        let bw: Vec<f32> = rows.iter().map(|&r| if obj[r as usize] { 1.0 } else { x0_bg }).collect();
+                        aux * tensor_f32(&bw.repeat(t.diffusion_batch_mul), &[n], self.device)
+                    }
                     _ => aux,
                 };
                 loss + aux * t.x0_loss_weight
