@@ -112,6 +112,12 @@ impl Trainer {
     }
 }
 
+/// Each of `rows` (flat b·L + l) weighted `object` where `obj` marks it and `background`
+/// elsewhere: (K).
+pub(super) fn row_weights(rows: &[i64], obj: &[bool], object: f32, background: f32) -> Vec<f32> {
+    rows.iter().map(|&r| if obj[r as usize] { object } else { background }).collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -346,7 +352,11 @@ mod tests {
             kinds[usize::from(obj)] += 1;
             let want = if obj { 0.0 } else { -0.75 * read_out[i] };
             assert!(read_out[i] > 1e-4, "row {i}: the read-out's MSE is positive");
-            assert!((light[i] - plain[i] - want).abs() < 1e-5, "row {i} (object {obj}): {} vs {want}", light[i] - plain[i]);
+            assert!(
+                (light[i] - plain[i] - want).abs() < 1e-5,
+                "row {i} (object {obj}): {} vs {want}",
+                light[i] - plain[i]
+            );
         }
         assert!(kinds[0] > 0 && kinds[1] > 0, "both kinds of rows: {kinds:?}");
         for (x0, bg, field) in [(1.0, -0.5, "x0_background_weight"), (0.0, 0.5, "x0_loss_weight")] {

@@ -13,7 +13,7 @@ use tch::{Device, Kind, Tensor};
 use super::checkpoint::{self, TrainState};
 use super::config::{ObjectWeightTerms, TrainConfig};
 use super::data::Batch;
-use super::objects::PixelTokens;
+use super::objects::{row_weights, PixelTokens};
 use super::optim::{AdamW, Ema};
 use super::schedule::{block_order, keep_text, lr_at, mask_ratio, orders, step_rng};
 pub use super::timesteps::loss_weight;
@@ -227,8 +227,7 @@ impl Trainer {
             (Some(obj), true) => {
                 // Object rows weigh object_loss_weight, background rows 1, normalised to a mean
                 // of 1 over the batch's rows (the lr keeps its meaning); copy-major as the rows.
-                let w: Vec<f32> =
-                    rows.iter().map(|&r| if obj[r as usize] { d.object_weight as f32 } else { 1.0 }).collect();
+                let w = row_weights(&rows, obj, d.object_weight as f32, 1.0);
                 let mean = w.iter().sum::<f32>() / w.len().max(1) as f32;
                 let w: Vec<f32> = w.iter().map(|v| v / mean).collect::<Vec<_>>().repeat(t.diffusion_batch_mul);
                 Some(tensor_f32(&w, &[n], self.device)) // (N)
@@ -253,8 +252,8 @@ impl Trainer {
                 // Background rows at x0_background_weight (copy-major as the rows).
                 let aux = match (&objects, x0_bg != 1.0) {
                     (Some(obj), true) => {
-                        let bw: Vec<f32> = rows.iter().map(|&r| if obj[r as usize] { 1.0 } else { x0_bg }).collect();
-                        aux * tensor_f32(&bw.repeat(t.diffusion_batch_mul), &[n], self.device)
+                        let bw = row_weights(&rows, obj, 1.0, x0_bg).repeat(t.diffusion_batch_mul);
+                        aux * tensor_f32(&bw, &[n], self.device)
                     }
                     _ => aux,
                 };
@@ -417,8 +416,8 @@ impl Trainer {
 #[cfg(test)]
 pub(super) mod tests {
     use super::*;
-    use crate::student::model::Prediction;
     use crate::student::model::diffusion::Diffusion;
+    use crate::student::model::Prediction;
 
     pub(in crate::student::train) fn micro() -> TrainConfig {
         TrainConfig::parse(include_str!("../../../tests/fixtures/train-micro.toml"), "micro").unwrap()
