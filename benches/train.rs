@@ -2,7 +2,8 @@
 //! `small` presets at their configs' batch on the data shape of the side-by-side with the
 //! reference (`scripts/reference-speed.py`: 8×8 tokens of 48 values, 32 vocabulary ids, DiffLoss
 //! 2 × 192, no caption in the decoder, as the demo was until it moved to one-object tokens), and
-//! sampling throughput (images/s) with the tiny config's sampler.
+//! sampling throughput (images/s) with the tiny config's sampler; and the demo's own step
+//! (`demo_step`) on its one-object tokens at batch 32 and 64.
 //! Run: `cargo bench --profile dev --bench train`.
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
@@ -63,6 +64,53 @@ fn steps(c: &mut Criterion) {
     g.finish();
 }
 
+/// A batch on the demo's data shape: 32 px, 4×4 tokens of 8×8 px (192 values), a plain grey
+/// background with two flat red 6×6 squares, on tokens that move with the sample.
+fn demo_batch(b: usize) -> Batch {
+    use lightgen::formats::tokenizer::patchify;
+    let mut tokens = Vec::with_capacity(b * 16 * 192);
+    for s in 0..b {
+        let mut planes = vec![(140.0 - 127.5) / 127.5; 3 * 32 * 32];
+        for t in [s % 16, (s * 7 + 3) % 16] {
+            let (ty, tx) = (t / 4 * 8, t % 4 * 8);
+            for y in ty + 1..ty + 7 {
+                for x in tx + 1..tx + 7 {
+                    for (c, v) in [220.0f32, 40.0, 40.0].into_iter().enumerate() {
+                        planes[c * 1024 + y * 32 + x] = (v - 127.5) / 127.5;
+                    }
+                }
+            }
+        }
+        tokens.extend(patchify(&planes, 3, 32, 32, 8));
+    }
+    let ids = (0..b * 32).map(|i| (i % 20) as u32 + 2).collect();
+    Batch { step: 0, size: b, tokens, ids, feats: vec![] }
+}
+
+/// The demo's own step (configs/train-tiny.toml on the demo's token shape: DiffLoss 384, the
+/// caption in the decoder, the object weight) at its batch (32) and at twice it.
+fn demo_steps(c: &mut Criterion) {
+    let mut g = c.benchmark_group("demo_step");
+    g.sample_size(10);
+    for batch in [32, 64] {
+        let mut cfg = TrainConfig::preset("tiny").unwrap();
+        cfg.train.batch_size = batch;
+        let model = cfg.model_config().unwrap().for_data(192, 4, TextSource::Vocab { vocab: 96 }, 0, 32);
+        let mut tr = Trainer::new(cfg, model, 4, Device::Cpu).unwrap();
+        tr.pixels = Some(PixelTokens { patch: 8, grid: 4, scale: 1.0 / 127.5, shift: 127.5 });
+        let b = demo_batch(tr.cfg.train.batch_size);
+        g.throughput(Throughput::Elements((b.size * 16) as u64)); // tokens
+        let mut s = 0;
+        g.bench_function(format!("batch_{batch}"), |bench| {
+            bench.iter(|| {
+                s += 1;
+                tr.step(&b, s).unwrap()
+            })
+        });
+    }
+    g.finish();
+}
+
 fn sampling(c: &mut Criterion) {
     let mut g = c.benchmark_group("sample");
     g.sample_size(10);
@@ -87,5 +135,5 @@ fn sampling(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, steps, sampling);
+criterion_group!(benches, steps, demo_steps, sampling);
 criterion_main!(benches);

@@ -163,6 +163,11 @@ pub struct TrainSection {
     pub timestep_band_share: f64,
     /// The band [lo, hi) of `timestep_band_share`, in timesteps of 1000.
     pub timestep_band: [usize; 2],
+    /// Draw a step's head-row timesteps stratified over 0..1000 (a shuffled even grid with one
+    /// random offset) instead of independently: each row's timestep is still uniform, so the
+    /// loss is the same in expectation, with less noise from step to step. false = independent
+    /// draws (the reference). Not with `timestep_band_share`.
+    pub stratified_timesteps: bool,
     /// Weight of an MSE term between a linear read-out of z (`x0_head`) and each masked
     /// token's x0. 0 = off (the reference). The DiffLoss gradient reaching z is weak and noisy
     /// (one random timestep per token, most of them at noise levels where the noisy token
@@ -250,6 +255,7 @@ impl Default for TrainSection {
             high_noise_weight: 0.0,
             timestep_band_share: 0.0,
             timestep_band: [0, 400],
+            stratified_timesteps: false,
             x0_loss_weight: 0.0,
             x0_background_weight: 1.0,
             code_loss_weight: 0.0,
@@ -395,6 +401,12 @@ impl TrainConfig {
         }
         if !(0.0..=1.0).contains(&t.timestep_band_share) {
             return Err(format!("train.timestep_band_share = {}: expected a share in [0, 1]", t.timestep_band_share));
+        }
+        if t.stratified_timesteps && t.timestep_band_share > 0.0 {
+            return Err(format!(
+                "train.stratified_timesteps = true with timestep_band_share = {}: expected one of them (the band moves a share of the rows off the grid)",
+                t.timestep_band_share
+            ));
         }
         let [lo, hi] = t.timestep_band;
         if lo >= hi || hi > 1000 {

@@ -1,13 +1,15 @@
 //! Training the student on a manifest: [`data`] (batches from the shards), [`schedule`]
 //! (learning rate, mask ratio, per-step random streams), [`optim`] (AdamW, clipping, EMA),
-//! [`checkpoint`] (atomic safetensors + state), [`trainer`] (one step), [`run`] (the loop
-//! around it), [`metrics`] (metrics.jsonl and its plots) and [`config`].
+//! [`checkpoint`] (atomic safetensors + state), [`trainer`] (one step), [`draws`] (its random
+//! choices), [`run`] (the loop around it), [`metrics`] (metrics.jsonl and its plots) and
+//! [`config`].
 
 pub mod checkpoint;
 pub mod codes;
 pub mod config;
 pub mod data;
 pub mod dpo;
+pub mod draws;
 pub mod fused;
 pub mod init;
 pub mod metrics;

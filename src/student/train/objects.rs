@@ -10,7 +10,8 @@
 //! so the scene's objects stay visible, as at the end of free sampling.
 
 use super::data::Batch;
-use super::trainer::{StepDraws, Trainer};
+use super::draws::StepDraws;
+use super::trainer::Trainer;
 use crate::error::{Error, Result};
 use crate::formats::tokenizer::unpatchify;
 use crate::student::model::Mask;

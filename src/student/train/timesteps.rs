@@ -31,6 +31,23 @@ pub fn timesteps(n: usize, share: f64, band: [usize; 2], rng: &mut ChaCha8Rng) -
     }
 }
 
+/// `ts` (a step's rows' timesteps) replaced by one stratified draw over the same rows
+/// (`train.stratified_timesteps`): row i at ⌊(σ(i) + u)·1000/n⌋ for a random permutation σ
+/// and one offset u in [0, 1). Each row's timestep is still uniform on 0..1000, so the loss is
+/// the same in expectation, but a step's rows cover the range evenly (Kingma et al. 2021's
+/// low-discrepancy sampler): the part of a step's gradient noise that comes from which
+/// timesteps were drawn goes.
+pub fn stratify(ts: &mut [usize], rng: &mut ChaCha8Rng) {
+    use rand::seq::SliceRandom;
+    let n = ts.len();
+    let u: f64 = rng.random();
+    let mut strata: Vec<usize> = (0..n).collect();
+    strata.shuffle(rng);
+    for (t, s) in ts.iter_mut().zip(strata) {
+        *t = (((s as f64 + u) * 1000.0 / n as f64) as usize).min(999);
+    }
+}
+
 /// Timestep `x` of row `i`, mapped into `band` when the row is one of the `share` evenly spread
 /// over the rows: row i is in the band when ⌊(i + ½)·share⌋ steps up.
 fn in_band(i: usize, share: f64, x: usize, [lo, hi]: [usize; 2]) -> usize {
@@ -87,5 +104,36 @@ mod tests {
         assert!(bad.validate().unwrap_err().contains("timestep_band"));
         bad.train.timestep_band = [0, 1001];
         assert!(bad.validate().unwrap_err().contains("timestep_band"));
+    }
+
+    #[test]
+    fn stratified_timesteps_put_one_row_in_each_stratum_and_keep_every_other_draw() {
+        // Seeded (train.seed 0, steps 5 and 6): the same draws with the option off and on.
+        let draws = |on: bool, step: u64| {
+            let mut cfg = micro();
+            cfg.train.stratified_timesteps = on;
+            let model = cfg.model_config().unwrap().for_data(12, 4, TextSource::Vocab { vocab: 10 }, 0, 3);
+            Trainer::new(cfg, model, 4, Device::Cpu).unwrap().draws(8, step)
+        };
+        for step in [5, 6] {
+            let (off, on) = (draws(false, step), draws(true, step));
+            assert_eq!((on.noise.as_slice(), &on.orders, on.masked), (off.noise.as_slice(), &off.orders, off.masked));
+            let n = on.t.len();
+            assert!(n >= 16, "{n} rows");
+            // Sorted, the i-th timestep lies in the i-th of n equal strata of 0..1000.
+            let mut sorted = on.t.clone();
+            sorted.sort();
+            for (i, &t) in sorted.iter().enumerate() {
+                assert!(t >= i * 1000 / n && t < ((i + 1) * 1000).div_ceil(n), "row {i} of {n}: {t}");
+            }
+            // In a random order over the rows, not the grid's.
+            assert_ne!(on.t, sorted);
+            assert_ne!(on.t, off.t);
+        }
+        // Other steps draw another order and offset.
+        assert_ne!(draws(true, 5).t, draws(true, 6).t);
+        let mut bad = micro();
+        (bad.train.stratified_timesteps, bad.train.timestep_band_share) = (true, 0.5);
+        assert!(bad.validate().unwrap_err().contains("stratified_timesteps"));
     }
 }
