@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use lightgen::student::model::layers::{to_host, Ctx};
 use lightgen::student::model::{Mar, MarConfig, ParamStore, TextSource};
 use lightgen::student::train::data::Batch;
-use lightgen::student::train::trainer::StepDraws;
+use lightgen::student::train::draws::StepDraws;
 use lightgen::student::train::{TrainConfig, Trainer};
 use tch::{Device, Kind, Tensor};
 

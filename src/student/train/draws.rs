@@ -73,7 +73,7 @@ impl Trainer {
         let mut rng = step_rng(t.seed, step, 0);
         let ratio = mask_ratio(t.mask_ratio_min, t.mask_ratio_std, &mut rng);
         let masked = ((l as f64 * ratio).ceil() as usize).min(l);
-        let orders = orders(b, l, &mut rng);
+        let mut orders = orders(b, l, &mut rng);
         let keep = keep_text(b, t.text_drop_prob, &mut rng);
         let n = b * masked * t.diffusion_batch_mul;
         let mut ts = timesteps(n, t.timestep_band_share, t.timestep_band, &mut rng);
@@ -82,7 +82,6 @@ impl Trainer {
             stratify(&mut ts, &mut step_rng(t.seed, step, 6));
         }
         let noise: Vec<f32> = (0..n * c).map(|_| StandardNormal.sample(&mut rng)).collect();
-        let mut orders = orders;
         if t.block_mask_prob > 0.0 {
             // a stream of its own: with the option off, every other draw is the reference's
             let mut r = step_rng(t.seed, step, 3);

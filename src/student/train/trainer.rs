@@ -12,7 +12,7 @@ use tch::{Device, Kind, Tensor};
 use super::checkpoint::{self, TrainState};
 use super::config::{ObjectWeightTerms, TrainConfig};
 use super::data::Batch;
-pub use super::draws::StepDraws;
+use super::draws::StepDraws;
 use super::objects::{row_weights, PixelTokens};
 use super::optim::{AdamW, Ema};
 use super::schedule::{lr_at, step_rng};
