@@ -234,6 +234,7 @@ fn bad_train_configs_name_the_field() {
         (format!("{tiny}width = 30\nheads = 2\npos_init = \"sincos\"\n"), "needs a width divisible by 4, not 30"),
         (format!("{tiny}[train]\nfocus_steps = 100\n"), "train.focus_families = [] with train.focus_steps = 100"),
         (format!("{tiny}x0_hidden = 64\n"), "model.x0_hidden = 64 with train.x0_loss_weight = 0"),
+        (format!("{tiny}[train]\nadam_betas = [0.9, 1.0]\n"), "train.adam_betas = [0.9, 1]: expected each in [0, 1), not 1"),
         (format!("{tiny}[train]\nlr_decay_steps = 500\n"), "train.lr_decay_steps = 500 with train.lr_schedule = \"constant\""),
         (format!("{tiny}[train]\ncode_loss_weight = 1.0\ncodes = 1\n"), "train.codes = 1 and train.code_images = 1024"),
         (

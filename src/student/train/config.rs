@@ -87,6 +87,11 @@ pub struct TrainSection {
     /// until then (warm-up, stable, decay). 0 = the whole run after warm-up.
     pub lr_decay_steps: u64,
     pub weight_decay: f64,
+    /// AdamW's (β1, β2): the reference's (0.9, 0.95). β1 averages each parameter's gradient
+    /// over about 1/(1 − β1) steps, β2 its square. On the demo, longer averages (β1 0.95, β2
+    /// 0.99) lose the shape word's binding; β1 0.8 ends where 0.9 does (docs/student.md,
+    /// "Updates, not samples").
+    pub adam_betas: [f64; 2],
     /// Global gradient-norm clip (0 = off).
     pub grad_clip: f64,
     pub ema: f64,
@@ -239,6 +244,7 @@ impl Default for TrainSection {
             lr_schedule: LrSchedule::Constant,
             lr_decay_steps: 0,
             weight_decay: 0.02,
+            adam_betas: [0.9, 0.95],
             grad_clip: 3.0,
             ema: 0.9999,
             diffusion_batch_mul: 4,
@@ -401,6 +407,12 @@ impl TrainConfig {
         }
         if !(0.0..=1.0).contains(&t.timestep_band_share) {
             return Err(format!("train.timestep_band_share = {}: expected a share in [0, 1]", t.timestep_band_share));
+        }
+        if let Some(b) = t.adam_betas.iter().find(|b| !(0.0..1.0).contains(*b)) {
+            return Err(format!(
+                "train.adam_betas = [{}, {}]: expected each in [0, 1), not {b} (the reference: [0.9, 0.95])",
+                t.adam_betas[0], t.adam_betas[1]
+            ));
         }
         if t.stratified_timesteps && t.timestep_band_share > 0.0 {
             return Err(format!(
