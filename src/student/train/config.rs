@@ -88,9 +88,9 @@ pub struct TrainSection {
     pub lr_decay_steps: u64,
     pub weight_decay: f64,
     /// AdamW's (β1, β2): the reference's (0.9, 0.95). β1 averages each parameter's gradient
-    /// over about 1/(1 − β1) steps, β2 its square. On the demo, longer averages (β1 0.95, β2
-    /// 0.99) lose the shape word's binding; β1 0.8 ends where 0.9 does (docs/student.md,
-    /// "Updates, not samples").
+    /// over about 1/(1 − β1) steps, β2 its square. On the demo, longer averages (β1 0.95,
+    /// β2 0.99) lose the shape word's binding; β1 0.8 starts faster and ends no higher
+    /// (docs/student.md, "Updates, not samples").
     pub adam_betas: [f64; 2],
     /// Global gradient-norm clip (0 = off).
     pub grad_clip: f64,
