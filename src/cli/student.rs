@@ -224,6 +224,12 @@ pub struct DpoFlags {
     /// Pairs per stored part (the unit a rerun skips or redoes).
     #[arg(long, default_value_t = 64)]
     pub part_size: usize,
+    /// Weight of the winners' own denoising loss added to the DPO loss: keeps the student
+    /// good at the preferred images while it learns the preference. 0 = plain Diffusion-DPO,
+    /// which can be met by getting worse at the student's own samples: on the demo student it
+    /// left empty backgrounds (overall 0.324 → 0.029; at 2000: 0.267, alignment +0.088).
+    #[arg(long, default_value_t = 2000.0)]
+    pub sft_weight: f64,
     #[arg(long, default_value_t = 1e-4)]
     pub lr: f64,
     #[arg(long, default_value_t = 150)]

@@ -16,6 +16,11 @@ pub fn dpo_config(f: &DpoFlags, count: usize, beta: f64, sample: &SampleOptions)
         "--margin {}: expected an alignment difference in [0, 1], with --winner self",
         f.margin
     );
+    anyhow::ensure!(
+        f.sft_weight.is_finite() && f.sft_weight >= 0.0,
+        "--sft-weight {}: expected a weight >= 0 (0 = plain Diffusion-DPO)",
+        f.sft_weight
+    );
     anyhow::ensure!(own || !f.same_count, "--same-count: pairs of the student's own draws only, with --winner self");
     Ok(DpoConfig {
         pairs: PairsConfig {
@@ -30,6 +35,7 @@ pub fn dpo_config(f: &DpoFlags, count: usize, beta: f64, sample: &SampleOptions)
             same_count: f.same_count,
         },
         beta,
+        sft_weight: f.sft_weight,
         lr: f.lr,
         warmup_steps: f.warmup,
         steps: f.steps,

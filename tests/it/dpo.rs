@@ -91,6 +91,24 @@ fn pairs_resume_by_part_and_the_checkpoint_names_its_lineage() {
     assert!(lin["base_checkpoint"].as_str().unwrap().ends_with("step-00000003"), "{lin}");
     assert_eq!(lin["pairs"]["id"], s["pairs_id"]);
     assert_eq!(lin["dpo"]["beta"], 1000.0);
+    assert_eq!(lin["dpo"]["sft_weight"], 2000.0, "the winners' loss is anchored by default");
+    let metrics = std::fs::read_to_string(out.join("metrics.jsonl")).unwrap();
+    let first: serde_json::Value = serde_json::from_str(metrics.lines().next().unwrap()).unwrap();
+    assert!(first["winner_mse"].as_f64().is_some_and(|m| m.is_finite() && m > 0.0), "{first}");
+    // Plain Diffusion-DPO (no winner term) from the same pairs: the same first DPO loss
+    // (ln 2: the logged loss is the DPO term), other weights.
+    let plain = dir.path().join("plain");
+    std::fs::create_dir_all(plain.join("pairs")).unwrap();
+    for f in std::fs::read_dir(&pairs).unwrap() {
+        let f = f.unwrap().path();
+        std::fs::copy(&f, plain.join("pairs").join(f.file_name().unwrap())).unwrap();
+    }
+    let o = dpo(&base, &plain, &["--sft-weight", "0"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let sp: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert!((sp["first_loss"].as_f64().unwrap() - std::f64::consts::LN_2).abs() < 1e-6, "{sp}");
+    let ema = |run: &Path| std::fs::read(run.join("checkpoints/step-00000003/ema.safetensors")).unwrap();
+    assert_ne!(ema(&plain), ema(&out), "the winner term changes the update");
     // and it samples like any checkpoint
     let smp = dir.path().join("smp");
     super::sample_red_circle(&out, MANIFEST, &smp);
@@ -160,6 +178,10 @@ fn self_pairs_judge_every_draw_and_need_specs_and_two_draws() {
         assert!(!o.status.success() && stderr(&o).contains("--margin"), "{}", stderr(&o));
         assert!(!graded.exists(), "nothing written");
     }
+    // A negative winner-loss weight is refused by name before anything is written.
+    let o = dpo_on(manifest, &base, &graded, &["--sft-weight=-1"]);
+    assert!(!o.status.success() && stderr(&o).contains("--sft-weight -1"), "{}", stderr(&o));
+    assert!(!graded.exists(), "nothing written");
     // Pairs matched on the number of objects found are of the student's own draws only.
     let o = dpo_on(manifest, &base, &graded, &["--same-count"]);
     assert!(!o.status.success() && stderr(&o).contains("--same-count"), "{}", stderr(&o));

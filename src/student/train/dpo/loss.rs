@@ -61,6 +61,13 @@ pub fn dpo_loss(policy: &Tensor, reference: &Tensor, beta: f64) -> (Tensor, Tens
     (x.softplus().mean(Kind::Float), d)
 }
 
+/// The mean eps-MSE of the winners (the first half of the per-sample MSEs (2B)): the
+/// pretraining loss on the preferred images, which `--sft-weight` adds to the DPO loss.
+pub fn winner_mse(policy: &Tensor) -> Tensor {
+    let b = policy.size()[0] / 2;
+    policy.narrow(0, 0, b).mean(Kind::Float)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -96,5 +103,25 @@ mod tests {
         let g = to_host(&p.grad());
         assert!(g[0] > 0.0 && g[1] < 0.0, "{g:?}");
         assert!((g[0] - 2.5).abs() < 1e-5, "β/2 · σ(0) = 2.5: {g:?}");
+    }
+
+    #[test]
+    fn the_winner_term_pulls_on_the_winners_only() {
+        // Winners (0.30, 0.50), losers (0.40, 0.45): the winners' mean is 0.40, and λ · it adds
+        // λ / B to each winner's gradient and nothing to the losers'.
+        let p = Tensor::from_slice(&[0.30f32, 0.50, 0.40, 0.45]);
+        assert!((scalar(&winner_mse(&p)) - 0.40).abs() < 1e-6);
+        let r = Tensor::from_slice(&[0.35f32, 0.50, 0.35, 0.50]);
+        let grad = |lambda: f64| {
+            let x = p.copy().set_requires_grad(true);
+            let (loss, _) = dpo_loss(&x, &r, 20.0);
+            (loss + winner_mse(&x) * lambda).backward();
+            to_host(&x.grad())
+        };
+        let (plain, anchored) = (grad(0.0), grad(3.0));
+        let added: Vec<f32> = plain.iter().zip(&anchored).map(|(a, b)| b - a).collect();
+        for (i, want) in [1.5f32, 1.5, 0.0, 0.0].iter().enumerate() {
+            assert!((added[i] - want).abs() < 1e-5, "{added:?}");
+        }
     }
 }

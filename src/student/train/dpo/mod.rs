@@ -29,7 +29,7 @@ use crate::student::train::checkpoint::{self, TrainState};
 use crate::student::train::data::Dataset;
 use crate::student::train::optim::{AdamW, Ema};
 use crate::student::train::schedule::{lr_at, mask_ratio, orders, step_rng, LrSchedule};
-use loss::{dpo_loss, pair_mse, Draws};
+use loss::{dpo_loss, pair_mse, winner_mse, Draws};
 use pairs::{Pairs, PairsConfig, PairsPlan};
 
 /// The DPO run's settings (recorded in the checkpoint's lineage).
@@ -37,6 +37,11 @@ use pairs::{Pairs, PairsConfig, PairsPlan};
 pub struct DpoConfig {
     pub pairs: PairsConfig,
     pub beta: f64,
+    /// Weight of the winners' own eps-MSE added to the DPO loss (0: plain Diffusion-DPO). The
+    /// DPO term alone can be met by making the student worse at its own samples (the losers'
+    /// error rises) as well as better at the winners'; this anchors the winners' error.
+    #[serde(default)]
+    pub sft_weight: f64,
     pub lr: f64,
     pub warmup_steps: u64,
     pub steps: u64,
@@ -64,6 +69,9 @@ pub struct DpoStep {
     pub reward_accuracy: f64,
     /// Mean of d = (Lw − Ll) − (Lw_ref − Ll_ref).
     pub margin: f64,
+    /// The policy's mean eps-MSE on the winners (what `sft_weight` holds down; in plain DPO it
+    /// may rise as long as the losers' rises more).
+    pub winner_mse: f64,
     pub lr: f64,
     pub grad_norm: f64,
 }
@@ -280,16 +288,22 @@ pub fn run(
         let tp = policy.model.text.forward(&text, &ctx).map_err(text_err)?;
         let pol_mse = pair_mse(&policy.model, &tokens, &tp, &d, grid, &ctx);
         let (loss, diff) = dpo_loss(&pol_mse, &ref_mse, cfg.beta);
+        let wmse = winner_mse(&pol_mse);
+        let total = if cfg.sft_weight > 0.0 { &loss + &wmse * cfg.sft_weight } else { loss.shallow_clone() };
         let dv = to_host(&diff);
-        let mut grads = policy.store.grads(&loss);
+        let mut grads = policy.store.grads(&total);
         let acc = dv.iter().filter(|x| **x < 0.0).count() as f64 / dv.len() as f64;
         let margin = dv.iter().map(|x| *x as f64).sum::<f64>() / dv.len() as f64;
-        // (loss, reward accuracy, margin): means over this rank's pairs, then over the ranks.
+        // (DPO loss, winners' MSE, reward accuracy, margin): means over this rank's pairs, then
+        // over the ranks. The logged loss is the DPO term alone (ln 2 at step 0 whatever the
+        // winner weight).
         let host = Tensor::from_slice(&[acc as f32, margin as f32]).to_device(device);
-        let mut means = Tensor::cat(&[loss.detach().to_kind(tch::Kind::Float).reshape([1]), host], 0); // (3,)
+        let scalars = [&loss, &wmse].map(|t| t.detach().to_kind(tch::Kind::Float).reshape([1]));
+        let mut means = Tensor::cat(&[&scalars[0], &scalars[1], &host], 0); // (4,)
         dist.average(&mut grads, &mut [&mut means])?;
         let means: Vec<f32> = to_host(&means);
-        let (value, acc, margin) = (f64::from(means[0]), f64::from(means[1]), f64::from(means[2]));
+        let (value, wm) = (f64::from(means[0]), f64::from(means[1]));
+        let (acc, margin) = (f64::from(means[2]), f64::from(means[3]));
         if !value.is_finite() {
             return Err(Error::invalid(
                 format!("dpo step {step}"),
@@ -299,7 +313,7 @@ pub fn run(
         let lr = lr_at(step, cfg.lr, cfg.lr, cfg.warmup_steps, cfg.steps, 0, LrSchedule::Constant);
         let grad_norm = scalar(&opt.step(&policy.store, &grads, lr, cfg.grad_clip)?);
         ema.update(&policy.store)?;
-        let s = DpoStep { step, loss: value, reward_accuracy: acc, margin, lr, grad_norm };
+        let s = DpoStep { step, loss: value, reward_accuracy: acc, margin, winner_mse: wm, lr, grad_norm };
         if let Some(metrics) = metrics.as_mut() {
             writeln!(metrics, "{}", serde_json::to_string(&s).expect("serialises"))
                 .map_err(|e| Error::io(&metrics_path, e))?;
