@@ -210,15 +210,17 @@ pub struct DpoFlags {
     /// rejects, from --draws samples per prompt (prompts without both give no pair).
     #[arg(long, default_value = "teacher", value_parser = ["teacher", "self"])]
     pub winner: String,
-    /// Samples per prompt for --winner self.
+    /// Samples per prompt for --winner self, and for teacher pairs with --same-count.
     #[arg(long, default_value_t = 4)]
     pub draws: usize,
     /// --winner self: prompts whose draws all fail (or all pass) also give a pair when the
     /// analyzer's alignments differ by at least this much (0 = pass against fail only).
     #[arg(long, default_value_t = 0.0)]
     pub margin: f32,
-    /// --winner self: pair only draws in which the analyzer finds the same number of objects
-    /// (a miss is most often a draw with objects missing, so unmatched pairs teach "draw more").
+    /// Pair only images in which the analyzer finds the same number of objects. --winner self:
+    /// a miss is most often a draw with objects missing, so unmatched pairs teach "draw more".
+    /// Teacher pairs: the loser is one of --draws samples with the teacher image's count (the
+    /// student draws more objects, so unmatched pairs teach "draw fewer").
     #[arg(long)]
     pub same_count: bool,
     /// Pairs per stored part (the unit a rerun skips or redoes).

@@ -21,7 +21,6 @@ pub fn dpo_config(f: &DpoFlags, count: usize, beta: f64, sample: &SampleOptions)
         "--sft-weight {}: expected a weight >= 0 (0 = plain Diffusion-DPO)",
         f.sft_weight
     );
-    anyhow::ensure!(own || !f.same_count, "--same-count: pairs of the student's own draws only, with --winner self");
     Ok(DpoConfig {
         pairs: PairsConfig {
             count,
@@ -30,7 +29,8 @@ pub fn dpo_config(f: &DpoFlags, count: usize, beta: f64, sample: &SampleOptions)
             part_size: f.part_size,
             sample: sample.clone(),
             winner: if own { Winner::OwnSample } else { Winner::Teacher },
-            draws: if own { f.draws } else { 1 },
+            // teacher pairs matched on the count pick their loser among --draws samples
+            draws: if own || f.same_count { f.draws } else { 1 },
             margin: f.margin, // 0 unless --winner self (checked above)
             same_count: f.same_count,
         },

@@ -182,10 +182,20 @@ fn self_pairs_judge_every_draw_and_need_specs_and_two_draws() {
     let o = dpo_on(manifest, &base, &graded, &["--sft-weight=-1"]);
     assert!(!o.status.success() && stderr(&o).contains("--sft-weight -1"), "{}", stderr(&o));
     assert!(!graded.exists(), "nothing written");
-    // Pairs matched on the number of objects found are of the student's own draws only.
-    let o = dpo_on(manifest, &base, &graded, &["--same-count"]);
-    assert!(!o.status.success() && stderr(&o).contains("--same-count"), "{}", stderr(&o));
-    assert!(!graded.exists(), "nothing written");
+    // Teacher pairs matched on the number of objects found draw --draws samples a prompt and
+    // keep a prompt only where one of them has the teacher image's count.
+    let matched = dir.path().join("matched");
+    let o = dpo_on(manifest, &base, &matched, &["--same-count", "--draws", "3"]);
+    let plan: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(matched.join("pairs/pairs.json")).unwrap()).unwrap();
+    assert_eq!((plan["config"].get("winner"), plan["config"]["draws"].as_u64()), (None, Some(3)), "{plan}");
+    assert_eq!(plan["config"]["same_count"], true);
+    if o.status.success() {
+        let s: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        assert!(s["pairs"].as_u64().unwrap() <= 12, "{s}");
+    } else {
+        assert!(stderr(&o).contains("no pairs were kept"), "{}", stderr(&o));
+    }
     dpo_on(manifest, &base, &graded, &["--winner", "self", "--draws", "3", "--margin", "0.2", "--same-count"]);
     let plan: serde_json::Value =
         serde_json::from_slice(&std::fs::read(graded.join("pairs/pairs.json")).unwrap()).unwrap();

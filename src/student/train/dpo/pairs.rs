@@ -84,10 +84,12 @@ pub struct PairsConfig {
     /// counting prompts pass in ~2% of draws, so without it they give almost no pairs.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub margin: f32,
-    /// `winner = self`: pair only draws in which the analyzer finds the same number of
-    /// objects. A failing draw is most often one with objects missing, so unmatched pairs
-    /// teach "draw more" (which the GenEval-style pass rewards); matched pairs differ only in
-    /// the classes, colours and places of what is drawn.
+    /// Pair only images in which the analyzer finds the same number of objects. `winner =
+    /// self`: a failing draw is most often one with objects missing, so unmatched pairs teach
+    /// "draw more" (which the GenEval-style pass rewards). Teacher pairs: the student's draws
+    /// hold more objects than the teacher's image, so unmatched pairs teach "draw fewer"; the
+    /// loser is then a draw with the teacher's count. Matched pairs differ only in the
+    /// classes, colours and places of what is drawn.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub same_count: bool,
 }
@@ -185,8 +187,12 @@ pub fn build(
             ),
         ));
     }
-    if (cfg.loser_must_fail || own) && caps.iter().all(|(_, s)| s.is_none()) {
-        let flag = if own { "dpo --winner self" } else { "dpo --loser-must-fail" };
+    if (cfg.loser_must_fail || own || cfg.same_count) && caps.iter().all(|(_, s)| s.is_none()) {
+        let flag = match (own, cfg.same_count) {
+            (true, _) => "dpo --winner self",
+            (false, true) => "dpo --same-count",
+            _ => "dpo --loser-must-fail",
+        };
         return Err(Error::invalid(
             flag,
             "no prompt specs beside the manifest (expand/ parts): the student's samples cannot be judged",
@@ -233,7 +239,7 @@ pub fn build(
         let text = TextInput::from_host(&ids, &feats, chunk.len(), ds.text_len, ds.text_channels, dev);
         let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed ^ (k + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15));
         // (draws, chunk, L, C): the student's samples, each draw its own stretch of the stream.
-        let draws: Vec<Vec<f32>> = (0..if own { cfg.draws } else { 1 })
+        let draws: Vec<Vec<f32>> = (0..cfg.draws.max(1))
             .map(|_| sample_tokens(&base.model, &text, Canvas::blank(chunk.len(), l, c), grid, &sample, &mut rng))
             .collect::<std::result::Result<_, _>>()
             .map_err(|e| Error::invalid("dpo pairs", e))?;
@@ -257,7 +263,17 @@ pub fn build(
             let counts: Vec<Option<usize>> = judged_draws.iter().map(|p| p.map(|p| p.2)).collect();
             judged += passes.iter().flatten().count() as u64;
             failed += passes.iter().flatten().filter(|p| !p.0).count() as u64;
-            let pair = if cfg.same_count { choose_matched(&passes, &counts, cfg) } else { choose(&passes, cfg) };
+            let pair = match (cfg.same_count, own) {
+                (false, _) => choose(&passes, cfg),
+                (true, true) => choose_matched(&passes, &counts, cfg),
+                (true, false) => {
+                    // the teacher's image, judged as the draws are
+                    let teacher = spec
+                        .as_ref()
+                        .map(|s| judge.judge(&decoder.decode(&winner[j * w..(j + 1) * w]), s).detections.len());
+                    choose_teacher_matched(&passes, &counts, teacher, cfg)
+                }
+            };
             if let Some((win, lose)) = pair {
                 keep.push((j, win, lose));
             }
@@ -321,6 +337,24 @@ fn choose(passes: &[Option<(bool, f32)>], cfg: &PairsConfig) -> Option<(Option<u
         },
         Winner::Teacher => (!cfg.loser_must_fail || passes[0].is_some_and(|p| !p.0)).then_some((None, 0)),
     }
+}
+
+/// The teacher's image against a draw with as many objects found as in it (`teacher`; None:
+/// not judged, no pair): the best-aligned failing such draw (the nearest miss), else, unless
+/// the loser must fail, the best-aligned such draw.
+fn choose_teacher_matched(
+    passes: &[Option<(bool, f32)>],
+    counts: &[Option<usize>],
+    teacher: Option<usize>,
+    cfg: &PairsConfig,
+) -> Option<(Option<usize>, usize)> {
+    let k = teacher?;
+    let best = |fails_only: bool| {
+        let ok = |d: usize, p: &(bool, f32)| counts[d] == Some(k) && (!fails_only || !p.0);
+        best_aligned(passes.iter().enumerate().filter_map(|(d, p)| p.filter(|p| ok(d, p)).map(|p| (d, p.1))))
+            .map(|(d, _)| d)
+    };
+    best(true).or_else(|| if cfg.loser_must_fail { None } else { best(false) }).map(|l| (None, l))
 }
 
 /// [`choose`] among draws with the same number of objects found, the best-aligned draw's
@@ -485,6 +519,25 @@ mod tests {
             choose_matched(&[f(0.9), f(0.1), f(0.5)], &[Some(1), Some(2), Some(1)], &graded),
             Some((Some(0), 2))
         );
+    }
+
+    #[test]
+    fn matched_teacher_pairs_take_a_draw_with_the_teachers_count() {
+        let teacher = PairsConfig { same_count: true, ..cfg(Winner::Teacher, false) };
+        let (t, f) = (|a| Some((true, a)), |a| Some((false, a)));
+        let passes = [f(0.2), t(0.5), f(0.6), t(1.0)];
+        let counts = [Some(2), Some(2), Some(4), Some(2)];
+        // The teacher's image holds 2: of the draws with 2, the nearest miss (draw 0); draw 2
+        // is a closer miss but holds 4.
+        assert_eq!(choose_teacher_matched(&passes, &counts, Some(2), &teacher), Some((None, 0)));
+        // No miss with its count: the best-aligned draw with it, unless the loser must fail.
+        assert_eq!(choose_teacher_matched(&passes, &counts, Some(4), &teacher), Some((None, 2)));
+        let c = [Some(1), Some(3), Some(1), Some(3)];
+        assert_eq!(choose_teacher_matched(&passes, &c, Some(3), &teacher), Some((None, 3)));
+        let must = PairsConfig { loser_must_fail: true, ..teacher.clone() };
+        assert_eq!(choose_teacher_matched(&passes, &c, Some(3), &must), None);
+        assert_eq!(choose_teacher_matched(&passes, &counts, Some(5), &teacher), None, "no draw has its count");
+        assert_eq!(choose_teacher_matched(&passes, &counts, None, &teacher), None, "teacher not judged");
     }
 
     #[test]
