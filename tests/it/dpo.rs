@@ -32,6 +32,15 @@ fn dpo_on(manifest: &str, base: &Path, out: &Path, extra: &[&str]) -> std::proce
     lightgen(&args)
 }
 
+/// The files of `from` copied into `to` (a pair set reused by another run folder).
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for f in std::fs::read_dir(from).unwrap() {
+        let f = f.unwrap().path();
+        std::fs::copy(&f, to.join(f.file_name().unwrap())).unwrap();
+    }
+}
+
 #[test]
 fn pairs_resume_by_part_and_the_checkpoint_names_its_lineage() {
     let dir = tempfile::tempdir().unwrap();
@@ -68,11 +77,7 @@ fn pairs_resume_by_part_and_the_checkpoint_names_its_lineage() {
     std::fs::create_dir_all(&out2).unwrap();
     // same pair set in another run folder: copy the pairs, keep the broken part
     let copy = out2.join("pairs");
-    std::fs::create_dir_all(&copy).unwrap();
-    for f in std::fs::read_dir(&pairs).unwrap() {
-        let f = f.unwrap().path();
-        std::fs::copy(&f, copy.join(f.file_name().unwrap())).unwrap();
-    }
+    copy_dir(&pairs, &copy);
     let o = dpo(&base, &out2, &[]);
     assert!(o.status.success(), "{}", stderr(&o));
     let again = |k: u32| std::fs::read(copy.join(format!("part-{k:05}.safetensors"))).unwrap();
@@ -98,11 +103,7 @@ fn pairs_resume_by_part_and_the_checkpoint_names_its_lineage() {
     // Plain Diffusion-DPO (no winner term) from the same pairs: the same first DPO loss
     // (ln 2: the logged loss is the DPO term), other weights.
     let plain = dir.path().join("plain");
-    std::fs::create_dir_all(plain.join("pairs")).unwrap();
-    for f in std::fs::read_dir(&pairs).unwrap() {
-        let f = f.unwrap().path();
-        std::fs::copy(&f, plain.join("pairs").join(f.file_name().unwrap())).unwrap();
-    }
+    copy_dir(&copy, &plain.join("pairs")); // the set the rerun completed
     let o = dpo(&base, &plain, &["--sft-weight", "0"]);
     assert!(o.status.success(), "{}", stderr(&o));
     let sp: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
