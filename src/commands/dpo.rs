@@ -4,12 +4,20 @@ use anyhow::Result;
 
 use super::sample::{eval_args, eval_cmd};
 use crate::cli::{DpoArgs, DpoFlags};
-use lightgen::student::model::sampler::SampleOptions;
 use lightgen::student::train::dpo::{pairs::PairsConfig, pairs::Winner, DpoConfig};
-use lightgen::student::train::{self, checkpoint};
+use lightgen::student::train::{self, checkpoint, TrainConfig};
 
-/// The DPO settings of `flags` for `count` candidate prompts at `beta`; the base's sampling.
-pub fn dpo_config(f: &DpoFlags, count: usize, beta: f64, sample: &SampleOptions) -> Result<DpoConfig> {
+/// The DPO settings of `flags` for `count` candidate prompts at `beta`; the base's sampling
+/// and, unless the flags set it, its final object weight.
+pub fn dpo_config(f: &DpoFlags, count: usize, beta: f64, base: &TrainConfig) -> Result<DpoConfig> {
+    let sample = &base.sample;
+    let t = &base.train;
+    let trained = if t.object_loss_weight_until >= 1.0 { t.object_loss_weight } else { 1.0 };
+    let object = f.sft_object_weight.unwrap_or(trained);
+    anyhow::ensure!(
+        object.is_finite() && object > 0.0,
+        "--sft-object-weight {object}: expected a weight > 0 (1 = every token alike)"
+    );
     let own = f.winner == "self";
     anyhow::ensure!(
         (0.0..=1.0).contains(&f.margin) && (own || f.margin == 0.0),
@@ -36,6 +44,7 @@ pub fn dpo_config(f: &DpoFlags, count: usize, beta: f64, sample: &SampleOptions)
         },
         beta,
         sft_weight: f.sft_weight,
+        sft_object_weight: object,
         lr: f.lr,
         warmup_steps: f.warmup,
         steps: f.steps,
@@ -54,7 +63,7 @@ pub fn dpo_cmd(a: DpoArgs, progress: bool) -> Result<()> {
     use lightgen::student::train::dpo;
     let base = checkpoint::resolve(&a.checkpoint)?;
     let state = checkpoint::read_state(&base)?;
-    let cfg = dpo_config(&a.flags, a.pairs, a.beta, &state.config.sample)?;
+    let cfg = dpo_config(&a.flags, a.pairs, a.beta, &state.config)?;
     anyhow::ensure!(a.nproc != Some(0), "--nproc 0: expected at least 1 rank");
     if let Some(n) = a.nproc.filter(|&n| n > 1) {
         return super::train::spawn_ranks(n);

@@ -48,7 +48,7 @@ pub fn study_dpo_cmd(a: StudyDpoArgs, progress: bool) -> Result<()> {
     let cfg = sweep::SweepConfig {
         betas: a.betas.clone(),
         candidates: a.pairs.clone(),
-        dpo: super::dpo::dpo_config(&a.flags, largest, 0.0, &state.config.sample)?,
+        dpo: super::dpo::dpo_config(&a.flags, largest, 0.0, &state.config)?,
         eval_n: a.eval_n,
         eval_seeds: a.eval_seeds.clone(),
         eval_batch: 32, // `lightgen eval`'s: the same draws as evaluating a cell by hand

@@ -110,6 +110,20 @@ fn pairs_resume_by_part_and_the_checkpoint_names_its_lineage() {
     assert!((sp["first_loss"].as_f64().unwrap() - std::f64::consts::LN_2).abs() < 1e-6, "{sp}");
     let ema = |run: &Path| std::fs::read(run.join("checkpoints/step-00000003/ema.safetensors")).unwrap();
     assert_ne!(ema(&plain), ema(&out), "the winner term changes the update");
+    // The micro base trained every token alike, so its anchor does (the lineage leaves the
+    // weight out at 1); weighing the winners' object tokens 3× is another update, recorded.
+    assert_eq!(lin["dpo"].get("sft_object_weight"), None, "{lin}");
+    let objw = dir.path().join("objw");
+    copy_dir(&copy, &objw.join("pairs"));
+    let o = dpo(&base, &objw, &["--sft-object-weight", "3"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let st: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(objw.join("checkpoints/step-00000003/state.json")).unwrap()).unwrap();
+    assert_eq!(st["lineage"]["dpo"]["sft_object_weight"], 3.0);
+    assert_ne!(ema(&objw), ema(&out), "object tokens weigh more in the anchor");
+    let o = dpo(&base, &dir.path().join("w0"), &["--sft-object-weight", "0"]);
+    assert!(!o.status.success() && stderr(&o).contains("--sft-object-weight 0"), "{}", stderr(&o));
+    assert!(!dir.path().join("w0").exists(), "refused before anything is written");
     // and it samples like any checkpoint
     let smp = dir.path().join("smp");
     super::sample_red_circle(&out, MANIFEST, &smp);

@@ -33,9 +33,10 @@ impl Draws {
     }
 }
 
-/// Per-sample eps-MSE over the masked tokens of `tokens` (2B, L, C) = [winners; losers], with
-/// `text` (2B, T, D) the aligned captions: (2B).
-pub fn pair_mse(model: &Mar, tokens: &Tensor, text: &Tensor, d: &Draws, grid: usize, ctx: &Ctx) -> Tensor {
+/// Per-row eps-MSE of the masked tokens of `tokens` (2B, L, C) = [winners; losers], with
+/// `text` (2B, T, D) the aligned captions: (2B, masked), each sample's rows in ascending
+/// position. [`per_sample`] gives the DPO loss's per-sample means.
+pub fn pair_rows(model: &Mar, tokens: &Tensor, text: &Tensor, d: &Draws, grid: usize, ctx: &Ctx) -> Tensor {
     let (b2, l, c) = tokens.size3().expect("(2B, L, C)");
     let orders: Vec<Vec<usize>> = d.orders.iter().chain(d.orders.iter()).cloned().collect();
     let mask = Mask::from_orders(&orders, l as usize, d.masked);
@@ -47,7 +48,21 @@ pub fn pair_mse(model: &Mar, tokens: &Tensor, text: &Tensor, d: &Draws, grid: us
     let t: Vec<usize> = d.t.iter().chain(d.t.iter()).copied().collect();
     let noise = Tensor::cat(&[&d.noise, &d.noise], 0); // (K, C)
     let mse = model.diffloss.terms(&target, &z, &t, &noise).mse; // (K)
-    mse.view([b2, d.masked as i64]).mean_dim(1, false, Kind::Float) // (2B)
+    mse.view([b2, d.masked as i64]) // (2B, masked)
+}
+
+/// Per-sample mean of per-row MSEs (2B, masked): (2B).
+pub fn per_sample(rows: &Tensor) -> Tensor {
+    rows.mean_dim(1, false, Kind::Float)
+}
+
+/// The weights of the winners' rows (B · masked, pair-major in ascending position, as
+/// [`pair_rows`]): `object` where the winner's token covers an object (`objects[i]`, one flag a
+/// token of pair i), 1 elsewhere. The base was trained with its object rows weighed so; an
+/// anchor that weighs every row alike pulls the student towards background.
+pub fn winner_row_weights(d: &Draws, len: usize, objects: &[&[bool]], object: f32) -> Vec<f32> {
+    let rows = Mask::from_orders(&d.orders, len, d.masked).rows(true);
+    rows.iter().map(|&r| if objects[r as usize / len][r as usize % len] { object } else { 1.0 }).collect()
 }
 
 /// The DPO loss from per-sample MSEs (2B) of the policy and the reference: (scalar loss,
@@ -61,11 +76,16 @@ pub fn dpo_loss(policy: &Tensor, reference: &Tensor, beta: f64) -> (Tensor, Tens
     (x.softplus().mean(Kind::Float), d)
 }
 
-/// The mean eps-MSE of the winners (the first half of the per-sample MSEs (2B)): the
-/// pretraining loss on the preferred images, which `--sft-weight` adds to the DPO loss.
-pub fn winner_mse(policy: &Tensor) -> Tensor {
-    let b = policy.size()[0] / 2;
-    policy.narrow(0, 0, b).mean(Kind::Float)
+/// The winners' eps-MSE from per-row MSEs (2B, masked) (the first half): the pretraining loss
+/// on the preferred images, which `--sft-weight` adds to the DPO loss. With `weights` (B,
+/// masked) the mean is weighted, as `train.object_loss_weight` weighs the base's loss (the
+/// weights normalised to a mean of 1 over the rows).
+pub fn winner_mse(rows: &Tensor, weights: Option<&Tensor>) -> Tensor {
+    let winners = rows.narrow(0, 0, rows.size()[0] / 2); // (B, masked)
+    match weights {
+        None => winners.mean(Kind::Float),
+        Some(w) => (&winners * w).sum(Kind::Float) / w.sum(Kind::Float),
+    }
 }
 
 #[cfg(test)]
@@ -107,15 +127,15 @@ mod tests {
 
     #[test]
     fn the_winner_term_pulls_on_the_winners_only() {
-        // Winners (0.30, 0.50), losers (0.40, 0.45): the winners' mean is 0.40, and λ · it adds
-        // λ / B to each winner's gradient and nothing to the losers'.
+        // Winners (0.30, 0.50), losers (0.40, 0.45), one row each: the winners' mean is 0.40,
+        // and λ · it adds λ / B to each winner's gradient and nothing to the losers'.
         let p = Tensor::from_slice(&[0.30f32, 0.50, 0.40, 0.45]);
-        assert!((scalar(&winner_mse(&p)) - 0.40).abs() < 1e-6);
+        assert!((scalar(&winner_mse(&p.view([4, 1]), None)) - 0.40).abs() < 1e-6);
         let r = Tensor::from_slice(&[0.35f32, 0.50, 0.35, 0.50]);
         let grad = |lambda: f64| {
             let x = p.copy().set_requires_grad(true);
             let (loss, _) = dpo_loss(&x, &r, 20.0);
-            (loss + winner_mse(&x) * lambda).backward();
+            (loss + winner_mse(&x.view([4, 1]), None) * lambda).backward();
             to_host(&x.grad())
         };
         let (plain, anchored) = (grad(0.0), grad(3.0));
@@ -123,5 +143,29 @@ mod tests {
         for (i, want) in [1.5f32, 1.5, 0.0, 0.0].iter().enumerate() {
             assert!((added[i] - want).abs() < 1e-5, "{added:?}");
         }
+    }
+
+    #[test]
+    fn object_rows_weigh_their_weight_in_the_winner_term() {
+        // Two pairs of 4 tokens, 2 masked: pair 0 masks positions 3 and 1 (rows ascend: 1, 3),
+        // pair 1 masks 0 and 2. Winner 0 has an object at token 3, winner 1 at tokens 0 and 2.
+        let d = Draws {
+            orders: vec![vec![3, 1, 0, 2], vec![2, 0, 1, 3]],
+            masked: 2,
+            t: vec![0; 4],
+            noise: Tensor::zeros([4, 1], (Kind::Float, tch::Device::Cpu)),
+        };
+        let (o0, o1) = ([false, false, false, true], [true, false, true, false]);
+        let w = winner_row_weights(&d, 4, &[&o0, &o1], 4.0);
+        assert_eq!(w, vec![1.0, 4.0, 4.0, 4.0], "rows 1, 3 of pair 0, then 0, 2 of pair 1");
+        // Winner rows (0.1, 0.2 | 0.3, 0.4), losers anything: (0.1 + 0.8 + 1.2 + 1.6) / 13.
+        let rows = Tensor::from_slice(&[0.1f32, 0.2, 0.3, 0.4, 9.0, 9.0, 9.0, 9.0]).view([4, 2]);
+        let wt = Tensor::from_slice(&w).view([2, 2]);
+        let v = scalar(&winner_mse(&rows, Some(&wt)));
+        assert!((v - 3.7 / 13.0).abs() < 1e-6, "{v}");
+        // weight 1 everywhere is the plain mean of the winners
+        let ones = Tensor::ones([2, 2], (Kind::Float, tch::Device::Cpu));
+        assert!((scalar(&winner_mse(&rows, Some(&ones))) - 0.25).abs() < 1e-6);
+        assert!((scalar(&winner_mse(&rows, None)) - 0.25).abs() < 1e-6);
     }
 }

@@ -27,9 +27,10 @@ use crate::student::model::text::TextInput;
 use crate::student::sample::{Decoder, Student};
 use crate::student::train::checkpoint::{self, TrainState};
 use crate::student::train::data::Dataset;
+use crate::student::train::objects::PixelTokens;
 use crate::student::train::optim::{AdamW, Ema};
 use crate::student::train::schedule::{lr_at, mask_ratio, orders, step_rng, LrSchedule};
-use loss::{dpo_loss, pair_mse, winner_mse, Draws};
+use loss::{dpo_loss, pair_rows, per_sample, winner_mse, winner_row_weights, Draws};
 use pairs::{Pairs, PairsConfig, PairsPlan};
 
 /// The DPO run's settings (recorded in the checkpoint's lineage).
@@ -42,6 +43,12 @@ pub struct DpoConfig {
     /// error rises) as well as better at the winners'; this anchors the winners' error.
     #[serde(default)]
     pub sft_weight: f64,
+    /// Weight of the winners' object rows in that term, normalised to a mean of 1 (1 = every
+    /// row alike). `lightgen dpo` takes the base's own final `train.object_loss_weight`: an
+    /// anchor that weighs rows otherwise than the base's training did pulls its prior (how
+    /// often a token becomes an object) somewhere else. Pixel tokens only.
+    #[serde(default = "one_f", skip_serializing_if = "is_one_f")]
+    pub sft_object_weight: f64,
     pub lr: f64,
     pub warmup_steps: u64,
     pub steps: u64,
@@ -58,6 +65,19 @@ pub struct DpoConfig {
     /// parts are exactly a smaller set's, so one build serves a sweep over pair counts.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub candidates_used: Option<usize>,
+}
+
+fn one_f() -> f64 {
+    1.0
+}
+
+fn is_one_f(w: &f64) -> bool {
+    *w == 1.0
+}
+
+/// Per pair (N · L), whether the winner's token covers an object.
+fn winner_objects(p: &Pairs, px: &PixelTokens, w: usize) -> Vec<bool> {
+    p.winner.chunks_exact(w).flat_map(|s| px.object_tokens(s)).collect()
 }
 
 /// One logged step.
@@ -272,6 +292,17 @@ pub fn run(
     let grid = policy.state.grid;
     let (l, c) = (grid * grid, policy.model.cfg.token_dim);
     let ctx = Ctx::eval(); // no dropout: policy and reference see the same network
+                           // The winners' object tokens, once, when the anchor weighs them.
+    let objects = match cfg.sft_object_weight != 1.0 && cfg.sft_weight > 0.0 {
+        false => None,
+        true => {
+            let lat = (policy.state.latent.as_ref()).filter(|l| l.tokenizer == "pixels").ok_or_else(|| {
+                Error::invalid("dpo --sft-object-weight", "objects are found in pixel tokens; use 1 with this manifest")
+            })?;
+            let px = PixelTokens { patch: lat.patch as usize, grid, scale: lat.scale, shift: lat.shift };
+            Some(winner_objects(&p, &px, l * c))
+        }
+    };
     let pb = crate::progress::bar(cfg.steps, "dpo", "steps", progress);
     pb.set_position(start);
     let (mut first, mut last, mut last_acc) = (f64::NAN, f64::NAN, f64::NAN);
@@ -280,15 +311,21 @@ pub fn run(
         let idx = picks(cfg.seed, step, global, p.n)[lo..lo + per].to_vec();
         let (tokens, text) = batch(&p, &idx, &ds, device);
         let d = draws(cfg.seed, step, global, l, c, device).share(lo, per);
+        // The anchor's row weights, copied before the step's first kernel.
+        let weights = objects.as_ref().map(|obj| {
+            let of: Vec<&[bool]> = idx.iter().map(|&i| &obj[i * l..(i + 1) * l]).collect();
+            let w = winner_row_weights(&d, l, &of, cfg.sft_object_weight as f32);
+            tensor_f32(&w, &[per, d.masked], device) // (B, masked)
+        });
         let text_err = |e: String| Error::invalid("dpo", e);
         let ref_mse = tch::no_grad(|| -> Result<Tensor> {
             let tr = reference.model.text.forward(&text, &ctx).map_err(text_err)?;
-            Ok(pair_mse(&reference.model, &tokens, &tr, &d, grid, &ctx))
+            Ok(per_sample(&pair_rows(&reference.model, &tokens, &tr, &d, grid, &ctx)))
         })?;
         let tp = policy.model.text.forward(&text, &ctx).map_err(text_err)?;
-        let pol_mse = pair_mse(&policy.model, &tokens, &tp, &d, grid, &ctx);
-        let (loss, diff) = dpo_loss(&pol_mse, &ref_mse, cfg.beta);
-        let wmse = winner_mse(&pol_mse);
+        let pol_rows = pair_rows(&policy.model, &tokens, &tp, &d, grid, &ctx); // (2B, masked)
+        let (loss, diff) = dpo_loss(&per_sample(&pol_rows), &ref_mse, cfg.beta);
+        let wmse = winner_mse(&pol_rows, weights.as_ref());
         let total = if cfg.sft_weight > 0.0 { &loss + &wmse * cfg.sft_weight } else { loss.shallow_clone() };
         let dv = to_host(&diff);
         let mut grads = policy.store.grads(&total);
