@@ -159,7 +159,7 @@ pub fn lines_in(
         // Markers where the points are few enough to tell apart (evaluation curves).
         for &p in pts.iter().filter(|(x, y)| pts.len() <= 64 && x.is_finite() && y.is_finite()) {
             let (x, y) = map(p);
-            fill(&mut img, (x as u32).saturating_sub(2), (y as u32).saturating_sub(2), 5, 5, col);
+            fill(&mut img, (x as u32).saturating_sub(3), (y as u32).saturating_sub(3), 7, 7, col);
         }
         for pair in pts.windows(2) {
             let (a, b) = (map(pair[0]), map(pair[1]));

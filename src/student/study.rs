@@ -247,23 +247,32 @@ pub fn run(manifest_path: &Path, cfg: &StudyConfig, out: &Path, device: Device, 
 }
 
 /// Score (overall accuracy, or alignment) against images, one line per strategy (the full
-/// manifest belongs to both).
-fn plot(r: &StudyReport, path: &Path, alignment: bool) -> Result<()> {
-    let mut series: Vec<(&str, Vec<(f64, f64)>)> = Vec::new();
+/// manifest belongs to both). A coverage arm that drew its random arm's samples is left out of
+/// the coverage line: drawn over the random line, it hid it (the table names the twin).
+fn series(r: &StudyReport, alignment: bool) -> Vec<(&'static str, Vec<(f64, f64)>)> {
+    let mut series = Vec::new();
     for s in ["random", "coverage", "narrow"] {
-        let mut pts: Vec<(f64, f64)> = r
-            .arms
-            .iter()
+        let mut pts: Vec<(f64, f64)> = (r.arms.iter())
             .filter(|a| a.strategy == s || (s == "coverage" && a.strategy == "random" && a.fraction >= 1.0))
+            .filter(|a| a.same_as.is_none())
             .map(|a| (a.images as f64, if alignment { a.alignment } else { a.overall }))
             .collect();
         pts.sort_by(|a, b| a.0.total_cmp(&b.0));
         series.push((s, pts));
     }
+    series
+}
+
+fn plot(r: &StudyReport, path: &Path, alignment: bool) -> Result<()> {
+    let series = series(r, alignment);
     let what = if alignment { "alignment" } else { "overall" };
     // Short: the chart's font fits ~55 characters across.
     let title = format!("diversity vs volume: {what}, {} steps an arm", r.steps);
-    crate::report::chart::lines(path, &title, "training images", &series)
+    // From 0, so that a gap between arms reads at its size (a min-to-max axis put the lowest
+    // arm on the bottom edge).
+    let top = series.iter().flat_map(|(_, p)| p.iter().map(|q| q.1)).fold(0.0f64, f64::max);
+    let y_range = ((top * 10.0).floor() / 10.0 + 0.1).min(1.0);
+    crate::report::chart::lines_in(path, &title, "training images", &series, Some((0.0, y_range)))
 }
 
 /// The table: one row per arm.
@@ -314,5 +323,40 @@ mod tests {
         let narrow = &a[5].3;
         assert_eq!((narrow.fraction, narrow.filters.len()), (Some(0.25), 1));
         assert!(matches!(a[1].3.strategy, Strategy::Coverage));
+    }
+
+    #[test]
+    fn a_twin_arm_leaves_the_random_line_in_view() {
+        // The demo corpus: a random 5% already covers every pair, so coverage-5 is random-5's
+        // twin; the full manifest belongs to both lines.
+        let arm = |name: &str, strategy: &str, fraction: f64, images: usize, overall: f64, twin: Option<&str>| Arm {
+            name: name.into(),
+            strategy: strategy.into(),
+            fraction,
+            images,
+            shape_color_combos: 100,
+            overall,
+            alignment: overall / 2.0,
+            tasks: BTreeMap::new(),
+            manifest: String::new(),
+            same_as: twin.map(String::from),
+        };
+        let r = StudyReport {
+            parent: String::new(),
+            steps: 10,
+            batch_size: 4,
+            eval_images_per_prompt: 1,
+            arms: vec![
+                arm("random-5", "random", 0.05, 646, 0.27, None),
+                arm("coverage-5", "coverage", 0.05, 646, 0.27, Some("random-5")),
+                arm("random-100", "random", 1.0, 12923, 0.34, None),
+                arm("narrow-5", "narrow", 0.05, 646, 0.17, None),
+            ],
+        };
+        let s = series(&r, false);
+        assert_eq!(s[0], ("random", vec![(646.0, 0.27), (12923.0, 0.34)]));
+        assert_eq!(s[1], ("coverage", vec![(12923.0, 0.34)]), "the twin is not drawn over random-5");
+        assert_eq!(s[2], ("narrow", vec![(646.0, 0.17)]));
+        assert_eq!(series(&r, true)[2].1, vec![(646.0, 0.085)], "alignment on request");
     }
 }
