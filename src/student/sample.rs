@@ -40,12 +40,7 @@ impl Student {
     pub fn with_token_channels(&self, opts: &SampleOptions) -> SampleOptions {
         let l = self.state.latent.as_ref();
         let channels = l.map_or(0, |l| l.channels as usize);
-        let pixels = l.filter(|l| l.tokenizer == "pixels").map(|l| PixelTokens {
-            patch: l.patch as usize,
-            grid: 1,
-            scale: l.scale,
-            shift: l.shift,
-        });
+        let pixels = l.and_then(|l| PixelTokens::of(l, 1));
         SampleOptions { channels, pixels, ..opts.clone() }
     }
 

@@ -13,7 +13,7 @@ use super::data::Batch;
 use super::draws::StepDraws;
 use super::trainer::Trainer;
 use crate::error::{Error, Result};
-use crate::formats::tokenizer::unpatchify;
+use crate::formats::tokenizer::{unpatchify, LatentSpec};
 use crate::student::model::Mask;
 use crate::world::analyze::foreground;
 
@@ -28,6 +28,23 @@ pub struct PixelTokens {
 }
 
 impl PixelTokens {
+    /// How `latent`'s tokens map back to pixels at `grid` tokens a side; None unless they are
+    /// pixel tokens.
+    pub fn of(latent: &LatentSpec, grid: usize) -> Option<PixelTokens> {
+        (latent.tokenizer == "pixels").then(|| PixelTokens {
+            patch: latent.patch as usize,
+            grid,
+            scale: latent.scale,
+            shift: latent.shift,
+        })
+    }
+
+    /// [`Self::object_tokens`] of every sample of `tokens` (N samples of `per_sample` values):
+    /// N · L flags, sample-major.
+    pub fn object_tokens_of(&self, tokens: &[f32], per_sample: usize) -> Vec<bool> {
+        tokens.chunks_exact(per_sample).flat_map(|s| self.object_tokens(s)).collect()
+    }
+
     /// Per token of one sample (L · C values, raster order), whether any of its pixels is
     /// foreground.
     pub fn object_tokens(&self, tokens: &[f32]) -> Vec<bool> {
@@ -109,7 +126,7 @@ impl Trainer {
             Error::invalid(field, "objects are found in pixel tokens (encode.tokenizer = \"pixels\")")
         })?;
         let n = self.grid * self.grid * self.model.cfg.token_dim;
-        Ok(b.tokens.chunks_exact(n).flat_map(|s| px.object_tokens(s)).collect())
+        Ok(px.object_tokens_of(&b.tokens, n))
     }
 }
 

@@ -172,13 +172,12 @@ pub fn train(manifest_path: &Path, cfg: TrainConfig, opts: &TrainOptions) -> Res
     ];
     if let Some((name, value, off)) = object_options.into_iter().find(|(_, v, off)| v != off) {
         let l = &m.latent;
-        if l.tokenizer != "pixels" {
-            return Err(Error::invalid(
+        tr.pixels = Some(PixelTokens::of(l, grid).ok_or_else(|| {
+            Error::invalid(
                 format!("train.{name}"),
                 format!("{value}: objects are found in pixel tokens; the manifest's tokenizer is \"{}\" (expected \"pixels\", or {off})", l.tokenizer),
-            ));
-        }
-        tr.pixels = Some(PixelTokens { patch: l.patch as usize, grid, scale: l.scale, shift: l.shift });
+            )
+        })?);
     }
     if cfg.train.code_loss_weight > 0.0 && resumed.is_none() {
         // Seeded by train.seed: a rerun fits the same codes (a resume reads them back).

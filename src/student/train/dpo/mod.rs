@@ -75,11 +75,6 @@ fn is_one_f(w: &f64) -> bool {
     *w == 1.0
 }
 
-/// Per pair (N · L), whether the winner's token covers an object.
-fn winner_objects(p: &Pairs, px: &PixelTokens, w: usize) -> Vec<bool> {
-    p.winner.chunks_exact(w).flat_map(|s| px.object_tokens(s)).collect()
-}
-
 /// One logged step.
 #[derive(Debug, Clone, Serialize)]
 pub struct DpoStep {
@@ -296,11 +291,11 @@ pub fn run(
     let objects = match cfg.sft_object_weight != 1.0 && cfg.sft_weight > 0.0 {
         false => None,
         true => {
-            let lat = (policy.state.latent.as_ref()).filter(|l| l.tokenizer == "pixels").ok_or_else(|| {
+            // Per pair (N · L), whether the winner's token covers an object.
+            let px = (policy.state.latent.as_ref()).and_then(|lat| PixelTokens::of(lat, grid)).ok_or_else(|| {
                 Error::invalid("dpo --sft-object-weight", "objects are found in pixel tokens; use 1 with this manifest")
             })?;
-            let px = PixelTokens { patch: lat.patch as usize, grid, scale: lat.scale, shift: lat.shift };
-            Some(winner_objects(&p, &px, l * c))
+            Some(px.object_tokens_of(&p.winner, l * c))
         }
     };
     let pb = crate::progress::bar(cfg.steps, "dpo", "steps", progress);
