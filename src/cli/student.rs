@@ -223,15 +223,20 @@ pub struct DpoFlags {
     /// student draws more objects, so unmatched pairs teach "draw fewer").
     #[arg(long)]
     pub same_count: bool,
+    /// Build pairs from training samples of these families only (comma-separated, as the
+    /// taxonomy names them, e.g. `counting,position`); default every family.
+    #[arg(long, value_delimiter = ',')]
+    pub families: Vec<String>,
     /// Pairs per stored part (the unit a rerun skips or redoes).
     #[arg(long, default_value_t = 64)]
     pub part_size: usize,
     /// Weight of the winners' own denoising loss added to the DPO loss: keeps the student
     /// good at the preferred images while it learns the preference. 0 = plain Diffusion-DPO,
     /// which can be met by getting worse at the student's own samples: on the demo student it
-    /// left empty backgrounds (overall 0.324 → 0.029). With the defaults: 0.311 → 0.346 over
-    /// three eval seeds.
-    #[arg(long, default_value_t = 2000.0)]
+    /// left empty backgrounds (overall 0.324 → 0.029). With the defaults: 0.311 → 0.351 over
+    /// three eval seeds; 2000 reads the same accuracy, less alignment (docs/student.md, "What
+    /// DPO adds").
+    #[arg(long, default_value_t = 500.0)]
     pub sft_weight: f64,
     /// Weight of the winners' object tokens in that loss (normalised; 1 = every token alike).
     /// Default: the base's own `train.object_loss_weight` at the end of its training (the
@@ -239,10 +244,15 @@ pub struct DpoFlags {
     /// alike, it halves the demo student's objects by itself. Pixel tokens only.
     #[arg(long)]
     pub sft_object_weight: Option<f64>,
+    /// Weight of object tokens in the DPO term's per-image errors, the winner's and the
+    /// loser's each by its own objects (normalised per image; 1 = every token alike). Pixel
+    /// tokens only.
+    #[arg(long, default_value_t = 1.0)]
+    pub dpo_object_weight: f64,
     #[arg(long, default_value_t = 1e-4)]
     pub lr: f64,
-    /// 450: on the demo student +0.035 overall over three eval seeds, where 150 gave +0.005
-    /// and 900 the same as 450 (docs/student.md, "DPO anchored as the base was trained").
+    /// 450: on the demo student 150 gave +0.005 overall and 900 the same as 450
+    /// (docs/student.md, "DPO anchored as the base was trained" and "What DPO adds").
     #[arg(long, default_value_t = 450)]
     pub steps: u64,
     /// Pairs per step.

@@ -18,6 +18,11 @@ pub fn dpo_config(f: &DpoFlags, count: usize, beta: f64, base: &TrainConfig) -> 
         object.is_finite() && object > 0.0,
         "--sft-object-weight {object}: expected a weight > 0 (1 = every token alike)"
     );
+    anyhow::ensure!(
+        f.dpo_object_weight.is_finite() && f.dpo_object_weight > 0.0,
+        "--dpo-object-weight {}: expected a weight > 0 (1 = every token alike)",
+        f.dpo_object_weight
+    );
     let own = f.winner == "self";
     anyhow::ensure!(
         (0.0..=1.0).contains(&f.margin) && (own || f.margin == 0.0),
@@ -41,10 +46,12 @@ pub fn dpo_config(f: &DpoFlags, count: usize, beta: f64, base: &TrainConfig) -> 
             draws: if own || f.same_count { f.draws } else { 1 },
             margin: f.margin, // 0 unless --winner self (checked above)
             same_count: f.same_count,
+            families: f.families.clone(),
         },
         beta,
         sft_weight: f.sft_weight,
         sft_object_weight: object,
+        dpo_object_weight: f.dpo_object_weight,
         lr: f.lr,
         warmup_steps: f.warmup,
         steps: f.steps,

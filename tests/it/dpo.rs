@@ -32,19 +32,10 @@ fn dpo_on(manifest: &str, base: &Path, out: &Path, extra: &[&str]) -> std::proce
     lightgen(&args)
 }
 
-/// The files of `from` copied into `to` (a pair set reused by another run folder).
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for f in std::fs::read_dir(from).unwrap() {
-        let f = f.unwrap().path();
-        std::fs::copy(&f, to.join(f.file_name().unwrap())).unwrap();
-    }
-}
-
-#[test]
-fn pairs_resume_by_part_and_the_checkpoint_names_its_lineage() {
-    let dir = tempfile::tempdir().unwrap();
-    let base = dir.path().join("base");
+/// A micro student (tests/fixtures/train-micro.toml, seed 0) trained 3 steps on the example
+/// manifest, in `dir`/base.
+fn micro_base(dir: &Path) -> std::path::PathBuf {
+    let base = dir.join("base");
     let o = lightgen(&[
         "train",
         "-q",
@@ -58,6 +49,22 @@ fn pairs_resume_by_part_and_the_checkpoint_names_its_lineage() {
         "3",
     ]);
     assert!(o.status.success(), "{}", stderr(&o));
+    base
+}
+
+/// The files of `from` copied into `to` (a pair set reused by another run folder).
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for f in std::fs::read_dir(from).unwrap() {
+        let f = f.unwrap().path();
+        std::fs::copy(&f, to.join(f.file_name().unwrap())).unwrap();
+    }
+}
+
+#[test]
+fn pairs_resume_by_part_and_the_checkpoint_names_its_lineage() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = micro_base(dir.path());
     let out = dir.path().join("dpo");
     let o = dpo(&base, &out, &[]);
     assert!(o.status.success(), "{}", stderr(&o));
@@ -96,7 +103,7 @@ fn pairs_resume_by_part_and_the_checkpoint_names_its_lineage() {
     assert!(lin["base_checkpoint"].as_str().unwrap().ends_with("step-00000003"), "{lin}");
     assert_eq!(lin["pairs"]["id"], s["pairs_id"]);
     assert_eq!(lin["dpo"]["beta"], 1000.0);
-    assert_eq!(lin["dpo"]["sft_weight"], 2000.0, "the winners' loss is anchored by default");
+    assert_eq!(lin["dpo"]["sft_weight"], 500.0, "the winners' loss is anchored by default");
     let metrics = std::fs::read_to_string(out.join("metrics.jsonl")).unwrap();
     let first: serde_json::Value = serde_json::from_str(metrics.lines().next().unwrap()).unwrap();
     assert!(first["winner_mse"].as_f64().is_some_and(|m| m.is_finite() && m > 0.0), "{first}");
@@ -124,6 +131,19 @@ fn pairs_resume_by_part_and_the_checkpoint_names_its_lineage() {
     let o = dpo(&base, &dir.path().join("w0"), &["--sft-object-weight", "0"]);
     assert!(!o.status.success() && stderr(&o).contains("--sft-object-weight 0"), "{}", stderr(&o));
     assert!(!dir.path().join("w0").exists(), "refused before anything is written");
+    // Object tokens weighed in the DPO term too (each image by its own objects): recorded,
+    // and another update than the anchor's weight alone.
+    let termw = dir.path().join("termw");
+    copy_dir(&copy, &termw.join("pairs"));
+    let o = dpo(&base, &termw, &["--sft-object-weight", "3", "--dpo-object-weight", "3"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let st: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(termw.join("checkpoints/step-00000003/state.json")).unwrap()).unwrap();
+    assert_eq!(st["lineage"]["dpo"]["dpo_object_weight"], 3.0);
+    assert_ne!(ema(&termw), ema(&objw), "object tokens weigh more in the DPO term");
+    let o = dpo(&base, &dir.path().join("t0"), &["--dpo-object-weight=-1"]);
+    assert!(!o.status.success() && stderr(&o).contains("--dpo-object-weight -1"), "{}", stderr(&o));
+    assert!(!dir.path().join("t0").exists(), "refused before anything is written");
     // and it samples like any checkpoint
     let smp = dir.path().join("smp");
     super::sample_red_circle(&out, MANIFEST, &smp);
@@ -135,6 +155,36 @@ fn pairs_resume_by_part_and_the_checkpoint_names_its_lineage() {
     // The analyzer filter needs the prompts' specs (the run's expand/ beside the manifest).
     let o = dpo(&base, &dir.path().join("f"), &["--loser-must-fail"]);
     assert!(!o.status.success() && stderr(&o).contains("cannot be judged"), "{}", stderr(&o));
+}
+
+#[test]
+fn pairs_can_come_from_named_families_only() {
+    // The micro base (seed 0, 3 steps) on the example manifest.
+    let dir = tempfile::tempdir().unwrap();
+    let base = micro_base(dir.path());
+    // The example's counting samples, read off its shard index (fewer than the 12 candidates).
+    let index = Path::new("manifests/shapes-tiny/encode/shard-00000.parquet");
+    let f = lightgen::formats::frame::Frame::read(index, Some(&["family"])).unwrap();
+    let family = f.str("family").unwrap();
+    let counting = (0..f.height()).filter(|&i| family.get(i) == Some("counting")).count();
+    assert!(counting > 0 && counting < 12, "{counting}");
+    let out = dir.path().join("fam");
+    let o = dpo(&base, &out, &["--families", "counting"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let s: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(s["candidates"].as_u64(), Some(counting as u64), "every candidate a counting sample: {s}");
+    let st: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("checkpoints/step-00000003/state.json")).unwrap()).unwrap();
+    assert_eq!(st["lineage"]["dpo"]["pairs"]["families"], serde_json::json!(["counting"]));
+    // A misspelt family is refused by name, with the families there are, before any pair.
+    let bad = dir.path().join("bad");
+    let o = dpo(&base, &bad, &["--families", "counting,countin"]);
+    let e = stderr(&o);
+    assert!(
+        !o.status.success() && e.contains("dpo --families") && e.contains("\"countin\"") && e.contains("position"),
+        "{e}"
+    );
+    assert!(!bad.join("pairs/part-00000.safetensors").exists());
 }
 
 #[test]

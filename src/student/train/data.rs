@@ -94,6 +94,15 @@ impl Dataset {
         if families.is_empty() || steps == 0 {
             return Ok(0);
         }
+        self.focus = self.of_families(manifest_path, m, families, "train.focus_families")?;
+        self.focus_steps = steps;
+        Ok(self.focus.len())
+    }
+
+    /// The samples (positions, ascending) whose family (the shards' index `family` column) is
+    /// one of `families`. Each family must have samples: a misspelt one would silently narrow
+    /// the set. `what` names the setting in that error.
+    pub fn of_families(&self, manifest_path: &Path, m: &Manifest, families: &[String], what: &str) -> Result<Vec<u32>> {
         let root = manifest_path.parent().unwrap_or(Path::new("."));
         // (shard, row) → family, for the rows of each shard.
         let mut family_of: Vec<std::collections::HashMap<u32, String>> = Vec::new();
@@ -107,18 +116,17 @@ impl Dataset {
             }
             family_of.push(map);
         }
-        let mut seen = std::collections::BTreeSet::new();
+        let (mut seen, mut picked) = (std::collections::BTreeSet::new(), Vec::new());
         for (i, &(s, r)) in self.index.iter().enumerate() {
             let fam = family_of[s as usize].get(&r).map_or("", String::as_str);
             seen.insert(fam.to_string());
             if families.iter().any(|f| f == fam) {
-                self.focus.push(i as u32);
+                picked.push(i as u32);
             }
         }
-        // A misspelt family would silently narrow the focus: each one must have samples.
         if let Some(missing) = families.iter().find(|f| !seen.contains(*f)) {
             return Err(Error::invalid(
-                "train.focus_families",
+                what,
                 format!(
                     "\"{missing}\": no training sample of {} is of this family; it has {:?}",
                     manifest_path.display(),
@@ -126,8 +134,7 @@ impl Dataset {
                 ),
             ));
         }
-        self.focus_steps = steps;
-        Ok(self.focus.len())
+        Ok(picked)
     }
 
     pub fn len(&self) -> usize {

@@ -51,14 +51,18 @@ pub fn pair_rows(model: &Mar, tokens: &Tensor, text: &Tensor, d: &Draws, grid: u
     mse.view([b2, d.masked as i64]) // (2B, masked)
 }
 
-/// Per-sample mean of per-row MSEs (2B, masked): (2B).
-pub fn per_sample(rows: &Tensor) -> Tensor {
-    rows.mean_dim(1, false, Kind::Float)
+/// Per-sample mean of per-row MSEs (2B, masked): (2B). With `weights` (2B, masked) each
+/// sample's mean is weighted (normalised by its own weights' sum).
+pub fn per_sample(rows: &Tensor, weights: Option<&Tensor>) -> Tensor {
+    match weights {
+        None => rows.mean_dim(1, false, Kind::Float),
+        Some(w) => (rows * w).sum_dim_intlist(1, false, Kind::Float) / w.sum_dim_intlist(1, false, Kind::Float),
+    }
 }
 
-/// The weights of the winners' rows (B · masked, pair-major in ascending position, as
-/// [`pair_rows`]): `object` where the winner's token covers an object (`objects[i]`, one flag a
-/// token of pair i), 1 elsewhere. The base was trained with its object rows weighed so; an
+/// The weights of the winners' (or the losers') rows (B · masked, pair-major in ascending
+/// position, as [`pair_rows`]): `object` where the image's token covers an object
+/// (`objects[i]`, one flag a token of pair i), 1 elsewhere. The base was trained with its object rows weighed so; an
 /// anchor that weighs every row alike pulls the student towards background.
 pub fn winner_row_weights(d: &Draws, len: usize, objects: &[&[bool]], object: f32) -> Vec<f32> {
     let rows = Mask::from_orders(&d.orders, len, d.masked).rows(true);
@@ -143,6 +147,20 @@ mod tests {
         for (i, want) in [1.5f32, 1.5, 0.0, 0.0].iter().enumerate() {
             assert!((added[i] - want).abs() < 1e-5, "{added:?}");
         }
+    }
+
+    #[test]
+    fn weighted_per_sample_means_normalise_by_each_samples_weights() {
+        // Two samples of two rows: (1, 3) weighed (1, 3) → 10 / 4 = 2.5; (2, 4) weighed (1, 1)
+        // → 3, the plain mean. No weights: the plain means 2 and 3.
+        let rows = Tensor::from_slice(&[1.0f32, 3.0, 2.0, 4.0]).view([2, 2]);
+        let w = Tensor::from_slice(&[1.0f32, 3.0, 1.0, 1.0]).view([2, 2]);
+        let weighted = to_host(&per_sample(&rows, Some(&w)));
+        assert!((weighted[0] - 2.5).abs() < 1e-6 && (weighted[1] - 3.0).abs() < 1e-6, "{weighted:?}");
+        assert_eq!(to_host(&per_sample(&rows, None)), vec![2.0, 3.0]);
+        // A uniform weight is the plain mean whatever its value.
+        let uniform = to_host(&per_sample(&rows, Some(&(Tensor::ones([2, 2], (Kind::Float, tch::Device::Cpu)) * 7.0))));
+        assert_eq!(uniform, vec![2.0, 3.0]);
     }
 
     #[test]

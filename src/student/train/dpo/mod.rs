@@ -49,6 +49,13 @@ pub struct DpoConfig {
     /// often a token becomes an object) somewhere else. Pixel tokens only.
     #[serde(default = "one_f", skip_serializing_if = "is_one_f")]
     pub sft_object_weight: f64,
+    /// Weight of object rows in the DPO term's per-image errors (winner and loser each by
+    /// their own object tokens; normalised per image; 1 = every row alike). The base's own
+    /// loss weighed its object rows so: its implicit likelihood of an image is that weighted
+    /// error, and weighed alike the preference is mostly about background rows. Pixel tokens
+    /// only.
+    #[serde(default = "one_f", skip_serializing_if = "is_one_f")]
+    pub dpo_object_weight: f64,
     pub lr: f64,
     pub warmup_steps: u64,
     pub steps: u64,
@@ -287,15 +294,20 @@ pub fn run(
     let grid = policy.state.grid;
     let (l, c) = (grid * grid, policy.model.cfg.token_dim);
     let ctx = Ctx::eval(); // no dropout: policy and reference see the same network
-                           // The winners' object tokens, once, when the anchor weighs them.
-    let objects = match cfg.sft_object_weight != 1.0 && cfg.sft_weight > 0.0 {
+                           // The object tokens of the winners (and the losers), once, where a term weighs them.
+    let anchor_weighs = cfg.sft_object_weight != 1.0 && cfg.sft_weight > 0.0;
+    let term_weighs = cfg.dpo_object_weight != 1.0;
+    let objects = match anchor_weighs || term_weighs {
         false => None,
         true => {
-            // Per pair (N · L), whether the winner's token covers an object.
+            // Per pair (N · L), whether the winner's (the loser's) token covers an object.
             let px = (policy.state.latent.as_ref()).and_then(|lat| PixelTokens::of(lat, grid)).ok_or_else(|| {
-                Error::invalid("dpo --sft-object-weight", "objects are found in pixel tokens; use 1 with this manifest")
+                Error::invalid(
+                    "dpo --sft-object-weight / --dpo-object-weight",
+                    "objects are found in pixel tokens; use 1 with this manifest",
+                )
             })?;
-            Some(px.object_tokens_of(&p.winner, l * c))
+            Some((px.object_tokens_of(&p.winner, l * c), px.object_tokens_of(&p.loser, l * c)))
         }
     };
     let pb = crate::progress::bar(cfg.steps, "dpo", "steps", progress);
@@ -306,20 +318,25 @@ pub fn run(
         let idx = picks(cfg.seed, step, global, p.n)[lo..lo + per].to_vec();
         let (tokens, text) = batch(&p, &idx, &ds, device);
         let d = draws(cfg.seed, step, global, l, c, device).share(lo, per);
-        // The anchor's row weights, copied before the step's first kernel.
-        let weights = objects.as_ref().map(|obj| {
-            let of: Vec<&[bool]> = idx.iter().map(|&i| &obj[i * l..(i + 1) * l]).collect();
-            let w = winner_row_weights(&d, l, &of, cfg.sft_object_weight as f32);
-            tensor_f32(&w, &[per, d.masked], device) // (B, masked)
+        // Row weights (B, masked) of this step's winners or losers, copied before the step's
+        // first kernel.
+        let row_weights = |of: &[bool], w: f64| {
+            let flags: Vec<&[bool]> = idx.iter().map(|&i| &of[i * l..(i + 1) * l]).collect();
+            tensor_f32(&winner_row_weights(&d, l, &flags, w as f32), &[per, d.masked], device)
+        };
+        let weights = objects.as_ref().filter(|_| anchor_weighs).map(|(w, _)| row_weights(w, cfg.sft_object_weight));
+        // (2B, masked): the winners' rows, then the losers'.
+        let term = objects.as_ref().filter(|_| term_weighs).map(|(win, lose)| {
+            Tensor::cat(&[row_weights(win, cfg.dpo_object_weight), row_weights(lose, cfg.dpo_object_weight)], 0)
         });
         let text_err = |e: String| Error::invalid("dpo", e);
         let ref_mse = tch::no_grad(|| -> Result<Tensor> {
             let tr = reference.model.text.forward(&text, &ctx).map_err(text_err)?;
-            Ok(per_sample(&pair_rows(&reference.model, &tokens, &tr, &d, grid, &ctx)))
+            Ok(per_sample(&pair_rows(&reference.model, &tokens, &tr, &d, grid, &ctx), term.as_ref()))
         })?;
         let tp = policy.model.text.forward(&text, &ctx).map_err(text_err)?;
         let pol_rows = pair_rows(&policy.model, &tokens, &tp, &d, grid, &ctx); // (2B, masked)
-        let (loss, diff) = dpo_loss(&per_sample(&pol_rows), &ref_mse, cfg.beta);
+        let (loss, diff) = dpo_loss(&per_sample(&pol_rows, term.as_ref()), &ref_mse, cfg.beta);
         let wmse = winner_mse(&pol_rows, weights.as_ref());
         let total = if cfg.sft_weight > 0.0 { &loss + &wmse * cfg.sft_weight } else { loss.shallow_clone() };
         let dv = to_host(&diff);

@@ -92,6 +92,10 @@ pub struct PairsConfig {
     /// classes, colours and places of what is drawn.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub same_count: bool,
+    /// Draw the candidate prompts from these families only (the shards' `family` column);
+    /// empty = every family. The families a student fails most give few pairs otherwise.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub families: Vec<String>,
 }
 
 /// `pairs/pairs.json`: what the set is made of; a folder made otherwise is refused.
@@ -172,7 +176,12 @@ pub fn build(
 ) -> Result<Pairs> {
     let cfg = &plan.config;
     let id = plan.id();
-    let mut all: Vec<usize> = (0..ds.len()).collect();
+    let mut all: Vec<usize> = match cfg.families.is_empty() {
+        true => (0..ds.len()).collect(),
+        false => {
+            ds.of_families(manifest_path, m, &cfg.families, "dpo --families")?.into_iter().map(|i| i as usize).collect()
+        }
+    };
     all.shuffle(&mut ChaCha8Rng::seed_from_u64(cfg.seed));
     all.truncate(cfg.count.min(ds.len()));
     let root = manifest_path.parent().unwrap_or(Path::new("."));
@@ -469,6 +478,7 @@ mod tests {
             draws: 4,
             margin: 0.0,
             same_count: false,
+            families: Vec::new(),
         }
     }
 
@@ -551,6 +561,7 @@ mod tests {
         assert_eq!((own["winner"].as_str(), own["draws"].as_u64()), (Some("self"), Some(4)));
         assert!(own.get("margin").is_none(), "no margin: self-pair sets keep their id too");
         assert!(own.get("same_count").is_none(), "unmatched: the same");
+        assert!(own.get("families").is_none(), "every family: the same");
         let graded = serde_json::to_value(PairsConfig { margin: 0.25, ..cfg(Winner::OwnSample, false) }).unwrap();
         assert_eq!(graded["margin"].as_f64(), Some(0.25));
     }
