@@ -62,9 +62,10 @@ pub fn per_sample(rows: &Tensor, weights: Option<&Tensor>) -> Tensor {
 
 /// The weights of the winners' (or the losers') rows (B · masked, pair-major in ascending
 /// position, as [`pair_rows`]): `object` where the image's token covers an object
-/// (`objects[i]`, one flag a token of pair i), 1 elsewhere. The base was trained with its object rows weighed so; an
-/// anchor that weighs every row alike pulls the student towards background.
-pub fn winner_row_weights(d: &Draws, len: usize, objects: &[&[bool]], object: f32) -> Vec<f32> {
+/// (`objects[i]`, one flag a token of pair i), 1 elsewhere. The base was trained with its
+/// object rows weighed so; an anchor that weighs every row alike pulls the student towards
+/// background.
+pub fn object_row_weights(d: &Draws, len: usize, objects: &[&[bool]], object: f32) -> Vec<f32> {
     let rows = Mask::from_orders(&d.orders, len, d.masked).rows(true);
     rows.iter().map(|&r| if objects[r as usize / len][r as usize % len] { object } else { 1.0 }).collect()
 }
@@ -174,7 +175,7 @@ mod tests {
             noise: Tensor::zeros([4, 1], (Kind::Float, tch::Device::Cpu)),
         };
         let (o0, o1) = ([false, false, false, true], [true, false, true, false]);
-        let w = winner_row_weights(&d, 4, &[&o0, &o1], 4.0);
+        let w = object_row_weights(&d, 4, &[&o0, &o1], 4.0);
         assert_eq!(w, vec![1.0, 4.0, 4.0, 4.0], "rows 1, 3 of pair 0, then 0, 2 of pair 1");
         // Winner rows (0.1, 0.2 | 0.3, 0.4), losers anything: (0.1 + 0.8 + 1.2 + 1.6) / 13.
         let rows = Tensor::from_slice(&[0.1f32, 0.2, 0.3, 0.4, 9.0, 9.0, 9.0, 9.0]).view([4, 2]);

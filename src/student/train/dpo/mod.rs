@@ -30,7 +30,7 @@ use crate::student::train::data::Dataset;
 use crate::student::train::objects::PixelTokens;
 use crate::student::train::optim::{AdamW, Ema};
 use crate::student::train::schedule::{lr_at, mask_ratio, orders, step_rng, LrSchedule};
-use loss::{dpo_loss, pair_rows, per_sample, winner_mse, winner_row_weights, Draws};
+use loss::{dpo_loss, object_row_weights, pair_rows, per_sample, winner_mse, Draws};
 use pairs::{Pairs, PairsConfig, PairsPlan};
 
 /// The DPO run's settings (recorded in the checkpoint's lineage).
@@ -53,7 +53,7 @@ pub struct DpoConfig {
     /// their own object tokens; normalised per image; 1 = every row alike). The base's own
     /// loss weighed its object rows so: its implicit likelihood of an image is that weighted
     /// error, and weighed alike the preference is mostly about background rows. Pixel tokens
-    /// only.
+    /// only. On the demo student it read no better than 1 (docs/student.md, "What DPO adds").
     #[serde(default = "one_f", skip_serializing_if = "is_one_f")]
     pub dpo_object_weight: f64,
     pub lr: f64,
@@ -294,7 +294,8 @@ pub fn run(
     let grid = policy.state.grid;
     let (l, c) = (grid * grid, policy.model.cfg.token_dim);
     let ctx = Ctx::eval(); // no dropout: policy and reference see the same network
-                           // The object tokens of the winners (and the losers), once, where a term weighs them.
+
+    // The object tokens of the winners (and the losers), once, where a term weighs them.
     let anchor_weighs = cfg.sft_object_weight != 1.0 && cfg.sft_weight > 0.0;
     let term_weighs = cfg.dpo_object_weight != 1.0;
     let objects = match anchor_weighs || term_weighs {
@@ -322,7 +323,7 @@ pub fn run(
         // first kernel.
         let row_weights = |of: &[bool], w: f64| {
             let flags: Vec<&[bool]> = idx.iter().map(|&i| &of[i * l..(i + 1) * l]).collect();
-            tensor_f32(&winner_row_weights(&d, l, &flags, w as f32), &[per, d.masked], device)
+            tensor_f32(&object_row_weights(&d, l, &flags, w as f32), &[per, d.masked], device)
         };
         let weights = objects.as_ref().filter(|_| anchor_weighs).map(|(w, _)| row_weights(w, cfg.sft_object_weight));
         // (2B, masked): the winners' rows, then the losers'.
