@@ -88,11 +88,13 @@ pub fn check_object_prior(name: &str, p: f64) -> Result<(), String> {
     }
 }
 
-fn one() -> f64 {
+/// Serde default of a factor that is off at 1 (also the DPO config's object weights).
+pub(crate) fn one() -> f64 {
     1.0
 }
 
-fn is_one(v: &f64) -> bool {
+/// Leaves a factor at 1 out of a serialized config, so configs made before it keep their ids.
+pub(crate) fn is_one(v: &f64) -> bool {
     *v == 1.0
 }
 

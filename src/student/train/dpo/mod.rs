@@ -47,14 +47,20 @@ pub struct DpoConfig {
     /// row alike). `lightgen dpo` takes the base's own final `train.object_loss_weight`: an
     /// anchor that weighs rows otherwise than the base's training did pulls its prior (how
     /// often a token becomes an object) somewhere else. Pixel tokens only.
-    #[serde(default = "one_f", skip_serializing_if = "is_one_f")]
+    #[serde(
+        default = "crate::student::model::sampler::one",
+        skip_serializing_if = "crate::student::model::sampler::is_one"
+    )]
     pub sft_object_weight: f64,
     /// Weight of object rows in the DPO term's per-image errors (winner and loser each by
     /// their own object tokens; normalised per image; 1 = every row alike). The base's own
     /// loss weighed its object rows so: its implicit likelihood of an image is that weighted
     /// error, and weighed alike the preference is mostly about background rows. Pixel tokens
     /// only. On the demo student it read no better than 1 (docs/student.md, "What DPO adds").
-    #[serde(default = "one_f", skip_serializing_if = "is_one_f")]
+    #[serde(
+        default = "crate::student::model::sampler::one",
+        skip_serializing_if = "crate::student::model::sampler::is_one"
+    )]
     pub dpo_object_weight: f64,
     pub lr: f64,
     pub warmup_steps: u64,
@@ -72,14 +78,6 @@ pub struct DpoConfig {
     /// parts are exactly a smaller set's, so one build serves a sweep over pair counts.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub candidates_used: Option<usize>,
-}
-
-fn one_f() -> f64 {
-    1.0
-}
-
-fn is_one_f(w: &f64) -> bool {
-    *w == 1.0
 }
 
 /// One logged step.
@@ -295,22 +293,21 @@ pub fn run(
     let (l, c) = (grid * grid, policy.model.cfg.token_dim);
     let ctx = Ctx::eval(); // no dropout: policy and reference see the same network
 
-    // The object tokens of the winners (and the losers), once, where a term weighs them.
+    // Per pair (N · L), whether the winner's token covers an object, when a term weighs
+    // them; the losers' only for the DPO term.
     let anchor_weighs = cfg.sft_object_weight != 1.0 && cfg.sft_weight > 0.0;
     let term_weighs = cfg.dpo_object_weight != 1.0;
-    let objects = match anchor_weighs || term_weighs {
+    let px = match anchor_weighs || term_weighs {
         false => None,
-        true => {
-            // Per pair (N · L), whether the winner's (the loser's) token covers an object.
-            let px = (policy.state.latent.as_ref()).and_then(|lat| PixelTokens::of(lat, grid)).ok_or_else(|| {
-                Error::invalid(
-                    "dpo --sft-object-weight / --dpo-object-weight",
-                    "objects are found in pixel tokens; use 1 with this manifest",
-                )
-            })?;
-            Some((px.object_tokens_of(&p.winner, l * c), px.object_tokens_of(&p.loser, l * c)))
-        }
+        true => Some((policy.state.latent.as_ref()).and_then(|lat| PixelTokens::of(lat, grid)).ok_or_else(|| {
+            Error::invalid(
+                "dpo --sft-object-weight / --dpo-object-weight",
+                "objects are found in pixel tokens; use 1 with this manifest",
+            )
+        })?),
     };
+    let winner_objects = px.map(|px| px.object_tokens_of(&p.winner, l * c));
+    let loser_objects = px.filter(|_| term_weighs).map(|px| px.object_tokens_of(&p.loser, l * c));
     let pb = crate::progress::bar(cfg.steps, "dpo", "steps", progress);
     pb.set_position(start);
     let (mut first, mut last, mut last_acc) = (f64::NAN, f64::NAN, f64::NAN);
@@ -325,9 +322,9 @@ pub fn run(
             let flags: Vec<&[bool]> = idx.iter().map(|&i| &of[i * l..(i + 1) * l]).collect();
             tensor_f32(&object_row_weights(&d, l, &flags, w as f32), &[per, d.masked], device)
         };
-        let weights = objects.as_ref().filter(|_| anchor_weighs).map(|(w, _)| row_weights(w, cfg.sft_object_weight));
+        let weights = winner_objects.as_ref().filter(|_| anchor_weighs).map(|w| row_weights(w, cfg.sft_object_weight));
         // (2B, masked): the winners' rows, then the losers'.
-        let term = objects.as_ref().filter(|_| term_weighs).map(|(win, lose)| {
+        let term = winner_objects.as_ref().zip(loser_objects.as_ref()).map(|(win, lose)| {
             Tensor::cat(&[row_weights(win, cfg.dpo_object_weight), row_weights(lose, cfg.dpo_object_weight)], 0)
         });
         let text_err = |e: String| Error::invalid("dpo", e);
