@@ -88,20 +88,23 @@ fn demo_batch(b: usize) -> Batch {
 }
 
 /// The demo's own step (configs/train-tiny.toml on the demo's token shape: DiffLoss 384, the
-/// caption in the decoder, the object weight) at its batch (32) and at twice it.
+/// caption in the decoder, the object weight, the label read-out) at its batch (32) and at
+/// twice it; and at 32 without the label read-out (whose labels the analyzer reads off every
+/// sample of every step).
 fn demo_steps(c: &mut Criterion) {
     let mut g = c.benchmark_group("demo_step");
     g.sample_size(10);
-    for batch in [32, 64] {
+    for (name, batch, labels) in [("batch_32", 32, 0.1), ("batch_64", 64, 0.1), ("batch_32_no_labels", 32, 0.0)] {
         let mut cfg = TrainConfig::preset("tiny").unwrap();
         cfg.train.batch_size = batch;
+        cfg.train.label_loss_weight = labels;
         let model = cfg.model_config().unwrap().for_data(192, 4, TextSource::Vocab { vocab: 96 }, 0, 32);
         let mut tr = Trainer::new(cfg, model, 4, Device::Cpu).unwrap();
         tr.pixels = Some(PixelTokens { patch: 8, grid: 4, scale: 1.0 / 127.5, shift: 127.5 });
         let b = demo_batch(tr.cfg.train.batch_size);
         g.throughput(Throughput::Elements((b.size * 16) as u64)); // tokens
         let mut s = 0;
-        g.bench_function(format!("batch_{batch}"), |bench| {
+        g.bench_function(name, |bench| {
             bench.iter(|| {
                 s += 1;
                 tr.step(&b, s).unwrap()

@@ -109,7 +109,7 @@ pub fn train_check(
     }
     cfg.train.steps = steps;
     // Random latents hold no objects to find: the pixel-only object options are off here.
-    (cfg.train.object_loss_weight, cfg.train.object_mask_prob) = (1.0, 0.0);
+    (cfg.train.object_loss_weight, cfg.train.object_mask_prob, cfg.train.label_loss_weight) = (1.0, 0.0, 0.0);
     cfg.train.precision = serde_json::from_value(serde_json::Value::String(precision.into()))
         .map_err(|_| anyhow::anyhow!("--precision {precision}: expected auto, f32 or bf16"))?;
     let (text_len, channels) = (128, 4096);

@@ -219,17 +219,22 @@ fn encode_stores_vae_moments_with_an_auto_scale_and_a_verified_manifest() {
     assert!(std > 0.0);
     let verify = lightgen(&["manifest", "verify", run.join("manifest.json").to_str().unwrap()]);
     assert!(verify.status.success(), "{}", stderr(&verify));
-    // Object-first masks find objects in pixels: on VAE latents training refuses, naming both.
+    // Object-first masks and the label read-out find objects in pixels: on VAE latents
+    // training refuses, naming the option and the tokenizer, and writes no checkpoint.
     let micro = std::fs::read_to_string(root().join("tests/fixtures/train-micro.toml")).unwrap();
-    let tc = dir.path().join("objects.toml");
-    std::fs::write(&tc, micro.replace("[train]\n", "[train]\nobject_mask_prob = 0.5\n")).unwrap();
     let m = run.join("manifest.json");
-    let o = dir.path().join("o");
-    let args = ["train", "-q", "-m", m.to_str().unwrap(), "-c", tc.to_str().unwrap(), "--out", o.to_str().unwrap()];
-    let out = lightgen(&args);
-    assert!(!out.status.success());
-    let e = stderr(&out);
-    assert!(e.contains("train.object_mask_prob") && e.contains("tokenizer is \"vae\""), "{e}");
+    for option in ["object_mask_prob = 0.5", "label_loss_weight = 0.1"] {
+        let tc = dir.path().join("objects.toml");
+        std::fs::write(&tc, micro.replace("[train]\n", &format!("[train]\n{option}\n"))).unwrap();
+        let o = dir.path().join("o");
+        let args = ["train", "-q", "-m", m.to_str().unwrap(), "-c", tc.to_str().unwrap(), "--out", o.to_str().unwrap()];
+        let out = lightgen(&args);
+        assert!(!out.status.success(), "{option}");
+        let e = stderr(&out);
+        let name = format!("train.{}", option.split(' ').next().unwrap());
+        assert!(e.contains(&name) && e.contains("tokenizer is \"vae\""), "{option}: {e}");
+        assert!(!o.join("checkpoints").exists(), "{option}: nothing trained");
+    }
 }
 
 #[test]

@@ -5,6 +5,12 @@
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+/// Classes of `label_head`'s first half of logits: the shapes world's 10 classes, then
+/// background; its second half is the 10 colours, then background (`MarConfig::labels`).
+pub const LABEL_CLASSES: usize = 11;
+/// `label_head`'s logits: class, then colour.
+pub const LABEL_LOGITS: usize = 2 * LABEL_CLASSES;
+
 /// Where the text condition comes from.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case", tag = "kind")]
@@ -119,6 +125,14 @@ pub struct MarConfig {
     /// `x0_head`. Not in the reference; older checkpoints lack the field.
     #[serde(default)]
     pub head_centre: bool,
+    /// A read-out of each token's semantic label from z (`label_head`, Linear(D, 22)): the
+    /// class of the object on the token (10 shapes-world classes, or background) and its colour
+    /// (10 colours, or background), trained by cross-entropy against the shapes analyzer's
+    /// reading of the training image (`train.label_loss_weight`). The shapes world's stand-in
+    /// for aligning a generator's features with a frozen vision encoder's (REPA). Sampling
+    /// never uses it. Not in the reference; older checkpoints lack the field.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub labels: bool,
     pub attn_dropout: f32,
     pub proj_dropout: f32,
 }
@@ -148,6 +162,7 @@ impl MarConfig {
             rope: false,
             neighbours: false,
             text_prefix: false,
+            labels: false,
             head_centre: false,
             attn_dropout: drop,
             proj_dropout: drop,
@@ -249,6 +264,7 @@ impl MarConfig {
         let code = if self.codes > 0 { lin(d, self.codes as u64) } else { 0 };
         let nbr = if self.neighbours { lin(9 * (self.token_dim as u64 + 1), d) } else { 0 };
         let prefix = if self.text_prefix { lin(d, d) } else { 0 };
+        let labels = if self.labels { lin(d, LABEL_LOGITS as u64) } else { 0 };
         let (w, t) = (self.diffloss_width as u64, self.token_dim as u64);
         let head = lin(256, w)
             + lin(w, w)
@@ -257,7 +273,7 @@ impl MarConfig {
             + self.diffloss_depth as u64 * (ln(w) + 2 * lin(w, w) + lin(w, 3 * w))
             + lin(w, 2 * w)
             + lin(w, 2 * t);
-        (text + enc + dec + crs + x0 + code + nbr + prefix, head)
+        (text + enc + dec + crs + x0 + code + nbr + prefix + labels, head)
     }
 }
 

@@ -81,6 +81,8 @@ pub struct Mar {
     nbr_proj: Option<Linear>,
     /// The aligned caption → the decoder's prefix tokens, when `cfg.text_prefix`.
     decoder_text_embed: Option<Linear>,
+    /// z → a token's class and colour logits (`cfg.labels`; a training signal only).
+    pub label_head: Option<Linear>,
 }
 
 impl Mar {
@@ -129,6 +131,8 @@ impl Mar {
         // Zero at init: the model starts as the one without it (its weight still gets gradient).
         let nbr_proj = cfg.neighbours.then(|| Linear::zeros(&mut s.pp("nbr_proj"), 9 * (cfg.token_dim + 1), d));
         let decoder_text_embed = cfg.text_prefix.then(|| Linear::xavier(&mut s.pp("decoder_text_embed"), d, d));
+        // Made last, so that every other weight starts as it does without it.
+        let label_head = cfg.labels.then(|| Linear::xavier(&mut s.pp("label_head"), d, super::config::LABEL_LOGITS));
         Ok(Mar {
             cfg: cfg.clone(),
             z_proj,
@@ -152,6 +156,7 @@ impl Mar {
             code_head,
             nbr_proj,
             decoder_text_embed,
+            label_head,
         })
     }
 

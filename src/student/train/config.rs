@@ -201,6 +201,14 @@ pub struct TrainSection {
     pub codes: usize,
     /// Training images whose tokens fit the codebook.
     pub code_images: usize,
+    /// Weight of a cross-entropy term between a read-out of z (`label_head`) and each masked
+    /// token's semantic label: the class and colour of the object the shapes analyzer finds on
+    /// that token of the training image, or background. 0 = off (the reference). The x0 and
+    /// code read-outs ask z for pixels, where a hexagon and a circle, or a star and a diamond,
+    /// differ by a few edge pixels of an 8 × 8 token; this term asks for the class itself, as
+    /// REPA aligns a generator's features with a frozen vision encoder's. Pixel tokens only.
+    /// Unweighted by the object weight: a training signal, not a calibrated probability.
+    pub label_loss_weight: f64,
     /// Compute precision: `auto` = bf16 on CUDA, f32 on CPU (the reference trains under
     /// bf16 autocast); `f32` or `bf16` force one. Weights and optimizer state are f32 always.
     pub precision: Precision,
@@ -267,6 +275,7 @@ impl Default for TrainSection {
             code_loss_weight: 0.0,
             codes: 256,
             code_images: 1024,
+            label_loss_weight: 0.0,
             precision: Precision::Auto,
             focus_families: Vec::new(),
             focus_steps: 0,
@@ -445,6 +454,9 @@ impl TrainConfig {
                 t.codes, t.code_images, t.code_loss_weight
             ));
         }
+        if !(t.label_loss_weight >= 0.0 && t.label_loss_weight.is_finite()) {
+            return Err(format!("train.label_loss_weight = {}: expected ≥ 0 (0 = off)", t.label_loss_weight));
+        }
         if !(t.min_snr_gamma >= 0.0) || !(t.high_noise_weight >= 0.0) {
             return Err(format!(
                 "train.min_snr_gamma = {} and train.high_noise_weight = {}: expected ≥ 0 (0 = off)",
@@ -512,6 +524,7 @@ impl TrainConfig {
             c.x0_hidden = h;
         }
         c.codes = if self.train.code_loss_weight > 0.0 { self.train.codes } else { 0 };
+        c.labels = self.train.label_loss_weight > 0.0;
         if let Some(r) = m.rope {
             c.rope = r;
         }

@@ -169,6 +169,7 @@ pub fn train(manifest_path: &Path, cfg: TrainConfig, opts: &TrainOptions) -> Res
         ("object_mask_prob", cfg.train.object_mask_prob, 0.0),
         ("object_keep_prob", cfg.train.object_keep_prob, 0.0),
         ("object_loss_weight", cfg.train.object_loss_weight, 1.0),
+        ("label_loss_weight", cfg.train.label_loss_weight, 0.0),
     ];
     if let Some((name, value, off)) = object_options.into_iter().find(|(_, v, off)| v != off) {
         let l = &m.latent;

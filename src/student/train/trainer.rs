@@ -19,6 +19,7 @@ use super::schedule::{lr_at, step_rng};
 pub use super::timesteps::loss_weight;
 use crate::error::{Error, Result};
 use crate::student::dist::Dist;
+use crate::student::model::config::LABEL_CLASSES;
 use crate::student::model::layers::{index, scalar, tensor_f32, Ctx};
 use crate::student::model::text::TextInput;
 use crate::student::model::{Mar, MarConfig, ParamStore, TextSource};
@@ -183,6 +184,35 @@ impl Trainer {
             (_, _, false) => loss,
             _ => {
                 return Err(Error::invalid("train.code_loss_weight", "the code read-out needs its head and a codebook"))
+            }
+        };
+        let loss = match (&m.label_head, t.label_loss_weight > 0.0) {
+            (Some(head), true) => {
+                // Each masked token's [class, colour] against the read-out's two halves (K, 11 + 11).
+                let labels = self.labels(b)?;
+                let target = |k: usize| rows.iter().map(|&r| labels[r as usize][k]).collect::<Vec<i64>>();
+                let logits = head.forward(&z).to_kind(Kind::Float); // (K, 22)
+                let k = LABEL_CLASSES as i64;
+                let ce = |half: i64, y: Vec<i64>| {
+                    let y = Tensor::from_slice(&y).to_device(self.device); // (K)
+                    logits.narrow(1, half * k, k).cross_entropy_loss::<Tensor>(
+                        &y,
+                        None,
+                        tch::Reduction::None,
+                        -100,
+                        0.0,
+                    )
+                };
+                let ce = ce(0, target(0)) + ce(1, target(1)); // (K)
+                let ce = ce.repeat([t.diffusion_batch_mul as i64]).view([n as i64]);
+                loss + ce * t.label_loss_weight
+            }
+            (_, false) => loss,
+            (None, true) => {
+                return Err(Error::invalid(
+                    "train.label_loss_weight",
+                    "the label read-out needs its head (model.labels)",
+                ))
             }
         };
         // Weighted after the sum, as before the x0-only option (the same floats, step by step).
