@@ -189,7 +189,17 @@ impl Trainer {
             )
         })?;
         let n = self.grid * self.grid * self.model.cfg.token_dim;
-        Ok(px.labels_of(&b.tokens, n))
+        let mut cache = self.label_cache.lock().unwrap_or_else(|e| e.into_inner());
+        let mut out = Vec::with_capacity(b.tokens.len() / self.model.cfg.token_dim);
+        for sample in b.tokens.chunks_exact(n) {
+            let bytes: Vec<u8> = sample.iter().flat_map(|v| v.to_le_bytes()).collect();
+            let labels = cache.entry(*blake3::hash(&bytes).as_bytes()).or_insert_with(|| {
+                // Indices are below LABEL_CLASSES (11): a byte each.
+                px.token_labels(sample).into_iter().map(|l| l.map(|v| v as u8)).collect()
+            });
+            out.extend(labels.iter().map(|l| l.map(i64::from)));
+        }
+        Ok(out)
     }
 }
 
@@ -333,6 +343,10 @@ mod tests {
             one.iter().zip(&rows(&tr)).map(|(a, b)| a - b).collect()
         };
         assert!(mean(&after) < 0.25 * mean(&ce), "{} → {}", mean(&ce), mean(&after));
+        // The analyzer read the batch's one distinct sample once; the cache gives its labels.
+        assert_eq!(tr.label_cache.lock().unwrap().len(), 1);
+        let spec = tr.pixels.unwrap();
+        assert_eq!(tr.labels(&batch).unwrap(), spec.labels_of(&batch.tokens, 16 * 12));
         // Without pixel tokens there are no labels; a negative weight is refused.
         tr.cfg.train.label_loss_weight = 1.0;
         tr.pixels = None;

@@ -52,6 +52,10 @@ pub struct Trainer {
     /// The token codebook (k, C) of `train.code_loss_weight` (set by `run::train`, see
     /// `codes.rs`; kept with the optimiser state).
     pub codebook: Option<Tensor>,
+    /// Each sample's token labels (`train.label_loss_weight`), by the hash of its tokens: the
+    /// analyzer reads a sample once, not at every step that draws it (it costs ~1.5 ms an
+    /// image, a quarter of the demo's step when read every time).
+    pub label_cache: std::sync::Mutex<std::collections::HashMap<[u8; 32], Vec<[u8; 2]>>>,
 }
 
 impl Trainer {
@@ -62,7 +66,19 @@ impl Trainer {
         let ema = Ema::new(&store, cfg.train.ema);
         let [beta1, beta2] = cfg.train.adam_betas;
         let opt = AdamW::new(beta1, beta2, cfg.train.weight_decay);
-        Ok(Trainer { model, store, opt, ema, cfg, grid, device, dist: Dist::single(), pixels: None, codebook: None })
+        Ok(Trainer {
+            model,
+            store,
+            opt,
+            ema,
+            cfg,
+            grid,
+            device,
+            dist: Dist::single(),
+            pixels: None,
+            codebook: None,
+            label_cache: Default::default(),
+        })
     }
 
     /// The text input of a host batch.
