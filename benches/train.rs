@@ -25,8 +25,10 @@ fn trainer(preset: &str) -> Trainer {
     }
     // The reference script's model (its head, no caption in the decoder: LightGen has none),
     // so that the two numbers stay comparable; the demo's own step is in its training log.
+    // The label read-out is not in the reference either.
     if cfg.model.preset == "tiny" {
         (cfg.model.diffloss_width, cfg.model.text_prefix) = (Some(192), Some(false));
+        cfg.train.label_loss_weight = 0.0;
     }
     let model = cfg.model_config().unwrap().for_data(48, 8, TextSource::Vocab { vocab: 96 }, 0, 32);
     let mut tr = Trainer::new(cfg, model, 8, Device::Cpu).unwrap();
