@@ -189,18 +189,45 @@ impl Trainer {
             )
         })?;
         let n = self.grid * self.grid * self.model.cfg.token_dim;
+        let samples: Vec<&[f32]> = b.tokens.chunks_exact(n).collect();
+        let keys: Vec<[u8; 32]> = samples
+            .iter()
+            .map(|s| *blake3::hash(&s.iter().flat_map(|v| v.to_le_bytes()).collect::<Vec<u8>>()).as_bytes())
+            .collect();
         let mut cache = self.label_cache.lock().unwrap_or_else(|e| e.into_inner());
-        let mut out = Vec::with_capacity(b.tokens.len() / self.model.cfg.token_dim);
-        for sample in b.tokens.chunks_exact(n) {
-            let bytes: Vec<u8> = sample.iter().flat_map(|v| v.to_le_bytes()).collect();
-            let labels = cache.entry(*blake3::hash(&bytes).as_bytes()).or_insert_with(|| {
-                // Indices are below LABEL_CLASSES (11): a byte each.
-                px.token_labels(sample).into_iter().map(|l| l.map(|v| v as u8)).collect()
-            });
-            out.extend(labels.iter().map(|l| l.map(i64::from)));
+        // The samples the cache has not read yet (each once, though a batch repeats one).
+        let mut todo: Vec<usize> = Vec::new();
+        for (i, k) in keys.iter().enumerate() {
+            if !cache.contains_key(k) && !todo.iter().any(|&j| keys[j] == *k) {
+                todo.push(i);
+            }
         }
+        let fresh = read_labels(px, &todo.iter().map(|&i| samples[i]).collect::<Vec<_>>());
+        for (&i, labels) in todo.iter().zip(fresh) {
+            cache.insert(keys[i], labels);
+        }
+        let out = keys.iter().flat_map(|k| cache[k].iter().map(|l| l.map(i64::from))).collect();
         Ok(out)
     }
+}
+
+/// [`PixelTokens::token_labels`] of each of `samples`, a byte a label (indices are below
+/// LABEL_CLASSES, 11), read on every core: the analyzer reads a fresh sample in about a
+/// millisecond, which on a GPU's batch of 128 would cost more than the step itself.
+fn read_labels(px: &PixelTokens, samples: &[&[f32]]) -> Vec<Vec<[u8; 2]>> {
+    let read = |s: &[f32]| px.token_labels(s).into_iter().map(|l| l.map(|v| v as u8)).collect::<Vec<_>>();
+    let cores = std::thread::available_parallelism().map_or(1, |c| c.get());
+    if samples.len() < 2 || cores < 2 {
+        return samples.iter().map(|s| read(s)).collect();
+    }
+    let per = samples.len().div_ceil(cores);
+    std::thread::scope(|scope| {
+        let parts: Vec<_> = samples
+            .chunks(per)
+            .map(|part| scope.spawn(move || part.iter().map(|s| read(s)).collect::<Vec<_>>()))
+            .collect();
+        parts.into_iter().flat_map(|h| h.join().expect("the analyzer does not panic")).collect()
+    })
 }
 
 /// Each of `rows` (flat b·L + l) weighted `object` where `obj` marks it and `background`
@@ -347,6 +374,19 @@ mod tests {
         assert_eq!(tr.label_cache.lock().unwrap().len(), 1);
         let spec = tr.pixels.unwrap();
         assert_eq!(tr.labels(&batch).unwrap(), spec.labels_of(&batch.tokens, 16 * 12));
+        // 16 new distinct samples (sample i is i + 1 grey levels lighter; the odd ones without
+        // the square) are read on every core and come back in order, each read once.
+        let mut tokens = batch.tokens.clone();
+        for (i, s) in tokens.chunks_exact_mut(16 * 12).enumerate() {
+            for v in s.iter_mut() {
+                *v = if i % 2 == 1 { (140.0 - 127.5) / 127.5 } else { *v } + (i + 1) as f32 / 127.5;
+            }
+        }
+        let distinct = Batch { tokens, ..red_block_batch().0 };
+        let want = spec.labels_of(&distinct.tokens, 16 * 12);
+        assert!(want[5 * 16 + 5] == [BACKGROUND; 2] && want[4 * 16 + 5] != [BACKGROUND; 2]);
+        assert_eq!(tr.labels(&distinct).unwrap(), want);
+        assert_eq!(tr.label_cache.lock().unwrap().len(), 17);
         // Without pixel tokens there are no labels; a negative weight is refused.
         tr.cfg.train.label_loss_weight = 1.0;
         tr.pixels = None;
