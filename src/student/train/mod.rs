@@ -12,6 +12,7 @@ pub mod dpo;
 pub mod draws;
 pub mod fused;
 pub mod init;
+pub mod labels;
 pub mod metrics;
 pub mod objects;
 pub mod optim;
