@@ -249,6 +249,14 @@ pub struct DpoFlags {
     /// tokens only.
     #[arg(long, default_value_t = 1.0)]
     pub dpo_object_weight: f64,
+    /// What --sft-weight weighs: `train`, the base's whole training loss on the winners (its
+    /// mask ratios, caption drop and read-out terms, draws of its own), so the read-outs that
+    /// shaped the base keep holding while DPO moves its weights; `eps`, the winners' eps-MSE on
+    /// the DPO term's own masks (mask ratios in [0.7, 1]). On the labelled demo student `train`
+    /// read +0.054 / +0.056 / +0.056 overall at DPO seeds 0 / 1 / 2, `eps` +0.061 / +0.025 /
+    /// +0.051 (docs/student.md, "DPO anchored by the base's own loss").
+    #[arg(long, value_enum, default_value = "train")]
+    pub anchor: lightgen::student::train::dpo::Anchor,
     #[arg(long, default_value_t = 1e-4)]
     pub lr: f64,
     /// 450: on the demo student 150 gave +0.005 overall and 900 the same as 450

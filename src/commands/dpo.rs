@@ -52,6 +52,7 @@ pub fn dpo_config(f: &DpoFlags, count: usize, beta: f64, base: &TrainConfig) -> 
         sft_weight: f.sft_weight,
         sft_object_weight: object,
         dpo_object_weight: f.dpo_object_weight,
+        anchor: f.anchor,
         lr: f.lr,
         warmup_steps: f.warmup,
         steps: f.steps,

@@ -144,6 +144,28 @@ fn pairs_resume_by_part_and_the_checkpoint_names_its_lineage() {
     let o = dpo(&base, &dir.path().join("t0"), &["--dpo-object-weight=-1"]);
     assert!(!o.status.success() && stderr(&o).contains("--dpo-object-weight -1"), "{}", stderr(&o));
     assert!(!dir.path().join("t0").exists(), "refused before anything is written");
+    // The default anchor is the base's own training loss (recorded); eps alone, the anchor
+    // before it, is left out of the lineage, keeps the DPO term (ln 2 first), and gives
+    // another anchor value and another update.
+    assert_eq!(lin["dpo"]["anchor"], "train", "{lin}");
+    let eps_run = dir.path().join("anchor-eps");
+    copy_dir(&copy, &eps_run.join("pairs"));
+    let o = dpo(&base, &eps_run, &["--anchor", "eps"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let sa: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert!((sa["first_loss"].as_f64().unwrap() - std::f64::consts::LN_2).abs() < 1e-6, "{sa}");
+    let st: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(eps_run.join("checkpoints/step-00000003/state.json")).unwrap()).unwrap();
+    assert_eq!(st["lineage"]["dpo"].get("anchor"), None, "{}", st["lineage"]);
+    let first_anchor = |run: &Path| -> f64 {
+        let m = std::fs::read_to_string(run.join("metrics.jsonl")).unwrap();
+        serde_json::from_str::<serde_json::Value>(m.lines().next().unwrap()).unwrap()["winner_mse"].as_f64().unwrap()
+    };
+    let (train, eps) = (first_anchor(&out), first_anchor(&eps_run));
+    assert!(eps.is_finite() && eps > 0.0 && train.is_finite() && train != eps, "anchors: eps {eps}, train {train}");
+    assert_ne!(ema(&eps_run), ema(&out), "the training loss anchors otherwise than eps alone");
+    let o = dpo(&base, &dir.path().join("a0"), &["--anchor", "pixels"]);
+    assert!(!o.status.success() && stderr(&o).contains("pixels"), "{}", stderr(&o));
     // and it samples like any checkpoint
     let smp = dir.path().join("smp");
     super::sample_red_circle(&out, MANIFEST, &smp);

@@ -5,6 +5,7 @@
 //! loss is exactly ln 2. Every random draw of step s comes from (seed, s): a run killed and
 //! rerun continues from its last checkpoint to the same weights.
 
+pub mod anchor;
 pub mod loss;
 pub mod pairs;
 pub mod sweep;
@@ -30,6 +31,8 @@ use crate::student::train::data::Dataset;
 use crate::student::train::objects::PixelTokens;
 use crate::student::train::optim::{AdamW, Ema};
 use crate::student::train::schedule::{lr_at, mask_ratio, orders, step_rng, LrSchedule};
+pub use anchor::Anchor;
+use anchor::{policy_trainer, winners};
 use loss::{dpo_loss, object_row_weights, pair_rows, per_sample, winner_mse, Draws};
 use pairs::{Pairs, PairsConfig, PairsPlan};
 
@@ -62,6 +65,10 @@ pub struct DpoConfig {
         skip_serializing_if = "crate::student::model::sampler::is_one"
     )]
     pub dpo_object_weight: f64,
+    /// What `sft_weight` weighs: the winners' eps-MSE on the DPO term's own draws, or the
+    /// base's whole training loss on them.
+    #[serde(default, skip_serializing_if = "Anchor::is_eps")]
+    pub anchor: Anchor,
     pub lr: f64,
     pub warmup_steps: u64,
     pub steps: u64,
@@ -89,8 +96,9 @@ pub struct DpoStep {
     pub reward_accuracy: f64,
     /// Mean of d = (Lw − Ll) − (Lw_ref − Ll_ref).
     pub margin: f64,
-    /// The policy's mean eps-MSE on the winners (what `sft_weight` holds down; in plain DPO it
-    /// may rise as long as the losers' rises more).
+    /// The anchor on the winners (what `sft_weight` holds down): their mean eps-MSE, or with
+    /// `Anchor::Train` the base's training loss on them. In plain DPO the winners' error may
+    /// rise as long as the losers' rises more.
     pub winner_mse: f64,
     pub lr: f64,
     pub grad_norm: f64,
@@ -243,7 +251,7 @@ pub fn run(
     });
 
     // Policy and reference from the base EMA weights; resume from our last checkpoint.
-    let policy = Student::load(base_ckpt, true, device)?;
+    let policy = policy_trainer(&base, base_ckpt, cfg, device)?;
     let reference = base;
     let mut opt = AdamW::new(0.9, 0.95, cfg.weight_decay);
     let mut ema = Ema::new(&policy.store, cfg.ema);
@@ -289,7 +297,7 @@ pub fn run(
     // Pairs per rank and per step (all ranks take equal shares of the global batch).
     let per = cfg.batch_size.min(p.n / dist.world).max(1);
     let (lo, global) = (dist.rank * per, per * dist.world);
-    let grid = policy.state.grid;
+    let grid = reference.state.grid;
     let (l, c) = (grid * grid, policy.model.cfg.token_dim);
     let ctx = Ctx::eval(); // no dropout: policy and reference see the same network
 
@@ -299,12 +307,14 @@ pub fn run(
     let term_weighs = cfg.dpo_object_weight != 1.0;
     let px = match anchor_weighs || term_weighs {
         false => None,
-        true => Some((policy.state.latent.as_ref()).and_then(|lat| PixelTokens::of(lat, grid)).ok_or_else(|| {
-            Error::invalid(
-                "dpo --sft-object-weight / --dpo-object-weight",
-                "objects are found in pixel tokens; use 1 with this manifest",
-            )
-        })?),
+        true => {
+            Some((reference.state.latent.as_ref()).and_then(|lat| PixelTokens::of(lat, grid)).ok_or_else(|| {
+                Error::invalid(
+                    "dpo --sft-object-weight / --dpo-object-weight",
+                    "objects are found in pixel tokens; use 1 with this manifest",
+                )
+            })?)
+        }
     };
     let winner_objects = px.map(|px| px.object_tokens_of(&p.winner, l * c));
     let loser_objects = px.filter(|_| term_weighs).map(|px| px.object_tokens_of(&p.loser, l * c));
@@ -335,7 +345,17 @@ pub fn run(
         let tp = policy.model.text.forward(&text, &ctx).map_err(text_err)?;
         let pol_rows = pair_rows(&policy.model, &tokens, &tp, &d, grid, &ctx); // (2B, masked)
         let (loss, diff) = dpo_loss(&per_sample(&pol_rows, term.as_ref()), &ref_mse, cfg.beta);
-        let wmse = winner_mse(&pol_rows, weights.as_ref());
+        let wmse = match cfg.anchor {
+            Anchor::Eps => winner_mse(&pol_rows, weights.as_ref()),
+            Anchor::Train => {
+                // The global batch's draws, this rank's share of them (as `train` does), so
+                // ranks together anchor as one process.
+                let mul = policy.cfg.train.diffusion_batch_mul;
+                let draws = policy.draws(global, step).share(dist.rank, dist.world, mul);
+                let (rows, _) = policy.losses_with(&winners(&p, &idx, &ds, step), &draws, &ctx)?;
+                rows.mean(tch::Kind::Float)
+            }
+        };
         let total = if cfg.sft_weight > 0.0 { &loss + &wmse * cfg.sft_weight } else { loss.shallow_clone() };
         let dv = to_host(&diff);
         let mut grads = policy.store.grads(&total);
@@ -377,7 +397,7 @@ pub fn run(
                 metrics.flush().map_err(|e| Error::io(&metrics_path, e))?;
             }
             let state =
-                TrainState { step: done, adam_t: opt.t, lineage: Some(lineage.clone()), ..policy.state.clone() };
+                TrainState { step: done, adam_t: opt.t, lineage: Some(lineage.clone()), ..reference.state.clone() };
             let mut optim = std::collections::BTreeMap::new();
             for (k, v) in &opt.m {
                 optim.insert(format!("m.{k}"), v.shallow_clone());
